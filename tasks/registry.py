@@ -1,0 +1,94 @@
+"""Task that registers the onboarding's winner and moves ``champion`` only through the gate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from models.config import EvalConfig
+from models.evaluation import RankingTask, evaluate_model
+from tasks import tracking
+from tasks.evaluation import ModelReport
+
+BASELINES = ("popularity", "scratch")
+METRIC = "ndcg_at_10"
+
+
+def registered_name(domain: str) -> str:
+    """``transferrec-<domain>``."""
+    return f"transferrec-{tracking.slug(domain)}"
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What was registered and what the gate decided."""
+
+    winner: str
+    registered_model: str | None
+    version: str | None
+    aliases: list[str] = field(default_factory=list)
+    promoted: bool = False
+    reason: str = ""
+    champion_before: str | None = None
+    evidence: dict[str, float] = field(default_factory=dict)
+
+
+def choose_winner(reports: dict[str, ModelReport]) -> tuple[str, str]:
+    """Transfer wins when its validation NDCG@10 beats every baseline; else the best baseline (guard)."""
+    transfer = reports["transfer"].val.metrics[METRIC]
+    best_baseline = max(BASELINES, key=lambda b: (reports[b].val.metrics[METRIC], b == "popularity"))
+    best = reports[best_baseline].val.metrics[METRIC]
+    if transfer > best:
+        return "transfer", (f"transfer beats the best baseline ({best_baseline}) on validation: "
+                            f"{transfer:.4f} > {best:.4f}")
+    return best_baseline, (f"negative-transfer guard: transfer {transfer:.4f} does not beat {best_baseline} "
+                           f"{best:.4f} on validation, so {best_baseline} is registered instead")
+
+
+@task(name="register-model", cache_policy=NO_CACHE)
+def register_winner(
+    reports: dict[str, ModelReport], domain: str, test_task: RankingTask, run: tracking.TrackingContext,
+    evaluation: EvalConfig, *, margin: float, tags: dict[str, str],
+) -> Registration:
+    """Register the winner with alias ``challenger``; move ``champion`` only when it earns it.
+
+    ``champion`` moves when the winner is the transferred model (so it beat both baselines on validation) and,
+    if a champion exists, it beats that champion re-evaluated now on this run's test split by ``margin``
+    (relative NDCG@10). Anything raised before the aliases are set leaves the registry as it was.
+    """
+    log = get_run_logger()
+    winner, why = choose_winner(reports)
+    report = reports[winner]
+    name = registered_name(domain)
+    champion = tracking.alias_version(run.uri, name, tracking.CHAMPION)
+    evidence = {"challenger_val_ndcg_at_10": report.val.metrics[METRIC],
+                "challenger_test_ndcg_at_10": report.test.metrics[METRIC]}
+    if winner != "transfer":
+        promote, reason = False, why
+    elif champion is None:
+        promote, reason = True, f"{why}; no champion yet"
+    else:
+        current = tracking.load_factor_model(run.uri, f"models:/{name}/{champion.version}")
+        champion_ndcg = evaluate_model(current, test_task, ks=(10,), ctr_k=evaluation.ctr_k).metrics[METRIC]
+        evidence["champion_test_ndcg_at_10"] = champion_ndcg
+        needed = champion_ndcg * (1.0 + margin)
+        promote = evidence["challenger_test_ndcg_at_10"] > needed
+        reason = (f"{why}; challenger test NDCG@10 {evidence['challenger_test_ndcg_at_10']:.4f} "
+                  f"{'>' if promote else '<='} champion v{champion.version} {champion_ndcg:.4f} x (1 + {margin})")
+    assert report.model_uri is not None, "the winner's model must be logged before registration"
+    version_tags = {**tags, "winner": winner, "run_id": run.run_id,
+                    "promotion": "promoted" if promote else "not-promoted", "promotion_reason": reason[:4000],
+                    **{k: f"{v:.6f}" for k, v in evidence.items()}}
+    if winner != "transfer":
+        version_tags["guard"] = "negative-transfer"
+    aliases = [tracking.CHALLENGER] + ([tracking.CHAMPION] if promote else [])
+    version = tracking.register_model(run.uri, name, report.model_uri, run_id=report.run_id or run.run_id,
+                                      tags=version_tags, aliases=aliases,
+                                      description=f"{winner} model for domain {domain}: {reason}")
+    tracking.set_tags(run.uri, run.run_id, {"registered_model": name, "model_version": version.version,
+                                            "winner": winner, "promotion": version_tags["promotion"]})
+    log.info("registered %s v%s (%s) aliases=%s: %s", name, version.version, winner, aliases, reason)
+    return Registration(winner, name, version.version, aliases, promote, reason,
+                        champion.version if champion else None, evidence)

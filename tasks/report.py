@@ -1,0 +1,90 @@
+"""Task that writes the onboarding summary: a comparison table and the JSON the CLI prints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from tasks import tracking
+from tasks.evaluation import ModelReport
+from tasks.registry import BASELINES, METRIC, Registration
+from tasks.selection import Selection
+
+TABLE_COLUMNS = (("val NDCG@10", "val", "ndcg_at_10"), ("test NDCG@10", "test", "ndcg_at_10"),
+                 ("P@10", "test", "precision_at_10"), ("R@10", "test", "recall_at_10"),
+                 ("HR@10", "test", "hit_rate_at_10"), ("CTR@3", "test", "ctr_at_3"))
+
+
+def comparison_markdown(reports: dict[str, ModelReport]) -> str:
+    """A Markdown table of every model's headline metrics."""
+    header = "| model | " + " | ".join(c[0] for c in TABLE_COLUMNS) + " |"
+    lines = [header, "|---" * (len(TABLE_COLUMNS) + 1) + "|"]
+    for name, report in reports.items():
+        cells = []
+        for _, stage, key in TABLE_COLUMNS:
+            value = getattr(report, stage).metrics.get(key)
+            cells.append("-" if value is None else f"{value:.4f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def lifts(reports: dict[str, ModelReport]) -> dict[str, float]:
+    """Relative NDCG@10 lift of transfer over the best baseline, on validation and on test."""
+    out = {}
+    for stage in ("val", "test"):
+        transfer = getattr(reports["transfer"], stage).metrics[METRIC]
+        best = max(getattr(reports[b], stage).metrics[METRIC] for b in BASELINES)
+        out[f"{stage}/lift_{METRIC}"] = transfer / best - 1.0 if best > 0 else float("nan")
+    return out
+
+
+@task(name="summarize", cache_policy=NO_CACHE)
+def summarize(
+    reports: dict[str, ModelReport], selection: Selection, registration: Registration | None,
+    run: tracking.TrackingContext, target_domain: str, split_summary: dict[str, Any], timings: dict[str, float],
+) -> dict[str, Any]:
+    """Log lifts, the comparison table and the summary JSON to the parent run and as a Prefect artifact."""
+    lift = lifts(reports)
+    tracking.log_metrics(run.uri, run.run_id, {
+        **lift, **{f"test/{k}": v for k, v in reports["transfer"].test.metrics.items()},
+        **{f"val/{k}": v for k, v in reports["transfer"].val.metrics.items()},
+        **{f"time/{k}": v for k, v in timings.items()},
+    })
+    table = comparison_markdown(reports)
+    candidates = [
+        {k: (v if not hasattr(v, "item") else v.item()) for k, v in row.items()}
+        for row in selection.table.to_dicts()
+    ]
+    summary = {
+        "mlflow_run_id": run.run_id,
+        "experiment": run.experiment_name,
+        "target_domain": target_domain,
+        "chosen_source": selection.chosen,
+        "selection_rationale": selection.rationale,
+        "winner": registration.winner if registration else None,
+        "registered_model": registration.registered_model if registration else None,
+        "model_version": registration.version if registration else None,
+        "alias": (tracking.CHAMPION if registration.promoted else tracking.CHALLENGER) if registration else None,
+        "aliases": registration.aliases if registration else [],
+        "promoted": registration.promoted if registration else False,
+        "promotion_reason": registration.reason if registration else "registration disabled",
+        "metrics": {name: report.test.metrics for name, report in reports.items()},
+        "val_metrics": {name: report.val.metrics for name, report in reports.items()},
+        "lift": lift,
+        "candidates": candidates,
+        "split": split_summary,
+        "ctr_estimator": reports["transfer"].test.ctr.estimator if reports["transfer"].test.ctr else None,
+        "timings_seconds": timings,
+    }
+    markdown = (f"## Onboarding `{target_domain}`\n\nSource: **{selection.chosen}** ({selection.rationale}).\n\n"
+                f"{table}\n\nLift of transfer over the best baseline (NDCG@10): validation "
+                f"{lift['val/lift_ndcg_at_10']:+.1%}, test {lift['test/lift_ndcg_at_10']:+.1%}.\n\n"
+                f"Registry: {summary['promotion_reason']}\n")
+    tracking.log_text(run.uri, run.run_id, markdown, "summary.md")
+    tracking.log_text(run.uri, run.run_id, tracking.dumps(summary), "summary.json")
+    create_markdown_artifact(key="onboarding-summary", markdown=markdown, description=f"onboarding {target_domain}")
+    summary["table_markdown"] = table
+    return summary

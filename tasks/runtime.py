@@ -1,0 +1,87 @@
+"""Process settings for running flows quietly and offline, applied by entry points (never at import)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+
+QUIET_LOGGERS = ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning",
+                 "pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.seed")
+
+ENV_DEFAULTS = {
+    "DO_NOT_TRACK": "true",  # Prefect telemetry off (MLflow only accepts "true")
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    "GX_ANALYTICS_ENABLED": "false",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "PREFECT_LOGGING_LEVEL": "WARNING",
+    "MLFLOW_LOGGING_LEVEL": "WARNING",
+}
+
+
+def configure_environment(overrides: dict[str, str] | None = None) -> None:
+    """Set telemetry-off and quiet defaults in ``os.environ`` (existing values win) before Prefect is imported."""
+    for key, value in {**ENV_DEFAULTS, **(overrides or {})}.items():
+        os.environ.setdefault(key, value)
+
+
+def quiet_libraries() -> None:
+    """Silence Lightning's banners, MLflow/GX info chatter and known-harmless warnings.
+
+    Lightning sets its logger levels when imported, so it is imported here first.
+    """
+    import pytorch_lightning  # noqa: F401
+
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    for name in ("mlflow", "great_expectations", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=r".*is smaller than the logging interval.*")
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"(mlflow|sqlalchemy|great_expectations)")
+
+
+def default_data_dir() -> Path:
+    """``$TRANSFERREC_DATA_DIR`` or ``~/.cache/transferrec``."""
+    env = os.environ.get("TRANSFERREC_DATA_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "transferrec"
+
+
+class Stopwatch:
+    """Wall time per named stage: ``with watch("fine_tune"): ...``; ``watch.seconds`` holds the totals."""
+
+    def __init__(self) -> None:
+        import time
+
+        self._clock = time.perf_counter
+        self.seconds: dict[str, float] = {}
+
+    def __call__(self, stage: str):
+        from contextlib import contextmanager
+
+        @contextmanager
+        def timed():
+            started = self._clock()
+            try:
+                yield
+            finally:
+                self.seconds[stage] = self.seconds.get(stage, 0.0) + self._clock() - started
+
+        return timed()
+
+
+def git_commit(directory: Path | None = None) -> str:
+    """The current git commit of ``directory`` (the package's checkout by default), or "unknown"."""
+    import subprocess
+
+    where = directory or Path(__file__).resolve().parent.parent
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return done.stdout.strip() if done.returncode == 0 else "unknown"

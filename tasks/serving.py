@@ -1,0 +1,31 @@
+"""The MLflow pyfunc wrapper that serves a :class:`~models.factors.FactorModel` as top-K recommendations.
+
+Input: a DataFrame with a ``user_id`` column. Output: ``user_id`` and ``item_ids`` (top-K, best first).
+Parameter ``k`` (default 10). Unknown users get the item-bias ranking (popularity-like).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+
+from models.factors import FactorModel
+
+FACTORS_ARTIFACT = "factors"
+
+
+class FactorRecommender(mlflow.pyfunc.PythonModel):
+    """Top-K recommender over the arrays saved by :meth:`FactorModel.save`."""
+
+    def load_context(self, context: Any) -> None:
+        self.model = FactorModel.load(Path(context.artifacts[FACTORS_ARTIFACT]))
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        k = int((params or {}).get("k", 10))
+        users = model_input["user_id"].astype(str).to_numpy().astype(object)
+        recommendations = self.model.recommend(users, k=k)
+        return pd.DataFrame({"user_id": users, "item_ids": [np.array(r, dtype=object) for r in recommendations]})

@@ -1,0 +1,117 @@
+"""Tasks that plan, find or train, and register source models."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import polars as pl
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from models.config import SourcesConfig
+from models.datasets import Dataset
+from models.factors import FactorModel
+from models.recipes import train_source_model
+from models.sources import source_candidates, source_fingerprint, source_model_name
+from tasks import tracking
+
+SOURCES_EXPERIMENT = "transferrec-sources"
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """One source model to find or train."""
+
+    name: str
+    domains: list[str]
+    registered_name: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class SourceModel:
+    """A source model ready for transfer, with where it is registered."""
+
+    spec: SourceSpec
+    model: FactorModel
+    version: str
+    trained_now: bool
+    seconds: float
+
+
+@task(name="plan-sources", cache_policy=NO_CACHE)
+def plan_sources(dataset: Dataset, data_fingerprint: str, target: str, test_ratio: float,
+                 config: SourcesConfig) -> list[SourceSpec]:
+    """The source candidates of ``target`` with their registry names and fingerprints."""
+    plan = source_candidates(dataset.domains(), target, candidates=config.candidates,
+                             top_single=config.top_single, all_others=config.all_others)
+    specs = [
+        SourceSpec(
+            name=name, domains=domains, registered_name=source_model_name(dataset.name, target, name),
+            fingerprint=source_fingerprint(data_fingerprint=data_fingerprint, target=target, test_ratio=test_ratio,
+                                           domains=domains, model=config.model, train=config.train,
+                                           val_ratio=config.val_ratio, seed=config.seed),
+        )
+        for name, domains in plan.items()
+    ]
+    get_run_logger().info("source candidates for %s: %s", target, [s.name for s in specs])
+    return specs
+
+
+@task(name="find-or-train-source", cache_policy=NO_CACHE)
+def find_or_train_source(
+    dataset: Dataset,
+    cutoffs: pl.DataFrame,
+    spec: SourceSpec,
+    config: SourcesConfig,
+    target: str,
+    uri: str,
+    *,
+    force: bool = False,
+    triggered_by: str | None = None,
+) -> SourceModel:
+    """Reuse the registered source model with the same fingerprint, or train, log and register one.
+
+    A source model only sees each user's interactions before that user's first target test interaction
+    (``cutoffs``), so it never knows the future the target is evaluated on.
+    """
+    log = get_run_logger()
+    found = None if force else tracking.find_version(uri, spec.registered_name, tag="fingerprint",
+                                                      value=spec.fingerprint)
+    if found is not None:
+        log.info("reusing source %s v%s", spec.registered_name, found.version)
+        model = tracking.load_factor_model(uri, f"models:/{spec.registered_name}/{found.version}")
+        return SourceModel(spec, model, found.version, trained_now=False, seconds=0.0)
+    experiment_id = tracking.ensure_experiment(uri, SOURCES_EXPERIMENT)
+    tags = {"role": "source", "target_domain": target, "source": spec.name, "dataset": dataset.name,
+            "fingerprint": spec.fingerprint}
+    if triggered_by:
+        tags["triggered_by_run"] = triggered_by
+    started = time.perf_counter()
+    with tracking.run_context(uri, experiment_id, f"source:{spec.name}:for:{target}", tags=tags) as run_id:
+        tracking.log_params(uri, run_id, {
+            "source_domains": ",".join(spec.domains), "target_domain": target, "val_ratio": config.val_ratio,
+            "seed": config.seed, **{f"model.{k}": v for k, v in config.model.model_dump().items()},
+            **{f"train.{k}": v for k, v in config.train.model_dump().items()},
+        })
+        fit = train_source_model(dataset.interactions, dataset.items, domains=spec.domains, cutoffs=cutoffs,
+                                 model=config.model, train=config.train, val_ratio=config.val_ratio,
+                                 seed=config.seed)
+        tracking.log_history(uri, run_id, fit.history)
+        tracking.log_metrics(uri, run_id, {
+            "val/ndcg_at_10": fit.best_val_ndcg, "fit/seconds": fit.seconds, "fit/epochs": fit.epochs_run,
+            "fit/best_epoch": fit.best_epoch, "fit/trainable_parameters": fit.trainable_parameters,
+            "data/users": len(fit.model.user_ids), "data/items": len(fit.model.item_ids),
+        })
+        model_uri = tracking.log_factor_model(uri, run_id, fit.model)
+        version = tracking.register_model(
+            uri, spec.registered_name, model_uri, run_id=run_id, aliases=[],
+            tags={"fingerprint": spec.fingerprint, "source": spec.name, "target_domain": target,
+                  "source_domains": ",".join(spec.domains)},
+            description=f"time-safe source model {spec.name} for target domain {target}",
+        )
+    seconds = time.perf_counter() - started
+    log.info("trained source %s in %.1fs (val NDCG@10 %.4f), registered v%s", spec.name, seconds,
+             fit.best_val_ndcg, version.version)
+    return SourceModel(spec, fit.model, version.version, trained_now=True, seconds=seconds)

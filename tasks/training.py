@@ -1,0 +1,38 @@
+"""Tasks that train the transferred model and the target-only baselines."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from models.config import FineTuneConfig, ModelConfig, TrainConfig
+from models.factors import FactorModel
+from models.recipes import fine_tune, fit_popularity, train_scratch
+from models.split import TargetSplit
+from models.training import FitResult
+from tasks.sources import SourceModel
+
+
+@task(name="fine-tune", cache_policy=NO_CACHE)
+def fine_tune_source(source: SourceModel, split: TargetSplit, config: FineTuneConfig, seed: int) -> FitResult:
+    """Carry the chosen source over to the target and fine-tune it (mode from ``config``)."""
+    fit = fine_tune(source.model, split, config=config, seed=seed)
+    get_run_logger().info("fine-tuned %s (%s): val NDCG@10 %.4f -> %.4f in %d epochs, %.1fs",
+                          source.spec.name, config.mode, fit.initial_val_ndcg, fit.best_val_ndcg, fit.epochs_run,
+                          fit.seconds)
+    return fit
+
+
+@task(name="train-scratch", cache_policy=NO_CACHE)
+def train_scratch_baseline(split: TargetSplit, model: ModelConfig, train: TrainConfig, seed: int) -> FitResult:
+    """The same architecture trained on the target data only."""
+    fit = train_scratch(split, model=model, train=train, seed=seed)
+    get_run_logger().info("scratch: val NDCG@10 %.4f in %d epochs, %.1fs", fit.best_val_ndcg, fit.epochs_run,
+                          fit.seconds)
+    return fit
+
+
+@task(name="fit-popularity", cache_policy=NO_CACHE)
+def fit_popularity_baseline(split: TargetSplit) -> FactorModel:
+    """Most-interacted target items first."""
+    return fit_popularity(split)
