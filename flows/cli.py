@@ -180,9 +180,13 @@ def print_summary(summary: dict[str, Any], out: Any = sys.stdout) -> None:
 
 
 def ui_hint(tracking_uri: str) -> str:
-    """How to open the MLflow UI on this store."""
-    return (f"Compare the runs in the MLflow UI:\n  mlflow ui --backend-store-uri {tracking_uri} --port 5000\n"
-            f"  (or: transferrec ui) then open http://127.0.0.1:5000")
+    """How to open the MLflow UI on this store (with the commands of this installation)."""
+    bin_dir = Path(sys.executable).parent
+    mlflow_cmd = bin_dir / "mlflow" if (bin_dir / "mlflow").exists() else "mlflow"
+    ui_cmd = bin_dir / "transferrec" if (bin_dir / "transferrec").exists() else "transferrec"
+    return (f"Compare the runs in the MLflow UI:\n  {ui_cmd} ui\n"
+            f"  (= {mlflow_cmd} ui --backend-store-uri {tracking_uri} --port 5000)\n"
+            f"  then open http://127.0.0.1:5000, experiment 'transferrec-<domain>', select the child runs, Compare")
 
 
 def _run_onboard(args: argparse.Namespace) -> dict[str, Any]:
