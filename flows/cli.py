@@ -201,18 +201,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from tasks.runtime import configure_environment, default_data_dir, quiet_libraries
 
-    configure_environment({} if not args.verbose else {"PREFECT_LOGGING_LEVEL": "INFO"})
+    # Quiet by default: expected failures (bad data, too little data) are reported once, without Prefect's
+    # tracebacks; -v shows every log.
+    configure_environment({"PREFECT_LOGGING_LEVEL": "INFO" if args.verbose else "CRITICAL"})
     quiet_libraries()
     from data_contracts.contracts import ContractViolation
     from models.datasets import DatasetFormatError
     from models.fetch import FetchError
+    from models.split import InsufficientDataError
 
     try:
         return _dispatch(args, default_data_dir)
     except ContractViolation as exc:
         sys.stderr.write(f"{exc}\n\n{exc.to_markdown()}\n")
         return 1
-    except (FetchError, DatasetFormatError, FileNotFoundError) as exc:
+    except (FetchError, DatasetFormatError, FileNotFoundError, InsufficientDataError) as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
     except ValueError as exc:

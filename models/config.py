@@ -21,6 +21,7 @@ class SplitConfig(_Frozen):
     seed: int = 0
     test_ratio: float = Field(0.2, gt=0.0, lt=1.0)
     val_ratio: float = Field(0.2, gt=0.0, lt=1.0)
+    min_users: int = Field(5, ge=1, description="fewest users each of train, validation and test may have")
 
     @classmethod
     def smoke(cls) -> SplitConfig:

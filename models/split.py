@@ -24,6 +24,11 @@ import polars as pl
 from data_contracts.columns import DOMAIN, ITEM_ID, TIMESTAMP, USER_ID
 
 _RANK = "_rank_in_user"
+
+
+class InsufficientDataError(ValueError):
+    """The target domain has too little data to train, validate and test on."""
+
 _COUNT = "_n_in_user"
 
 
@@ -112,11 +117,13 @@ def split_target_domain(
     seed: int,
     test_ratio: float = 0.2,
     val_ratio: float = 0.2,
+    min_users: int = 5,
 ) -> TargetSplit:
     """Split the target ``domain`` into train/val/test (see the module docstring).
 
     Raises:
         ValueError: if the domain has no items or no interactions.
+        InsufficientDataError: if the train, validation or test set would have fewer than ``min_users`` users.
     """
     catalogue = items.filter(pl.col(DOMAIN) == domain).sort(ITEM_ID)
     if catalogue.is_empty():
@@ -128,6 +135,19 @@ def split_target_domain(
     train_full, test = temporal_user_split(target, holdout_ratio=test_ratio)
     kept = sample_fraction(train_full, fraction=fraction, seed=seed)
     train, val = temporal_user_split(kept, holdout_ratio=val_ratio)
+    for part, frame, minimum, hint in (
+        ("test", test, min_users, "users with at least two target interactions"),
+        ("validation", val, min_users, f"users with at least two of the {kept.height} kept training "
+                                       "interactions; raise the target fraction"),
+        ("training", train, min_users, "raise the target fraction"),
+    ):
+        users = frame[USER_ID].n_unique()
+        if users < minimum:
+            raise InsufficientDataError(
+                f"target domain {domain!r}: the {part} set has {users} user(s), fewer than the minimum {minimum} "
+                f"({target.height} interactions of {target[USER_ID].n_unique()} users in the domain; it needs "
+                f"{hint})"
+            )
     return TargetSplit(
         domain=domain,
         train=train,

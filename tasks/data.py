@@ -58,7 +58,8 @@ def validate_dataset(
 def split_target(dataset: Dataset, domain: str, config: SplitConfig) -> TargetSplit:
     """Leakage-free train/val/test split of the target domain (see :mod:`models.split`)."""
     split = split_target_domain(dataset.interactions, dataset.items, domain=domain, fraction=config.fraction,
-                                seed=config.seed, test_ratio=config.test_ratio, val_ratio=config.val_ratio)
+                                seed=config.seed, test_ratio=config.test_ratio, val_ratio=config.val_ratio,
+                                min_users=config.min_users)
     get_run_logger().info("split %s: %s", domain, split.summary())
     return split
 

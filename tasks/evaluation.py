@@ -64,8 +64,9 @@ def log_model_runs(
     """One child run per model: params, per-epoch history, val/test metrics and (for ``log_models``) weights."""
     logged = {}
     for name, report in reports.items():
+        trained_for = report.fit.seconds if report.fit is not None else 0.0
         with tracking.run_context(run.uri, run.experiment_id, name, parent_id=run.run_id,
-                                  tags={**tags, "role": name}) as child:
+                                  tags={**tags, "role": name}, started_seconds_ago=trained_for) as child:
             tracking.log_params(run.uri, child, params.get(name, {}))
             if report.fit is not None:
                 tracking.log_history(run.uri, child, report.fit.history)

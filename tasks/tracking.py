@@ -139,12 +139,16 @@ def log_table(uri: str, run_id: str, table: pl.DataFrame, artifact_file: str) ->
 
 
 def start_run(uri: str, experiment_id: str, name: str, *, parent_id: str | None = None,
-              tags: dict[str, Any] | None = None) -> str:
-    """Create a run (a child when ``parent_id`` is given) and return its id."""
+              tags: dict[str, Any] | None = None, started_seconds_ago: float = 0.0) -> str:
+    """Create a run (a child when ``parent_id`` is given) and return its id.
+
+    ``started_seconds_ago`` back-dates the start, for work done before the run is logged (training).
+    """
     all_tags = {k: str(v) for k, v in (tags or {}).items()}
     if parent_id:
         all_tags["mlflow.parentRunId"] = parent_id
-    return client(uri).create_run(experiment_id, run_name=name, tags=all_tags).info.run_id
+    start = int((time.time() - started_seconds_ago) * 1000)
+    return client(uri).create_run(experiment_id, start_time=start, run_name=name, tags=all_tags).info.run_id
 
 
 def end_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
@@ -154,9 +158,10 @@ def end_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
 
 @contextmanager
 def run_context(uri: str, experiment_id: str, name: str, *, parent_id: str | None = None,
-                tags: dict[str, Any] | None = None) -> Iterator[str]:
+                tags: dict[str, Any] | None = None, started_seconds_ago: float = 0.0) -> Iterator[str]:
     """A run that ends FINISHED, or FAILED with ``error.txt`` (message and traceback) when the block raises."""
-    run_id = start_run(uri, experiment_id, name, parent_id=parent_id, tags=tags)
+    run_id = start_run(uri, experiment_id, name, parent_id=parent_id, tags=tags,
+                       started_seconds_ago=started_seconds_ago)
     try:
         yield run_id
     except BaseException as exc:

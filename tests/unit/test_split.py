@@ -82,3 +82,11 @@ def test_source_interactions_respect_target_cutoffs(synthetic_dataset):
     joined = source.join(split.cutoffs, on="user_id")
     assert (joined["timestamp"] < joined["cutoff"]).all()
     assert set(source["item_id"].str.split("-").list.first()) == {"books", "music"}
+
+
+def test_too_little_target_data_is_a_clear_error(synthetic_dataset):
+    from models.split import InsufficientDataError
+
+    with pytest.raises(InsufficientDataError, match="validation set has 0 user.*raise the target fraction"):
+        split_target_domain(synthetic_dataset.interactions, synthetic_dataset.items, domain="games",
+                            fraction=0.005, seed=0)
