@@ -1,0 +1,45 @@
+"""The LightningModule: partially frozen user rows and the trainable-parameter count."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from models.lightning import RecommenderModule
+from models.network import MatrixFactorization
+
+# training_step is driven by hand here, without a Trainer, so self.log() has nowhere to log
+pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
+
+
+def test_frozen_user_rows_do_not_move_while_new_users_learn():
+    net = MatrixFactorization(n_users=4, n_items=6, dim=3, seed=0)
+    frozen = np.array([True, True, False, False])
+    module = RecommenderModule(net, lr=0.1, frozen_user_rows=frozen)
+    before = net.user_emb.weight.detach().clone()
+    optimiser = module.configure_optimizers()
+    users, items = torch.tensor([0, 1, 2, 3]), torch.tensor([1, 2, 3, 4])
+    for _ in range(5):
+        optimiser.zero_grad()
+        module.training_step([users, items], 0).backward()
+        optimiser.step()
+    after = net.user_emb.weight.detach()
+    assert torch.equal(after[:2], before[:2])
+    assert not torch.allclose(after[2:], before[2:])
+    # 2 of 4 user rows train, plus all item vectors and biases
+    assert module.trainable_parameters() == 2 * 3 + 6 * 3 + 6
+
+
+def test_sampled_softmax_trains_towards_the_positive_items():
+    torch.manual_seed(0)
+    net = MatrixFactorization(n_users=2, n_items=50, dim=4, seed=0)
+    module = RecommenderModule(net, lr=0.05, n_negatives=8)
+    optimiser = module.configure_optimizers()
+    users, items = torch.tensor([0, 1] * 8), torch.tensor([3, 7] * 8)
+    for _ in range(100):
+        optimiser.zero_grad()
+        module.training_step([users, items], 0).backward()
+        optimiser.step()
+    scores = net(torch.tensor([0, 1]))
+    assert scores[0].argmax().item() == 3 and scores[1].argmax().item() == 7

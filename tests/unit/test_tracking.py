@@ -1,0 +1,67 @@
+"""tasks.tracking against a real MLflow SQLite store: runs, history, registry all-or-nothing."""
+
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow.exceptions import MlflowException
+
+from models.factors import FactorModel
+from tasks import tracking
+
+
+def tiny_model() -> FactorModel:
+    return FactorModel(np.array(["u"], dtype=object), np.array(["a", "b"], dtype=object),
+                       np.ones((1, 2), np.float32), np.array([[1, 0], [0, 1]], np.float32),
+                       np.zeros(2, np.float32))
+
+
+def test_failed_block_marks_the_run_failed_with_the_error(mlflow_uri):
+    exp = tracking.ensure_experiment(mlflow_uri, "t")
+    with pytest.raises(RuntimeError), tracking.run_context(mlflow_uri, exp, "boom") as run_id:
+        raise RuntimeError("disk on fire")
+    run = mlflow.MlflowClient(mlflow_uri).get_run(run_id)
+    assert run.info.status == "FAILED" and "disk on fire" in run.data.tags["error"]
+
+
+def test_history_is_logged_per_epoch_under_curve(mlflow_uri):
+    exp = tracking.ensure_experiment(mlflow_uri, "t")
+    with tracking.run_context(mlflow_uri, exp, "fit") as run_id:
+        tracking.log_history(mlflow_uri, run_id, [{"epoch": 0, "val/ndcg_at_10": 0.1, "step": 3},
+                                                  {"epoch": 1, "val/ndcg_at_10": 0.2, "step": 7}])
+    history = mlflow.MlflowClient(mlflow_uri).get_metric_history(run_id, "curve/val_ndcg_at_10")
+    assert [(m.step, m.value) for m in history] == [(0, 0.1), (1, 0.2)]
+
+
+def test_registration_is_all_or_nothing(mlflow_uri):
+    exp = tracking.ensure_experiment(mlflow_uri, "t")
+    with tracking.run_context(mlflow_uri, exp, "m") as run_id:
+        uri = tracking.log_factor_model(mlflow_uri, run_id, tiny_model())
+    good = tracking.register_model(mlflow_uri, "transferrec-x", uri, run_id=run_id, tags={"k": "v"},
+                                   aliases=["champion"])
+    # "latest" is a reserved alias: setting it fails after the version was created
+    with pytest.raises(MlflowException, match="reserved"):
+        tracking.register_model(mlflow_uri, "transferrec-x", uri, run_id=run_id, tags={}, aliases=["latest"])
+    client = mlflow.MlflowClient(mlflow_uri)
+    assert [str(v.version) for v in client.search_model_versions("name = 'transferrec-x'")] == [good.version]
+    assert tracking.alias_version(mlflow_uri, "transferrec-x", "champion").version == good.version
+    loaded = tracking.load_factor_model(mlflow_uri, "models:/transferrec-x@champion")
+    np.testing.assert_array_equal(loaded.item_factors, tiny_model().item_factors)
+
+
+def test_find_version_matches_tags(mlflow_uri):
+    exp = tracking.ensure_experiment(mlflow_uri, "t")
+    with tracking.run_context(mlflow_uri, exp, "m") as run_id:
+        uri = tracking.log_factor_model(mlflow_uri, run_id, tiny_model())
+    tracking.register_model(mlflow_uri, "src", uri, run_id=run_id, tags={"fingerprint": "abc"}, aliases=[])
+    assert tracking.find_version(mlflow_uri, "src", tag="fingerprint", value="abc").version == "1"
+    assert tracking.find_version(mlflow_uri, "src", tag="fingerprint", value="zzz") is None
+    assert tracking.find_version(mlflow_uri, "missing-model", tag="fingerprint", value="abc") is None
+
+
+def test_default_tracking_uri_is_sqlite_in_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert tracking.default_tracking_uri(tmp_path) == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking:5000")
+    assert tracking.default_tracking_uri(tmp_path) == "http://tracking:5000"
