@@ -149,6 +149,7 @@ def pretrain_config(args: argparse.Namespace) -> Any:
         split=SplitConfig(test_ratio=args.test_ratio),
         sources=SourcesConfig(candidates=_split_list(args.sources), top_single=args.top_single,
                               all_others=not args.no_all_others, model=ModelConfig(dim=args.dim)),
+        force=args.force,
     )
 
 
@@ -243,7 +244,7 @@ def _dispatch(args: argparse.Namespace, default_data_dir: Any) -> int:
     if args.command == "pretrain":
         from flows.pretrain import pretrain_source_flow
 
-        result = pretrain_source_flow(pretrain_config(args), force=args.force)
+        result = pretrain_source_flow(pretrain_config(args))
         if args.json:
             _print_json(result)
         else:

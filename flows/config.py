@@ -31,6 +31,7 @@ class PretrainConfig(_Frozen):
     split: SplitConfig = SplitConfig()
     sources: SourcesConfig = SourcesConfig()
     tracking: TrackingConfig = TrackingConfig()
+    force: bool = Field(False, description="retrain even when a model with the same fingerprint is registered")
 
     @classmethod
     def smoke(cls, exclude_domain: str, path: Path, tracking_uri: str) -> PretrainConfig:

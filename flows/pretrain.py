@@ -13,7 +13,7 @@ from tasks.sources import SOURCES_EXPERIMENT, find_or_train_source, plan_sources
 
 
 @flow(name="pretrain-source")
-def pretrain_source_flow(config: PretrainConfig, force: bool = False) -> dict[str, Any]:
+def pretrain_source_flow(config: PretrainConfig) -> dict[str, Any]:
     """Load → validate → split the excluded target (for time-safe cutoffs) → find or train each source."""
     uri, _ = prepare_tracking(config.tracking, SOURCES_EXPERIMENT)
     dataset, data_fingerprint = load_dataset(config.data)
@@ -21,7 +21,8 @@ def pretrain_source_flow(config: PretrainConfig, force: bool = False) -> dict[st
     split = split_target(dataset, config.exclude_domain, config.split)
     specs = plan_sources(dataset, data_fingerprint, config.exclude_domain, config.split.test_ratio, config.sources)
     sources = [
-        find_or_train_source(dataset, split.cutoffs, spec, config.sources, config.exclude_domain, uri, force=force)
+        find_or_train_source(dataset, split.cutoffs, spec, config.sources, config.exclude_domain, uri,
+                             force=config.force)
         for spec in specs
     ]
     return {

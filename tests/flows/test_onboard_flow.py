@@ -168,5 +168,5 @@ def test_pretrain_flow_trains_once_then_reuses(synthetic_dir: Path, mlflow_uri: 
     assert all(s["trained_now"] for s in first["sources"])
     again = pretrain_source_flow(config)
     assert not any(s["trained_now"] for s in again["sources"])
-    forced = pretrain_source_flow(config, force=True)
+    forced = pretrain_source_flow(config.model_copy(update={"force": True}))
     assert all(s["trained_now"] and s["version"] == "2" for s in forced["sources"])
