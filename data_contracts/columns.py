@@ -34,4 +34,26 @@ ITEMS_SCHEMA: dict[str, pl.DataType] = {
 #: Users carry ``user_id`` plus any feature columns.
 USERS_KEY_SCHEMA: dict[str, pl.DataType] = {USER_ID: pl.String()}
 
-TABLES = ("interactions", "items", "users")
+IMPRESSIONS_SCHEMA: dict[str, pl.DataType] = {
+    USER_ID: pl.String(),
+    ITEM_ID: pl.String(),
+    TIMESTAMP: pl.Int64(),
+    CLICKED: pl.Int64(),
+    PROPENSITY: pl.Float64(),
+}
+
+#: Per table: the canonical columns and their types, and which of them must be present.
+TABLE_SCHEMAS: dict[str, dict[str, pl.DataType]] = {
+    "interactions": INTERACTIONS_SCHEMA,
+    "items": ITEMS_SCHEMA,
+    "users": USERS_KEY_SCHEMA,
+    "impressions": IMPRESSIONS_SCHEMA,
+}
+REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "interactions": (USER_ID, ITEM_ID, TIMESTAMP, RATING),
+    "items": (ITEM_ID, DOMAIN),
+    "users": (USER_ID,),
+    "impressions": (USER_ID, ITEM_ID, TIMESTAMP, CLICKED),
+}
+
+TABLES = ("interactions", "items", "users", "impressions")

@@ -1,18 +1,17 @@
 """Data contracts: great-expectations suites kept as reviewable JSON files beside this module.
 
-``validate_table`` runs one table's suite on a polars frame (converted to pandas at this boundary only,
-since great-expectations has no polars support) and returns a :class:`ContractReport`;
-``ContractReport.raise_for_failures`` turns failed rules into a :class:`ContractViolation` naming the
-table, column and rule, with counts, sample values and their row numbers. Contracts fail, never fix.
+``validate_table`` runs one table's suite on a typed polars frame (converted to pandas at this boundary
+only, since great-expectations has no polars support) and returns a :class:`ContractReport`.
+Suites are ``data_contracts/<table>.json``: each expectation's ``meta`` names its ``rule`` (what the
+report says), ``why`` it exists, and optionally ``reports_column`` (the column to show samples from),
+``optional`` (skip when the column is absent) and ``severity: warning`` (report, do not fail).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
-from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -20,98 +19,16 @@ from typing import Any
 import polars as pl
 
 from data_contracts.columns import ITEM_ID
+from data_contracts.conversion import ROW, with_row_numbers
+from data_contracts.report import MAX_SAMPLES, ContractReport, ContractViolation, RuleFailure
 
 logger = logging.getLogger(__name__)
 
 CONTRACTS_DIR = Path(__file__).parent
-ROW = "_row"
 ITEM_KNOWN = "_item_in_items"
-MAX_SAMPLES = 10
 
-
-@dataclass(frozen=True)
-class RuleFailure:
-    """One failed rule: where, what, how often and examples (row = 0-based data row of the table)."""
-
-    table: str
-    column: str | None
-    rule: str
-    expectation: str
-    unexpected_count: int | None
-    sample_values: list[Any] = field(default_factory=list)
-    sample_rows: list[int] = field(default_factory=list)
-    detail: str = ""
-
-    def describe(self) -> str:
-        """One readable line."""
-        where = f"{self.table}.{self.column}" if self.column else self.table
-        count = f"{self.unexpected_count} row(s)" if self.unexpected_count is not None else "failed"
-        text = f"{where}: rule '{self.rule}' ({self.expectation}): {count}"
-        if self.sample_values:
-            pairs = ", ".join(f"row {r}: {v!r}" for r, v in zip(self.sample_rows, self.sample_values, strict=False))
-            text += f"; e.g. {pairs}" if self.sample_rows else f"; e.g. {self.sample_values}"
-        if self.detail:
-            text += f" ({self.detail})"
-        return text
-
-
-@dataclass(frozen=True)
-class ContractReport:
-    """Outcome of one table's contract."""
-
-    table: str
-    suite_version: int
-    rows: int
-    checked_rules: int
-    failures: list[RuleFailure]
-
-    @property
-    def success(self) -> bool:
-        """True when every rule passed."""
-        return not self.failures
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {"table": self.table, "suite_version": self.suite_version, "rows": self.rows,
-                "checked_rules": self.checked_rules, "success": self.success,
-                "failures": [asdict(f) for f in self.failures]}
-
-    def to_markdown(self) -> str:
-        """A human-readable report."""
-        status = "PASSED" if self.success else "FAILED"
-        lines = [f"### `{self.table}` contract v{self.suite_version}: {status}",
-                 f"{self.rows} rows, {self.checked_rules} rules, {len(self.failures)} failed.", ""]
-        if self.failures:
-            lines += ["| column | rule | expectation | rows | samples (row: value) |", "|---|---|---|---|---|"]
-            for f in self.failures:
-                samples = "; ".join(f"{r}: {v!r}" for r, v in zip(f.sample_rows, f.sample_values, strict=False))
-                lines.append(f"| {f.column or '-'} | {f.rule} | `{f.expectation}` | {f.unexpected_count} | "
-                             f"{samples.replace('|', '/') or f.detail} |")
-        return "\n".join(lines)
-
-    def raise_for_failures(self) -> None:
-        """Raise :class:`ContractViolation` when a rule failed."""
-        if self.failures:
-            raise ContractViolation([self])
-
-
-class ContractViolation(ValueError):
-    """Data broke its contract. ``reports`` holds every table's report; ``str()`` lists each failed rule."""
-
-    def __init__(self, reports: list[ContractReport]) -> None:
-        self.reports = reports
-        failures = [f for r in reports for f in r.failures]
-        lines = [f"data contract violated: {len(failures)} rule(s) failed"] + [f"  - {f.describe()}" for f in failures]
-        super().__init__("\n".join(lines))
-
-    @property
-    def failures(self) -> list[RuleFailure]:
-        """Every failed rule of every table."""
-        return [f for r in self.reports for f in r.failures]
-
-    def to_markdown(self) -> str:
-        """Markdown report of every table."""
-        return "\n\n".join(r.to_markdown() for r in self.reports)
+__all__ = ["ContractReport", "ContractViolation", "RuleFailure", "suite_definition", "suite_version",
+           "validate_table"]
 
 
 @cache
@@ -135,8 +52,8 @@ def suite_version(table: str) -> int:
 def _json_safe(value: Any) -> Any:
     if hasattr(value, "item"):
         value = value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
+    if isinstance(value, float) and value != value:  # NaN
+        return "NaN"
     return value
 
 
@@ -153,18 +70,23 @@ def _gx():
 
 
 def prepare_frame(table: str, frame: pl.DataFrame, *, known_items: pl.Series | None = None) -> pl.DataFrame:
-    """Add the helper columns the suites check: row numbers and, for interactions, item-in-catalogue flags.
+    """Add the helper columns the suites check: row numbers and, where items are referenced, a known-item flag.
 
-    The referential check is computed with polars (a join-free ``is_in``) because a great-expectations
-    value set of 100k ids is slow; the suite then checks the flag.
+    The referential check is computed with polars (``is_in``) because a great-expectations value set of
+    100k ids is slow; the suite then checks the flag.
     """
-    out = frame.with_row_index(ROW)
-    if table == "interactions":
-        if known_items is None:
-            out = out.with_columns(pl.lit(True).alias(ITEM_KNOWN))
-        else:
-            out = out.with_columns(pl.col(ITEM_ID).is_in(known_items.implode()).fill_null(False).alias(ITEM_KNOWN))
+    out = with_row_numbers(frame)
+    if table in ("interactions", "impressions"):
+        known = pl.lit(True) if known_items is None else pl.col(ITEM_ID).is_in(known_items.implode())
+        # a null item id is reported by the not-null rule, not as an unknown item
+        out = out.with_columns((known | pl.col(ITEM_ID).is_null()).fill_null(False).alias(ITEM_KNOWN))
     return out
+
+
+def _applicable(definition: dict[str, Any], columns: list[str]) -> list[dict[str, Any]]:
+    """The suite's expectations, without optional ones whose column is absent."""
+    return [e for e in definition["expectations"]
+            if not (e.get("meta", {}).get("optional") and e["kwargs"].get("column") not in columns)]
 
 
 def validate_table(
@@ -173,19 +95,24 @@ def validate_table(
     *,
     parameters: dict[str, Any] | None = None,
     known_items: pl.Series | None = None,
+    all_rows: bool = False,
 ) -> ContractReport:
-    """Run ``table``'s suite on ``frame`` and report every failed rule (nothing is raised or fixed here).
+    """Run ``table``'s suite on a typed ``frame`` and report every failed rule (nothing is raised or fixed).
 
     Args:
-        table: ``interactions`` or ``items``.
-        frame: the table as a polars frame with canonical column names.
-        parameters: values for ``$PARAMETER`` placeholders (e.g. ``rating_min``, ``rating_max``).
-        known_items: item ids of the items table, for the referential check of interactions.
+        table: ``interactions``, ``items``, ``users`` or ``impressions``.
+        frame: the table with canonical column names and types; a ``_row`` column, when present, gives the
+            row numbers reported (else the frame's own order).
+        parameters: values for ``$PARAMETER`` placeholders (``rating_min``, ``rating_max``,
+            ``timestamp_min``, ``timestamp_max``).
+        known_items: item ids of the items table, for the referential check; None skips it.
+        all_rows: collect every failing row (for a quarantine), not only the first samples.
     """
     definition = suite_definition(table)
     prepared = prepare_frame(table, frame, known_items=known_items)
     gx, context = _gx()
     body = {k: v for k, v in definition.items() if k != "id"}
+    body["expectations"] = _applicable(definition, prepared.columns)
     suite = gx.ExpectationSuite(**json.loads(json.dumps(body)))
     batch = (
         context.data_sources.add_or_update_pandas("transferrec")
@@ -195,66 +122,51 @@ def validate_table(
     )
     result = batch.validate(
         suite,
-        result_format={"result_format": "SUMMARY", "unexpected_index_column_names": [ROW],
-                       "partial_unexpected_count": MAX_SAMPLES},
+        result_format={"result_format": "COMPLETE" if all_rows else "SUMMARY",
+                       "unexpected_index_column_names": [ROW], "partial_unexpected_count": MAX_SAMPLES},
         expectation_parameters=parameters or {},
     )
     failures: list[RuleFailure] = []
+    warnings: list[RuleFailure] = []
     for outcome in result.results:
         if outcome.success:
             continue
-        kwargs = outcome.expectation_config.kwargs
-        meta = outcome.expectation_config.meta or {}
-        column = meta.get("reports_column") or kwargs.get("column")
-        if column is None and kwargs.get("column_list"):
-            column = ",".join(kwargs["column_list"])
-        res = outcome.result or {}
-        rows = [int(d[ROW]) for d in res.get("partial_unexpected_index_list") or [] if ROW in d][:MAX_SAMPLES]
-        if rows and column in frame.columns:
-            values = [_json_safe(v) for v in frame[column].gather(rows).to_list()]
-        elif rows and column and "," in column:
-            values = frame.select(column.split(",")).gather(rows).rows()
-        else:
-            values = [_json_safe(v) for v in (res.get("partial_unexpected_list") or [])][:MAX_SAMPLES]
-        detail = ""
-        if outcome.exception_info and outcome.exception_info.get("raised_exception"):
-            detail = str(outcome.exception_info.get("exception_message", ""))[:300]
-        elif "observed_value" in res:
-            detail = f"observed {_json_safe(res['observed_value'])}"
-        failures.append(RuleFailure(
-            table=table, column=column, rule=meta.get("rule", outcome.expectation_config.type),
-            expectation=outcome.expectation_config.type,
-            unexpected_count=_json_safe(res.get("unexpected_count")),
-            sample_values=values, sample_rows=rows, detail=detail,
-        ))
-    return ContractReport(table, int(definition["meta"]["version"]), frame.height,
-                          len(definition["expectations"]), failures)
+        failure = _failure(table, prepared, outcome, all_rows)
+        (warnings if failure.severity == "warning" else failures).append(failure)
+    return ContractReport(table, int(definition["meta"]["version"]), frame.height, len(body["expectations"]),
+                          failures, warnings)
 
 
-def check_schema(table: str, frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> ContractReport:
-    """Check that the required columns exist and that every value converts to its canonical type.
-
-    This runs before the great-expectations suite, on the frame as read (e.g. all strings from a CSV), so
-    that "a string where a number belongs" is reported with its row instead of failing a cast.
-    """
-    failures: list[RuleFailure] = []
-    missing = [c for c in schema if c not in frame.columns]
-    if missing:
-        failures.append(RuleFailure(table, ",".join(missing), "required column present", "schema",
-                                    None, detail=f"found columns {frame.columns}"))
-    for column, dtype in schema.items():
-        if column in missing:
-            continue
-        source = pl.col(column)
-        if dtype == pl.Int64() and frame.schema[column] == pl.String():
-            # Unix seconds may arrive as "978300760" or "978300760.0".
-            source = source.cast(pl.Float64, strict=False)
-        converted = frame.select(source.cast(dtype, strict=False).alias("v"), pl.col(column).alias("raw"))
-        bad = converted.with_row_index(ROW).filter(pl.col("v").is_null() & pl.col("raw").is_not_null())
-        if bad.height:
-            failures.append(RuleFailure(
-                table, column, f"values convert to {dtype}", "type", bad.height,
-                [_json_safe(v) for v in bad["raw"].head(MAX_SAMPLES).to_list()],
-                bad[ROW].head(MAX_SAMPLES).to_list(),
-            ))
-    return ContractReport(table, suite_version(table), frame.height, len(schema) + 1, failures)
+def _failure(table: str, prepared: pl.DataFrame, outcome: Any, all_rows: bool) -> RuleFailure:
+    kwargs = outcome.expectation_config.kwargs
+    meta = outcome.expectation_config.meta or {}
+    column = meta.get("reports_column") or kwargs.get("column")
+    if column is None and kwargs.get("column_list"):
+        column = ",".join(kwargs["column_list"])
+    res = outcome.result or {}
+    index_key = "unexpected_index_list" if all_rows and "unexpected_index_list" in res else \
+        "partial_unexpected_index_list"
+    index_rows = [int(d[ROW]) for d in res.get(index_key) or [] if isinstance(d, dict) and ROW in d]
+    samples_rows = index_rows[:MAX_SAMPLES]
+    lookup = prepared.filter(pl.col(ROW).is_in(samples_rows)) if samples_rows else prepared.head(0)
+    if samples_rows and column in prepared.columns:
+        by_row = dict(zip(lookup[ROW].to_list(), lookup[column].to_list(), strict=True))
+        values = [_json_safe(by_row.get(r)) for r in samples_rows]
+    elif samples_rows and column and "," in column:
+        by_row = {r[0]: r[1:] for r in lookup.select([ROW, *column.split(",")]).rows()}
+        values = [list(by_row.get(r, ())) for r in samples_rows]
+    else:
+        values = [_json_safe(v) for v in (res.get("partial_unexpected_list") or [])][:MAX_SAMPLES]
+    detail = ""
+    if outcome.exception_info and outcome.exception_info.get("raised_exception"):
+        detail = str(outcome.exception_info.get("exception_message", ""))[:300]
+    elif "observed_value" in res:
+        detail = f"observed {_json_safe(res['observed_value'])}"
+    row_level = "unexpected_count" in res and ("unexpected_index_list" in res or bool(index_rows))
+    return RuleFailure(
+        table=table, column=column, rule=meta.get("rule", outcome.expectation_config.type),
+        expectation=outcome.expectation_config.type, unexpected_count=_json_safe(res.get("unexpected_count")),
+        sample_values=values, sample_rows=samples_rows, detail=detail,
+        severity="warning" if meta.get("severity") == "warning" else "error",
+        rows=tuple(index_rows) if all_rows and row_level else None,
+    )

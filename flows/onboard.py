@@ -10,7 +10,7 @@ from prefect.runtime import flow_run
 from flows.config import OnboardConfig
 from models.recipes import ranking_tasks
 from tasks import tracking
-from tasks.data import load_dataset, split_target, validate_dataset
+from tasks.data import load_tables, split_target, validate_dataset
 from tasks.evaluation import evaluate_models, log_model_runs
 from tasks.registry import register_winner
 from tasks.report import summarize
@@ -53,9 +53,9 @@ def onboard_domain_flow(config: OnboardConfig) -> dict[str, Any]:
         tracking.log_params(uri, run_id, tracking.flatten(config.model_dump(mode="json")))
         tracking.log_dict(uri, run_id, config.model_dump(mode="json"), "config.json")
         with watch("load"):
-            dataset, data_fingerprint = load_dataset(config.data)
+            raw = load_tables(config.data)
         with watch("validate"):
-            validate_dataset(dataset, config.data, run)
+            dataset, data_fingerprint = validate_dataset(raw, config.data, domain, run)
         with watch("split"):
             split = split_target(dataset, domain, config.split)
             val_task, test_task = ranking_tasks(split, click_threshold=config.evaluation.click_threshold)

@@ -7,7 +7,7 @@ from typing import Any
 from prefect import flow
 
 from flows.config import PretrainConfig
-from tasks.data import load_dataset, split_target, validate_dataset
+from tasks.data import load_tables, split_target, validate_dataset
 from tasks.setup import prepare_tracking
 from tasks.sources import SOURCES_EXPERIMENT, find_or_train_source, plan_sources
 
@@ -16,8 +16,8 @@ from tasks.sources import SOURCES_EXPERIMENT, find_or_train_source, plan_sources
 def pretrain_source_flow(config: PretrainConfig) -> dict[str, Any]:
     """Load → validate → split the excluded target (for time-safe cutoffs) → find or train each source."""
     uri, _ = prepare_tracking(config.tracking, SOURCES_EXPERIMENT)
-    dataset, data_fingerprint = load_dataset(config.data)
-    validate_dataset(dataset, config.data, None)
+    raw = load_tables(config.data)
+    dataset, data_fingerprint = validate_dataset(raw, config.data, config.exclude_domain, None)
     split = split_target(dataset, config.exclude_domain, config.split)
     specs = plan_sources(dataset, data_fingerprint, config.exclude_domain, config.split.test_ratio, config.sources)
     sources = [

@@ -99,6 +99,15 @@ class DataConfig(_Frozen):
                                                     "~/.cache/transferrec")
     rating_min: float = 0.0
     rating_max: float = 5.0
+    timestamp_min: int = Field(631_152_000, description="earliest sane timestamp (default 1990-01-01)")
+    on_violation: Literal["fail", "quarantine"] = Field(
+        "fail", description="fail on any broken rule, or quarantine bad rows and go on with the rest")
+    min_clean_share: float = Field(0.95, gt=0.0, le=1.0, description="quarantine: least share of rows that must pass")
+    min_target_interactions: int = Field(100, ge=1)
+    min_target_users: int = Field(20, ge=1)
+    min_target_items: int = Field(5, ge=1)
+    max_single_interaction_share: float = Field(0.5, ge=0.0, le=1.0,
+                                                description="warn above this share of single-interaction users")
 
 
 class SourcesConfig(_Frozen):

@@ -16,6 +16,7 @@ import logging
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import polars as pl
 
@@ -23,15 +24,13 @@ from data_contracts.columns import (
     DOMAIN,
     GENRE_SEPARATOR,
     GENRES,
-    INTERACTIONS_SCHEMA,
     ITEM_ID,
-    ITEMS_SCHEMA,
     RATING,
     TIMESTAMP,
     TITLE,
     USER_ID,
 )
-from data_contracts.contracts import check_schema
+from data_contracts.validation import convert_strict
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +53,7 @@ class Dataset:
     interactions: pl.DataFrame
     items: pl.DataFrame
     users: pl.DataFrame | None = None
+    impressions: pl.DataFrame | None = None
 
     def domains(self) -> pl.DataFrame:
         """Interaction, user and item counts per domain, largest first."""
@@ -75,32 +75,21 @@ def domain_stats(interactions: pl.DataFrame, items: pl.DataFrame) -> pl.DataFram
 
 
 def to_canonical_interactions(frame: pl.DataFrame) -> pl.DataFrame:
-    """Select and cast the canonical interaction columns.
+    """Select and convert the canonical interaction columns (timestamps may be Unix seconds or ISO datetimes).
 
     Raises:
         ContractViolation: a required column is missing or a value does not convert to its type.
     """
-    check_schema("interactions", frame, INTERACTIONS_SCHEMA).raise_for_failures()
-    return frame.select(
-        pl.col(USER_ID).cast(pl.String),
-        pl.col(ITEM_ID).cast(pl.String),
-        pl.col(TIMESTAMP).cast(pl.Float64).cast(pl.Int64),
-        pl.col(RATING).cast(pl.Float64),
-    )
+    return convert_strict("interactions", frame)
 
 
 def to_canonical_items(frame: pl.DataFrame) -> pl.DataFrame:
-    """Select and cast the canonical item columns; a missing ``title``/``genres`` becomes null.
+    """Select and convert the canonical item columns; a missing ``title``/``genres`` becomes null.
 
     Raises:
         ContractViolation: ``item_id`` or ``domain`` is missing.
     """
-    check_schema("items", frame, {ITEM_ID: pl.String(), DOMAIN: pl.String()}).raise_for_failures()
-    cols = []
-    for name, dtype in ITEMS_SCHEMA.items():
-        expr = pl.col(name) if name in frame.columns else pl.lit(None)
-        cols.append(expr.cast(dtype).alias(name))
-    return frame.select(cols)
+    return convert_strict("items", frame)
 
 
 def first_genre_domain(genres: pl.Expr) -> pl.Expr:
@@ -250,7 +239,7 @@ def read_movielens_dir(path: Path, name: str) -> Dataset:
 # --------------------------------------------------------------------------- canonical files
 
 
-TABLE_SUFFIXES = (".parquet", ".csv", ".csv.gz")
+TABLE_SUFFIXES = (".parquet", ".csv", ".csv.gz", ".tsv")
 
 
 def find_table(directory: Path, table: str) -> Path | None:
@@ -265,29 +254,64 @@ def find_table(directory: Path, table: str) -> Path | None:
     return None
 
 
-def read_table(path: Path) -> pl.DataFrame:
-    """Read a CSV, gzipped CSV, Parquet file or folder of Parquet parts into a frame (strings kept as strings)."""
-    if path.is_dir():
-        return pl.scan_parquet(path / "*.parquet").collect()
-    if path.name.endswith(".parquet"):
-        return pl.read_parquet(path)
-    if path.name.endswith((".csv", ".csv.gz")):
-        return pl.read_csv(path, infer_schema=False)
-    raise DatasetFormatError(f"{path}: unsupported file type (expected .parquet, .csv or .csv.gz)")
+TableFormat = Literal["csv", "parquet"]
+
+
+def read_table(path: Path, table_format: TableFormat | None = None) -> pl.DataFrame:
+    """Read a CSV, gzipped CSV, Parquet file or folder of Parquet parts, as stored (CSV values as strings).
+
+    An empty file reads as a frame with no columns (its contract then fails); a UTF-8 byte-order mark is
+    accepted.
+
+    Raises:
+        DatasetFormatError: the file is missing, of an unknown type, or cannot be parsed.
+    """
+    if not path.exists():
+        raise DatasetFormatError(f"{path}: no such file or folder")
+    kind = table_format or ("parquet" if path.is_dir() or path.name.endswith(".parquet") else
+                            "csv" if path.name.endswith((".csv", ".csv.gz", ".tsv")) else None)
+    if kind is None:
+        raise DatasetFormatError(f"{path}: unsupported file type (expected .parquet, .csv or .csv.gz, "
+                                 "or say --format)")
+    try:
+        if kind == "parquet":
+            return pl.scan_parquet(path / "*.parquet" if path.is_dir() else path).collect()
+        if path.stat().st_size == 0:
+            return pl.DataFrame()
+        return pl.read_csv(path, infer_schema=False, separator="\t" if path.name.endswith(".tsv") else ",")
+    except pl.exceptions.NoDataError:
+        return pl.DataFrame()
+    except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as exc:
+        raise DatasetFormatError(f"{path}: cannot read as {kind}: {type(exc).__name__}: {str(exc)[:300]}") from exc
+
+
+def read_raw_tables(path: Path) -> dict[str, pl.DataFrame | None]:
+    """The tables of a folder as stored: ``interactions`` and ``items`` required, ``users`` and
+    ``impressions`` None when absent.
+
+    Raises:
+        DatasetFormatError: a required table is missing or a file cannot be read.
+    """
+    if not path.is_dir():
+        raise DatasetFormatError(f"{path}: not a folder of tables")
+    tables: dict[str, pl.DataFrame | None] = {}
+    for table in ("interactions", "items", "users", "impressions"):
+        found = find_table(path, table)
+        if found is None and table in ("interactions", "items"):
+            raise DatasetFormatError(f"{path}: no {table} table ({', '.join(table + s for s in TABLE_SUFFIXES)} "
+                                     f"or a folder {table}/ of Parquet parts)")
+        tables[table] = read_table(found) if found is not None else None
+    return tables
 
 
 def read_canonical_dir(path: Path, name: str | None = None) -> Dataset:
-    """Read canonical ``interactions``/``items``/``users`` tables from ``path``.
+    """Read the tables of ``path`` and convert them to canonical types (no contract rules beyond types).
 
     Raises:
-        DatasetFormatError: when a required table is missing.
+        DatasetFormatError: when a required table is missing or unreadable.
+        ContractViolation: when a column is missing or a value does not convert.
     """
-    tables: dict[str, pl.DataFrame | None] = {}
-    for table in ("interactions", "items", "users"):
-        found = find_table(path, table)
-        if found is None and table != "users":
-            raise DatasetFormatError(f"{path}: no {table} table ({', '.join(table + s for s in TABLE_SUFFIXES)})")
-        tables[table] = read_table(found) if found is not None else None
+    tables = read_raw_tables(path)
     interactions, items = tables["interactions"], tables["items"]
     assert interactions is not None and items is not None
     return Dataset(
@@ -295,6 +319,7 @@ def read_canonical_dir(path: Path, name: str | None = None) -> Dataset:
         interactions.pipe(to_canonical_interactions),
         items.pipe(to_canonical_items),
         tables["users"],
+        tables["impressions"],
     )
 
 
@@ -305,6 +330,8 @@ def write_canonical_dir(dataset: Dataset, path: Path) -> Path:
     dataset.items.write_parquet(path / "items.parquet")
     if dataset.users is not None:
         dataset.users.write_parquet(path / "users.parquet")
+    if dataset.impressions is not None:
+        dataset.impressions.write_parquet(path / "impressions.parquet")
     return path
 
 

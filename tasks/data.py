@@ -2,56 +2,99 @@
 
 from __future__ import annotations
 
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
 import polars as pl
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from data_contracts.columns import ITEM_ID
-from data_contracts.contracts import ContractReport, ContractViolation, validate_table
+from data_contracts.report import ContractReport, ContractViolation
+from data_contracts.validation import ContractSettings, validate_tables
 from models.config import DataConfig, SplitConfig
-from models.datasets import Dataset, fingerprint, read_canonical_dir
-from models.fetch import load_cached
+from models.datasets import Dataset, fingerprint, read_raw_tables
+from models.fetch import FetchError, dataset_dir, is_cached
 from models.split import TargetSplit, split_target_domain
 from tasks import tracking
 from tasks.runtime import default_data_dir
 
 
-@task(name="load-dataset", retries=2, retry_delay_seconds=[1, 5], cache_policy=NO_CACHE)
-def load_dataset(config: DataConfig) -> tuple[Dataset, str]:
-    """Read the canonical tables (a folder given by ``path``, else the fetch cache) and fingerprint them."""
-    dataset = (
-        read_canonical_dir(config.path, config.dataset)
-        if config.path is not None
-        else load_cached(config.data_dir or default_data_dir(), config.dataset)
+@dataclass(frozen=True)
+class RawTables:
+    """A dataset's tables as stored, before any contract ran."""
+
+    name: str
+    tables: dict[str, pl.DataFrame | None]
+    source: str
+
+
+@task(name="load-tables", retries=2, retry_delay_seconds=[1, 5], cache_policy=NO_CACHE)
+def load_tables(config: DataConfig) -> RawTables:
+    """Read the tables as stored: the folder ``path``, else the fetched cache of ``dataset``."""
+    if config.path is not None:
+        folder = config.path
+    else:
+        data_dir = config.data_dir or default_data_dir()
+        if not is_cached(data_dir, config.dataset):
+            raise FetchError(f"{config.dataset} is not in {data_dir}; run `transferrec fetch {config.dataset}` first")
+        folder = dataset_dir(data_dir, config.dataset)
+    tables = read_raw_tables(folder)
+    get_run_logger().info("read %s from %s: %s", config.dataset, folder,
+                          {k: (v.height if v is not None else None) for k, v in tables.items()})
+    return RawTables(config.dataset, tables, str(folder))
+
+
+def contract_settings(config: DataConfig, target_domain: str | None) -> ContractSettings:
+    """The contract settings of a data config (the target domain adds the minimum-volume rule)."""
+    return ContractSettings(
+        rating_min=config.rating_min, rating_max=config.rating_max, timestamp_min=config.timestamp_min,
+        on_violation=config.on_violation, min_clean_share=config.min_clean_share, target_domain=target_domain,
+        min_target_interactions=config.min_target_interactions, min_target_users=config.min_target_users,
+        min_target_items=config.min_target_items, max_single_interaction_share=config.max_single_interaction_share,
     )
-    get_run_logger().info("loaded %s: %d interactions, %d items", dataset.name, dataset.interactions.height,
-                          dataset.items.height)
-    return dataset, fingerprint(dataset)
+
+
+def _log_reports(reports: list[ContractReport], run: tracking.TrackingContext | None, failed: bool) -> str:
+    markdown = "\n".join(r.to_markdown() for r in reports)
+    if run is not None:
+        tracking.log_text(run.uri, run.run_id, markdown, "contracts/report.md")
+        tracking.log_dict(run.uri, run.run_id, [r.to_dict() for r in reports], "contracts/report.json")
+        tracking.log_params(run.uri, run.run_id, {f"contract.{r.table}.version": r.suite_version for r in reports})
+        tracking.set_tags(run.uri, run.run_id, {"contracts": "failed" if failed else "passed"})
+    create_markdown_artifact(key="contract-report", markdown=markdown,
+                             description="data contract report" + (" (FAILED)" if failed else ""))
+    return markdown
 
 
 @task(name="validate-dataset", cache_policy=NO_CACHE)
 def validate_dataset(
-    dataset: Dataset, config: DataConfig, run: tracking.TrackingContext | None
-) -> list[ContractReport]:
-    """Run the data contracts; log the report; raise :class:`ContractViolation` when a rule fails."""
-    reports = [
-        validate_table("items", dataset.items),
-        validate_table("interactions", dataset.interactions,
-                       parameters={"rating_min": config.rating_min, "rating_max": config.rating_max},
-                       known_items=dataset.items[ITEM_ID]),
-    ]
-    markdown = "\n\n".join(r.to_markdown() for r in reports)
-    if run is not None:
-        tracking.log_text(run.uri, run.run_id, markdown, "contracts/report.md")
-        tracking.log_dict(run.uri, run.run_id, [r.to_dict() for r in reports], "contracts/report.json")
-        tracking.log_params(run.uri, run.run_id, {f"contract_{r.table}_version": r.suite_version for r in reports})
-    create_markdown_artifact(key="contract-report", markdown=markdown, description="data contract report")
-    failed = [r for r in reports if not r.success]
-    if failed:
-        get_run_logger().error("data contract violated:\n%s", ContractViolation(failed))
-        raise ContractViolation(failed)
-    return reports
+    raw: RawTables, config: DataConfig, target_domain: str | None, run: tracking.TrackingContext | None
+) -> tuple[Dataset, str]:
+    """Run the data contracts; log the report (and any quarantined rows); raise :class:`ContractViolation`
+    when the policy does not let the data through. Returns the validated dataset and its fingerprint."""
+    log = get_run_logger()
+    try:
+        result = validate_tables(raw.tables, contract_settings(config, target_domain))
+    except ContractViolation as violation:
+        _log_reports(violation.reports, run, failed=True)
+        log.error("%s", violation)
+        raise
+    _log_reports(result.reports, run, failed=False)
+    if result.quarantine and run is not None:
+        with tempfile.TemporaryDirectory(prefix="transferrec-quarantine-") as tmp:
+            for table, rows in result.quarantine.items():
+                path = Path(tmp) / f"{table}.parquet"
+                rows.write_parquet(path)
+                tracking.log_artifact(run.uri, run.run_id, path, "contracts/quarantine")
+        tracking.log_metrics(run.uri, run.run_id, {f"contracts/quarantined_{t}": f.height
+                                                   for t, f in result.quarantine.items()})
+    for table, rows in result.quarantine.items():
+        log.warning("quarantined %d %s row(s)", rows.height, table)
+    t = result.tables
+    dataset = Dataset(raw.name, t["interactions"], t["items"], t.get("users"), t.get("impressions"))
+    return dataset, fingerprint(dataset)
 
 
 @task(name="split-target", cache_policy=NO_CACHE)
@@ -62,8 +105,3 @@ def split_target(dataset: Dataset, domain: str, config: SplitConfig) -> TargetSp
                                 min_users=config.min_users)
     get_run_logger().info("split %s: %s", domain, split.summary())
     return split
-
-
-def domain_table(dataset: Dataset) -> pl.DataFrame:
-    """Per-domain counts (for plans and logs)."""
-    return dataset.domains()

@@ -325,3 +325,8 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[name] = value
     return out
+
+
+def log_artifact(uri: str, run_id: str, path: Path, artifact_path: str | None = None) -> None:
+    """Upload a local file to the run's artifacts."""
+    client(uri).log_artifact(run_id, str(path), artifact_path)

@@ -16,10 +16,10 @@ SCRIPT = Path(sys.executable).with_name("transferrec")
 
 INTER = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n" + "".join(
     f"1m_{u}\tMovie {i} (1990)\t{1 + (u + i) % 5}\t{978300000 + 60 * (u * 7 + i)}\n"
-    for u in range(30) for i in range(12) if (u + i) % 3
+    for u in range(60) for i in range(24) if (u + i) % 3
 )
 ITEM = "item_id:token\tmovie_title:token\trelease_year:float\tgenre:token\n" + "".join(
-    f"Movie {i} (1990)\tMovie {i}\t1990\t{['Drama', 'Comedy', 'Horror'][i % 3]} Thriller\n" for i in range(12)
+    f"Movie {i} (1990)\tMovie {i}\t1990\t{['Drama', 'Comedy', 'Horror'][i % 3]} Thriller\n" for i in range(24)
 )
 
 

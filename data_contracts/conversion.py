@@ -1,0 +1,120 @@
+"""Schema and type rules: required columns exist and every value converts to its canonical type.
+
+This runs on a table as read (a CSV comes in as strings), before the great-expectations suite, so that a
+string where a number belongs is reported with its row instead of failing a cast. Nothing is repaired:
+a value that does not convert becomes null *and* is reported.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+import polars as pl
+
+from data_contracts.columns import REQUIRED_COLUMNS, TABLE_SCHEMAS, TIMESTAMP
+from data_contracts.report import MAX_SAMPLES, RuleFailure
+
+ROW = "_row"
+_DELIMITERS = (";", "\t", "|")
+
+
+def _json_safe(value: object) -> object:
+    return value.item() if hasattr(value, "item") else value
+
+
+def with_row_numbers(frame: pl.DataFrame) -> pl.DataFrame:
+    """Add ``_row`` (0-based data row) unless the frame already carries it."""
+    return frame if ROW in frame.columns else frame.with_row_index(ROW).with_columns(pl.col(ROW).cast(pl.Int64))
+
+
+def _missing_hint(frame: pl.DataFrame, missing: list[str]) -> str:
+    hints = []
+    found = [c for c in frame.columns if c != ROW]
+    if len(found) == 1:
+        delimiter = next((d for d in _DELIMITERS if d in found[0]), None)
+        if delimiter:
+            hints.append(f"the header looks {delimiter!r}-separated, not comma-separated")
+    for column in missing:
+        close = difflib.get_close_matches(column, [c for c in frame.columns if c != ROW], n=1, cutoff=0.6)
+        if close:
+            hints.append(f"{close[0]!r} looks like {column!r} (rename it or map it)")
+    return "; ".join([f"found columns {found}", *hints])
+
+
+def _parse_datetimes(text: pl.Series) -> pl.Series:
+    """Unix seconds of ISO datetime strings (naive = UTC, or with an offset); null where none applies."""
+    frame = text.to_frame("t")
+    naive = pl.col("t").str.to_datetime(strict=False, time_zone="UTC", time_unit="us")
+    offset = [pl.col("t").str.to_datetime(fmt, strict=False, time_unit="us").dt.convert_time_zone("UTC")
+              for fmt in ("%Y-%m-%d %H:%M:%S%:z", "%Y-%m-%dT%H:%M:%S%:z")]
+    return frame.select(pl.coalesce(naive, *offset).dt.epoch("s"))["t"]
+
+
+def timestamp_seconds(values: pl.Series) -> pl.Series:
+    """Unix seconds from numbers, numeric strings, ISO datetimes or a datetime column (null where none fits).
+
+    Numbers are tried first; only the values that are not numbers are parsed as datetimes, which keeps a
+    million numeric strings fast.
+    """
+    if values.dtype.is_temporal():
+        return values.cast(pl.Datetime("us")).dt.epoch("s")
+    if values.dtype.is_numeric():
+        return values.cast(pl.Float64, strict=False).cast(pl.Int64, strict=False)
+    text = values.cast(pl.String).str.strip_chars()
+    numbers = text.cast(pl.Float64, strict=False)
+    seconds = pl.select(pl.when(numbers.is_finite()).then(numbers).cast(pl.Int64, strict=False)).to_series()
+    todo = seconds.is_null() & text.is_not_null()
+    if todo.any():
+        parsed = _parse_datetimes(text.filter(todo))
+        seconds = seconds.scatter(todo.arg_true(), parsed)
+    return seconds.alias(values.name)
+
+
+def _converted(column: str, target: pl.DataType, source: pl.DataType) -> pl.Expr:  # noqa: ARG001
+    expr = pl.col(column)
+    if target == pl.String():
+        return expr.cast(pl.String)
+    if target == pl.Int64():
+        as_float = expr.cast(pl.Float64, strict=False)
+        # "1" and "1.0" convert; "1.5" does not (not an integer)
+        return pl.when(as_float == as_float.round(0)).then(as_float).cast(pl.Int64, strict=False)
+    return expr.cast(target, strict=False)
+
+
+def convert_table(table: str, raw: pl.DataFrame) -> tuple[pl.DataFrame | None, list[RuleFailure]]:
+    """Check required columns and convert every canonical column to its type.
+
+    Returns:
+        ``(typed, failures)``: ``typed`` has ``_row`` plus the canonical columns (converted; values that
+        did not convert are null) plus any other columns as read; it is None when a required column is
+        missing (nothing else can be checked then).
+    """
+    schema = TABLE_SCHEMAS[table]
+    frame = with_row_numbers(raw)
+    if len(frame.columns) == 1:  # only _row: the file had no header at all
+        return None, [RuleFailure(table, None, "table is not empty", "schema", None,
+                                  detail="the file is empty: no header and no rows")]
+    missing = [c for c in REQUIRED_COLUMNS[table] if c not in frame.columns]
+    if missing:
+        return None, [RuleFailure(table, ",".join(missing), "required column present", "schema", None,
+                                  detail=_missing_hint(frame, missing))]
+    failures = []
+    conversions = []
+    for column, target in schema.items():
+        if column not in frame.columns:
+            continue
+        if column == TIMESTAMP:
+            converted = pl.lit(timestamp_seconds(frame[column])).alias(column)
+        else:
+            converted = _converted(column, target, frame.schema[column]).alias(column)
+        conversions.append(converted)
+        bad = frame.select(ROW, pl.col(column).alias("raw"), converted.alias("value")).filter(
+            pl.col("value").is_null() & pl.col("raw").is_not_null())
+        if bad.height:
+            failures.append(RuleFailure(
+                table, column, f"values convert to {target}" + (" (Unix seconds or ISO datetime)"
+                                                                if column == TIMESTAMP else ""),
+                "type", bad.height, [_json_safe(v) for v in bad["raw"].head(MAX_SAMPLES).to_list()],
+                bad[ROW].head(MAX_SAMPLES).to_list(), rows=tuple(bad[ROW].to_list()),
+            ))
+    return frame.with_columns(conversions), failures
