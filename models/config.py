@@ -123,7 +123,8 @@ class SourcesConfig(_Frozen):
 
     @classmethod
     def smoke(cls) -> SourcesConfig:
-        return cls(top_single=1, model=ModelConfig.smoke(), train=TrainConfig.smoke())
+        return cls(top_single=1, model=ModelConfig(dim=16),
+                   train=TrainConfig(max_epochs=20, patience=3, batch_size=512, n_negatives=64))
 
 
 class TrackingConfig(_Frozen):

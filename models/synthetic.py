@@ -32,7 +32,7 @@ def generate_multidomain(
     items_per_domain: int = 40,
     interactions_per_domain: float = 12.0,
     dim: int = 8,
-    taste_strength: float = 1.5,
+    taste_strength: float = 2.5,
     seed: int = 0,
     start: int = 1_600_000_000,
     span_days: int = 365,
