@@ -14,10 +14,11 @@ import logging
 import os
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import polars as pl
 
+from data_contracts import fast
 from data_contracts.columns import ITEM_ID
 from data_contracts.conversion import ROW, with_row_numbers
 from data_contracts.report import MAX_SAMPLES, ContractReport, ContractViolation, RuleFailure
@@ -96,6 +97,7 @@ def validate_table(
     parameters: dict[str, Any] | None = None,
     known_items: pl.Series | None = None,
     all_rows: bool = False,
+    engine: Literal["auto", "great_expectations"] = "auto",
 ) -> ContractReport:
     """Run ``table``'s suite on a typed ``frame`` and report every failed rule (nothing is raised or fixed).
 
@@ -107,12 +109,22 @@ def validate_table(
             ``timestamp_min``, ``timestamp_max``).
         known_items: item ids of the items table, for the referential check; None skips it.
         all_rows: collect every failing row (for a quarantine), not only the first samples.
+        engine: ``auto`` evaluates the suite with polars first (:mod:`data_contracts.fast`) and runs
+            great-expectations only when a rule fails, to report it; ``great_expectations`` always runs it.
     """
     definition = suite_definition(table)
     prepared = prepare_frame(table, frame, known_items=known_items)
-    gx, context = _gx()
     body = {k: v for k, v in definition.items() if k != "id"}
     body["expectations"] = _applicable(definition, prepared.columns)
+    version = int(definition["meta"]["version"])
+    if engine == "auto":
+        try:
+            outcomes = fast.evaluate(prepared, body["expectations"], parameters or {})
+        except KeyError:
+            outcomes = []
+        if outcomes and all(o.success for o in outcomes):
+            return ContractReport(table, version, frame.height, len(body["expectations"]), [], [])
+    gx, context = _gx()
     suite = gx.ExpectationSuite(**json.loads(json.dumps(body)))
     batch = (
         context.data_sources.add_or_update_pandas("transferrec")
@@ -133,8 +145,7 @@ def validate_table(
             continue
         failure = _failure(table, prepared, outcome, all_rows)
         (warnings if failure.severity == "warning" else failures).append(failure)
-    return ContractReport(table, int(definition["meta"]["version"]), frame.height, len(body["expectations"]),
-                          failures, warnings)
+    return ContractReport(table, version, frame.height, len(body["expectations"]), failures, warnings)
 
 
 def _failure(table: str, prepared: pl.DataFrame, outcome: Any, all_rows: bool) -> RuleFailure:

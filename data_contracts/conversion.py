@@ -98,23 +98,27 @@ def convert_table(table: str, raw: pl.DataFrame) -> tuple[pl.DataFrame | None, l
     if missing:
         return None, [RuleFailure(table, ",".join(missing), "required column present", "schema", None,
                                   detail=_missing_hint(frame, missing))]
-    failures = []
-    conversions = []
+    conversions = {}
     for column, target in schema.items():
         if column not in frame.columns:
             continue
         if column == TIMESTAMP:
-            converted = pl.lit(timestamp_seconds(frame[column])).alias(column)
-        else:
-            converted = _converted(column, target, frame.schema[column]).alias(column)
-        conversions.append(converted)
-        bad = frame.select(ROW, pl.col(column).alias("raw"), converted.alias("value")).filter(
-            pl.col("value").is_null() & pl.col("raw").is_not_null())
-        if bad.height:
-            failures.append(RuleFailure(
-                table, column, f"values convert to {target}" + (" (Unix seconds or ISO datetime)"
-                                                                if column == TIMESTAMP else ""),
-                "type", bad.height, [_json_safe(v) for v in bad["raw"].head(MAX_SAMPLES).to_list()],
-                bad[ROW].head(MAX_SAMPLES).to_list(), rows=tuple(bad[ROW].to_list()),
-            ))
-    return frame.with_columns(conversions), failures
+            conversions[column] = pl.lit(timestamp_seconds(frame[column])).alias(column)
+        elif frame.schema[column] != target:
+            conversions[column] = _converted(column, target, frame.schema[column]).alias(column)
+    typed = frame.with_columns(list(conversions.values()))
+    # one pass to count values that did not convert, then rows only for the columns that have some
+    lost = {c: (typed[c].is_null() & frame[c].is_not_null()) for c in conversions}
+    failures = []
+    for column, mask in lost.items():
+        if not mask.any():
+            continue
+        bad = frame.filter(mask).select(ROW, pl.col(column).alias("raw"))
+        target = schema[column]
+        failures.append(RuleFailure(
+            table, column, f"values convert to {target}" + (" (Unix seconds or ISO datetime)"
+                                                            if column == TIMESTAMP else ""),
+            "type", bad.height, [_json_safe(v) for v in bad["raw"].head(MAX_SAMPLES).to_list()],
+            bad[ROW].head(MAX_SAMPLES).to_list(), rows=tuple(bad[ROW].to_list()),
+        ))
+    return typed, failures

@@ -48,6 +48,7 @@ class ContractSettings:
     min_target_users: int = 20
     min_target_items: int = 5
     max_single_interaction_share: float = 0.5
+    engine: Literal["auto", "great_expectations"] = "auto"  # see data_contracts.fast
 
     def parameters(self, now: float | None = None) -> dict[str, float]:
         """Values of the suites' ``$PARAMETER`` placeholders (the future starts at ``now`` + tolerance)."""
@@ -124,7 +125,7 @@ def check_table(
     unconvertible = {r for f in failures for r in (f.rows or ())}
     checked = typed.filter(~pl.col(ROW).is_in(sorted(unconvertible))) if unconvertible else typed
     report = validate_table(table, checked, parameters=settings.parameters(now), known_items=known_items,
-                            all_rows=all_rows)
+                            all_rows=all_rows, engine=settings.engine)
     warnings = list(report.warnings)
     if table == "interactions":
         warnings += check_single_interaction_users(checked, max_share=settings.max_single_interaction_share)
