@@ -60,12 +60,16 @@ def timestamp_seconds(values: pl.Series) -> pl.Series:
         return values.cast(pl.Datetime("us")).dt.epoch("s")
     if values.dtype.is_numeric():
         return values.cast(pl.Float64, strict=False).cast(pl.Int64, strict=False)
-    text = values.cast(pl.String).str.strip_chars()
-    numbers = text.cast(pl.Float64, strict=False)
-    seconds = pl.select(pl.when(numbers.is_finite()).then(numbers).cast(pl.Int64, strict=False)).to_series()
+    text = values.cast(pl.String)
+    seconds = text.cast(pl.Int64, strict=False)  # the common case, and the fastest parse
     todo = seconds.is_null() & text.is_not_null()
-    if todo.any():
-        parsed = _parse_datetimes(text.filter(todo))
+    if todo.any():  # padded, fractional or exponent numbers, then ISO datetimes
+        rest = text.filter(todo).str.strip_chars()
+        numbers = rest.cast(pl.Float64, strict=False)
+        parsed = pl.select(pl.when(numbers.is_finite()).then(numbers).cast(pl.Int64, strict=False)).to_series()
+        still = parsed.is_null() & rest.is_not_null()
+        if still.any():
+            parsed = parsed.scatter(still.arg_true(), _parse_datetimes(rest.filter(still)))
         seconds = seconds.scatter(todo.arg_true(), parsed)
     return seconds.alias(values.name)
 
