@@ -20,7 +20,7 @@ import polars as pl
 
 from data_contracts import fast
 from data_contracts.columns import ITEM_ID
-from data_contracts.conversion import ROW, with_row_numbers
+from data_contracts.conversion import ROW, json_safe, with_row_numbers
 from data_contracts.report import MAX_SAMPLES, ContractReport, ContractViolation, RuleFailure
 
 logger = logging.getLogger(__name__)
@@ -48,14 +48,6 @@ def suite_definition(table: str) -> dict[str, Any]:
 def suite_version(table: str) -> int:
     """The version number recorded in a suite's ``meta``."""
     return int(suite_definition(table)["meta"]["version"])
-
-
-def _json_safe(value: Any) -> Any:
-    if hasattr(value, "item"):
-        value = value.item()
-    if isinstance(value, float) and value != value:  # NaN
-        return "NaN"
-    return value
 
 
 def _gx():
@@ -162,21 +154,21 @@ def _failure(table: str, prepared: pl.DataFrame, outcome: Any, all_rows: bool) -
     lookup = prepared.filter(pl.col(ROW).is_in(samples_rows)) if samples_rows else prepared.head(0)
     if samples_rows and column in prepared.columns:
         by_row = dict(zip(lookup[ROW].to_list(), lookup[column].to_list(), strict=True))
-        values = [_json_safe(by_row.get(r)) for r in samples_rows]
+        values = [json_safe(by_row.get(r)) for r in samples_rows]
     elif samples_rows and column and "," in column:
         by_row = {r[0]: r[1:] for r in lookup.select([ROW, *column.split(",")]).rows()}
         values = [list(by_row.get(r, ())) for r in samples_rows]
     else:
-        values = [_json_safe(v) for v in (res.get("partial_unexpected_list") or [])][:MAX_SAMPLES]
+        values = [json_safe(v) for v in (res.get("partial_unexpected_list") or [])][:MAX_SAMPLES]
     detail = ""
     if outcome.exception_info and outcome.exception_info.get("raised_exception"):
         detail = str(outcome.exception_info.get("exception_message", ""))[:300]
     elif "observed_value" in res:
-        detail = f"observed {_json_safe(res['observed_value'])}"
+        detail = f"observed {json_safe(res['observed_value'])}"
     row_level = "unexpected_count" in res and ("unexpected_index_list" in res or bool(index_rows))
     return RuleFailure(
         table=table, column=column, rule=meta.get("rule", outcome.expectation_config.type),
-        expectation=outcome.expectation_config.type, unexpected_count=_json_safe(res.get("unexpected_count")),
+        expectation=outcome.expectation_config.type, unexpected_count=json_safe(res.get("unexpected_count")),
         sample_values=values, sample_rows=samples_rows, detail=detail,
         severity="warning" if meta.get("severity") == "warning" else "error",
         rows=tuple(index_rows) if all_rows and row_level else None,

@@ -18,8 +18,13 @@ ROW = "_row"
 _DELIMITERS = (";", "\t", "|")
 
 
-def _json_safe(value: object) -> object:
-    return value.item() if hasattr(value, "item") else value
+def json_safe(value: object) -> object:
+    """A plain Python value for reports: numpy scalars unwrapped, NaN spelled "NaN"."""
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and value != value:
+        return "NaN"
+    return value
 
 
 def with_row_numbers(frame: pl.DataFrame) -> pl.DataFrame:
@@ -74,7 +79,7 @@ def timestamp_seconds(values: pl.Series) -> pl.Series:
     return seconds.alias(values.name)
 
 
-def _converted(column: str, target: pl.DataType, source: pl.DataType) -> pl.Expr:  # noqa: ARG001
+def _converted(column: str, target: pl.DataType) -> pl.Expr:
     expr = pl.col(column)
     if target == pl.String():
         return expr.cast(pl.String)
@@ -109,7 +114,7 @@ def convert_table(table: str, raw: pl.DataFrame) -> tuple[pl.DataFrame | None, l
         if column == TIMESTAMP:
             conversions[column] = pl.lit(timestamp_seconds(frame[column])).alias(column)
         elif frame.schema[column] != target:
-            conversions[column] = _converted(column, target, frame.schema[column]).alias(column)
+            conversions[column] = _converted(column, target).alias(column)
     typed = frame.with_columns(list(conversions.values()))
     # one pass to count values that did not convert, then rows only for the columns that have some
     lost = {c: (typed[c].is_null() & frame[c].is_not_null()) for c in conversions}
@@ -122,7 +127,7 @@ def convert_table(table: str, raw: pl.DataFrame) -> tuple[pl.DataFrame | None, l
         failures.append(RuleFailure(
             table, column, f"values convert to {target}" + (" (Unix seconds or ISO datetime)"
                                                             if column == TIMESTAMP else ""),
-            "type", bad.height, [_json_safe(v) for v in bad["raw"].head(MAX_SAMPLES).to_list()],
+            "type", bad.height, [json_safe(v) for v in bad["raw"].head(MAX_SAMPLES).to_list()],
             bad[ROW].head(MAX_SAMPLES).to_list(), rows=tuple(bad[ROW].to_list()),
         ))
     return typed, failures

@@ -9,6 +9,7 @@ from prefect.runtime import flow_run
 
 from flows.config import OnboardConfig
 from models.recipes import ranking_tasks
+from models.sources import slug
 from tasks import tracking
 from tasks.data import load_tables, split_target, validate_dataset
 from tasks.evaluation import evaluate_models, log_model_runs
@@ -23,7 +24,7 @@ from tasks.training import fine_tune_source, fit_popularity_baseline, train_scra
 
 def experiment_name(domain: str) -> str:
     """One MLflow experiment per target domain."""
-    return f"transferrec-{tracking.slug(domain)}"
+    return f"transferrec-{slug(domain)}"
 
 
 def model_params(config: OnboardConfig, source: str) -> dict[str, dict[str, Any]]:

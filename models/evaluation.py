@@ -45,7 +45,9 @@ class Csr:
         if lengths.sum() == 0:
             return mask
         row_ids = np.repeat(np.arange(len(rows)), lengths)
-        cols = np.concatenate([self.indices[s:e] for s, e in zip(starts, ends, strict=True)])
+        # position of each entry: its row's start plus its offset within the row
+        offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        cols = self.indices[np.repeat(starts, lengths) + offsets]
         mask[torch.from_numpy(row_ids), torch.from_numpy(cols.astype(np.int64))] = True
         return mask
 
@@ -96,20 +98,18 @@ def build_ranking_task(
     holdout = holdout.filter(pl.col(ITEM_ID).is_in(pl.Series(items, dtype=pl.String).implode()))
     users = np.sort(holdout[USER_ID].unique().to_numpy()).astype(object)
 
-    def pairs(frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    def pairs(frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         r = index_of(users, frame[USER_ID].to_numpy())
         c = index_of(items, frame[ITEM_ID].to_numpy())
         keep = (r >= 0) & (c >= 0)
-        return r[keep], c[keep]
+        return r[keep], c[keep], keep
 
-    relevant = csr_from_pairs(*pairs(holdout), len(users))
-    exclude = csr_from_pairs(*pairs(seen), len(users))
+    relevant = csr_from_pairs(*pairs(holdout)[:2], len(users))
+    exclude = csr_from_pairs(*pairs(seen)[:2], len(users))
     # Impressions keep each (user, item) once with its best rating.
     shown = holdout.group_by(USER_ID, ITEM_ID).agg(pl.col(RATING).max())
-    r, c = pairs(shown)
-    clicked = (shown[RATING].to_numpy() >= click_threshold)[
-        (index_of(users, shown[USER_ID].to_numpy()) >= 0) & (index_of(items, shown[ITEM_ID].to_numpy()) >= 0)
-    ]
+    r, c, keep = pairs(shown)
+    clicked = (shown[RATING].to_numpy() >= click_threshold)[keep]
     order = np.lexsort((c, r))
     counts = np.bincount(r, minlength=len(users))
     impressions = Csr(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), c[order].astype(np.int64))

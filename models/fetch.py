@@ -136,12 +136,17 @@ def fetch_movielens(
     raise FetchError(f"could not fetch {name}: " + "; ".join(errors))
 
 
-def load_cached(data_dir: Path, name: str) -> Dataset:
-    """Read a fetched dataset from the cache.
+def cached_dir(data_dir: Path, name: str) -> Path:
+    """The folder of a fetched dataset.
 
     Raises:
         FetchError: the dataset was not fetched yet (the message says how to fetch it).
     """
     if not is_cached(data_dir, name):
         raise FetchError(f"{name} is not in {data_dir}; run `transferrec fetch {name}` first")
-    return read_canonical_dir(dataset_dir(data_dir, name), name)
+    return dataset_dir(data_dir, name)
+
+
+def load_cached(data_dir: Path, name: str) -> Dataset:
+    """Read a fetched dataset from the cache (see :func:`cached_dir` for the error when it is missing)."""
+    return read_canonical_dir(cached_dir(data_dir, name), name)

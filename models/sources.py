@@ -46,13 +46,14 @@ def source_candidates(
     return result
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
+    """Lower-case, ``[a-z0-9-]`` only (for model and experiment names)."""
     return re.sub(r"-+", "-", re.sub(r"[^a-z0-9]+", "-", text.lower())).strip("-")
 
 
 def source_model_name(dataset: str, target: str, candidate: str) -> str:
     """Registered-model name of a source model trained time-safe for ``target``."""
-    return f"transferrec-source-{_slug(dataset)}-for-{_slug(target)}-{_slug(candidate)}"
+    return f"transferrec-source-{slug(dataset)}-for-{slug(target)}-{slug(candidate)}"
 
 
 def source_fingerprint(

@@ -15,7 +15,7 @@ from data_contracts.report import ContractReport, ContractViolation
 from data_contracts.validation import ContractSettings, validate_tables
 from models.config import DataConfig, SplitConfig
 from models.datasets import Dataset, fingerprint, read_raw_tables
-from models.fetch import FetchError, dataset_dir, is_cached
+from models.fetch import cached_dir
 from models.split import TargetSplit, split_target_domain
 from tasks import tracking
 from tasks.runtime import default_data_dir
@@ -33,13 +33,7 @@ class RawTables:
 @task(name="load-tables", retries=2, retry_delay_seconds=[1, 5], cache_policy=NO_CACHE)
 def load_tables(config: DataConfig) -> RawTables:
     """Read the tables as stored: the folder ``path``, else the fetched cache of ``dataset``."""
-    if config.path is not None:
-        folder = config.path
-    else:
-        data_dir = config.data_dir or default_data_dir()
-        if not is_cached(data_dir, config.dataset):
-            raise FetchError(f"{config.dataset} is not in {data_dir}; run `transferrec fetch {config.dataset}` first")
-        folder = dataset_dir(data_dir, config.dataset)
+    folder = config.path or cached_dir(config.data_dir or default_data_dir(), config.dataset)
     tables = read_raw_tables(folder)
     get_run_logger().info("read %s from %s: %s", config.dataset, folder,
                           {k: (v.height if v is not None else None) for k, v in tables.items()})

@@ -9,6 +9,7 @@ from prefect.cache_policies import NO_CACHE
 
 from models.config import EvalConfig
 from models.evaluation import RankingTask, evaluate_model
+from models.sources import slug
 from tasks import tracking
 from tasks.evaluation import ModelReport
 
@@ -18,7 +19,7 @@ METRIC = "ndcg_at_10"
 
 def registered_name(domain: str) -> str:
     """``transferrec-<domain>``."""
-    return f"transferrec-{tracking.slug(domain)}"
+    return f"transferrec-{slug(domain)}"
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 QUIET_LOGGERS = ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning",
@@ -56,29 +60,19 @@ class Stopwatch:
     """Wall time per named stage: ``with watch("fine_tune"): ...``; ``watch.seconds`` holds the totals."""
 
     def __init__(self) -> None:
-        import time
-
-        self._clock = time.perf_counter
         self.seconds: dict[str, float] = {}
 
-    def __call__(self, stage: str):
-        from contextlib import contextmanager
-
-        @contextmanager
-        def timed():
-            started = self._clock()
-            try:
-                yield
-            finally:
-                self.seconds[stage] = self.seconds.get(stage, 0.0) + self._clock() - started
-
-        return timed()
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - started
 
 
 def git_commit(directory: Path | None = None) -> str:
     """The current git commit of ``directory`` (the package's checkout by default), or "unknown"."""
-    import subprocess
-
     where = directory or Path(__file__).resolve().parent.parent
     try:
         done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=5)

@@ -11,13 +11,14 @@ import json
 import logging
 import math
 import os
-import re
 import tempfile
 import time
 import traceback
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 from mlflow.types.schema import Array
 
 from models.factors import FactorModel
+from models.sources import slug
 from tasks.serving import FACTORS_ARTIFACT
 
 logger = logging.getLogger(__name__)
@@ -55,15 +57,15 @@ def _sqlite_dir(uri: str) -> Path | None:
     return Path(uri.removeprefix("sqlite:///")).resolve().parent
 
 
-def slug(text: str) -> str:
-    """Lower-case, ``[a-z0-9-]`` only (for model and experiment names)."""
-    return re.sub(r"-+", "-", re.sub(r"[^a-z0-9]+", "-", text.lower())).strip("-")
+@cache
+def _client(uri: str) -> mlflow.MlflowClient:
+    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def client(uri: str) -> mlflow.MlflowClient:
-    """A client bound to ``uri`` (also set as the process-wide URI for fluent calls)."""
+    """The client bound to ``uri`` (one per URI; also set as the process-wide URI for fluent calls)."""
     mlflow.set_tracking_uri(uri)
-    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    return _client(uri)
 
 
 def ensure_experiment(uri: str, name: str) -> str:
@@ -194,8 +196,6 @@ def log_factor_model(uri: str, run_id: str, model: FactorModel) -> str:
     client(uri)
     with tempfile.TemporaryDirectory(prefix="transferrec-model-") as tmp:
         factors = model.save(Path(tmp) / FACTORS_ARTIFACT)
-        import warnings
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with mlflow.start_run(run_id=run_id, log_system_metrics=False) as active:
