@@ -61,7 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
                               description="Train and register the source models of every domain but "
                                           "--exclude-domain, time-safe with respect to its test period.")
     _data_args(pretrain)
-    pretrain.add_argument("--exclude-domain", required=True, help="the target domain the sources are for")
+    target = pretrain.add_mutually_exclusive_group(required=True)
+    target.add_argument("--exclude-domain", help="the target domain the sources are for (its test period is hidden)")
+    target.add_argument("--any-target", action="store_true",
+                        help="sources for targets in another dataset (nothing hidden; see onboard --source-dataset)")
     _source_args(pretrain)
     pretrain.add_argument("--force", action="store_true", help="retrain even when a matching model is registered")
     pretrain.add_argument("--json", action="store_true", help="print the result as JSON (last stdout line)")
@@ -111,6 +114,10 @@ def _source_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-single", type=int, default=3, help="how many largest domains become single "
                                                                   "sources (default 3)")
     parser.add_argument("--no-all-others", action="store_true", help="do not train the all-other-domains model")
+    parser.add_argument("--combine", action="append", default=[], metavar="A+B",
+                        help="an extra candidate over several domains, e.g. Thriller+Crime (repeatable)")
+    parser.add_argument("--embedder", choices=["auto", "minilm", "hashed"], default="auto",
+                        help="item-text embedder (default auto: minilm when 'transferrec[text]' is installed)")
     parser.add_argument("--dim", type=int, default=64, help="embedding dimension (default 64)")
     parser.add_argument("--test-ratio", type=float, default=0.2, help="per-user share of target interactions "
                                                                       "held out for test (default 0.2)")
@@ -125,6 +132,17 @@ def _onboard_args(parser: argparse.ArgumentParser) -> None:
                         help="fine-tuning mode (default freeze-users)")
     parser.add_argument("--max-epochs", type=int, help="cap on fine-tuning and scratch epochs")
     parser.add_argument("--no-register", action="store_true", help="evaluate only; leave the registry alone")
+    parser.add_argument("--top-k", type=int, default=1,
+                        help="fine-tune the k best-scored source candidates, keep the best on validation (default 1)")
+    parser.add_argument("--no-content-init", action="store_true",
+                        help="do not initialise new items from their text-nearest source items")
+    parser.add_argument("--source-dataset", help="take the sources from this (fetched) dataset instead of the "
+                                                 "target's, e.g. movielens-1m for a movielens-100k target")
+    parser.add_argument("--source-data", type=Path, help="folder of canonical tables of the source dataset")
+    parser.add_argument("--item-match", choices=["auto", "id", "title", "none"], default="auto",
+                        help="how source items match target items (default: id within a dataset, title across)")
+    parser.add_argument("--shared-users", action=argparse.BooleanOptionalAction, default=None,
+                        help="whether user ids mean the same people in the source (default: only within a dataset)")
     parser.add_argument("--promotion-margin", type=float, default=0.0,
                         help="relative test NDCG@10 gain over the champion needed to promote (default 0)")
     _source_args(parser)
@@ -136,8 +154,7 @@ def onboard_config(args: argparse.Namespace) -> Any:
     from models.config import (
         DataConfig,
         FineTuneConfig,
-        ModelConfig,
-        SourcesConfig,
+        SelectionConfig,
         SplitConfig,
         TrackingConfig,
         target_train_defaults,
@@ -146,13 +163,18 @@ def onboard_config(args: argparse.Namespace) -> Any:
     target_train = target_train_defaults()
     if getattr(args, "max_epochs", None):
         target_train = target_train.model_copy(update={"max_epochs": args.max_epochs})
+    source_data = None
+    if args.source_dataset or args.source_data:
+        source_data = DataConfig(dataset=args.source_dataset or args.source_data.name, path=args.source_data,
+                                 data_dir=args.data_dir, rating_max=args.rating_max, on_violation=args.on_violation,
+                                 min_clean_share=args.min_clean_share)
     return OnboardConfig(
         target_domain=args.target_domain,
         data=_data_config(args, DataConfig),
         split=SplitConfig(fraction=args.target_fraction, seed=args.seed, test_ratio=args.test_ratio),
-        sources=SourcesConfig(candidates=_split_list(args.sources), top_single=args.top_single,
-                              all_others=not args.no_all_others, model=ModelConfig(dim=args.dim)),
-        finetune=FineTuneConfig(mode=args.mode, train=target_train),
+        sources=_sources_config(args, data=source_data, item_match=args.item_match, shared_users=args.shared_users),
+        finetune=FineTuneConfig(mode=args.mode, content_init=not args.no_content_init, train=target_train),
+        selection=SelectionConfig(top_k=args.top_k),
         scratch=target_train,
         tracking=TrackingConfig(registry=not args.no_register, promotion_margin=args.promotion_margin),
     )
@@ -161,16 +183,23 @@ def onboard_config(args: argparse.Namespace) -> Any:
 def pretrain_config(args: argparse.Namespace) -> Any:
     """Build the :class:`~flows.config.PretrainConfig` of parsed ``pretrain`` arguments."""
     from flows.config import PretrainConfig
-    from models.config import DataConfig, ModelConfig, SourcesConfig, SplitConfig
+    from models.config import DataConfig, SplitConfig
 
     return PretrainConfig(
         exclude_domain=args.exclude_domain,
         data=_data_config(args, DataConfig),
         split=SplitConfig(test_ratio=args.test_ratio),
-        sources=SourcesConfig(candidates=_split_list(args.sources), top_single=args.top_single,
-                              all_others=not args.no_all_others, model=ModelConfig(dim=args.dim)),
+        sources=_sources_config(args),
         force=args.force,
     )
+
+
+def _sources_config(args: argparse.Namespace, **extra: Any) -> Any:
+    from models.config import ModelConfig, SourcesConfig
+
+    return SourcesConfig(candidates=_split_list(args.sources), top_single=args.top_single,
+                         all_others=not args.no_all_others, combinations=tuple(args.combine),
+                         embedder=args.embedder, model=ModelConfig(dim=args.dim), **extra)
 
 
 def _data_config(args: argparse.Namespace, cls: Any) -> Any:

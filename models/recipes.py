@@ -19,7 +19,7 @@ from models.factors import FactorModel, popularity_model
 from models.network import MatrixFactorization
 from models.split import TargetSplit, source_interactions, temporal_user_split
 from models.training import FitResult, encode_pairs, fit_network, validation_data
-from models.transfer import TransferInit, target_user_vocabulary, transfer_init
+from models.transfer import ItemText, TransferInit, target_user_vocabulary, transfer_init
 
 
 def train_source_model(
@@ -59,26 +59,29 @@ def catalogue_ids(split: TargetSplit) -> np.ndarray:
     return split.catalogue[ITEM_ID].to_numpy().astype(object)
 
 
-def initialise_from_source(source: FactorModel, split: TargetSplit) -> TransferInit:
-    """Carry ``source`` over to the target vocabulary (see :mod:`models.transfer`)."""
+def initialise_from_source(source: FactorModel, split: TargetSplit, text: ItemText | None = None) -> TransferInit:
+    """Carry ``source`` (already in the target's id space, see :mod:`models.alignment`) over to the target
+    vocabulary (see :mod:`models.transfer`); ``text`` enables content initialisation of new items."""
     items = catalogue_ids(split)
     users = target_user_vocabulary(source, split.train[USER_ID].to_numpy())
     train_users, train_items = encode_pairs(split.train, users, items)
-    return transfer_init(source, user_ids=users, item_ids=items, train_users=train_users, train_items=train_items)
+    return transfer_init(source, user_ids=users, item_ids=items, train_users=train_users, train_items=train_items,
+                         text=text)
 
 
-def zero_shot_model(source: FactorModel, split: TargetSplit) -> FactorModel:
+def zero_shot_model(source: FactorModel, split: TargetSplit, text: ItemText | None = None) -> FactorModel:
     """The transferred model before any target training (the zero-shot probe)."""
-    return initialise_from_source(source, split).as_model("zero-shot")
+    return initialise_from_source(source, split, text).as_model("zero-shot")
 
 
-def fine_tune(source: FactorModel, split: TargetSplit, *, config: FineTuneConfig, seed: int) -> FitResult:
+def fine_tune(source: FactorModel, split: TargetSplit, *, config: FineTuneConfig, seed: int,
+              text: ItemText | None = None) -> FitResult:
     """Transfer ``source`` to the target and train on the target training data.
 
     Modes: ``full`` trains every weight; ``freeze-users`` keeps the users carried over from the source fixed
     and trains item vectors, item biases and new users.
     """
-    init = initialise_from_source(source, split)
+    init = initialise_from_source(source, split, text)
     network = MatrixFactorization.from_arrays(init.user_factors, init.item_factors, init.item_bias)
     frozen = init.user_from_source if config.mode == "freeze-users" else None
     return fit_network(

@@ -1,25 +1,56 @@
-"""Domain-similarity signals between a source model and a target split, and the candidate ranking.
+"""Domain-similarity signals between a source (model + profile) and a target, and the ranked decision.
 
-Signals (all computed from the source model's vocabularies, no raw source data needed):
+Signals of each candidate (all from the source model and its profile; no raw source data needed):
 
-* ``user_jaccard``: |source users ∩ target users| / |source users ∪ target users|.
-* ``user_coverage``: share of target users (train + validation) the source model knows.
-* ``item_jaccard`` / ``item_coverage``: the same for items (non-zero when catalogues overlap).
-* ``zero_shot_val_ndcg_at_10``: NDCG@10 on the target validation set of the source model carried over to
-  the target (new items initialised, no fine-tuning). This is a direct measurement of usefulness, and it
-  decides the ranking: overlap alone is a poor predictor of transfer (a domain can share most users and
-  still carry little taste information about the target).
+* ``user_jaccard``: |source users ∩ target users| / |source users ∪ target users| (target = train + val).
+* ``user_coverage``: share of target users the source model knows.
+* ``item_jaccard`` / ``item_coverage``: the same for items, after matching (by id or title key).
+* ``content_similarity``: cosine of the mean item-text embeddings of source and target catalogues.
+* ``content_coverage``: mean over target items of the text similarity to their nearest source item.
+* ``popularity_gini_gap``, ``activity_distance``, ``rating_distance``, ``behaviour_distance``: how
+  differently the domains behave (:func:`models.profiles.behaviour_distances`).
+* ``zero_shot_val_ndcg_at_10`` (the *probe*): NDCG@10 on the target validation set of the source model
+  carried over to the target (new items initialised, no fine-tuning).
+
+The combined score is a weighted sum of signals on a common scale (:data:`DEFAULT_WEIGHTS`): the probe
+relative to the best candidate's probe (1.0 = best), the others as they are (each in [0, 1]). The probe
+dominates because it measures usefulness directly (overlap alone is a poor predictor: a domain can share
+most users and still carry little taste information about the target); the small weights of the other
+signals decide between candidates whose probes are close.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+import numpy as np
 import polars as pl
 
 from data_contracts.columns import ITEM_ID, USER_ID
 from models.factors import FactorModel
+from models.profiles import DomainProfile, behaviour_distances
 from models.split import TargetSplit
+from models.text import TextEmbeddings, centroid_similarity, nearest_coverage
 
 PROBE = "zero_shot_val_ndcg_at_10"
+PROBE_RELATIVE = "probe_relative"
+SIGNALS = (
+    "user_jaccard", "user_coverage", "item_jaccard", "item_coverage", "content_similarity", "content_coverage",
+    "popularity_gini_gap", "activity_distance", "rating_distance", "behaviour_distance", PROBE,
+)  # fmt: skip
+#: Weight of each signal in the combined score (``probe_relative`` = probe / best probe).
+DEFAULT_WEIGHTS: dict[str, float] = {
+    PROBE_RELATIVE: 1.0,
+    "user_coverage": 0.02,
+    "item_coverage": 0.02,
+    "content_coverage": 0.01,
+    "behaviour_distance": -0.02,
+}
+_LABELS = {
+    PROBE_RELATIVE: "the zero-shot probe", "user_coverage": "user coverage", "item_coverage": "item coverage",
+    "content_coverage": "content coverage", "content_similarity": "content similarity",
+    "behaviour_distance": "behaviour distance", "user_jaccard": "user Jaccard", "item_jaccard": "item Jaccard",
+}
 
 
 def _jaccard(a: set[str], b: set[str]) -> float:
@@ -28,7 +59,7 @@ def _jaccard(a: set[str], b: set[str]) -> float:
 
 
 def overlap_signals(source: FactorModel, split: TargetSplit) -> dict[str, float]:
-    """User and item overlap between ``source`` and the target's known (train + validation) data."""
+    """User and item overlap between ``source`` (in the target's id space) and the target's known data."""
     source_users = set(source.user_ids.tolist())
     source_items = set(source.item_ids.tolist())
     target_users = set(pl.concat([split.train, split.val])[USER_ID].unique().to_list())
@@ -41,31 +72,94 @@ def overlap_signals(source: FactorModel, split: TargetSplit) -> dict[str, float]
     }
 
 
-def rank_candidates(rows: list[dict[str, float | str]]) -> tuple[pl.DataFrame, str]:
-    """Rank candidates: by the zero-shot probe, then user coverage, then item coverage, then name.
+def content_signals(text: TextEmbeddings | None) -> dict[str, float]:
+    """Centroid cosine and nearest-item coverage of the item texts (0 without embeddings)."""
+    if text is None:
+        return {"content_similarity": 0.0, "content_coverage": 0.0}
+    return {"content_similarity": centroid_similarity(text.source, text.target),
+            "content_coverage": nearest_coverage(text.target, text.source)}
+
+
+def candidate_signals(aligned: FactorModel, split: TargetSplit, source: DomainProfile, target: DomainProfile,
+                      text: TextEmbeddings | None) -> dict[str, float]:
+    """Every signal but the probe (see the module docstring)."""
+    return {**overlap_signals(aligned, split), **content_signals(text),
+            **behaviour_distances(source.stats, target.stats)}
+
+
+def combined_scores(table: pl.DataFrame, weights: Mapping[str, float]) -> pl.DataFrame:
+    """Add ``probe_relative``, one ``contribution/<signal>`` column per weighted signal and ``score``."""
+    best = table[PROBE].max()
+    relative = (pl.col(PROBE) / best) if best and best > 0 else pl.lit(0.0)
+    out = table.with_columns(relative.alias(PROBE_RELATIVE))
+    unknown = sorted(set(weights) - set(out.columns))
+    if unknown:
+        raise ValueError(f"selection weights name unknown signals {unknown}; known: {sorted(out.columns)}")
+    out = out.with_columns([(pl.col(s) * w).alias(f"contribution/{s}") for s, w in weights.items()])
+    return out.with_columns(pl.sum_horizontal([f"contribution/{s}" for s in weights]).alias("score"))
+
+
+def decisive_signal(best: Mapping[str, float], runner: Mapping[str, float], weights: Mapping[str, float]) -> str:
+    """The signal whose weighted difference favours ``best`` over ``runner`` the most."""
+    gains = {s: float(best[f"contribution/{s}"]) - float(runner[f"contribution/{s}"]) for s in weights}
+    return max(gains, key=lambda s: gains[s])
+
+
+def rank_candidates(rows: list[dict[str, float | str]],
+                    weights: Mapping[str, float] | None = None) -> tuple[pl.DataFrame, str, str]:
+    """Rank candidates by their combined score (ties: probe, user coverage, name).
 
     Args:
-        rows: one dict per candidate with ``name``, the overlap signals and :data:`PROBE`.
+        rows: one dict per candidate with ``name``, the signals and :data:`PROBE`.
+        weights: signal weights (default :data:`DEFAULT_WEIGHTS`).
 
     Returns:
-        The ranked table (with ``rank`` and ``score`` = the probe) and a one-line rationale.
+        The ranked table (``rank``, ``score``, contributions), a one-line rationale, and the decisive signal.
 
     Raises:
-        ValueError: when there is no candidate.
+        ValueError: when there is no candidate, or a weight names an unknown signal.
     """
     if not rows:
         raise ValueError("no source candidate to rank")
+    weights = dict(DEFAULT_WEIGHTS if weights is None else weights)
     table = (
-        pl.DataFrame(rows)
-        .with_columns(pl.col(PROBE).alias("score"))
-        .sort(["score", "user_coverage", "item_coverage", "name"], descending=[True, True, True, False])
+        combined_scores(pl.DataFrame(rows), weights)
+        .sort(["score", PROBE, "user_coverage", "name"], descending=[True, True, True, False])
         .with_row_index("rank", offset=1)
     )
     best = table.row(0, named=True)
-    rationale = f"{best['name']} has the highest zero-shot validation NDCG@10 ({best['score']:.4f})"
-    if table.height > 1:
-        runner = table.row(1, named=True)
-        rationale += f", ahead of {runner['name']} ({runner['score']:.4f})"
-        if best["user_jaccard"] < runner["user_jaccard"]:
-            rationale += " although its user overlap is lower"
-    return table, rationale
+    if table.height == 1:
+        return table, f"{best['name']} is the only candidate (probe {best[PROBE]:.4f})", "only-candidate"
+    runner = table.row(1, named=True)
+    signal = decisive_signal(best, runner, weights)
+    rationale = (
+        f"{best['name']} scores {best['score']:.4f} ahead of {runner['name']} ({runner['score']:.4f}); decided by "
+        f"{_LABELS.get(signal, signal)} (zero-shot val NDCG@10 {best[PROBE]:.4f} vs {runner[PROBE]:.4f}, "
+        f"user coverage {best['user_coverage']:.2f} vs {runner['user_coverage']:.2f})"
+    )
+    if best["user_jaccard"] < runner["user_jaccard"]:
+        rationale += "; its user overlap is lower"
+    return table, rationale, signal
+
+
+def kendall_tau(a: list[str], b: list[str]) -> float:
+    """Kendall's tau-a between two rankings of the same names (1 = same order, -1 = reversed)."""
+    position = {name: i for i, name in enumerate(b)}
+    ranks = np.array([position[name] for name in a])
+    n = len(ranks)
+    if n < 2:
+        return 1.0
+    concordant = discordant = 0
+    for i in range(n):
+        diff = ranks[i + 1:] - ranks[i]
+        concordant += int((diff > 0).sum())
+        discordant += int((diff < 0).sum())
+    return (concordant - discordant) / (n * (n - 1) / 2)
+
+
+def settle_finalists(ranked: list[str], val: Mapping[str, float], *, margin: float) -> str:
+    """The finalist to keep after fine-tuning: the best-scored one (``ranked[0]``) unless another's
+    validation NDCG@10 beats it by more than ``margin`` (relative); then the best on validation."""
+    first = ranked[0]
+    best = max(ranked, key=lambda n: (val[n], -ranked.index(n)))
+    return best if val[best] > val[first] * (1.0 + margin) else first

@@ -10,8 +10,11 @@ import polars as pl
 
 from data_contracts.columns import DOMAIN
 from models.config import ModelConfig, TrainConfig
+from models.profiles import PROFILE_VERSION
 
 ALL_OTHERS = "all-others"
+ALL_DOMAINS = "all-domains"
+COMBINE = "+"
 
 
 def source_candidates(
@@ -21,26 +24,43 @@ def source_candidates(
     candidates: tuple[str, ...] | None,
     top_single: int,
     all_others: bool,
+    combinations: tuple[str, ...] = (),
+    same_dataset: bool = True,
 ) -> dict[str, list[str]]:
     """Candidate name -> its source domains.
 
-    Single-domain candidates are ``candidates`` when given, else the ``top_single`` largest domains other
-    than ``target``; ``all-others`` (every domain but the target) is added when ``all_others``.
+    Within one dataset (``same_dataset``) the target domain is never a source: single-domain candidates
+    are ``candidates`` when given, else the ``top_single`` largest other domains, and ``all-others`` (every
+    domain but the target) is added when ``all_others``. From another dataset every domain may be a
+    source: the singles are the ``top_single`` largest plus the target's namesake when it exists there, and
+    the all-domain candidate is ``all-domains``. Each of ``combinations`` (``"A+B"``) adds a candidate over
+    those domains.
 
     Raises:
-        ValueError: when a named candidate is not a domain, is the target, or nothing is left.
+        ValueError: when a named candidate is not an allowed source domain, or nothing is left.
     """
-    others = [d for d in domain_stats[DOMAIN].to_list() if d != target]
-    if candidates is not None:
-        unknown = [c for c in candidates if c not in others]
+    names = domain_stats[DOMAIN].to_list()
+    others = [d for d in names if d != target] if same_dataset else names
+    where = "other domains of the data" if same_dataset else "domains of the source dataset"
+
+    def known(domains: list[str]) -> list[str]:
+        unknown = [c for c in domains if c not in others]
         if unknown:
-            raise ValueError(f"source domains {unknown} are not other domains of the data; choose from {others}")
-        singles = list(candidates)
+            raise ValueError(f"source domains {unknown} are not {where}; choose from {others}")
+        return domains
+
+    if candidates is not None:
+        singles = known(list(candidates))
     else:
         singles = others[:top_single]
+        if not same_dataset and target in others and target not in singles:
+            singles.append(target)
     result = {name: [name] for name in singles}
+    for combination in combinations:
+        parts = known([p.strip() for p in combination.split(COMBINE) if p.strip()])
+        result[COMBINE.join(parts)] = parts
     if all_others and others:
-        result[ALL_OTHERS] = others
+        result[ALL_OTHERS if same_dataset else ALL_DOMAINS] = others
     if not result:
         raise ValueError(f"no source domain besides {target!r}")
     return result
@@ -51,24 +71,29 @@ def slug(text: str) -> str:
     return re.sub(r"-+", "-", re.sub(r"[^a-z0-9]+", "-", text.lower())).strip("-")
 
 
-def source_model_name(dataset: str, target: str, candidate: str) -> str:
-    """Registered-model name of a source model trained time-safe for ``target``."""
+def source_model_name(dataset: str, target: str | None, candidate: str) -> str:
+    """Registered-model name of a source model trained time-safe for ``target`` (``None``: for any target,
+    when the source comes from another dataset)."""
+    if target is None:
+        return f"transferrec-source-{slug(dataset)}-{slug(candidate)}"
     return f"transferrec-source-{slug(dataset)}-for-{slug(target)}-{slug(candidate)}"
 
 
 def source_fingerprint(
     *,
     data_fingerprint: str,
-    target: str,
-    test_ratio: float,
+    target: str | None,
+    test_ratio: float | None,
     domains: list[str],
     model: ModelConfig,
     train: TrainConfig,
     val_ratio: float,
     seed: int,
 ) -> str:
-    """Hash of everything a source model depends on; equal fingerprints mean the model can be reused."""
+    """Hash of everything a source model (and its stored profile) depends on; equal fingerprints mean the
+    model can be reused. ``target``/``test_ratio`` are ``None`` when no target period is hidden from it."""
     payload = json.dumps({
+        "profile": PROFILE_VERSION,
         "data": data_fingerprint, "target": target, "test_ratio": test_ratio, "domains": sorted(domains),
         "model": model.model_dump(), "train": train.model_dump(), "val_ratio": val_ratio, "seed": seed,
     }, sort_keys=True, default=str)

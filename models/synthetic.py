@@ -4,6 +4,12 @@ Users and items live in one latent space: user ``u`` has taste ``z_u``, item ``i
 ``v_i`` and popularity ``b_i``; a user's interactions in a domain are drawn without replacement with
 probability proportional to ``exp(z_u · v_i + b_i)``. A model that learned ``z_u`` in the source domains
 therefore knows what the user will like in a new domain: transfer has something real to find.
+
+Item titles carry three *tag words* named after the largest coordinates of ``v_i`` (a word per dimension and
+sign), so item text says something about taste and content-only transfer has a signal too. Datasets
+generated with the same ``item_seed`` sell the same items (same ids, vectors, titles) to other users
+(``user_prefix``); a different ``item_seed`` and ``item_prefix`` give other items described with the same
+tag vocabulary: the three transfer regimes of :mod:`models.alignment`.
 """
 
 from __future__ import annotations
@@ -23,6 +29,15 @@ _VOCAB = {
     "garden": ["Rake", "Seeds", "Planter", "Hose", "Shears", "Compost"],
 }
 _ADJECTIVES = ["Red", "Silent", "Golden", "Wild", "Little", "Ancient", "Bright", "Hidden", "Northern", "Electric"]
+_TAGS = ["amber", "azure", "coral", "ember", "frost", "ivory", "jade", "onyx", "pearl", "ruby", "sable", "slate",
+         "topaz", "umber", "violet", "zinc", "cedar", "maple", "birch", "aspen", "willow", "hazel", "alder", "rowan",
+         "lotus", "orchid", "tulip", "lily", "poppy", "daisy", "iris", "peony"]
+
+
+def tag_words(vector: np.ndarray, n: int = 2) -> list[str]:
+    """Words for the ``n`` largest coordinates of ``vector`` (one word per dimension and sign)."""
+    top = np.argsort(-np.abs(vector))[:n]
+    return [_TAGS[(2 * int(d) + int(vector[d] < 0)) % len(_TAGS)] for d in top]
 
 
 def generate_multidomain(
@@ -37,6 +52,9 @@ def generate_multidomain(
     start: int = 1_600_000_000,
     span_days: int = 365,
     name: str = "synthetic",
+    item_seed: int | None = None,
+    user_prefix: str = "u",
+    item_prefix: str = "",
 ) -> Dataset:
     """Generate a dataset (see module docstring).
 
@@ -51,18 +69,23 @@ def generate_multidomain(
         start: first timestamp (Unix seconds).
         span_days: interactions are spread uniformly over this many days.
         name: dataset name.
+        item_seed: seed of the items (vectors, popularity); default: drawn from ``seed`` like the rest.
+        user_prefix: user ids are ``<prefix><number>``.
+        item_prefix: prepended to item ids and title numbers (other items, same tag vocabulary).
     """
     rng = np.random.default_rng(seed)
+    item_rng = rng if item_seed is None else np.random.default_rng(item_seed)
     taste = rng.normal(size=(n_users, dim)) / np.sqrt(dim)
-    users = np.array([f"u{u:05d}" for u in range(n_users)])
+    users = np.array([f"{user_prefix}{u:05d}" for u in range(n_users)])
     item_rows, inter_parts = [], []
     for d, domain in enumerate(domains):
-        vectors = rng.normal(size=(items_per_domain, dim))
-        popularity = rng.normal(scale=1.0, size=items_per_domain)
+        vectors = item_rng.normal(size=(items_per_domain, dim))
+        popularity = item_rng.normal(scale=1.0, size=items_per_domain)
         vocab = _VOCAB.get(domain, ["Item"])
+        ids = [f"{item_prefix}{domain}-{j:04d}" for j in range(items_per_domain)]
         for j in range(items_per_domain):
-            title = f"{_ADJECTIVES[(j + d) % len(_ADJECTIVES)]} {vocab[j % len(vocab)]} {j}"
-            item_rows.append((f"{domain}-{j:04d}", domain, title, domain))
+            title = f"{_ADJECTIVES[(j + d) % len(_ADJECTIVES)]} {vocab[j % len(vocab)]} {item_prefix}{j}"
+            item_rows.append((ids[j], domain, f"{title}: {' '.join(tag_words(vectors[j], 3))}", domain))
         logits = taste_strength * taste @ vectors.T + popularity  # (users, items)
         counts = np.clip(rng.poisson(interactions_per_domain, size=n_users), 1, items_per_domain)
         gumbel = rng.gumbel(size=logits.shape)
@@ -72,7 +95,7 @@ def generate_multidomain(
             chosen = order[u, : counts[u]]
             inter_parts.append(pl.DataFrame({
                 USER_ID: [users[u]] * len(chosen),
-                ITEM_ID: [f"{domain}-{j:04d}" for j in chosen],
+                ITEM_ID: [ids[j] for j in chosen],
                 TIMESTAMP: (start + rng.integers(0, span_days * 86400, size=len(chosen))).astype(np.int64),
                 RATING: np.clip(np.round(3.0 + z[u, chosen] + rng.normal(scale=0.7, size=len(chosen))), 1, 5),
             }))

@@ -1,56 +1,122 @@
-"""Task that ranks the source candidates by domain similarity and a zero-shot probe."""
+"""Tasks that rank the source candidates (signals + zero-shot probe) and settle the choice after fine-tuning."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import polars as pl
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from models.candidates import PreparedSource, prepare_source, target_profile
+from models.config import FineTuneConfig, SelectionConfig, SourcesConfig
 from models.evaluation import RankingTask, evaluate_model
 from models.recipes import zero_shot_model
-from models.similarity import PROBE, overlap_signals, rank_candidates
+from models.similarity import PROBE, rank_candidates, settle_finalists
 from models.split import TargetSplit
+from models.training import FitResult
 from tasks import tracking
 from tasks.sources import SourceModel
+
+VAL, TEST = "val_ndcg_at_10", "test_ndcg_at_10"
 
 
 @dataclass(frozen=True)
 class Selection:
-    """The chosen source, the ranked candidate table and why."""
+    """The chosen source, the ranked candidate table, why, and each candidate ready to fine-tune."""
 
     chosen: str
     table: pl.DataFrame
     rationale: str
+    decided_by: str
     probe_runs: dict[str, str]
+    prepared: dict[str, PreparedSource]
+
+    def finalists(self, k: int) -> list[str]:
+        """The ``k`` best-scored candidates (ranked order)."""
+        return self.table.sort("rank")["name"].head(k).to_list()
+
+
+def resolve_matching(config: SourcesConfig, *, same_dataset: bool) -> tuple[str, bool]:
+    """``item_match`` and ``shared_users`` with their defaults filled: within a dataset ids match and users
+    are shared; across datasets items match by title key and users are other people."""
+    item_match = config.item_match if config.item_match != "auto" else ("id" if same_dataset else "title")
+    shared = config.shared_users if config.shared_users is not None else same_dataset
+    return item_match, shared
+
+
+def _log_table(run: tracking.TrackingContext, table: pl.DataFrame, rationale: str, chosen: str, signal: str) -> None:
+    tracking.log_table(run.uri, run.run_id, table, "selection/candidates.json")
+    tracking.log_text(run.uri, run.run_id, rationale, "selection/rationale.txt")
+    tracking.set_tags(run.uri, run.run_id, {"chosen_source": chosen, "selection_rationale": rationale[:4000],
+                                           "selection_decided_by": signal})
+    create_table_artifact(key="source-selection", table=table.to_dicts(), description=rationale)
 
 
 @task(name="select-source", cache_policy=NO_CACHE)
 def select_source(
-    sources: dict[str, SourceModel], split: TargetSplit, val_task: RankingTask, run: tracking.TrackingContext
+    sources: dict[str, SourceModel], split: TargetSplit, val_task: RankingTask, run: tracking.TrackingContext, *,
+    dataset: str, same_dataset: bool, config: SourcesConfig, finetune: FineTuneConfig, selection: SelectionConfig,
 ) -> Selection:
-    """Compute every candidate's signals (overlap, zero-shot validation NDCG@10), rank them, log the table."""
-    rows, probe_runs = [], {}
+    """Every candidate's signals and zero-shot probe, the combined score, the ranked table and its rationale.
+
+    Each candidate gets a child run ``probe:<name>`` with its signals; the table goes to the parent run
+    (``selection/candidates.json``) and to a Prefect table artifact.
+    """
+    item_match, shared_users = resolve_matching(config, same_dataset=same_dataset)
+    target = target_profile(split, dataset)
+    rows, probe_runs, prepared = [], {}, {}
     for name, source in sources.items():
-        probe = evaluate_model(zero_shot_model(source.model, split), val_task, ks=(10,))
-        signals = overlap_signals(source.model, split)
-        rows.append({"name": name, **signals, PROBE: probe.metrics["ndcg_at_10"],
-                     "source_version": source.version, "source_domains": ",".join(source.spec.domains)})
+        ready = prepare_source(source.model, source.profile, split, target, item_match=item_match,
+                               shared_users=shared_users, embedder=config.embedder,
+                               content_init=finetune.content_init)
+        probe = evaluate_model(zero_shot_model(ready.model, split, ready.text), val_task, ks=(10,))
+        signals = {**ready.signals, PROBE: probe.metrics["ndcg_at_10"]}
+        prepared[name] = ready
+        rows.append({"name": name, **signals, "source_version": source.version,
+                     "source_domains": ",".join(source.spec.domains), "source_dataset": source.profile.dataset,
+                     "embedder": ready.embeddings.embedder if ready.embeddings else "none"})
         probe_runs[name] = tracking.start_run(run.uri, run.experiment_id, f"probe:{name}", parent_id=run.run_id,
                                               tags={"role": "candidate", "source": name})
         tracking.log_metrics(run.uri, probe_runs[name], {
-            **{f"signal/{k}": v for k, v in signals.items()}, "val/ndcg_at_10": probe.metrics["ndcg_at_10"],
-        })
-        tracking.log_params(run.uri, probe_runs[name], {"source_model": source.spec.registered_name,
-                                                        "source_version": source.version})
+            **{f"signal/{k}": v for k, v in signals.items() if k != PROBE}, "val/ndcg_at_10": signals[PROBE]})
+        tracking.log_params(run.uri, probe_runs[name], {
+            "source_model": source.spec.registered_name, "source_version": source.version,
+            "item_match": item_match, "shared_users": shared_users})
         tracking.end_run(run.uri, probe_runs[name])
-    table, rationale = rank_candidates(rows)
+    table, rationale, signal = rank_candidates(rows, selection.weights)
     chosen = str(table.row(0, named=True)["name"])
-    tracking.log_table(run.uri, run.run_id, table, "selection/candidates.json")
-    tracking.log_text(run.uri, run.run_id, rationale, "selection/rationale.txt")
-    tracking.set_tags(run.uri, run.run_id, {"chosen_source": chosen, "selection_rationale": rationale})
-    create_table_artifact(key="source-selection", table=table.to_dicts(), description=rationale)
+    table = table.with_columns(pl.lit(None, dtype=pl.Float64).alias(VAL), pl.lit(None, dtype=pl.Float64).alias(TEST))
+    _log_table(run, table, rationale, chosen, signal)
+    get_run_logger().info("ranked sources %s; %s", table["name"].to_list(), rationale)
+    return Selection(chosen, table, rationale, signal, probe_runs, prepared)
+
+
+@task(name="settle-selection", cache_policy=NO_CACHE)
+def settle_selection(selection: Selection, fits: dict[str, FitResult], val_task: RankingTask,
+                     test_task: RankingTask, run: tracking.TrackingContext, *, margin: float) -> Selection:
+    """With the finalists fine-tuned: keep the best-scored one unless another wins on validation NDCG@10 by
+    more than ``margin`` (test NDCG@10 is recorded for reporting, never used to choose); log the table."""
+    scores = {name: (evaluate_model(fit.model, val_task, ks=(10,)).metrics["ndcg_at_10"],
+                     evaluate_model(fit.model, test_task, ks=(10,)).metrics["ndcg_at_10"])
+              for name, fit in fits.items()}
+    table = selection.table.with_columns(
+        pl.col("name").replace_strict({n: v for n, (v, _) in scores.items()}, default=None,
+                                      return_dtype=pl.Float64).alias(VAL),
+        pl.col("name").replace_strict({n: t for n, (_, t) in scores.items()}, default=None,
+                                      return_dtype=pl.Float64).alias(TEST),
+    )
+    if len(fits) <= 1:
+        _log_table(run, table, selection.rationale, selection.chosen, selection.decided_by)
+        return replace(selection, table=table)
+    ranked = [n for n in table.sort("rank")["name"].to_list() if n in scores]
+    chosen = settle_finalists(ranked, {n: v for n, (v, _) in scores.items()}, margin=margin)
+    listed = ", ".join(f"{n} {v:.4f}" for n, (v, _) in sorted(scores.items(), key=lambda kv: -kv[1][0]))
+    rationale = (f"fine-tuned the top {len(fits)} by score; validation NDCG@10 {listed}; kept {chosen} (a lower-"
+                 f"scored finalist needs +{margin:.0%} on validation); scoring: {selection.rationale}")
+    decided_by = "fine-tuned validation" if chosen != selection.chosen else selection.decided_by
+    _log_table(run, table, rationale, chosen, decided_by)
     get_run_logger().info("selected source %s: %s", chosen, rationale)
-    return Selection(chosen, table, rationale, probe_runs)
+    return replace(selection, chosen=chosen, table=table, rationale=rationale, decided_by=decided_by)
+

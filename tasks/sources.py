@@ -9,9 +9,11 @@ import polars as pl
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from models.candidates import source_profile
 from models.config import SourcesConfig
 from models.datasets import Dataset
 from models.factors import FactorModel
+from models.profiles import DomainProfile
 from models.recipes import train_source_model
 from models.sources import source_candidates, source_fingerprint, source_model_name
 from tasks import tracking
@@ -35,6 +37,7 @@ class SourceModel:
 
     spec: SourceSpec
     model: FactorModel
+    profile: DomainProfile
     version: str
     trained_now: bool
     seconds: float
@@ -42,16 +45,23 @@ class SourceModel:
 
 @task(name="plan-sources", cache_policy=NO_CACHE)
 def plan_sources(dataset: Dataset, data_fingerprint: str, target: str, test_ratio: float,
-                 config: SourcesConfig) -> list[SourceSpec]:
-    """The source candidates of ``target`` with their registry names and fingerprints."""
+                 config: SourcesConfig, *, same_dataset: bool = True) -> list[SourceSpec]:
+    """The source candidates of ``target`` with their registry names and fingerprints.
+
+    Sources from the target's own dataset hide the target's test period (time-safe, one set per target);
+    sources from another dataset share no user with it and serve every target of that dataset.
+    """
     plan = source_candidates(dataset.domains(), target, candidates=config.candidates,
-                             top_single=config.top_single, all_others=config.all_others)
+                             top_single=config.top_single, all_others=config.all_others,
+                             combinations=config.combinations, same_dataset=same_dataset)
+    hidden = target if same_dataset else None
     specs = [
         SourceSpec(
-            name=name, domains=domains, registered_name=source_model_name(dataset.name, target, name),
-            fingerprint=source_fingerprint(data_fingerprint=data_fingerprint, target=target, test_ratio=test_ratio,
-                                           domains=domains, model=config.model, train=config.train,
-                                           val_ratio=config.val_ratio, seed=config.seed),
+            name=name, domains=domains, registered_name=source_model_name(dataset.name, hidden, name),
+            fingerprint=source_fingerprint(data_fingerprint=data_fingerprint, target=hidden,
+                                           test_ratio=test_ratio if same_dataset else None, domains=domains,
+                                           model=config.model, train=config.train, val_ratio=config.val_ratio,
+                                           seed=config.seed),
         )
         for name, domains in plan.items()
     ]
@@ -62,19 +72,21 @@ def plan_sources(dataset: Dataset, data_fingerprint: str, target: str, test_rati
 @task(name="find-or-train-source", cache_policy=NO_CACHE)
 def find_or_train_source(
     dataset: Dataset,
-    cutoffs: pl.DataFrame,
+    cutoffs: pl.DataFrame | None,
     spec: SourceSpec,
     config: SourcesConfig,
-    target: str,
+    target: str | None,
     uri: str,
     *,
     force: bool = False,
     triggered_by: str | None = None,
 ) -> SourceModel:
-    """Reuse the registered source model with the same fingerprint, or train, log and register one.
+    """Reuse the registered source model with the same fingerprint, or train, log and register one with
+    its domain profile (the source catalogue: selection then needs neither retraining nor raw source data).
 
     A source model only sees each user's interactions before that user's first target test interaction
-    (``cutoffs``), so it never knows the future the target is evaluated on.
+    (``cutoffs``), so it never knows the future the target is evaluated on; ``None`` (a source from another
+    dataset, no shared users) keeps all of its data.
     """
     log = get_run_logger()
     found = None if force else tracking.find_version(uri, spec.registered_name, tag="fingerprint",
@@ -82,8 +94,10 @@ def find_or_train_source(
     if found is not None:
         log.info("reusing source %s v%s", spec.registered_name, found.version)
         model = tracking.load_factor_model(uri, f"models:/{spec.registered_name}/{found.version}")
-        return SourceModel(spec, model, found.version, trained_now=False, seconds=0.0)
+        profile = tracking.load_profile(uri, str(found.run_id))
+        return SourceModel(spec, model, profile, found.version, trained_now=False, seconds=0.0)
     experiment_id = tracking.ensure_experiment(uri, SOURCES_EXPERIMENT)
+    target = target or "any"
     tags = {"role": "source", "target_domain": target, "source": spec.name, "dataset": dataset.name,
             "fingerprint": spec.fingerprint}
     if triggered_by:
@@ -98,6 +112,9 @@ def find_or_train_source(
         fit = train_source_model(dataset.interactions, dataset.items, domains=spec.domains, cutoffs=cutoffs,
                                  model=config.model, train=config.train, val_ratio=config.val_ratio,
                                  seed=config.seed)
+        profile = source_profile(dataset.interactions, dataset.items, dataset=dataset.name, domains=spec.domains,
+                                 cutoffs=cutoffs, embedder=config.embedder)
+        tracking.log_profile(uri, run_id, profile)
         tracking.log_history(uri, run_id, fit.history)
         tracking.log_metrics(uri, run_id, {
             "val/ndcg_at_10": fit.best_val_ndcg, "fit/seconds": fit.seconds, "fit/epochs": fit.epochs_run,
@@ -108,10 +125,12 @@ def find_or_train_source(
         version = tracking.register_model(
             uri, spec.registered_name, model_uri, run_id=run_id, aliases=[],
             tags={"fingerprint": spec.fingerprint, "source": spec.name, "target_domain": target,
-                  "source_domains": ",".join(spec.domains)},
+                  "source_domains": ",".join(spec.domains), "dataset": dataset.name,
+                  "profile": f"runs:/{run_id}/{tracking.PROFILE_ARTIFACT}",
+                  "time_safe_for": target if cutoffs is not None else "any (no shared users)"},
             description=f"time-safe source model {spec.name} for target domain {target}",
         )
     seconds = time.perf_counter() - started
     log.info("trained source %s in %.1fs (val NDCG@10 %.4f), registered v%s", spec.name, seconds,
              fit.best_val_ndcg, version.version)
-    return SourceModel(spec, fit.model, version.version, trained_now=True, seconds=seconds)
+    return SourceModel(spec, fit.model, profile, version.version, trained_now=True, seconds=seconds)

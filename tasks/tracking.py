@@ -32,6 +32,7 @@ from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 from mlflow.types.schema import Array
 
 from models.factors import FactorModel
+from models.profiles import DomainProfile
 from models.sources import slug
 from tasks.serving import FACTORS_ARTIFACT
 
@@ -222,6 +223,31 @@ def load_factor_model(uri: str, model_uri: str) -> FactorModel:
         if found is None:
             raise FileNotFoundError(f"{model_uri} holds no factors.npz")
         return FactorModel.load(found)
+
+
+PROFILE_ARTIFACT = "profile"
+
+
+def log_profile(uri: str, run_id: str, profile: DomainProfile) -> None:
+    """Store a domain profile beside a source model (artifact folder ``profile/`` of its run)."""
+    with tempfile.TemporaryDirectory(prefix="transferrec-profile-") as tmp:
+        folder = profile.save(Path(tmp) / PROFILE_ARTIFACT)
+        client(uri).log_artifacts(run_id, str(folder), PROFILE_ARTIFACT)
+
+
+def load_profile(uri: str, run_id: str) -> DomainProfile:
+    """The domain profile stored with the source model of run ``run_id``.
+
+    Raises:
+        FileNotFoundError: when the run holds no profile.
+    """
+    client(uri)
+    with tempfile.TemporaryDirectory(prefix="transferrec-profile-") as tmp:
+        try:
+            local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=PROFILE_ARTIFACT, dst_path=tmp)
+        except (MlflowException, OSError) as exc:
+            raise FileNotFoundError(f"run {run_id} holds no domain profile: {exc}") from exc
+        return DomainProfile.load(Path(local))
 
 
 @dataclass(frozen=True)

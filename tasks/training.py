@@ -5,20 +5,21 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from models.candidates import PreparedSource
 from models.config import FineTuneConfig, ModelConfig, TrainConfig
 from models.factors import FactorModel
 from models.recipes import fine_tune, fit_popularity, train_scratch
 from models.split import TargetSplit
 from models.training import FitResult
-from tasks.sources import SourceModel
 
 
-@task(name="fine-tune", cache_policy=NO_CACHE)
-def fine_tune_source(source: SourceModel, split: TargetSplit, config: FineTuneConfig, seed: int) -> FitResult:
-    """Carry the chosen source over to the target and fine-tune it (mode from ``config``)."""
-    fit = fine_tune(source.model, split, config=config, seed=seed)
+@task(name="fine-tune", cache_policy=NO_CACHE, task_run_name="fine-tune-{name}")
+def fine_tune_source(name: str, source: PreparedSource, split: TargetSplit, config: FineTuneConfig,
+                     seed: int) -> FitResult:
+    """Carry a source (aligned to the target) over and fine-tune it (mode from ``config``)."""
+    fit = fine_tune(source.model, split, config=config, seed=seed, text=source.text)
     get_run_logger().info("fine-tuned %s (%s): val NDCG@10 %.4f -> %.4f in %d epochs, %.1fs",
-                          source.spec.name, config.mode, fit.initial_val_ndcg, fit.best_val_ndcg, fit.epochs_run,
+                          name, config.mode, fit.initial_val_ndcg, fit.best_val_ndcg, fit.epochs_run,
                           fit.seconds)
     return fit
 

@@ -1,0 +1,92 @@
+"""Turn a registered source (model + profile) into a candidate for one target split.
+
+:func:`prepare_source` aligns the source model to the target's ids (:mod:`models.alignment`), embeds both
+catalogues' item texts in one space (:mod:`models.text`) and computes every similarity signal except the
+probe (:mod:`models.similarity`); the caller then runs the probe with :func:`models.recipes.zero_shot_model`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from data_contracts.columns import DOMAIN, ITEM_ID
+from models.alignment import AlignedSource, ItemMatch, align_source, item_mapping
+from models.factors import FactorModel, index_of
+from models.profiles import DomainProfile, build_profile
+from models.similarity import candidate_signals
+from models.split import TargetSplit, source_interactions
+from models.text import EmbedderName, TextEmbeddings, embed_minilm, embed_pair, resolve_embedder
+from models.transfer import ItemText
+
+
+def profile_embedder(name: EmbedderName) -> tuple[str, object] | None:
+    """What a stored profile caches: MiniLM vectors (corpus-independent) or nothing (hashed TF-IDF is
+    recomputed from the stored texts, its idf depends on the pair compared)."""
+    return ("minilm", embed_minilm) if resolve_embedder(name) == "minilm" else None
+
+
+def source_profile(interactions: pl.DataFrame, items: pl.DataFrame, *, dataset: str, domains: list[str],
+                   cutoffs: pl.DataFrame | None, embedder: EmbedderName = "auto") -> DomainProfile:
+    """The profile of a source model: exactly the (time-safe) interactions and catalogue it is trained on."""
+    frame = source_interactions(interactions, items, domains=domains, cutoffs=cutoffs)
+    catalogue = items.filter(pl.col(DOMAIN).is_in(domains))
+    return build_profile(frame, catalogue, dataset=dataset, domains=domains, embed=profile_embedder(embedder))
+
+
+def target_profile(split: TargetSplit, dataset: str) -> DomainProfile:
+    """The profile of the target's known data (train + validation) over its catalogue."""
+    return build_profile(pl.concat([split.train, split.val]), split.catalogue, dataset=dataset,
+                         domains=[split.domain])
+
+
+@dataclass(frozen=True)
+class PreparedSource:
+    """A source ready to probe and fine-tune on one target."""
+
+    aligned: AlignedSource
+    text: ItemText | None
+    embeddings: TextEmbeddings | None
+    signals: dict[str, float]
+
+    @property
+    def model(self) -> FactorModel:
+        return self.aligned.model
+
+
+def _rows(profile_ids: pl.Series, ids: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """``vectors`` (rows of ``profile_ids``) rearranged to ``ids`` (zero rows where unknown)."""
+    pos = index_of(profile_ids.to_numpy().astype(object), ids)
+    out = np.zeros((len(ids), vectors.shape[1]), dtype=np.float32)
+    out[pos >= 0] = vectors[pos[pos >= 0]]
+    return out
+
+
+def prepare_source(
+    source: FactorModel,
+    profile: DomainProfile,
+    split: TargetSplit,
+    target: DomainProfile,
+    *,
+    item_match: ItemMatch,
+    shared_users: bool,
+    embedder: EmbedderName,
+    content_init: bool,
+) -> PreparedSource:
+    """Align ``source`` to the target, embed item texts, compute the signals (see the module docstring)."""
+    mapping = item_mapping(profile.items, target.items, how=item_match)
+    aligned = align_source(source, mapping, shared_users=shared_users, how=item_match)
+    embeddings = embed_pair(profile.items["text"].to_list(), target.items["text"].to_list(), embedder=embedder,
+                            source_cache=profile.embeddings, cache_embedder=profile.embedder)
+    text = None
+    if content_init:
+        text = ItemText(
+            source=_rows(profile.items[ITEM_ID], source.item_ids, embeddings.source),
+            target=_rows(target.items[ITEM_ID], split.catalogue[ITEM_ID].to_numpy().astype(object),
+                         embeddings.target),
+        )
+    signals = candidate_signals(aligned.model, split, profile, target, embeddings)
+    signals["matched_items"] = float(aligned.matched_items)
+    return PreparedSource(aligned, text, embeddings, signals)

