@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     _data_dir(demo)
 
+    sources = sub.add_parser("sources", help="list the source catalogue (registered source models + profiles)",
+                             description="Every registered source model, newest version, with its domain profile.")
+    sources.add_argument("--json", action="store_true", help="print the catalogue as JSON (last stdout line)")
+
     ui = sub.add_parser("ui", help="start the MLflow UI on the local store",
                         description="Start `mlflow ui` on the tracking store (default ./mlflow.db).")
     ui.add_argument("--port", type=int, default=5000)
@@ -314,6 +318,18 @@ def _dispatch(args: argparse.Namespace, default_data_dir: Any) -> int:
         return 0
     if args.command == "demo":
         return _demo(args, default_data_dir)
+    if args.command == "sources":
+        from tasks.tracking import default_tracking_uri, source_catalogue
+
+        catalogue = source_catalogue(default_tracking_uri())
+        if args.json:
+            _print_json({"sources": catalogue})
+        else:
+            for s in catalogue:
+                sys.stdout.write(f"{s['registered_model']} v{s['version']}: {s['dataset']} {s['domains']} "
+                                 f"({s['users']} users, {s['items']} items, {s['interactions']} interactions; "
+                                 f"time-safe for {s['time_safe_for']})\n")
+        return 0
     if args.command == "ui":
         from tasks.tracking import default_tracking_uri
 

@@ -250,6 +250,34 @@ def load_profile(uri: str, run_id: str) -> DomainProfile:
         return DomainProfile.load(Path(local))
 
 
+SOURCE_PREFIX = "transferrec-source-"
+
+
+def source_catalogue(uri: str) -> list[dict[str, Any]]:
+    """The newest version of every registered source model with its profile's size and behaviour stats."""
+    c = client(uri)
+    out = []
+    for registered in c.search_registered_models(filter_string=f"name LIKE '{SOURCE_PREFIX}%'"):
+        versions = c.search_model_versions(f"name = '{registered.name}'")
+        if not versions:
+            continue
+        newest = max(versions, key=lambda v: int(v.version))
+        entry: dict[str, Any] = {"registered_model": registered.name, "version": str(newest.version),
+                                 "run_id": newest.run_id, "source": newest.tags.get("source"),
+                                 "dataset": newest.tags.get("dataset"),
+                                 "domains": newest.tags.get("source_domains", "").split(","),
+                                 "time_safe_for": newest.tags.get("time_safe_for", newest.tags.get("target_domain")),
+                                 "fingerprint": newest.tags.get("fingerprint")}
+        try:
+            stats = load_profile(uri, str(newest.run_id)).stats
+            entry.update({k: int(stats[k]) for k in ("users", "items", "interactions")})
+            entry["popularity_gini"] = stats["popularity_gini"]
+        except FileNotFoundError:
+            entry.update({"users": None, "items": None, "interactions": None, "popularity_gini": None})
+        out.append(entry)
+    return sorted(out, key=lambda e: e["registered_model"])
+
+
 @dataclass(frozen=True)
 class RegisteredVersion:
     """A registered model version."""

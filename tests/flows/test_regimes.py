@@ -7,13 +7,16 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import mlflow
 import pytest
 
-from flows.config import OnboardConfig
+from flows.cli import main
+from flows.config import OnboardConfig, PretrainConfig
 from flows.onboard import onboard_domain_flow
+from flows.pretrain import pretrain_source_flow
 from models.config import DataConfig, SelectionConfig, SourcesConfig
 from models.datasets import write_canonical_dir
 from models.synthetic import generate_multidomain
@@ -56,8 +59,15 @@ def by_name(summary: dict) -> dict[str, dict]:
     return {c["name"]: c for c in summary["candidates"]}
 
 
-def test_shared_items_disjoint_users(catalogues, mlflow_uri: str):
-    summary = onboard_domain_flow(cross_config(catalogues["same-items"], catalogues["source"], mlflow_uri))
+def test_shared_items_disjoint_users(catalogues, mlflow_uri: str, capsys):
+    # the source shop's catalogue is built once for targets in other datasets, then reused by fingerprint
+    config = cross_config(catalogues["same-items"], catalogues["source"], mlflow_uri)
+    pretrained = pretrain_source_flow(PretrainConfig(exclude_domain=None, data=config.sources.data,
+                                                     sources=config.sources, tracking=config.tracking))
+    assert all(s["trained_now"] for s in pretrained["sources"])
+    trained = len(runs(mlflow_uri, SOURCES_EXPERIMENT))
+    summary = onboard_domain_flow(config)
+    assert len(runs(mlflow_uri, SOURCES_EXPERIMENT)) == trained
     candidates = by_name(summary)
     # the namesake domain of the other shop and the all-domain model are candidates
     assert {"movies", "all-domains"} <= set(candidates) and summary["chosen_source"] in candidates
@@ -76,10 +86,14 @@ def test_shared_items_disjoint_users(catalogues, mlflow_uri: str):
     assert version.tags["time_safe_for"].startswith("any") and version.tags["dataset"] == "shop-a"
     assert {a.path for a in client.list_artifacts(version.run_id, "profile")} >= {
         "profile/profile.json", "profile/items.parquet", "profile/users.parquet"}
-    trained = len(runs(mlflow_uri, SOURCES_EXPERIMENT))
-    again = onboard_domain_flow(cross_config(catalogues["same-items"], catalogues["source"], mlflow_uri))
-    assert len(runs(mlflow_uri, SOURCES_EXPERIMENT)) == trained
-    assert by_name(again)["movies"]["zero_shot_val_ndcg_at_10"] == candidates["movies"]["zero_shot_val_ndcg_at_10"]
+
+    # `transferrec sources` lists the catalogue
+    capsys.readouterr()
+    assert main(["sources", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["sources"]
+    movies = next(s for s in listed if s["registered_model"] == "transferrec-source-shop-a-movies")
+    assert movies["domains"] == ["movies"] and movies["dataset"] == "shop-a" and movies["items"] == 30
+    assert movies["users"] == 300 and movies["interactions"] > 300
 
 
 def test_nothing_shared_transfers_through_item_text(catalogues, mlflow_uri: str):

@@ -167,8 +167,9 @@ def test_transfer_init_with_nothing_shared_fills_items_from_content():
     assert init.items_from_content == 2 and init.content_scale == 1.0
     centred = source.item_factors - source.item_factors.mean(axis=0)
     np.testing.assert_allclose(init.item_factors[0], centred[2], atol=1e-4)  # x reads like c
-    without = transfer_init(source, user_ids=np.array(["t1"], dtype=object), item_ids=np.array(["x", "y"], dtype=object),
-                            train_users=np.array([0]), train_items=np.array([0]))
+    without = transfer_init(source, user_ids=np.array(["t1"], dtype=object),
+                            item_ids=np.array(["x", "y"], dtype=object), train_users=np.array([0]),
+                            train_items=np.array([0]))
     assert not without.item_factors.any()
 
 
