@@ -143,6 +143,9 @@ def _onboard_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source-dataset", help="take the sources from this (fetched) dataset instead of the "
                                                  "target's, e.g. movielens-1m for a movielens-100k target")
     parser.add_argument("--source-data", type=Path, help="folder of canonical tables of the source dataset")
+    parser.add_argument("--registered-sources", action="store_true",
+                        help="with --source-dataset: take its registered sources from the catalogue as they are "
+                             "(see `transferrec sources`); its raw data need not be present")
     parser.add_argument("--item-match", choices=["auto", "id", "title", "none"], default="auto",
                         help="how source items match target items (default: id within a dataset, title across)")
     parser.add_argument("--shared-users", action=argparse.BooleanOptionalAction, default=None,
@@ -172,11 +175,14 @@ def onboard_config(args: argparse.Namespace) -> Any:
         source_data = DataConfig(dataset=args.source_dataset or args.source_data.name, path=args.source_data,
                                  data_dir=args.data_dir, rating_max=args.rating_max, on_violation=args.on_violation,
                                  min_clean_share=args.min_clean_share)
+    elif args.registered_sources:
+        raise ValueError("--registered-sources needs --source-dataset (the dataset the sources were trained on)")
     return OnboardConfig(
         target_domain=args.target_domain,
         data=_data_config(args, DataConfig),
         split=SplitConfig(fraction=args.target_fraction, seed=args.seed, test_ratio=args.test_ratio),
-        sources=_sources_config(args, data=source_data, item_match=args.item_match, shared_users=args.shared_users),
+        sources=_sources_config(args, data=source_data, item_match=args.item_match, shared_users=args.shared_users,
+                                registered_only=args.registered_sources),
         finetune=FineTuneConfig(mode=args.mode, content_init=not args.no_content_init, train=target_train),
         selection=SelectionConfig(top_k=args.top_k),
         scratch=target_train,

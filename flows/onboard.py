@@ -18,7 +18,7 @@ from tasks.report import summarize
 from tasks.runtime import Stopwatch, git_commit
 from tasks.selection import select_source, settle_selection
 from tasks.setup import prepare_tracking
-from tasks.sources import find_or_train_source, plan_sources
+from tasks.sources import find_or_train_source, plan_sources, registered_sources
 from tasks.training import fine_tune_source, fit_popularity_baseline, train_scratch_baseline
 
 
@@ -65,14 +65,17 @@ def onboard_domain_flow(config: OnboardConfig) -> dict[str, Any]:
             same_dataset = config.sources.data is None
             if same_dataset:  # time-safe sources from the target's own dataset (shared users)
                 source_data, source_fingerprint, cutoffs, hidden = dataset, data_fingerprint, split.cutoffs, domain
-            else:  # sources from another dataset: validated by the same contracts, nothing hidden
+            elif not config.sources.registered_only:  # another dataset: same contracts, nothing hidden
                 source_data, source_fingerprint = validate_dataset(load_tables(config.sources.data),
                                                                    config.sources.data, None, None)
                 cutoffs, hidden = None, None
-            specs = plan_sources(source_data, source_fingerprint, domain, config.split.test_ratio, config.sources,
-                                 same_dataset=same_dataset)
-            sources = {spec.name: find_or_train_source(source_data, cutoffs, spec, config.sources, hidden, uri,
-                                                       triggered_by=run_id) for spec in specs}
+            if same_dataset or not config.sources.registered_only:
+                specs = plan_sources(source_data, source_fingerprint, domain, config.split.test_ratio,
+                                     config.sources, same_dataset=same_dataset)
+                sources = {spec.name: find_or_train_source(source_data, cutoffs, spec, config.sources, hidden, uri,
+                                                           triggered_by=run_id) for spec in specs}
+            else:  # the catalogue alone: registered models and profiles, no raw source data
+                sources = registered_sources(uri, config.sources.data.dataset)
         with watch("select"):
             selection = select_source(sources, split, val_task, run, dataset=dataset.name, same_dataset=same_dataset,
                                       config=config.sources, finetune=config.finetune, selection=config.selection)

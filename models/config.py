@@ -116,6 +116,8 @@ class SourcesConfig(_Frozen):
 
     data: DataConfig | None = Field(None, description="another dataset to take the sources from (shared items or "
                                                       "nothing shared); default: the target's own dataset")
+    registered_only: bool = Field(False, description="with data: use the registered sources of that dataset as they "
+                                                     "are; its raw data need not be present")
     candidates: tuple[str, ...] | None = Field(None, description="single-domain sources; default: the largest")
     top_single: int = Field(3, ge=0, description="how many of the largest other domains become single sources")
     all_others: bool = Field(True, description="also train one model over all other domains")

@@ -134,3 +134,26 @@ def find_or_train_source(
     log.info("trained source %s in %.1fs (val NDCG@10 %.4f), registered v%s", spec.name, seconds,
              fit.best_val_ndcg, version.version)
     return SourceModel(spec, fit.model, profile, version.version, trained_now=True, seconds=seconds)
+
+
+@task(name="registered-sources", cache_policy=NO_CACHE)
+def registered_sources(uri: str, dataset: str) -> dict[str, SourceModel]:
+    """Every registered source of ``dataset`` built for targets in other datasets, newest versions, with
+    their profiles: selection from the catalogue alone, without the source dataset's raw data.
+
+    Raises:
+        ValueError: when the catalogue holds no such source.
+    """
+    entries = [e for e in tracking.source_catalogue(uri)
+               if e["dataset"] == dataset and str(e["time_safe_for"]).startswith("any")]
+    if not entries:
+        raise ValueError(f"the source catalogue at {uri} holds no source of dataset {dataset!r} for other datasets; "
+                         f"build them with: transferrec pretrain --dataset {dataset} --any-target")
+    sources = {}
+    for entry in entries:
+        spec = SourceSpec(entry["source"], entry["domains"], entry["registered_model"], entry["fingerprint"])
+        model = tracking.load_factor_model(uri, f"models:/{entry['registered_model']}/{entry['version']}")
+        sources[spec.name] = SourceModel(spec, model, tracking.load_profile(uri, entry["run_id"]), entry["version"],
+                                         trained_now=False, seconds=0.0)
+    get_run_logger().info("sources of %s from the catalogue: %s", dataset, sorted(sources))
+    return sources

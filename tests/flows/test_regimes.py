@@ -96,7 +96,7 @@ def test_shared_items_disjoint_users(catalogues, mlflow_uri: str, capsys):
     assert movies["users"] == 300 and movies["interactions"] > 300
 
 
-def test_nothing_shared_transfers_through_item_text(catalogues, mlflow_uri: str):
+def test_nothing_shared_transfers_through_item_text(catalogues, mlflow_uri: str, tmp_path: Path):
     summary = onboard_domain_flow(cross_config(catalogues["other-items"], catalogues["source"], mlflow_uri))
     candidates = by_name(summary)
     for c in candidates.values():
@@ -106,6 +106,14 @@ def test_nothing_shared_transfers_through_item_text(catalogues, mlflow_uri: str)
     table = runs(mlflow_uri, "transferrec-movies")
     parent = table[table["run_id"] == summary["mlflow_run_id"]].iloc[0]
     assert parent["status"] == "FINISHED" and parent["tags.chosen_source"] == summary["chosen_source"]
+
+    # selection from the catalogue alone: the source shop's raw data is gone, its models and profiles remain
+    config = cross_config(catalogues["other-items"], catalogues["source"], mlflow_uri)
+    gone = DataConfig(dataset="shop-a", path=tmp_path / "no-such-folder")
+    again = onboard_domain_flow(config.model_copy(update={"sources": config.sources.model_copy(
+        update={"data": gone, "registered_only": True})}))
+    assert {n: c["zero_shot_val_ndcg_at_10"] for n, c in by_name(again).items()} == {
+        n: c["zero_shot_val_ndcg_at_10"] for n, c in candidates.items()}
 
 
 def test_shared_users_with_a_configured_combination(synthetic_dir: Path, mlflow_uri: str):
