@@ -54,7 +54,7 @@ def rescore(candidates: list[dict], weights: dict[str, float] | None) -> list[di
     from models.similarity import rank_candidates
 
     keep = [{k: v for k, v in c.items() if not k.startswith("contribution/") and k not in
-             ("rank", "score", "probe_relative")} for c in candidates]
+             ("rank", "score", "probe_relative", "support_relative")} for c in candidates]
     table, _, _ = rank_candidates(keep, weights)
     return table.with_columns(pl.col("rank").cast(pl.Int64)).to_dicts()
 

@@ -87,6 +87,6 @@ def prepare_source(
             target=_rows(target.items[ITEM_ID], split.catalogue[ITEM_ID].to_numpy().astype(object),
                          embeddings.target),
         )
-    signals = candidate_signals(aligned.model, split, profile, target, embeddings)
+    signals = candidate_signals(aligned.model, split, profile, target, embeddings, shared_users=shared_users)
     signals["matched_items"] = float(aligned.matched_items)
     return PreparedSource(aligned, text, embeddings, signals)

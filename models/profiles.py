@@ -3,8 +3,10 @@
 A profile is stored beside every registered source model (the *source catalogue*), and one is built for
 the target from its known data (train + validation). It holds:
 
-* the user id set and the item table (id, title key for cross-catalogue matching, text),
-* the item text embeddings of one embedder (so content similarity needs no re-encoding), and
+* the user id set with each user's number of interactions, the item table (id, title key for
+  cross-catalogue matching, text),
+* the item text embeddings of one embedder and their centroid (so content similarity needs no
+  re-encoding), and
 * behaviour statistics: size, density, popularity Gini, the distribution of user activity (histogram of
   log2 interactions per user) and of ratings (share of each rounded rating 0-5).
 
@@ -115,6 +117,7 @@ class DomainProfile:
     embedder: str | None = None
     embeddings: np.ndarray | None = None  # rows of ``items``
     meta: dict[str, object] = field(default_factory=dict)
+    user_counts: np.ndarray | None = None  # interactions per user (rows of ``user_ids``); older profiles: None
 
     def save(self, directory: Path) -> Path:
         """Write ``profile.json``, ``users.parquet``, ``items.parquet`` and ``embeddings.npy`` (if any)."""
@@ -123,7 +126,10 @@ class DomainProfile:
             "version": PROFILE_VERSION, "dataset": self.dataset, "domains": self.domains, "stats": self.stats,
             "embedder": self.embedder, "meta": self.meta,
         }, indent=2, default=str))
-        pl.DataFrame({USER_ID: pl.Series(self.user_ids, dtype=pl.String)}).write_parquet(directory / "users.parquet")
+        users = pl.DataFrame({USER_ID: pl.Series(self.user_ids, dtype=pl.String)})
+        if self.user_counts is not None:
+            users = users.with_columns(pl.Series("interactions", self.user_counts, dtype=pl.Int64))
+        users.write_parquet(directory / "users.parquet")
         self.items.write_parquet(directory / "items.parquet")
         if self.embeddings is not None:
             np.save(directory / "embeddings.npy", self.embeddings.astype(np.float16), allow_pickle=False)
@@ -134,9 +140,11 @@ class DomainProfile:
         """Read a profile written by :meth:`save`."""
         meta = json.loads((directory / "profile.json").read_text())
         embeddings_file = directory / "embeddings.npy"
+        users = pl.read_parquet(directory / "users.parquet")
         return cls(
             dataset=meta["dataset"], domains=list(meta["domains"]),
-            user_ids=pl.read_parquet(directory / "users.parquet")[USER_ID].to_numpy().astype(object),
+            user_ids=users[USER_ID].to_numpy().astype(object),
+            user_counts=users["interactions"].to_numpy() if "interactions" in users.columns else None,
             items=pl.read_parquet(directory / "items.parquet"), stats=meta["stats"], embedder=meta.get("embedder"),
             embeddings=(np.load(embeddings_file, allow_pickle=False).astype(np.float32)
                         if embeddings_file.exists() else None),
@@ -164,12 +172,36 @@ def build_profile(interactions: pl.DataFrame, items: pl.DataFrame, *, dataset: s
         ITEM_ID: catalogue[ITEM_ID], "key": item_keys(catalogue), "text": pl.Series(item_texts(catalogue),
                                                                                   dtype=pl.String),
     })
-    name, vectors = None, None
+    name, vectors, meta = None, None, {}
     if embed is not None:
         name, fn = embed
         vectors = np.asarray(fn(table["text"].to_list()), dtype=np.float32)
+        if len(vectors):
+            meta["content_centroid"] = vectors.mean(axis=0).round(6).tolist()
+    per_user = interactions.group_by(USER_ID).len().sort(USER_ID)
     return DomainProfile(
         dataset=dataset, domains=list(domains),
-        user_ids=np.sort(interactions[USER_ID].unique().to_numpy()).astype(object),
+        user_ids=per_user[USER_ID].to_numpy().astype(object), user_counts=per_user["len"].to_numpy(),
         items=table, stats=behaviour_stats(interactions, catalogue.height), embedder=name, embeddings=vectors,
+        meta=meta,
     )
+
+
+def user_support(profile: DomainProfile, target_users: list[str]) -> float:
+    """Mean over ``target_users`` of log2(1 + the user's interactions in ``profile``), 0 for unknown users:
+    how much evidence backs the user vectors a source hands over.
+
+    Profiles stored without per-user counts use the mean log2 activity of all their users (from the
+    activity histogram) for every known target user.
+    """
+    if not target_users:
+        return 0.0
+    known = pl.DataFrame({USER_ID: pl.Series(profile.user_ids, dtype=pl.String)})
+    if profile.user_counts is not None:
+        known = known.with_columns(pl.Series("n", profile.user_counts, dtype=pl.Float64))
+    else:
+        hist = np.asarray(profile.stats["activity_hist"], dtype=np.float64)
+        known = known.with_columns(pl.lit(float(2 ** (hist * (np.arange(len(hist)) + 0.5)).sum()) - 1.0).alias("n"))
+    joined = pl.DataFrame({USER_ID: pl.Series(sorted(set(target_users)), dtype=pl.String)}).join(
+        known, on=USER_ID, how="left", validate="1:1")
+    return float(np.log2(1.0 + joined["n"].fill_null(0.0).to_numpy()).mean())

@@ -9,11 +9,14 @@ Signals of each candidate (all from the source model and its profile; no raw sou
 * ``content_coverage``: mean over target items of the text similarity to their nearest source item.
 * ``popularity_gini_gap``, ``activity_distance``, ``rating_distance``, ``behaviour_distance``: how
   differently the domains behave (:func:`models.profiles.behaviour_distances`).
+* ``user_support``: mean over target users of log2(1 + their interactions in the source), 0 for users it
+  does not know: how much evidence backs the user vectors it hands over (with frozen users, fine-tuning
+  cannot improve them, so they bound the final quality).
 * ``zero_shot_val_ndcg_at_10`` (the *probe*): NDCG@10 on the target validation set of the source model
   carried over to the target (new items initialised, no fine-tuning).
 
-The combined score is a weighted sum of signals on a common scale (:data:`DEFAULT_WEIGHTS`): the probe
-relative to the best candidate's probe (1.0 = best), the others as they are (each in [0, 1]). The probe
+The combined score is a weighted sum of signals on a common scale (:data:`DEFAULT_WEIGHTS`): the probe and
+the user support relative to the best candidate's (1.0 = best), the others as they are (each in [0, 1]). The probe
 dominates because it measures usefulness directly (overlap alone is a poor predictor: a domain can share
 most users and still carry little taste information about the target); the small weights of the other
 signals decide between candidates whose probes are close.
@@ -28,26 +31,29 @@ import polars as pl
 
 from data_contracts.columns import ITEM_ID, USER_ID
 from models.factors import FactorModel
-from models.profiles import DomainProfile, behaviour_distances
+from models.profiles import DomainProfile, behaviour_distances, user_support
 from models.split import TargetSplit
 from models.text import TextEmbeddings, centroid_similarity, nearest_coverage
 
 PROBE = "zero_shot_val_ndcg_at_10"
 PROBE_RELATIVE = "probe_relative"
+SUPPORT_RELATIVE = "support_relative"
 SIGNALS = (
     "user_jaccard", "user_coverage", "item_jaccard", "item_coverage", "content_similarity", "content_coverage",
-    "popularity_gini_gap", "activity_distance", "rating_distance", "behaviour_distance", PROBE,
+    "popularity_gini_gap", "activity_distance", "rating_distance", "behaviour_distance", "user_support", PROBE,
 )  # fmt: skip
 #: Weight of each signal in the combined score (``probe_relative`` = probe / best probe).
 DEFAULT_WEIGHTS: dict[str, float] = {
     PROBE_RELATIVE: 1.0,
+    SUPPORT_RELATIVE: 0.0,
     "user_coverage": 0.02,
     "item_coverage": 0.02,
     "content_coverage": 0.01,
     "behaviour_distance": -0.02,
 }
 _LABELS = {
-    PROBE_RELATIVE: "the zero-shot probe", "user_coverage": "user coverage", "item_coverage": "item coverage",
+    PROBE_RELATIVE: "the zero-shot probe", SUPPORT_RELATIVE: "user support", "user_coverage": "user coverage",
+    "item_coverage": "item coverage",
     "content_coverage": "content coverage", "content_similarity": "content similarity",
     "behaviour_distance": "behaviour distance", "user_jaccard": "user Jaccard", "item_jaccard": "item Jaccard",
 }
@@ -81,17 +87,23 @@ def content_signals(text: TextEmbeddings | None) -> dict[str, float]:
 
 
 def candidate_signals(aligned: FactorModel, split: TargetSplit, source: DomainProfile, target: DomainProfile,
-                      text: TextEmbeddings | None) -> dict[str, float]:
+                      text: TextEmbeddings | None, *, shared_users: bool) -> dict[str, float]:
     """Every signal but the probe (see the module docstring)."""
+    target_users = pl.concat([split.train, split.val])[USER_ID].unique().to_list()
     return {**overlap_signals(aligned, split), **content_signals(text),
-            **behaviour_distances(source.stats, target.stats)}
+            **behaviour_distances(source.stats, target.stats),
+            "user_support": user_support(source, target_users) if shared_users else 0.0}
 
 
 def combined_scores(table: pl.DataFrame, weights: Mapping[str, float]) -> pl.DataFrame:
-    """Add ``probe_relative``, one ``contribution/<signal>`` column per weighted signal and ``score``."""
-    best = table[PROBE].max()
-    relative = (pl.col(PROBE) / best) if best and best > 0 else pl.lit(0.0)
-    out = table.with_columns(relative.alias(PROBE_RELATIVE))
+    """Add ``probe_relative``, ``support_relative``, one ``contribution/<signal>`` column per weighted
+    signal and ``score``."""
+    def relative(column: str) -> pl.Expr:
+        best = table[column].max() if column in table.columns else None
+        return (pl.col(column) / best) if best and best > 0 else pl.lit(0.0)
+
+    out = table.with_columns(relative(PROBE).alias(PROBE_RELATIVE),
+                             relative("user_support").alias(SUPPORT_RELATIVE))
     unknown = sorted(set(weights) - set(out.columns))
     if unknown:
         raise ValueError(f"selection weights name unknown signals {unknown}; known: {sorted(out.columns)}")

@@ -9,7 +9,15 @@ import pytest
 from models.alignment import SOURCE_NAMESPACE, align_source, item_mapping
 from models.candidates import prepare_source, source_profile, target_profile
 from models.factors import FactorModel
-from models.profiles import DomainProfile, behaviour_distances, behaviour_stats, build_profile, gini, item_keys
+from models.profiles import (
+    DomainProfile,
+    behaviour_distances,
+    behaviour_stats,
+    build_profile,
+    gini,
+    item_keys,
+    user_support,
+)
 from models.similarity import (
     DEFAULT_WEIGHTS,
     PROBE,
@@ -150,6 +158,7 @@ def test_profile_round_trip(tmp_path):
     assert loaded.user_ids.tolist() == ["a", "b"] and loaded.items.equals(profile.items)
     assert loaded.stats == profile.stats and loaded.embedder == "fake"
     np.testing.assert_allclose(loaded.embeddings, profile.embeddings)
+    assert loaded.meta["content_centroid"] == pytest.approx([0.5, 0.5, 0.0])
 
 
 def test_content_directions_take_the_nearest_source_items():
@@ -188,3 +197,16 @@ def test_prepare_source_across_datasets_by_title():
     assert ready.signals["item_coverage"] == 1.0 and ready.signals["matched_items"] == 20
     assert ready.signals["content_coverage"] == pytest.approx(1.0, abs=1e-5)
     assert ready.text is not None and ready.text.target.shape[0] == split.catalogue.height
+
+
+def test_user_support_counts_source_evidence_per_target_user():
+    frame = pl.DataFrame({"user_id": ["a"] * 3 + ["b"], "item_id": ["x", "y", "z", "x"], "rating": [4.0] * 4})
+    items = pl.DataFrame({"item_id": ["x", "y", "z"], "title": ["X", "Y", "Z"], "genres": ["A", "A", "A"]})
+    profile = build_profile(frame, items, dataset="d", domains=["A"])
+    assert profile.user_counts.tolist() == [3, 1]
+    # a: log2(1 + 3) = 2, b: log2(1 + 1) = 1, c unknown: 0
+    assert user_support(profile, ["a", "b", "c"]) == pytest.approx(1.0)
+    assert user_support(profile, []) == 0.0
+    older = DomainProfile(profile.dataset, profile.domains, profile.user_ids, profile.items, profile.stats)
+    # without counts: every known user gets the profile's mean log2 activity (bins 0 and 1 -> 0.5 and 1.5)
+    assert user_support(older, ["a", "b"]) == pytest.approx(1.0)
