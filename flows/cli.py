@@ -230,6 +230,8 @@ def print_summary(summary: dict[str, Any], out: Any = sys.stdout) -> None:
         f"Onboarded domain {summary['target_domain']!r} (MLflow run {summary['mlflow_run_id']})",
         f"Source: {summary['chosen_source']}: {summary['selection_rationale']}",
         "",
+        summary.get("candidates_markdown", ""),
+        "",
         summary["table_markdown"],
         "",
         f"Lift of transfer over the best baseline (NDCG@10): validation {lift['val/lift_ndcg_at_10']:+.1%}, "
@@ -318,7 +320,7 @@ def _dispatch(args: argparse.Namespace, default_data_dir: Any) -> int:
     if args.command == "onboard":
         summary = _run_onboard(args)
         if args.json:
-            _print_json({k: v for k, v in summary.items() if k != "table_markdown"})
+            _print_json({k: v for k, v in summary.items() if not k.endswith("_markdown")})
         else:
             print_summary(summary)
         return 0

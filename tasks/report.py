@@ -31,6 +31,22 @@ def comparison_markdown(reports: dict[str, ModelReport]) -> str:
     return "\n".join(lines)
 
 
+CANDIDATE_COLUMNS = (("score", "score"), ("probe", "zero_shot_val_ndcg_at_10"), ("users", "user_coverage"),
+                     ("items", "item_coverage"), ("text", "content_coverage"), ("support", "user_support"),
+                     ("behaviour", "behaviour_distance"), ("fine-tuned val", "val_ndcg_at_10"),
+                     ("fine-tuned test", "test_ndcg_at_10"))
+
+
+def candidates_markdown(candidates: list[dict[str, Any]]) -> str:
+    """The ranked candidates with their main signals (``-`` where a candidate was not fine-tuned)."""
+    lines = ["| rank | candidate | " + " | ".join(c[0] for c in CANDIDATE_COLUMNS) + " |",
+             "|---" * (len(CANDIDATE_COLUMNS) + 2) + "|"]
+    for row in sorted(candidates, key=lambda r: r["rank"]):
+        cells = ["-" if row.get(key) is None else f"{row[key]:.4f}" for _, key in CANDIDATE_COLUMNS]
+        lines.append(f"| {row['rank']} | {row['name']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def lifts(reports: dict[str, ModelReport]) -> dict[str, float]:
     """Relative NDCG@10 lift of transfer over the best baseline, on validation and on test."""
     out = {}
@@ -79,12 +95,14 @@ def summarize(
         "ctr_estimator": reports["transfer"].test.ctr.estimator if reports["transfer"].test.ctr else None,
         "timings_seconds": timings,
     }
+    sources = candidates_markdown(candidates)
     markdown = (f"## Onboarding `{target_domain}`\n\nSource: **{selection.chosen}** ({selection.rationale}).\n\n"
-                f"{table}\n\nLift of transfer over the best baseline (NDCG@10): validation "
+                f"{sources}\n\n{table}\n\nLift of transfer over the best baseline (NDCG@10): validation "
                 f"{lift['val/lift_ndcg_at_10']:+.1%}, test {lift['test/lift_ndcg_at_10']:+.1%}.\n\n"
                 f"Registry: {summary['promotion_reason']}\n")
     tracking.log_text(run.uri, run.run_id, markdown, "summary.md")
     tracking.log_text(run.uri, run.run_id, tracking.dumps(summary), "summary.json")
     create_markdown_artifact(key="onboarding-summary", markdown=markdown, description=f"onboarding {target_domain}")
     summary["table_markdown"] = table
+    summary["candidates_markdown"] = sources
     return summary

@@ -210,3 +210,13 @@ def test_user_support_counts_source_evidence_per_target_user():
     older = DomainProfile(profile.dataset, profile.domains, profile.user_ids, profile.items, profile.stats)
     # without counts: every known user gets the profile's mean log2 activity (bins 0 and 1 -> 0.5 and 1.5)
     assert user_support(older, ["a", "b"]) == pytest.approx(1.0)
+
+
+def test_candidates_markdown_marks_candidates_not_fine_tuned():
+    from tasks.report import candidates_markdown
+
+    rows = [{"rank": 2, "name": "b", "score": 0.5, "zero_shot_val_ndcg_at_10": 0.1, "val_ndcg_at_10": None},
+            {"rank": 1, "name": "a", "score": 1.0, "zero_shot_val_ndcg_at_10": 0.2, "val_ndcg_at_10": 0.25}]
+    lines = candidates_markdown(rows).splitlines()
+    assert lines[2].startswith("| 1 | a | 1.0000 | 0.2000 |") and "0.2500" in lines[2]
+    assert lines[3].startswith("| 2 | b |") and lines[3].count("| - ") == 7
