@@ -86,20 +86,25 @@ def main(argv: list[str] | None = None) -> int:
                         help="JSON signal weights; with --from-stored, re-score stored candidates only")
     parser.add_argument("--val-margin", type=float, default=0.02, help="see SelectionConfig.val_margin")
     parser.add_argument("--from-stored", action="store_true", help="re-score bench/results/selection_raw.json")
+    parser.add_argument("--raw", type=Path, help="with --from-stored: the stored runs to re-score")
+    parser.add_argument("--only", help="with --from-stored: comma-separated genres to keep")
     args = parser.parse_args(argv)
     configure_environment()
     quiet_libraries()
     args.out.mkdir(parents=True, exist_ok=True)
     raw_file = args.out / "selection_raw.json"
     if args.from_stored:
-        raw = json.loads(raw_file.read_text())
+        raw = json.loads((args.raw or raw_file).read_text())
+        if args.only:
+            raw = [r for r in raw if r["genre"] in args.only.split(",")]
     else:
         raw = run_flows(args)
         raw_file.write_text(json.dumps(raw, indent=2, default=str))
     rows = [target_row(r["genre"], r["fraction"], r["seed"],
                        rescore(r["candidates"], args.weights) if args.weights else r["candidates"], args.val_margin)
             for r in raw]
-    (args.out / "selection.json").write_text(json.dumps(rows, indent=2))
+    if not args.from_stored:
+        (args.out / "selection.json").write_text(json.dumps(rows, indent=2))
     print(markdown(rows))
     return 0
 

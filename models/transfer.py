@@ -3,11 +3,13 @@
 What moves from the source, and how the rest is filled (in this order):
 
 1. **Shared users** keep their source vectors (the main channel when domains share customers).
-2. **Shared items** keep their source vectors and biases (the channel when catalogues overlap).
+2. **Shared items** keep their source vectors (the channel when catalogues overlap). Every item's bias is
+   its log popularity in the target training data; a shared item adds a share of its centred source bias,
+   picked by the likelihood of held-out training interactions (another population's popularity can mislead,
+   and users with no vector are ranked by bias alone).
 3. **New items** seen in target training get the mean vector of the users who interacted with them,
    minus the mean vector of all target training users (what sets the item's audience apart from the
-   average target user), times a scale ``alpha``; their bias is their log popularity in the target
-   training data, on the source bias level.
+   average target user), times a scale ``alpha``.
 4. **New items with a text** not filled by step 3 (no known user interacted with them: every item when
    the users are disjoint, cold items otherwise) get a *content* vector when item text embeddings are
    given: the softmax-weighted mean of the centred source vectors of their ``k`` nearest source items by
@@ -50,6 +52,7 @@ class TransferInit:
     user_scale: float = 0.0  # beta
     content_scale: float = 0.0  # gamma
     items_from_content: int = 0
+    bias_share: float = 0.0  # share of the centred source bias kept by shared items
 
     def as_model(self, kind: str = "zero-shot") -> FactorModel:
         """The initialised model, unchanged (the zero-shot probe)."""
@@ -155,6 +158,31 @@ def content_directions(
     return out
 
 
+BIAS_SHARES = (0.0, 0.25, 0.5, 1.0)
+
+
+def _target_bias(train_items: np.ndarray, n_items: int, level: float) -> np.ndarray:
+    """``level`` + log(1 + target training count) - its median: popularity on the source's bias level."""
+    log_pop = np.log1p(np.bincount(train_items, minlength=n_items).astype(np.float64))
+    return (level + log_pop - np.median(log_pop)).astype(np.float32)
+
+
+def _bias_share(train_items: np.ndarray, n_items: int, level: float, source_bias: np.ndarray, seed: int = 0) -> float:
+    """The share of the centred source bias to add to the target popularity bias, picked by the softmax
+    likelihood of held-out training interactions under a bias-only model (popularity from the others)."""
+    held = np.random.default_rng(seed).random(len(train_items)) < HOLDOUT_SHARE
+    if held.sum() < MIN_HELD_OUT or (~held).sum() == 0:
+        return 0.0
+    base = _target_bias(train_items[~held], n_items, level).astype(np.float64)
+    best, best_share = -np.inf, 0.0
+    for share in BIAS_SHARES:
+        logits = base + share * source_bias
+        value = float(logits[train_items[held]].mean() - np.log(np.exp(logits - logits.max()).sum()) - logits.max())
+        if value > best + 1e-9:
+            best, best_share = value, share
+    return best_share
+
+
 def _fit_scale(
     users: np.ndarray, items: np.ndarray, bias: np.ndarray, *, of: str, vectors: np.ndarray, members: np.ndarray,
     groups: np.ndarray, eligible: np.ndarray, hold_out: bool = True, seed: int = 0,
@@ -210,16 +238,18 @@ def transfer_init(
     users[user_from_source] = source.user_factors[user_src[user_from_source]]
     items = np.zeros((n_items, dim), dtype=np.float32)
     items[item_from_source] = source.item_factors[item_src[item_from_source]]
-    bias = np.zeros(n_items, dtype=np.float32)
-    bias[item_from_source] = source.item_bias[item_src[item_from_source]]
 
-    # New item biases: log popularity in target training, on the source bias level.
-    popularity = np.bincount(train_items, minlength=n_items).astype(np.float64)
-    log_pop = np.log1p(popularity)
+    # Item biases: log popularity in target training (on the source bias level) for every item; a shared
+    # item adds a share of its centred source bias. The source's popularity is another population's (or
+    # another period's), and users the target model has no vector for are ranked by bias alone.
     level = float(np.median(source.item_bias)) if source.item_bias.size else 0.0
-    new_items = ~item_from_source
-    if new_items.any():
-        bias[new_items] = (level + log_pop[new_items] - np.median(log_pop[new_items])).astype(np.float32)
+    bias = _target_bias(train_items, n_items, level)
+    source_bias = np.zeros(n_items, dtype=np.float32)
+    if item_from_source.any():
+        shared_bias = source.item_bias[item_src[item_from_source]]
+        source_bias[item_from_source] = shared_bias - np.median(shared_bias)
+    bias_share = _bias_share(train_items, n_items, level, source_bias) if item_from_source.any() else 0.0
+    bias = (bias + bias_share * source_bias).astype(np.float32)
 
     # New items: centred mean of their (source-known) users, scaled by likelihood on held-out pairs.
     known_pair = user_from_source[train_users]
@@ -263,4 +293,5 @@ def transfer_init(
         user_scale=beta,
         content_scale=gamma,
         items_from_content=int(len(content_rows)) if gamma > 0 else 0,
+        bias_share=bias_share,
     )

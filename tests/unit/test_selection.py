@@ -220,3 +220,13 @@ def test_candidates_markdown_marks_candidates_not_fine_tuned():
     lines = candidates_markdown(rows).splitlines()
     assert lines[2].startswith("| 1 | a | 1.0000 | 0.2000 |") and "0.2500" in lines[2]
     assert lines[3].startswith("| 2 | b |") and lines[3].count("| - ") == 7
+
+
+def test_user_support_outweighs_a_slightly_better_probe():
+    rows = _rows({"single": 0.100, "all-others": 0.097})
+    for row, support in zip(rows, (4.0, 6.0), strict=True):
+        row["user_support"] = support
+    table, rationale, signal = rank_candidates(rows)
+    assert table["name"][0] == "all-others" and signal == "support_relative" and "user support" in rationale
+    rows[0][PROBE] = 0.2  # a much better probe still wins
+    assert rank_candidates(rows)[0]["name"][0] == "single"
