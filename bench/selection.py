@@ -13,7 +13,8 @@ bench/results/mlflow.db), then prints per target:
 * the regret of ``--top-k 2`` (fine-tune the two best-scored; a lower-scored finalist replaces the first
   only when it wins on validation by more than ``--val-margin``), and of fine-tuning all candidates.
 
-Writes bench/results/selection.json; extra flags (``--weights``) re-score stored runs without retraining.
+Writes bench/results/selection.json. ``--from-stored [--raw FILE] [--only G1,G2] [--weights JSON]`` ranks
+stored runs again (default: the current weights) without training anything.
 """
 
 from __future__ import annotations
@@ -100,8 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         raw = run_flows(args)
         raw_file.write_text(json.dumps(raw, indent=2, default=str))
+    # Stored runs are ranked again with the given (or current default) weights; fresh runs as the flow did.
     rows = [target_row(r["genre"], r["fraction"], r["seed"],
-                       rescore(r["candidates"], args.weights) if args.weights else r["candidates"], args.val_margin)
+                       rescore(r["candidates"], args.weights) if args.from_stored or args.weights
+                       else r["candidates"], args.val_margin)
             for r in raw]
     if not args.from_stored:
         (args.out / "selection.json").write_text(json.dumps(rows, indent=2))
