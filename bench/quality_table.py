@@ -1,4 +1,4 @@
-"""Transfer vs popularity vs scratch on ML-1M genre domains: NDCG@10, P@10, R@10 per fraction and seed.
+"""Transfer vs popularity, implicit ALS and scratch on ML-1M genre domains: NDCG@10, P@10, R@10 per fraction and seed.
 
 Usage (after `transferrec fetch movielens-1m`):
 
@@ -64,13 +64,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def markdown(rows: list[dict]) -> str:
     """One line per (genre, fraction, seed), then the mean lift per (genre, fraction)."""
-    head = ("| genre | fraction | seed | source | NDCG@10 transfer / pop / scratch | P@10 transfer / pop / scratch "
-            "| R@10 transfer / pop / scratch | lift NDCG@10 vs best baseline |")
+    head = ("| genre | fraction | seed | source | NDCG@10 transfer / pop / als / scratch | P@10 transfer / pop / als / "
+            "scratch | R@10 transfer / pop / als / scratch | lift NDCG@10 vs best baseline |")
     lines = [head, "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         cells = []
         for key in ("ndcg_at_10", "precision_at_10", "recall_at_10"):
-            cells.append(" / ".join(f"{r[f'{m}/{key}']:.4f}" for m in ("transfer", "popularity", "scratch")))
+            cells.append(" / ".join(f"{r[f'{m}/{key}']:.4f}" for m in ("transfer", "popularity", "als", "scratch")))
         lines.append(f"| {r['genre']} | {r['fraction']} | {r['seed']} | {r['source']} | " + " | ".join(cells)
                      + f" | {r['lift']:+.1%} |")
     lines.append("")

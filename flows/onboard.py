@@ -19,7 +19,7 @@ from tasks.runtime import Stopwatch, git_commit
 from tasks.selection import select_source, settle_selection
 from tasks.setup import prepare_tracking
 from tasks.sources import find_or_train_source, plan_sources, registered_sources
-from tasks.training import fine_tune_source, fit_popularity_baseline, train_scratch_baseline
+from tasks.training import fine_tune_source, fit_als_baseline, fit_popularity_baseline, train_scratch_baseline
 
 
 def experiment_name(domain: str) -> str:
@@ -27,7 +27,7 @@ def experiment_name(domain: str) -> str:
     return f"transferrec-{slug(domain)}"
 
 
-def model_params(config: OnboardConfig, source: str) -> dict[str, dict[str, Any]]:
+def model_params(config: OnboardConfig, source: str, als: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The params of each model's child run (what distinguishes it in the MLflow compare view)."""
     shared = {"target_domain": config.target_domain, "fraction": config.split.fraction, "seed": config.split.seed,
               "dim": config.model.dim}
@@ -36,6 +36,7 @@ def model_params(config: OnboardConfig, source: str) -> dict[str, dict[str, Any]
                      **tracking.flatten(config.finetune.train.model_dump(), "train.")},
         "scratch": {**shared, "model": "scratch", **tracking.flatten(config.scratch.model_dump(), "train.")},
         "popularity": {**shared, "model": "popularity"},
+        "als": {**shared, "model": "als", **{f"als.{k}": v for k, v in als.items()}},
     }
 
 
@@ -88,13 +89,14 @@ def onboard_domain_flow(config: OnboardConfig) -> dict[str, Any]:
         with watch("baselines"):
             scratch = train_scratch_baseline(split, config.model, config.scratch, seed)
             popularity = fit_popularity_baseline(split)
+            als = fit_als_baseline(split, val_task, seed)
         with watch("evaluate"):
             reports = evaluate_models(
-                {"transfer": transfer.model, "popularity": popularity, "scratch": scratch.model},
+                {"transfer": transfer.model, "popularity": popularity, "als": als.model, "scratch": scratch.model},
                 {"transfer": transfer, "scratch": scratch}, val_task, test_task, config.evaluation)
         with watch("log_register"):
-            reports = log_model_runs(reports, run, model_params(config, selection.chosen), tags,
-                                     log_models=("transfer", "popularity", "scratch"))
+            reports = log_model_runs(reports, run, model_params(config, selection.chosen, als.params), tags,
+                                     log_models=("transfer", "popularity", "als", "scratch"))
             registration = None
             if config.tracking.registry:
                 registration = register_winner(reports, domain, test_task, run, config.evaluation,

@@ -13,7 +13,7 @@ from models.sources import slug
 from tasks import tracking
 from tasks.evaluation import ModelReport
 
-BASELINES = ("popularity", "scratch")
+BASELINES = ("popularity", "als", "scratch")
 METRIC = "ndcg_at_10"
 
 
@@ -55,7 +55,7 @@ def register_winner(
 ) -> Registration:
     """Register the winner with alias ``challenger``; move ``champion`` only when it earns it.
 
-    ``champion`` moves when the winner is the transferred model (so it beat both baselines on validation) and,
+    ``champion`` moves when the winner is the transferred model (so it beat every baseline on validation) and,
     if a champion exists, it beats that champion re-evaluated now on this run's test split by ``margin``
     (relative NDCG@10). Anything raised before the aliases are set leaves the registry as it was.
     """

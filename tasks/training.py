@@ -5,8 +5,10 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from models.als import AlsResult, fit_als
 from models.candidates import PreparedSource
 from models.config import FineTuneConfig, ModelConfig, TrainConfig
+from models.evaluation import RankingTask
 from models.factors import FactorModel
 from models.recipes import fine_tune, fit_popularity, train_scratch
 from models.split import TargetSplit
@@ -31,6 +33,14 @@ def train_scratch_baseline(split: TargetSplit, model: ModelConfig, train: TrainC
     get_run_logger().info("scratch: val NDCG@10 %.4f in %d epochs, %.1fs", fit.best_val_ndcg, fit.epochs_run,
                           fit.seconds)
     return fit
+
+
+@task(name="fit-als", cache_policy=NO_CACHE)
+def fit_als_baseline(split: TargetSplit, val_task: RankingTask, seed: int) -> AlsResult:
+    """Implicit ALS on the target data only, tuned on a small grid by validation NDCG@10."""
+    result = fit_als(split.train, split.catalogue, val_task, seed=seed)
+    get_run_logger().info("als: best %s, val NDCG@10 %.4f", result.params, result.val_ndcg_at_10)
+    return result
 
 
 @task(name="fit-popularity", cache_policy=NO_CACHE)

