@@ -83,6 +83,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     _data_dir(demo)
 
+    curve = sub.add_parser("curve", help="data-efficiency curve: transfer vs scratch as the target data grows",
+                           description="Fine-tune and train from scratch at each fraction of the target's training "
+                                       "data; log test NDCG@10 and the time each needs to reach scratch's best "
+                                       "validation NDCG@10 (table and plot in MLflow).")
+    _data_args(curve)
+    curve.add_argument("--target-domain", required=True)
+    curve.add_argument("--fractions", default="0.01,0.05,0.1,0.3,1.0", help="comma-separated (default %(default)s)")
+    curve.add_argument("--seed", type=int, default=0)
+    _source_args(curve)
+    curve.add_argument("--json", action="store_true", help="print the result as JSON (last stdout line)")
+
     sources = sub.add_parser("sources", help="list the source catalogue (registered source models + profiles)",
                              description="Every registered source model, newest version, with its domain profile.")
     sources.add_argument("--json", action="store_true", help="print the catalogue as JSON (last stdout line)")
@@ -326,6 +337,20 @@ def _dispatch(args: argparse.Namespace, default_data_dir: Any) -> int:
         return 0
     if args.command == "demo":
         return _demo(args, default_data_dir)
+    if args.command == "curve":
+        from flows.config import CurveConfig
+        from flows.curve import data_efficiency_flow
+        from models.config import DataConfig, SplitConfig
+
+        result = data_efficiency_flow(CurveConfig(
+            target_domain=args.target_domain, fractions=tuple(float(f) for f in args.fractions.split(",")),
+            data=_data_config(args, DataConfig), split=SplitConfig(seed=args.seed, test_ratio=args.test_ratio),
+            sources=_sources_config(args)))
+        if args.json:
+            _print_json({k: v for k, v in result.items() if k != "table_markdown"})
+        else:
+            sys.stdout.write(result["table_markdown"] + "\n")
+        return 0
     if args.command == "sources":
         from tasks.tracking import default_tracking_uri, source_catalogue
 

@@ -7,6 +7,7 @@ each validation user, with the user's training items removed, and logs ``val/ndc
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -137,9 +138,10 @@ class RecommenderModule(pl.LightningModule):
 class HistoryLogger(Logger):
     """Keeps every logged metric in memory (``history``: one dict per logging step), for later tracking."""
 
-    def __init__(self) -> None:
+    def __init__(self, started: float | None = None) -> None:
         super().__init__()
         self.history: list[dict[str, float]] = []
+        self.started = time.perf_counter() if started is None else started
 
     @property
     def name(self) -> str:
@@ -155,7 +157,8 @@ class HistoryLogger(Logger):
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        self.history.append({"step": float(step or 0), **{k: float(v) for k, v in metrics.items()}})
+        self.history.append({"step": float(step or 0), "elapsed": time.perf_counter() - self.started,
+                             **{k: float(v) for k, v in metrics.items()}})
 
     def epochs(self) -> list[dict[str, float]]:
         """Metrics merged per epoch (train and val entries of one epoch become one dict)."""

@@ -9,6 +9,9 @@
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
+
 import numpy as np
 import polars as pl
 
@@ -81,15 +84,18 @@ def fine_tune(source: FactorModel, split: TargetSplit, *, config: FineTuneConfig
     Modes: ``full`` trains every weight; ``freeze-users`` keeps the users carried over from the source fixed
     and trains item vectors, item biases and new users.
     """
+    started = time.perf_counter()
     init = initialise_from_source(source, split, text)
+    init_seconds = time.perf_counter() - started
     network = MatrixFactorization.from_arrays(init.user_factors, init.item_factors, init.item_bias)
     frozen = init.user_from_source if config.mode == "freeze-users" else None
-    return fit_network(
+    fit = fit_network(
         network, encode_pairs(split.train, init.user_ids, init.item_ids),
         user_ids=init.user_ids, item_ids=init.item_ids,
         val=validation_data(split.val, split.train, user_ids=init.user_ids, item_ids=init.item_ids),
         config=config.train, seed=seed, frozen_user_rows=frozen, kind="transfer",
     )
+    return replace(fit, init_seconds=init_seconds)
 
 
 def train_scratch(split: TargetSplit, *, model: ModelConfig, train: TrainConfig, seed: int) -> FitResult:

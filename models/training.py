@@ -42,6 +42,7 @@ class FitResult:
     best_val_ndcg: float = float("nan")
     seconds: float = 0.0
     trainable_parameters: int = 0
+    init_seconds: float = 0.0  # spent before fit_network (e.g. the transfer initialisation)
 
 
 def encode_pairs(frame: pl.DataFrame, user_ids: np.ndarray, item_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -106,7 +107,7 @@ def fit_network(
         TensorDataset(torch.from_numpy(users.astype(np.int64)), torch.from_numpy(items.astype(np.int64))),
         batch_size=min(config.batch_size, len(users)), shuffle=True, generator=generator,
     )
-    history = HistoryLogger()
+    history = HistoryLogger(started)  # "elapsed" per epoch counts from the start of this fit
     monitor = f"val/ndcg_at_{config.k}"
     with tempfile.TemporaryDirectory(prefix="transferrec-ckpt-") as tmp:
         ckpt_dir = checkpoint_dir or Path(tmp)

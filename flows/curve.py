@@ -1,0 +1,55 @@
+"""``data-efficiency-curve``: transfer vs scratch at growing shares of the target's training data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from flows.config import CurveConfig
+from models.recipes import ranking_tasks
+from models.sources import slug
+from tasks import tracking
+from tasks.curve import curve_point, log_curve
+from tasks.data import load_tables, split_target, validate_dataset
+from tasks.selection import select_source
+from tasks.setup import prepare_tracking
+from tasks.sources import find_or_train_source, plan_sources
+from tasks.training import fine_tune_source, fit_popularity_baseline, train_scratch_baseline
+
+
+@flow(name="data-efficiency-curve")
+def data_efficiency_flow(config: CurveConfig) -> dict[str, Any]:
+    """For each fraction: split, select a source (sources are shared: the test period does not depend on
+    the fraction), fine-tune it, train scratch, measure; then log the table and the plot."""
+    domain = config.target_domain
+    name = f"transferrec-{slug(domain)}-curve"
+    uri, experiment_id = prepare_tracking(config.tracking, name)
+    with tracking.run_context(uri, experiment_id, f"curve:{domain}", tags={"target_domain": domain}) as run_id:
+        run = tracking.TrackingContext(uri, experiment_id, name, run_id)
+        tracking.log_params(uri, run_id, tracking.flatten(config.model_dump(mode="json")))
+        dataset, data_fingerprint = validate_dataset(load_tables(config.data), config.data, domain, run)
+        rows = []
+        for fraction in config.fractions:
+            split = split_target(dataset, domain, config.split.model_copy(update={"fraction": fraction}))
+            val_task, test_task = ranking_tasks(split, click_threshold=config.evaluation.click_threshold)
+            specs = plan_sources(dataset, data_fingerprint, domain, config.split.test_ratio, config.sources)
+            sources = {spec.name: find_or_train_source(dataset, split.cutoffs, spec, config.sources, domain, uri,
+                                                       triggered_by=run_id) for spec in specs}
+            with tracking.run_context(uri, experiment_id, f"fraction:{fraction}", parent_id=run_id,
+                                      tags={"fraction": fraction}) as child:
+                point_run = tracking.TrackingContext(uri, experiment_id, name, child)
+                selection = select_source(sources, split, val_task, point_run, dataset=dataset.name,
+                                          same_dataset=True, config=config.sources, finetune=config.finetune,
+                                          selection=config.selection)
+                transfer = fine_tune_source(selection.chosen, selection.prepared[selection.chosen], split,
+                                            config.finetune, config.split.seed)
+                scratch = train_scratch_baseline(split, config.sources.model, config.scratch, config.split.seed)
+                row = curve_point(split, fraction, selection.chosen, transfer, scratch,
+                                  fit_popularity_baseline(split), test_task)
+                tracking.log_metrics(uri, child, {k: float(v) for k, v in row.items()
+                                                  if isinstance(v, int | float) and not isinstance(v, bool)})
+            rows.append(row)
+        markdown = log_curve(rows, run)
+    return {"mlflow_run_id": run_id, "experiment": name, "target_domain": domain, "points": rows,
+            "table_markdown": markdown, "tracking_uri": uri}
