@@ -72,22 +72,14 @@ class OnboardConfig(_Frozen):
                    scratch=TrainConfig.smoke(), tracking=TrackingConfig(tracking_uri=tracking_uri))
 
 
-class CurveConfig(_Frozen):
-    """``data-efficiency-curve``: transfer and scratch at each of ``fractions`` of the target's training data."""
+class CurveConfig(OnboardConfig):
+    """``data-efficiency-curve``: an onboarding's settings, run at each of ``fractions`` of the target's
+    training data (``split.fraction`` is ignored; registry settings are unused)."""
 
-    target_domain: str
     fractions: tuple[float, ...] = (0.01, 0.05, 0.1, 0.3, 1.0)
-    data: DataConfig = DataConfig()
-    split: SplitConfig = SplitConfig()
-    sources: SourcesConfig = SourcesConfig()
-    finetune: FineTuneConfig = FineTuneConfig()
-    selection: SelectionConfig = SelectionConfig()
-    scratch: TrainConfig = Field(default_factory=target_train_defaults)
-    evaluation: EvalConfig = EvalConfig()
-    tracking: TrackingConfig = TrackingConfig()
 
     @classmethod
-    def smoke(cls, target_domain: str, path: Path, tracking_uri: str, fractions: tuple[float, ...]) -> CurveConfig:
-        return cls(target_domain=target_domain, fractions=fractions, data=DataConfig(dataset="synthetic", path=path),
-                   split=SplitConfig.smoke(), sources=SourcesConfig.smoke(), finetune=FineTuneConfig.smoke(),
-                   scratch=TrainConfig.smoke(), tracking=TrackingConfig(tracking_uri=tracking_uri))
+    def smoke(cls, target_domain: str, path: Path, tracking_uri: str,  # type: ignore[override]
+              fractions: tuple[float, ...] = (0.3, 1.0)) -> CurveConfig:
+        base = OnboardConfig.smoke(target_domain, path, tracking_uri)
+        return cls(**dict(base), fractions=fractions)
