@@ -143,8 +143,8 @@ def _onboard_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target-fraction", type=float, default=0.1,
                         help="share of the target's training interactions kept (simulates a new domain)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--mode", choices=["freeze-users", "full"], default="freeze-users",
-                        help="fine-tuning mode (default freeze-users)")
+    parser.add_argument("--mode", choices=["freeze-users", "full", "zero-shot"], default="freeze-users",
+                        help="fine-tuning mode (default freeze-users; zero-shot: no target training)")
     parser.add_argument("--max-epochs", type=int, help="cap on fine-tuning and scratch epochs")
     parser.add_argument("--no-register", action="store_true", help="evaluate only; leave the registry alone")
     parser.add_argument("--top-k", type=int, default=1,

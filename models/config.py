@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-FineTuneMode = Literal["full", "freeze-users"]
+FineTuneMode = Literal["full", "freeze-users", "zero-shot"]
 
 
 class _Frozen(BaseModel):

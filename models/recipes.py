@@ -19,6 +19,7 @@ from data_contracts.columns import DOMAIN, ITEM_ID, USER_ID
 from models.config import FineTuneConfig, ModelConfig, TrainConfig
 from models.evaluation import RankingTask, build_ranking_task
 from models.factors import FactorModel, popularity_model
+from models.lightning import full_validation_ndcg
 from models.network import MatrixFactorization
 from models.split import TargetSplit, source_interactions, temporal_user_split
 from models.training import FitResult, encode_pairs, fit_network, validation_data
@@ -82,17 +83,23 @@ def fine_tune(source: FactorModel, split: TargetSplit, *, config: FineTuneConfig
     """Transfer ``source`` to the target and train on the target training data.
 
     Modes: ``full`` trains every weight; ``freeze-users`` keeps the users carried over from the source fixed
-    and trains item vectors, item biases and new users.
+    and trains item vectors, item biases and new users; ``zero-shot`` trains nothing (the initialised model,
+    no trainable parameters).
     """
     started = time.perf_counter()
     init = initialise_from_source(source, split, text)
     init_seconds = time.perf_counter() - started
     network = MatrixFactorization.from_arrays(init.user_factors, init.item_factors, init.item_bias)
+    val = validation_data(split.val, split.train, user_ids=init.user_ids, item_ids=init.item_ids)
+    if config.mode == "zero-shot":
+        score = full_validation_ndcg(network, val, config.train.k)
+        return FitResult(model=init.as_model("transfer"), history=[], best_epoch=-1, epochs_run=0,
+                         initial_val_ndcg=score, best_val_ndcg=score, seconds=0.0, trainable_parameters=0,
+                         init_seconds=init_seconds)
     frozen = init.user_from_source if config.mode == "freeze-users" else None
     fit = fit_network(
         network, encode_pairs(split.train, init.user_ids, init.item_ids),
-        user_ids=init.user_ids, item_ids=init.item_ids,
-        val=validation_data(split.val, split.train, user_ids=init.user_ids, item_ids=init.item_ids),
+        user_ids=init.user_ids, item_ids=init.item_ids, val=val,
         config=config.train, seed=seed, frozen_user_rows=frozen, kind="transfer",
     )
     return replace(fit, init_seconds=init_seconds)

@@ -112,3 +112,13 @@ def test_freeze_users_keeps_transferred_user_vectors(source_fit, games_split):
     assert tuned.trainable_parameters < full.trainable_parameters
     if full.best_epoch >= 0:  # full fine-tuning moved the users when it kept a trained epoch
         assert not np.allclose(full.model.user_factors[rows], init.user_factors[rows])
+
+
+def test_zero_shot_mode_trains_nothing(source_fit, games_split):
+    fit = fine_tune(source_fit.model, games_split, config=FineTuneConfig(mode="zero-shot"), seed=0)
+    zero = zero_shot_model(source_fit.model, games_split)
+    np.testing.assert_array_equal(fit.model.item_factors, zero.item_factors)
+    np.testing.assert_array_equal(fit.model.user_factors, zero.user_factors)
+    assert fit.epochs_run == 0 and fit.trainable_parameters == 0 and fit.best_epoch == -1
+    val, _ = ranking_tasks(games_split, click_threshold=4.0)
+    assert fit.best_val_ndcg == pytest.approx(evaluate_model(zero, val, ks=(10,)).metrics["ndcg_at_10"], abs=1e-6)
