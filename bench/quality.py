@@ -1,12 +1,13 @@
-"""Transfer vs popularity, implicit ALS and scratch on ML-1M genre domains: NDCG@10, P@10, R@10 per fraction and seed.
+"""Transfer vs popularity, implicit ALS and scratch on ML-1M genre domains: NDCG@10, P@10, R@10.
 
 Usage (after `transferrec fetch movielens-1m`):
 
-    python bench/quality_table.py --genres Horror,Crime --fractions 0.1,0.3 --seeds 0,1
+    python bench/quality.py --genres Horror,Crime,Sci-Fi,Thriller,Adventure --fractions 0.1,0.3 --seeds 0,1,2
 
 Runs the real onboard-domain flow for every (genre, fraction, seed) against its own MLflow store
 (bench/results/mlflow.db; registry off), so source models are trained once per genre and reused.
-Prints a Markdown table and writes bench/results/quality_table.json.
+Prints one line per run, then per (genre, fraction) the mean ± std over seeds of each model's NDCG@10 and
+of the lift over the best baseline, and writes bench/results/quality.json.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--genres", default="Horror,Crime")
     parser.add_argument("--fractions", default="0.1,0.3")
-    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--data-dir", type=Path)
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
@@ -57,9 +58,15 @@ def main(argv: list[str] | None = None) -> int:
                 row["lift"] = summary["lift"]["test/lift_ndcg_at_10"]
                 rows.append(row)
                 print(json.dumps(row), file=sys.stderr, flush=True)
-    (args.out / "quality_table.json").write_text(json.dumps(rows, indent=2))
+    (args.out / "quality.json").write_text(json.dumps(rows, indent=2))
     print(markdown(rows))
     return 0
+
+
+def mean_std(values: list[float], fmt: str) -> str:
+    """``mean ± std`` (sample std; ``± 0`` for a single value)."""
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{fmt.format(statistics.mean(values))} ± {fmt.format(spread).lstrip('+')}"
 
 
 def markdown(rows: list[dict]) -> str:
@@ -73,14 +80,20 @@ def markdown(rows: list[dict]) -> str:
             cells.append(" / ".join(f"{r[f'{m}/{key}']:.4f}" for m in ("transfer", "popularity", "als", "scratch")))
         lines.append(f"| {r['genre']} | {r['fraction']} | {r['seed']} | {r['source']} | " + " | ".join(cells)
                      + f" | {r['lift']:+.1%} |")
-    lines.append("")
-    groups: dict[tuple[str, float], list[float]] = {}
+    lines += ["", "| genre | fraction | runs | NDCG@10 transfer | popularity | als | scratch | lift vs best baseline "
+              "(mean ± std) | min lift |", "|---|---|---|---|---|---|---|---|---|"]
+    groups: dict[tuple[str, float], list[dict]] = {}
     for r in rows:
-        groups.setdefault((r["genre"], r["fraction"]), []).append(r["lift"])
-    lines.append("| genre | fraction | mean lift | min lift |")
-    lines.append("|---|---|---|---|")
-    for (genre, fraction), lifts in groups.items():
-        lines.append(f"| {genre} | {fraction} | {statistics.mean(lifts):+.1%} | {min(lifts):+.1%} |")
+        groups.setdefault((r["genre"], r["fraction"]), []).append(r)
+    for (genre, fraction), runs in groups.items():
+        cells = [mean_std([r[f"{m}/ndcg_at_10"] for r in runs], "{:.4f}")
+                 for m in ("transfer", "popularity", "als", "scratch")]
+        lifts = [r["lift"] for r in runs]
+        lines.append(f"| {genre} | {fraction} | {len(runs)} | " + " | ".join(cells)
+                     + f" | {mean_std(lifts, '{:+.1%}')} | {min(lifts):+.1%} |")
+    every = [r["lift"] for r in rows]
+    lines.append(f"\nall {len(rows)} runs: mean lift {statistics.mean(every):+.1%}, min {min(every):+.1%}, "
+                 f"transfer best in {sum(v > 0 for v in every)}/{len(every)}")
     return "\n".join(lines)
 
 
