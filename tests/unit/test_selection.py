@@ -21,6 +21,7 @@ from models.profiles import (
 from models.similarity import (
     DEFAULT_WEIGHTS,
     PROBE,
+    SIGNALS,
     kendall_tau,
     rank_candidates,
     settle_finalists,
@@ -197,6 +198,7 @@ def test_prepare_source_across_datasets_by_title():
     assert ready.signals["item_coverage"] == 1.0 and ready.signals["matched_items"] == 20
     assert ready.signals["content_coverage"] == pytest.approx(1.0, abs=1e-5)
     assert ready.text is not None and ready.text.target.shape[0] == split.catalogue.height
+    assert set(SIGNALS) - {PROBE} <= set(ready.signals)  # every documented signal but the probe
 
 
 def test_user_support_counts_source_evidence_per_target_user():
