@@ -30,8 +30,6 @@ class AlignedSource:
 
     model: FactorModel
     matched_items: int
-    shared_users: bool
-    item_match: ItemMatch
 
 
 def item_mapping(source_items: pl.DataFrame, target_items: pl.DataFrame, *, how: ItemMatch) -> pl.DataFrame:
@@ -52,7 +50,7 @@ def item_mapping(source_items: pl.DataFrame, target_items: pl.DataFrame, *, how:
     return pairs.unique("source_id", keep="first").unique("target_id", keep="first").sort("target_id")
 
 
-def align_source(source: FactorModel, mapping: pl.DataFrame, *, shared_users: bool, how: ItemMatch) -> AlignedSource:
+def align_source(source: FactorModel, mapping: pl.DataFrame, *, shared_users: bool) -> AlignedSource:
     """``source`` with matched items renamed to their target ids, the rest (and, unless ``shared_users``,
     every user) moved into :data:`SOURCE_NAMESPACE` so no id collides by accident."""
     ids = pl.DataFrame({"source_id": pl.Series(source.item_ids, dtype=pl.String)})
@@ -64,4 +62,4 @@ def align_source(source: FactorModel, mapping: pl.DataFrame, *, shared_users: bo
         [SOURCE_NAMESPACE + str(u) for u in source.user_ids], dtype=object)
     model = FactorModel(user_ids, item_ids, source.user_factors, source.item_factors, source.item_bias,
                         kind=source.kind, meta=source.meta)
-    return AlignedSource(model, int(renamed["target_id"].is_not_null().sum()), shared_users, how)
+    return AlignedSource(model, int(renamed["target_id"].is_not_null().sum()))

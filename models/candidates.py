@@ -77,7 +77,7 @@ def prepare_source(
 ) -> PreparedSource:
     """Align ``source`` to the target, embed item texts, compute the signals (see the module docstring)."""
     mapping = item_mapping(profile.items, target.items, how=item_match)
-    aligned = align_source(source, mapping, shared_users=shared_users, how=item_match)
+    aligned = align_source(source, mapping, shared_users=shared_users)
     embeddings = embed_pair(profile.items["text"].to_list(), target.items["text"].to_list(), embedder=embedder,
                             source_cache=profile.embeddings, cache_embedder=profile.embedder)
     text = None

@@ -151,10 +151,6 @@ class DomainProfile:
             meta=meta.get("meta", {}),
         )
 
-    def item_table(self) -> pl.DataFrame:
-        """``item_id``, ``key``, ``text`` with a row index ``row`` (into :attr:`embeddings`)."""
-        return self.items.with_row_index("row")
-
 
 def build_profile(interactions: pl.DataFrame, items: pl.DataFrame, *, dataset: str, domains: list[str],
                   embed: object | None = None) -> DomainProfile:

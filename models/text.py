@@ -14,7 +14,6 @@ Two embedders, both offline:
 from __future__ import annotations
 
 import hashlib
-import logging
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -24,8 +23,6 @@ import numpy as np
 import polars as pl
 
 from data_contracts.columns import GENRE_SEPARATOR, GENRES, ITEM_ID, TITLE
-
-logger = logging.getLogger(__name__)
 
 EmbedderName = Literal["auto", "minilm", "hashed"]
 HASH_BUCKETS = 4096

@@ -75,12 +75,12 @@ def _model(users: list[str], items: list[str], dim: int = 2) -> FactorModel:
 def test_align_source_renames_matched_items_and_namespaces_unshared_users():
     source = _model(["1", "2"], ["m1", "m2"])
     mapping = pl.DataFrame({"source_id": ["m1"], "target_id": ["T1"]})
-    aligned = align_source(source, mapping, shared_users=False, how="title")
+    aligned = align_source(source, mapping, shared_users=False)
     assert aligned.model.item_ids.tolist() == ["T1", SOURCE_NAMESPACE + "m2"]
     assert aligned.model.user_ids.tolist() == [SOURCE_NAMESPACE + "1", SOURCE_NAMESPACE + "2"]
     assert aligned.matched_items == 1
     np.testing.assert_array_equal(aligned.model.item_factors, source.item_factors)
-    assert align_source(source, mapping, shared_users=True, how="id").model.user_ids.tolist() == ["1", "2"]
+    assert align_source(source, mapping, shared_users=True).model.user_ids.tolist() == ["1", "2"]
 
 
 def test_hashed_tfidf_is_deterministic_and_measures_overlap():
