@@ -36,10 +36,11 @@ def source_profile(interactions: pl.DataFrame, items: pl.DataFrame, *, dataset: 
     return build_profile(frame, catalogue, dataset=dataset, domains=domains, embed=profile_embedder(embedder))
 
 
-def target_profile(split: TargetSplit, dataset: str) -> DomainProfile:
-    """The profile of the target's known data (train + validation) over its catalogue."""
+def target_profile(split: TargetSplit, dataset: str, embedder: EmbedderName = "hashed") -> DomainProfile:
+    """The profile of the target's known data (train + validation) over its catalogue; with ``minilm`` its
+    item texts are embedded once here for every candidate."""
     return build_profile(pl.concat([split.train, split.val]), split.catalogue, dataset=dataset,
-                         domains=[split.domain])
+                         domains=[split.domain], embed=profile_embedder(embedder))
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,8 @@ def prepare_source(
     mapping = item_mapping(profile.items, target.items, how=item_match)
     aligned = align_source(source, mapping, shared_users=shared_users)
     embeddings = embed_pair(profile.items["text"].to_list(), target.items["text"].to_list(), embedder=embedder,
-                            source_cache=profile.embeddings, cache_embedder=profile.embedder)
+                            source_cache=(profile.embedder, profile.embeddings),
+                            target_cache=(target.embedder, target.embeddings))
     text = None
     if content_init:
         text = ItemText(

@@ -110,23 +110,29 @@ class TextEmbeddings:
     target: np.ndarray  # (n_target_items, d)
 
 
+Cached = tuple[str | None, np.ndarray | None]  # (embedder name, rows) stored with a profile
+
+
 def embed_pair(source_texts: list[str], target_texts: list[str], *, embedder: EmbedderName,
-               source_cache: np.ndarray | None = None, cache_embedder: str | None = None) -> TextEmbeddings:
+               source_cache: Cached = (None, None), target_cache: Cached = (None, None)) -> TextEmbeddings:
     """Embed source and target item texts in one space.
 
-    ``source_cache`` (rows of ``source_texts`` embedded earlier with ``cache_embedder``, e.g. stored in a
-    source profile) is reused when the embedder matches; MiniLM vectors do not depend on the corpus.
+    A cache (rows of the texts embedded earlier, e.g. stored in a profile) is reused when its embedder is
+    the one asked for: MiniLM vectors do not depend on the corpus. Hashed TF-IDF is always recomputed (its
+    idf is fitted on the pair).
     """
     name = resolve_embedder(embedder)
     if name == "hashed":
         source, target = hashed_tfidf(source_texts, target_texts)
         return TextEmbeddings(name, source, target)
-    model = _minilm()
-    if source_cache is not None and cache_embedder == name and len(source_cache) == len(source_texts):
-        source = np.asarray(source_cache, dtype=np.float32)
-    else:
-        source = embed_minilm(source_texts, model)
-    return TextEmbeddings(name, source, embed_minilm(target_texts, model))
+
+    def rows(texts: list[str], cache: Cached) -> np.ndarray:
+        cached_name, vectors = cache
+        if vectors is not None and cached_name == name and len(vectors) == len(texts):
+            return np.asarray(vectors, dtype=np.float32)
+        return embed_minilm(texts)
+
+    return TextEmbeddings(name, rows(source_texts, source_cache), rows(target_texts, target_cache))
 
 
 def embed_minilm(texts: list[str], model=None) -> np.ndarray:

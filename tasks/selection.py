@@ -65,7 +65,7 @@ def select_source(
     (``selection/candidates.json``) and to a Prefect table artifact.
     """
     item_match, shared_users = resolve_matching(config, same_dataset=same_dataset)
-    target = target_profile(split, dataset)
+    target = target_profile(split, dataset, config.embedder)
     rows, probe_runs, prepared = [], {}, {}
     for name, source in sources.items():
         ready = prepare_source(source.model, source.profile, split, target, item_match=item_match,
