@@ -20,8 +20,8 @@ from tasks.training import fine_tune_source, fit_popularity_baseline, train_scra
 
 @flow(name="data-efficiency-curve")
 def data_efficiency_flow(config: CurveConfig) -> dict[str, Any]:
-    """For each fraction: split, select a source (sources are shared: the test period does not depend on
-    the fraction), fine-tune it, train scratch, measure; then log the table and the plot."""
+    """Find or train the sources once, then for each fraction: split, select a source, fine-tune it, train
+    scratch, measure; then log the table and the plot."""
     domain = config.target_domain
     name = f"transferrec-{slug(domain)}-curve"
     uri, experiment_id = prepare_tracking(config.tracking, name)
@@ -29,13 +29,16 @@ def data_efficiency_flow(config: CurveConfig) -> dict[str, Any]:
         run = tracking.TrackingContext(uri, experiment_id, name, run_id)
         tracking.log_params(uri, run_id, tracking.flatten(config.model_dump(mode="json")))
         dataset, data_fingerprint = validate_dataset(load_tables(config.data), config.data, domain, run)
+        splits = {f: split_target(dataset, domain, config.split.model_copy(update={"fraction": f}))
+                  for f in config.fractions}
+        # The test period (and so each user's source cutoff) does not depend on the fraction: one set of sources.
+        specs = plan_sources(dataset, data_fingerprint, domain, config.split.test_ratio, config.sources)
+        cutoffs = splits[config.fractions[0]].cutoffs
+        sources = {spec.name: find_or_train_source(dataset, cutoffs, spec, config.sources, domain, uri,
+                                                   triggered_by=run_id) for spec in specs}
         rows = []
-        for fraction in config.fractions:
-            split = split_target(dataset, domain, config.split.model_copy(update={"fraction": fraction}))
+        for fraction, split in splits.items():
             val_task, test_task = ranking_tasks(split, click_threshold=config.evaluation.click_threshold)
-            specs = plan_sources(dataset, data_fingerprint, domain, config.split.test_ratio, config.sources)
-            sources = {spec.name: find_or_train_source(dataset, split.cutoffs, spec, config.sources, domain, uri,
-                                                       triggered_by=run_id) for spec in specs}
             with tracking.run_context(uri, experiment_id, f"fraction:{fraction}", parent_id=run_id,
                                       tags={"fraction": fraction}) as child:
                 point_run = tracking.TrackingContext(uri, experiment_id, name, child)
