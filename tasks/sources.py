@@ -144,7 +144,7 @@ def registered_sources(uri: str, dataset: str) -> dict[str, SourceModel]:
     Raises:
         ValueError: when the catalogue holds no such source.
     """
-    entries = [e for e in tracking.source_catalogue(uri)
+    entries = [e for e in tracking.source_catalogue(uri, with_stats=False)
                if e["dataset"] == dataset and str(e["time_safe_for"]).startswith("any")]
     if not entries:
         raise ValueError(f"the source catalogue at {uri} holds no source of dataset {dataset!r} for other datasets; "

@@ -253,8 +253,9 @@ def load_profile(uri: str, run_id: str) -> DomainProfile:
 SOURCE_PREFIX = "transferrec-source-"
 
 
-def source_catalogue(uri: str) -> list[dict[str, Any]]:
-    """The newest version of every registered source model with its profile's size and behaviour stats."""
+def source_catalogue(uri: str, *, with_stats: bool = True) -> list[dict[str, Any]]:
+    """The newest version of every registered source model (with its profile's size and behaviour stats
+    unless ``with_stats`` is False: that downloads each profile)."""
     c = client(uri)
     out = []
     for registered in c.search_registered_models(filter_string=f"name LIKE '{SOURCE_PREFIX}%'"):
@@ -268,6 +269,9 @@ def source_catalogue(uri: str) -> list[dict[str, Any]]:
                                  "domains": newest.tags.get("source_domains", "").split(","),
                                  "time_safe_for": newest.tags.get("time_safe_for", newest.tags.get("target_domain")),
                                  "fingerprint": newest.tags.get("fingerprint")}
+        if not with_stats:
+            out.append(entry)
+            continue
         try:
             stats = load_profile(uri, str(newest.run_id)).stats
             entry.update({k: int(stats[k]) for k in ("users", "items", "interactions")})
