@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
-import time
 from pathlib import Path
 
 from tasks.runtime import configure_environment, quiet_libraries
@@ -34,30 +32,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure_environment()
     quiet_libraries()
-    from flows.config import OnboardConfig
-    from flows.onboard import onboard_domain_flow
-    from models.config import DataConfig, SplitConfig, TrackingConfig
+    from grid import onboard_grid
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    uri = f"sqlite:///{(args.out / 'mlflow.db').resolve()}"
     rows = []
-    for genre in args.genres.split(","):
-        for fraction in map(float, args.fractions.split(",")):
-            for seed in map(int, args.seeds.split(",")):
-                started = time.perf_counter()
-                summary = onboard_domain_flow(OnboardConfig(
-                    target_domain=genre, data=DataConfig(data_dir=args.data_dir),
-                    split=SplitConfig(fraction=fraction, seed=seed),
-                    tracking=TrackingConfig(tracking_uri=uri, registry=False),
-                ))
-                row = {"genre": genre, "fraction": fraction, "seed": seed, "source": summary["chosen_source"],
-                       "seconds": round(time.perf_counter() - started, 1)}
-                for model, metrics in summary["metrics"].items():
-                    for key in ("ndcg_at_10", "precision_at_10", "recall_at_10"):
-                        row[f"{model}/{key}"] = metrics[key]
-                row["lift"] = summary["lift"]["test/lift_ndcg_at_10"]
-                rows.append(row)
-                print(json.dumps(row), file=sys.stderr, flush=True)
+    for genre, fraction, seed, summary, seconds in onboard_grid(args.genres, args.fractions, args.seeds,
+                                                                out=args.out, data_dir=args.data_dir):
+        row = {"genre": genre, "fraction": fraction, "seed": seed, "source": summary["chosen_source"],
+               "seconds": seconds, "lift": summary["lift"]["test/lift_ndcg_at_10"]}
+        for model, metrics in summary["metrics"].items():
+            for key in ("ndcg_at_10", "precision_at_10", "recall_at_10"):
+                row[f"{model}/{key}"] = metrics[key]
+        rows.append(row)
     (args.out / "quality.json").write_text(json.dumps(rows, indent=2))
     print(markdown(rows))
     return 0

@@ -22,8 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
-import time
 from pathlib import Path
 
 from tasks.runtime import configure_environment, quiet_libraries
@@ -113,26 +111,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_flows(args: argparse.Namespace) -> list[dict]:
-    from flows.config import OnboardConfig
-    from flows.onboard import onboard_domain_flow
-    from models.config import DataConfig, SelectionConfig, SplitConfig, TrackingConfig
+    """Every candidate fine-tuned (top-k above any candidate count) on each target of the grid."""
+    from grid import onboard_grid
 
-    uri = f"sqlite:///{(args.out / 'mlflow.db').resolve()}"
-    raw = []
-    for genre in args.genres.split(","):
-        for fraction in map(float, args.fractions.split(",")):
-            for seed in map(int, args.seeds.split(",")):
-                started = time.perf_counter()
-                summary = onboard_domain_flow(OnboardConfig(
-                    target_domain=genre, data=DataConfig(data_dir=args.data_dir),
-                    split=SplitConfig(fraction=fraction, seed=seed), selection=SelectionConfig(top_k=99),
-                    tracking=TrackingConfig(tracking_uri=uri, registry=False),
-                ))
-                raw.append({"genre": genre, "fraction": fraction, "seed": seed, "candidates": summary["candidates"],
-                            "seconds": round(time.perf_counter() - started, 1)})
-                print(json.dumps({k: raw[-1][k] for k in ("genre", "fraction", "seed", "seconds")}), file=sys.stderr,
-                      flush=True)
-    return raw
+    return [{"genre": genre, "fraction": fraction, "seed": seed, "candidates": summary["candidates"],
+             "seconds": seconds}
+            for genre, fraction, seed, summary, seconds in onboard_grid(
+                args.genres, args.fractions, args.seeds, out=args.out, data_dir=args.data_dir, top_k=99)]
 
 
 def markdown(rows: list[dict]) -> str:
