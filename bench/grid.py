@@ -12,11 +12,13 @@ from typing import Any
 
 
 def onboard_grid(genres: str, fractions: str, seeds: str, *, out: Path, data_dir: Path | None,
-                 top_k: int = 1) -> Iterator[tuple[str, float, int, dict[str, Any], float]]:
-    """Yield ``(genre, fraction, seed, summary, seconds)`` per onboarding, in order; progress on stderr."""
+                 top_k: int = 1, finetune: dict[str, Any] | None = None
+                 ) -> Iterator[tuple[str, float, int, dict[str, Any], float]]:
+    """Yield ``(genre, fraction, seed, summary, seconds)`` per onboarding, in order; progress on stderr.
+    ``finetune``: fields of :class:`~models.config.FineTuneConfig` to change (family, mode, ...)."""
     from flows.config import OnboardConfig
     from flows.onboard import onboard_domain_flow
-    from models.config import DataConfig, SelectionConfig, SplitConfig, TrackingConfig
+    from models.config import DataConfig, FineTuneConfig, SelectionConfig, SplitConfig, TrackingConfig
 
     out.mkdir(parents=True, exist_ok=True)
     uri = f"sqlite:///{(out / 'mlflow.db').resolve()}"
@@ -27,6 +29,7 @@ def onboard_grid(genres: str, fractions: str, seeds: str, *, out: Path, data_dir
                 summary = onboard_domain_flow(OnboardConfig(
                     target_domain=genre, data=DataConfig(data_dir=data_dir),
                     split=SplitConfig(fraction=fraction, seed=seed), selection=SelectionConfig(top_k=top_k),
+                    finetune=FineTuneConfig(**(finetune or {})),
                     tracking=TrackingConfig(tracking_uri=uri, registry=False),
                 ))
                 seconds = round(time.perf_counter() - started, 1)

@@ -29,15 +29,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--data-dir", type=Path)
     parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--family", choices=["mf", "two-tower"], default="mf")
+    parser.add_argument("--mode", choices=["freeze-users", "full", "adapter", "zero-shot"], default="freeze-users")
+    parser.add_argument("--item-init", choices=["auto", "users-mean", "content", "random"], default="auto")
+    parser.add_argument("--transferred-lr-scale", type=float, default=1.0)
     args = parser.parse_args(argv)
     configure_environment()
     quiet_libraries()
     from grid import onboard_grid
 
     rows = []
+    finetune = {"family": args.family, "mode": args.mode, "item_init": args.item_init,
+                "transferred_lr_scale": args.transferred_lr_scale}
     for genre, fraction, seed, summary, seconds in onboard_grid(args.genres, args.fractions, args.seeds,
-                                                                out=args.out, data_dir=args.data_dir):
-        row = {"genre": genre, "fraction": fraction, "seed": seed, "source": summary["chosen_source"],
+                                                                out=args.out, data_dir=args.data_dir,
+                                                                finetune=finetune):
+        row = {**finetune, "genre": genre, "fraction": fraction, "seed": seed, "source": summary["chosen_source"],
                "seconds": seconds, "lift": summary["lift"]["test/lift_ndcg_at_10"]}
         for model, metrics in summary["metrics"].items():
             for key in ("ndcg_at_10", "precision_at_10", "recall_at_10"):

@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--any-target", action="store_true",
                         help="sources for targets in another dataset (nothing hidden; see onboard --source-dataset)")
     _source_args(pretrain)
+    _hardware_args(pretrain)
     pretrain.add_argument("--force", action="store_true", help="retrain even when a matching model is registered")
     pretrain.add_argument("--json", action="store_true", help="print the result as JSON (last stdout line)")
 
@@ -92,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     curve.add_argument("--fractions", default="0.01,0.05,0.1,0.3,1.0", help="comma-separated (default %(default)s)")
     curve.add_argument("--seed", type=int, default=0)
     _source_args(curve)
+    _finetune_args(curve)
+    _hardware_args(curve)
     curve.add_argument("--json", action="store_true", help="print the result as JSON (last stdout line)")
 
     sources = sub.add_parser("sources", help="list the source catalogue (registered source models + profiles)",
@@ -143,14 +146,9 @@ def _onboard_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target-fraction", type=float, default=0.1,
                         help="share of the target's training interactions kept (simulates a new domain)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--mode", choices=["freeze-users", "full", "zero-shot"], default="freeze-users",
-                        help="fine-tuning mode (default freeze-users; zero-shot: no target training)")
-    parser.add_argument("--max-epochs", type=int, help="cap on fine-tuning and scratch epochs")
     parser.add_argument("--no-register", action="store_true", help="evaluate only; leave the registry alone")
     parser.add_argument("--top-k", type=int, default=1,
                         help="fine-tune the k best-scored source candidates, keep the best on validation (default 1)")
-    parser.add_argument("--no-content-init", action="store_true",
-                        help="do not initialise new items from their text-nearest source items")
     parser.add_argument("--source-dataset", help="take the sources from this (fetched) dataset instead of the "
                                                  "target's, e.g. movielens-1m for a movielens-100k target")
     parser.add_argument("--source-data", type=Path, help="folder of canonical tables of the source dataset")
@@ -164,23 +162,52 @@ def _onboard_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--promotion-margin", type=float, default=0.0,
                         help="relative test NDCG@10 gain over the champion needed to promote (default 0)")
     _source_args(parser)
+    _finetune_args(parser)
+    _hardware_args(parser)
+
+
+def _finetune_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("fine-tuning (see docs: models.config.FineTuneConfig)")
+    group.add_argument("--family", choices=["mf", "two-tower"], default="mf",
+                       help="target network, fine-tuned and from scratch: mf (id embeddings, default) or two-tower "
+                            "(id embeddings plus a content tower over item texts)")
+    group.add_argument("--mode", choices=["freeze-users", "full", "adapter", "zero-shot"], default="freeze-users",
+                       help="freeze-users (default): transferred users fixed; full: every weight; adapter: low-rank "
+                            "adapters + item biases over frozen weights; zero-shot: no target training")
+    group.add_argument("--item-init", choices=["auto", "users-mean", "content", "random"], default="auto",
+                       help="how new items start (default auto: mean of their users, content where none is known)")
+    group.add_argument("--no-content-init", action="store_true",
+                       help="with --item-init auto: do not initialise cold items from their text-nearest source items")
+    group.add_argument("--adapter-rank", type=int, default=8, help="rank of the adapters (default 8)")
+    group.add_argument("--transferred-lr-scale", type=float, default=1.0,
+                       help="discriminative learning rates: transferred weights train at lr * this (default 1)")
+    group.add_argument("--anchor", type=float, default=0.0,
+                       help="L2-SP weight pulling fine-tuned weights towards the transferred start (default 0)")
+    group.add_argument("--max-epochs", type=int, help="cap on fine-tuning and scratch epochs")
+
+
+def _devices(text: str) -> int | str:
+    return int(text) if text.isdigit() else text
+
+
+def _hardware_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("hardware and checkpoints")
+    group.add_argument("--accelerator", default="auto", help="Lightning accelerator: auto (default: a GPU when "
+                                                              "present), cpu, gpu, mps")
+    group.add_argument("--devices", type=_devices, default=1, help="devices, e.g. 1, 4 or auto (default 1)")
+    group.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp (default auto)")
+    group.add_argument("--checkpoint-dir", type=Path,
+                       help="resumable checkpoints (default <data cache>/checkpoints): rerun a killed command "
+                            "unchanged and each model resumes from its last epoch")
+    group.add_argument("--no-resume", action="store_true", help="keep no checkpoints; always start over")
 
 
 def onboard_config(args: argparse.Namespace) -> Any:
     """Build the :class:`~flows.config.OnboardConfig` of parsed ``onboard`` arguments."""
     from flows.config import OnboardConfig
-    from models.config import (
-        DataConfig,
-        FineTuneConfig,
-        SelectionConfig,
-        SplitConfig,
-        TrackingConfig,
-        target_train_defaults,
-    )
+    from models.config import DataConfig, SelectionConfig, SplitConfig
 
-    target_train = target_train_defaults()
-    if getattr(args, "max_epochs", None):
-        target_train = target_train.model_copy(update={"max_epochs": args.max_epochs})
+    target_train = _target_train(args)
     source_data = None
     if args.source_dataset or args.source_data:
         source_data = DataConfig(dataset=args.source_dataset or args.source_data.name, path=args.source_data,
@@ -194,11 +221,39 @@ def onboard_config(args: argparse.Namespace) -> Any:
         split=SplitConfig(fraction=args.target_fraction, seed=args.seed, test_ratio=args.test_ratio),
         sources=_sources_config(args, data=source_data, item_match=args.item_match, shared_users=args.shared_users,
                                 registered_only=args.registered_sources),
-        finetune=FineTuneConfig(mode=args.mode, content_init=not args.no_content_init, train=target_train),
+        finetune=_finetune_config(args),
         selection=SelectionConfig(top_k=args.top_k),
         scratch=target_train,
-        tracking=TrackingConfig(registry=not args.no_register, promotion_margin=args.promotion_margin),
+        tracking=_tracking_config(args, registry=not args.no_register, promotion_margin=args.promotion_margin),
     )
+
+
+def _hardware(args: argparse.Namespace) -> dict[str, Any]:
+    return {"accelerator": args.accelerator, "devices": args.devices, "strategy": args.strategy}
+
+
+def _target_train(args: argparse.Namespace) -> Any:
+    from models.config import target_train_defaults
+
+    update = _hardware(args)
+    if getattr(args, "max_epochs", None):
+        update["max_epochs"] = args.max_epochs
+    return target_train_defaults().model_copy(update=update)
+
+
+def _finetune_config(args: argparse.Namespace) -> Any:
+    from models.config import FineTuneConfig
+
+    return FineTuneConfig(mode=args.mode, family=args.family, item_init=args.item_init,
+                          content_init=not args.no_content_init, adapter_rank=args.adapter_rank,
+                          transferred_lr_scale=args.transferred_lr_scale, anchor=args.anchor,
+                          train=_target_train(args))
+
+
+def _tracking_config(args: argparse.Namespace, **extra: Any) -> Any:
+    from models.config import TrackingConfig
+
+    return TrackingConfig(checkpoint_dir=args.checkpoint_dir, resume=not args.no_resume, **extra)
 
 
 def pretrain_config(args: argparse.Namespace) -> Any:
@@ -211,16 +266,18 @@ def pretrain_config(args: argparse.Namespace) -> Any:
         data=_data_config(args, DataConfig),
         split=SplitConfig(test_ratio=args.test_ratio),
         sources=_sources_config(args),
+        tracking=_tracking_config(args),
         force=args.force,
     )
 
 
 def _sources_config(args: argparse.Namespace, **extra: Any) -> Any:
-    from models.config import ModelConfig, SourcesConfig
+    from models.config import ModelConfig, SourcesConfig, source_train_defaults
 
     return SourcesConfig(candidates=_split_list(args.sources), top_single=args.top_single,
                          all_others=not args.no_all_others, combinations=tuple(args.combine),
-                         embedder=args.embedder, model=ModelConfig(dim=args.dim), **extra)
+                         embedder=args.embedder, model=ModelConfig(dim=args.dim),
+                         train=source_train_defaults().model_copy(update=_hardware(args)), **extra)
 
 
 def _data_config(args: argparse.Namespace, cls: Any) -> Any:
@@ -345,7 +402,8 @@ def _dispatch(args: argparse.Namespace, default_data_dir: Any) -> int:
         result = data_efficiency_flow(CurveConfig(
             target_domain=args.target_domain, fractions=tuple(float(f) for f in args.fractions.split(",")),
             data=_data_config(args, DataConfig), split=SplitConfig(seed=args.seed, test_ratio=args.test_ratio),
-            sources=_sources_config(args)))
+            sources=_sources_config(args), finetune=_finetune_config(args), scratch=_target_train(args),
+            tracking=_tracking_config(args)))
         if args.json:
             _print_json({k: v for k, v in result.items() if k != "table_markdown"})
         else:

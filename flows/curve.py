@@ -12,6 +12,7 @@ from models.sources import slug
 from tasks import tracking
 from tasks.curve import curve_point, log_curve
 from tasks.data import load_tables, split_target, validate_dataset
+from tasks.runtime import checkpoint_root
 from tasks.selection import select_source
 from tasks.setup import prepare_tracking
 from tasks.sources import find_or_train_source, plan_sources
@@ -34,8 +35,9 @@ def data_efficiency_flow(config: CurveConfig) -> dict[str, Any]:
         # The test period (and so each user's source cutoff) does not depend on the fraction: one set of sources.
         specs = plan_sources(dataset, data_fingerprint, domain, config.split.test_ratio, config.sources)
         cutoffs = splits[config.fractions[0]].cutoffs
+        checkpoints = checkpoint_root(config.tracking.checkpoint_dir, config.tracking.resume)
         sources = {spec.name: find_or_train_source(dataset, cutoffs, spec, config.sources, domain, uri,
-                                                   triggered_by=run_id) for spec in specs}
+                                                   triggered_by=run_id, checkpoints=checkpoints) for spec in specs}
         rows = []
         for fraction, split in splits.items():
             val_task, test_task = ranking_tasks(split, click_threshold=config.evaluation.click_threshold)
@@ -47,7 +49,9 @@ def data_efficiency_flow(config: CurveConfig) -> dict[str, Any]:
                                           selection=config.selection)
                 transfer = fine_tune_source(selection.chosen, selection.prepared[selection.chosen], split,
                                             config.finetune, config.split.seed)
-                scratch = train_scratch_baseline(split, config.sources.model, config.scratch, config.split.seed)
+                scratch = train_scratch_baseline(split, config.sources.model, config.scratch, config.split.seed,
+                                                 family=config.finetune.family,
+                                                 content=selection.prepared[selection.chosen].text.target)
                 row = curve_point(split, fraction, selection.chosen, transfer, scratch,
                                   fit_popularity_baseline(split), test_task)
                 tracking.log_metrics(uri, child, {k: float(v) for k, v in row.items()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from prefect import flow
@@ -15,7 +16,7 @@ from tasks.data import load_tables, split_target, validate_dataset
 from tasks.evaluation import evaluate_models, log_model_runs
 from tasks.registry import register_winner
 from tasks.report import summarize
-from tasks.runtime import Stopwatch, git_commit
+from tasks.runtime import Stopwatch, checkpoint_root, clear_checkpoints, git_commit, run_key
 from tasks.selection import select_source, settle_selection
 from tasks.setup import prepare_tracking
 from tasks.sources import find_or_train_source, plan_sources, registered_sources
@@ -31,13 +32,21 @@ def model_params(config: OnboardConfig, source: str, als: dict[str, Any]) -> dic
     """The params of each model's child run (what distinguishes it in the MLflow compare view)."""
     shared = {"target_domain": config.target_domain, "fraction": config.split.fraction, "seed": config.split.seed,
               "dim": config.model.dim}
+    finetune = config.finetune
     return {
-        "transfer": {**shared, "model": "transfer", "source": source, "mode": config.finetune.mode,
-                     **tracking.flatten(config.finetune.train.model_dump(), "train.")},
-        "scratch": {**shared, "model": "scratch", **tracking.flatten(config.scratch.model_dump(), "train.")},
+        "transfer": {**shared, "model": "transfer", "source": source, "family": finetune.family,
+                     "mode": finetune.mode, "item_init": finetune.item_init, "content_init": finetune.content_init,
+                     "adapter_rank": finetune.adapter_rank, "transferred_lr_scale": finetune.transferred_lr_scale,
+                     **tracking.flatten(finetune.train.model_dump(), "train.")},
+        "scratch": {**shared, "model": "scratch", "family": finetune.family,
+                    **tracking.flatten(config.scratch.model_dump(), "train.")},
         "popularity": {**shared, "model": "popularity"},
         "als": {**shared, "model": "als", **{f"als.{k}": v for k, v in als.items()}},
     }
+
+
+def _under(root: Path | None, name: str) -> Path | None:
+    return root / name if root is not None else None
 
 
 @flow(name="onboard-domain")
@@ -46,8 +55,10 @@ def onboard_domain_flow(config: OnboardConfig) -> dict[str, Any]:
     watch = Stopwatch()
     domain, seed = config.target_domain, config.split.seed
     uri, experiment_id = prepare_tracking(config.tracking, experiment_name(domain))
+    checkpoints = checkpoint_root(config.tracking.checkpoint_dir, config.tracking.resume)
+    run_checkpoints = checkpoints / run_key(config) if checkpoints else None
     tags = {"target_domain": domain, "dataset": config.data.dataset, "fraction": config.split.fraction,
-            "seed": seed, "mode": config.finetune.mode, "git_commit": git_commit(),
+            "seed": seed, "mode": config.finetune.mode, "family": config.finetune.family, "git_commit": git_commit(),
             "prefect.flow_run_id": str(flow_run.id or "")}
     run_name = f"onboard:{domain}:f{config.split.fraction}:s{seed}"
     with tracking.run_context(uri, experiment_id, run_name, tags=tags) as run_id:
@@ -74,20 +85,24 @@ def onboard_domain_flow(config: OnboardConfig) -> dict[str, Any]:
                 specs = plan_sources(source_data, source_fingerprint, domain, config.split.test_ratio,
                                      config.sources, same_dataset=same_dataset)
                 sources = {spec.name: find_or_train_source(source_data, cutoffs, spec, config.sources, hidden, uri,
-                                                           triggered_by=run_id) for spec in specs}
+                                                           triggered_by=run_id, checkpoints=checkpoints)
+                           for spec in specs}
             else:  # the catalogue alone: registered models and profiles, no raw source data
                 sources = registered_sources(uri, config.sources.data.dataset)
         with watch("select"):
             selection = select_source(sources, split, val_task, run, dataset=dataset.name, same_dataset=same_dataset,
                                       config=config.sources, finetune=config.finetune, selection=config.selection)
         with watch("fine_tune"):
-            fits = {name: fine_tune_source(name, selection.prepared[name], split, config.finetune, seed)
+            fits = {name: fine_tune_source(name, selection.prepared[name], split, config.finetune, seed,
+                                           checkpoint_dir=_under(run_checkpoints, f"transfer-{slug(name)}"))
                     for name in selection.finalists(config.selection.top_k)}
             selection = settle_selection(selection, fits, val_task, test_task, run,
                                          margin=config.selection.val_margin)
             transfer = fits[selection.chosen]
         with watch("baselines"):
-            scratch = train_scratch_baseline(split, config.model, config.scratch, seed)
+            scratch = train_scratch_baseline(split, config.model, config.scratch, seed, family=config.finetune.family,
+                                             content=selection.prepared[selection.chosen].text.target,
+                                             checkpoint_dir=_under(run_checkpoints, "scratch"))
             popularity = fit_popularity_baseline(split)
             als = fit_als_baseline(split, val_task, seed)
         with watch("evaluate"):
@@ -102,4 +117,5 @@ def onboard_domain_flow(config: OnboardConfig) -> dict[str, Any]:
                 registration = register_winner(reports, domain, test_task, run, config.evaluation,
                                                margin=config.tracking.promotion_margin,
                                                tags={**tags, "source": selection.chosen})
+        clear_checkpoints(run_checkpoints)
         return summarize(reports, selection, registration, run, domain, split.summary(), watch.seconds)

@@ -8,6 +8,7 @@ from prefect import flow
 
 from flows.config import PretrainConfig
 from tasks.data import load_tables, split_target, validate_dataset
+from tasks.runtime import checkpoint_root
 from tasks.setup import prepare_tracking
 from tasks.sources import SOURCES_EXPERIMENT, find_or_train_source, plan_sources
 
@@ -25,8 +26,9 @@ def pretrain_source_flow(config: PretrainConfig) -> dict[str, Any]:
     cutoffs = split_target(dataset, target, config.split).cutoffs if target is not None else None
     specs = plan_sources(dataset, data_fingerprint, target or "", config.split.test_ratio, config.sources,
                          same_dataset=target is not None)
-    sources = [find_or_train_source(dataset, cutoffs, spec, config.sources, target, uri, force=config.force)
-               for spec in specs]
+    checkpoints = checkpoint_root(config.tracking.checkpoint_dir, config.tracking.resume)
+    sources = [find_or_train_source(dataset, cutoffs, spec, config.sources, target, uri, force=config.force,
+                                    checkpoints=checkpoints) for spec in specs]
     return {
         "target_domain": config.exclude_domain,
         "sources": [

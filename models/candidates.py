@@ -48,7 +48,7 @@ class PreparedSource:
     """A source ready to probe and fine-tune on one target."""
 
     aligned: AlignedSource
-    text: ItemText | None
+    text: ItemText
     embeddings: TextEmbeddings | None
     signals: dict[str, float]
 
@@ -74,7 +74,6 @@ def prepare_source(
     item_match: ItemMatch,
     shared_users: bool,
     embedder: EmbedderName,
-    content_init: bool,
 ) -> PreparedSource:
     """Align ``source`` to the target, embed item texts, compute the signals (see the module docstring)."""
     mapping = item_mapping(profile.items, target.items, how=item_match)
@@ -82,13 +81,10 @@ def prepare_source(
     embeddings = embed_pair(profile.items["text"].to_list(), target.items["text"].to_list(), embedder=embedder,
                             source_cache=(profile.embedder, profile.embeddings),
                             target_cache=(target.embedder, target.embeddings))
-    text = None
-    if content_init:
-        text = ItemText(
-            source=_rows(profile.items[ITEM_ID], source.item_ids, embeddings.source),
-            target=_rows(target.items[ITEM_ID], split.catalogue[ITEM_ID].to_numpy().astype(object),
-                         embeddings.target),
-        )
+    text = ItemText(  # the fine-tuning config decides whether (and how) content is used
+        source=_rows(profile.items[ITEM_ID], source.item_ids, embeddings.source),
+        target=_rows(target.items[ITEM_ID], split.catalogue[ITEM_ID].to_numpy().astype(object), embeddings.target),
+    )
     signals = candidate_signals(aligned.model, split, profile, target, embeddings, shared_users=shared_users)
     signals["matched_items"] = float(aligned.matched_items)
     return PreparedSource(aligned, text, embeddings, signals)

@@ -7,7 +7,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-FineTuneMode = Literal["full", "freeze-users", "zero-shot"]
+FineTuneMode = Literal["full", "freeze-users", "adapter", "zero-shot"]
+ModelFamily = Literal["mf", "two-tower"]
+ItemInit = Literal["auto", "users-mean", "content", "random"]
 
 
 class _Frozen(BaseModel):
@@ -52,8 +54,9 @@ class TrainConfig(_Frozen):
     max_epochs: int = Field(40, ge=1)
     patience: int = Field(3, ge=1, description="epochs without val NDCG@10 improvement before stopping")
     k: int = Field(10, ge=1, description="cut-off of the validation NDCG that drives early stopping")
-    accelerator: str = "cpu"
-    devices: int | str = 1
+    accelerator: str = Field("auto", description="Lightning accelerator: auto (a GPU when present), cpu, gpu, ...")
+    devices: int | str = Field(1, description="devices per node, e.g. 1, 4 or 'auto'")
+    strategy: str = Field("auto", description="Lightning strategy, e.g. ddp for several devices")
     deterministic: bool = True
 
     @classmethod
@@ -62,10 +65,23 @@ class TrainConfig(_Frozen):
 
 
 class FineTuneConfig(_Frozen):
-    """How a source model is adapted to the target domain."""
+    """How a source model is adapted to the target domain (and the architecture of the target models)."""
 
-    mode: FineTuneMode = "freeze-users"
-    content_init: bool = Field(True, description="initialise new items from their text-nearest source items")
+    mode: FineTuneMode = Field("freeze-users", description=(
+        "zero-shot: no target training; full: every weight; freeze-users: users carried over stay fixed; "
+        "adapter: low-rank residual adapters (and item biases) over frozen weights"))
+    family: ModelFamily = Field("mf", description="target network (fine-tuned and scratch): mf = id embeddings; "
+                                                  "two-tower = id embeddings plus a content tower over item texts")
+    item_init: ItemInit = Field("auto", description=(
+        "new target items start from: users-mean (centred mean of their users' vectors), content (the content "
+        "tower / text-nearest source items), random, or auto (users-mean, content where no user is known)"))
+    content_init: bool = Field(True, description="with item_init auto: also initialise new items by content")
+    adapter_rank: int = Field(8, ge=1, description="rank of the adapters of the adapter mode")
+    transferred_lr_scale: float = Field(1.0, gt=0.0, description=(
+        "discriminative learning rates: the transferred weights (user tower, content tower) train at "
+        "lr * this, new weights at lr"))
+    anchor: float = Field(0.0, ge=0.0, description="L2-SP: weight of |w - w_init|^2, which keeps the fine-tuned "
+                                                   "weights near the transferred initialisation")
     train: TrainConfig = Field(default_factory=lambda: target_train_defaults())
 
     @classmethod
@@ -155,3 +171,7 @@ class TrackingConfig(_Frozen):
     tracking_uri: str | None = Field(None, description="default: $MLFLOW_TRACKING_URI or ./mlflow.db")
     registry: bool = Field(True, description="register the winner (False: evaluate only)")
     promotion_margin: float = Field(0.0, ge=0.0, description="relative test NDCG@10 gain needed over the champion")
+    checkpoint_dir: Path | None = Field(None, description="resumable training checkpoints; default "
+                                                          "<data cache>/checkpoints")
+    resume: bool = Field(True, description="a killed run restarted with the same config resumes each model from "
+                                           "its last checkpoint (False: no checkpoints kept, always start over)")

@@ -1,4 +1,4 @@
-"""The LightningModule: trains a :class:`~models.network.MatrixFactorization` and validates it by NDCG@K.
+"""The LightningModule: trains a :mod:`models.network` network and validates it by NDCG@K.
 
 The module only orchestrates: the network is injected, the loss is a full softmax over the catalogue
 (cross-entropy of the interacted item against every item), and validation ranks the whole catalogue for
@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.data import DataLoader, TensorDataset
@@ -73,11 +75,19 @@ class RecommenderModule(pl.LightningModule):
         k: int = 10,
         val: ValidationData | None = None,
         frozen_user_rows: np.ndarray | None = None,
+        transferred_lr_scale: float = 1.0,
+        anchor: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["network", "val", "frozen_user_rows"])
         self.network = network
         self.val = val
+        self._anchored: list[tuple[str, str]] = []  # (parameter name, buffer of its initial value)
+        if anchor > 0:  # L2-SP: pull the trainable weights towards where they started (the transferred init)
+            for index, (name, parameter) in enumerate(network.named_parameters()):
+                if parameter.requires_grad:
+                    self.register_buffer(f"_anchor_{index}", parameter.detach().clone())
+                    self._anchored.append((name, f"_anchor_{index}"))
         self.n_frozen_user_rows = 0
         if frozen_user_rows is not None and frozen_user_rows.any():
             if frozen_user_rows.all():
@@ -99,13 +109,17 @@ class RecommenderModule(pl.LightningModule):
     def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
         users, items = batch
         n_neg = self.hparams.n_negatives
-        if n_neg and n_neg < self.network.item_bias.shape[0]:
+        if n_neg and n_neg < self.network.n_items:
             loss = self._sampled_softmax(users, items, n_neg)
         else:
             loss = F.cross_entropy(self.network(users), items)  # full softmax over (B, n_items)
         if self.hparams.l2 > 0:
-            reg = self.network.user_emb(users).pow(2).sum(1) + self.network.item_emb(items).pow(2).sum(1)
+            reg = self.network.user_vectors(users).pow(2).sum(1) + self.network.item_vectors(items).pow(2).sum(1)
             loss = loss + self.hparams.l2 * reg.mean()
+        if self._anchored:
+            parameters = dict(self.network.named_parameters())
+            drift = sum((parameters[name] - getattr(self, buffer)).pow(2).sum() for name, buffer in self._anchored)
+            loss = loss + self.hparams.anchor * drift
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(users))
         return loss
 
@@ -116,10 +130,10 @@ class RecommenderModule(pl.LightningModule):
         correction is a constant and drops out; negatives that equal the row's positive are masked.
         """
         net = self.network
-        negatives = torch.randint(0, net.item_bias.shape[0], (n_neg,), device=users.device)
-        u = net.user_emb(users)  # (B, d)
-        pos = (u * net.item_emb(items)).sum(1) + net.item_bias[items]  # (B,)
-        neg = u @ net.item_emb(negatives).T + net.item_bias[negatives]  # (B, n_neg)
+        negatives = torch.randint(0, net.n_items, (n_neg,), device=users.device)
+        u = net.user_vectors(users)  # (B, d)
+        pos = (u * net.item_vectors(items)).sum(1) + net.item_bias[items]  # (B,)
+        neg = u @ net.item_vectors(negatives).T + net.item_bias[negatives]  # (B, n_neg)
         neg = neg.masked_fill(negatives.unsqueeze(0) == items.unsqueeze(1), float("-inf"))
         logits = torch.cat([pos.unsqueeze(1), neg], dim=1)
         return F.cross_entropy(logits, torch.zeros_like(items))
@@ -131,8 +145,34 @@ class RecommenderModule(pl.LightningModule):
         self.log(f"val/ndcg_at_{self.hparams.k}", ndcg, on_step=False, on_epoch=True, batch_size=len(rows))
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        params = [p for p in self.network.parameters() if p.requires_grad]
-        return torch.optim.Adam(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        """Adam with discriminative learning rates: the transferred tensors (the user tower, and the content
+        tower of a two-tower network) at ``lr * transferred_lr_scale``, everything else at ``lr``.
+
+        The groups are whole tensors: with Adam a per-row gradient scale would cancel out, so new users
+        inside the user table train at the transferred rate too.
+        """
+        transferred = {id(p) for p in self.network.transferred_parameters()}
+        trainable = [p for p in self.network.parameters() if p.requires_grad]
+        groups = [{"params": [p for p in trainable if id(p) not in transferred], "lr": self.hparams.lr},
+                  {"params": [p for p in trainable if id(p) in transferred],
+                   "lr": self.hparams.lr * self.hparams.transferred_lr_scale}]
+        return torch.optim.Adam([g for g in groups if g["params"]], weight_decay=self.hparams.weight_decay)
+
+
+class HistoryState(Callback):
+    """Saves a :class:`HistoryLogger`'s entries in every checkpoint and restores them on resume, so a resumed
+    fit reports the epochs run before it was killed."""
+
+    def __init__(self, history: HistoryLogger) -> None:
+        self.history = history
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": list(self.history.history), "elapsed": time.perf_counter() - self.history.started}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history.history = list(state_dict["history"])
+        # "elapsed" continues from where the killed fit stopped (the restart itself is not counted)
+        self.history.started = time.perf_counter() - float(state_dict["elapsed"])
 
 
 class HistoryLogger(Logger):

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
 
 from data_contracts.columns import DOMAIN, ITEM_ID, USER_ID
-from models.config import FineTuneConfig, ModelConfig, TrainConfig
+from models.config import FineTuneConfig, ModelConfig, ModelFamily, TrainConfig
 from models.evaluation import RankingTask, build_ranking_task
 from models.factors import FactorModel, popularity_model
 from models.lightning import full_validation_ndcg
-from models.network import MatrixFactorization
+from models.network import MatrixFactorization, TwoTower
 from models.split import TargetSplit, source_interactions, temporal_user_split
 from models.training import FitResult, encode_pairs, fit_network, validation_data
 from models.transfer import ItemText, TransferInit, target_user_vocabulary, transfer_init
@@ -36,10 +38,12 @@ def train_source_model(
     train: TrainConfig,
     val_ratio: float = 0.1,
     seed: int = 0,
+    checkpoint_dir: Path | None = None,
 ) -> FitResult:
     """Train a model on the source ``domains``, keeping only interactions before each user's cutoff.
 
-    The last ``val_ratio`` of each user's source interactions is held out for early stopping.
+    The last ``val_ratio`` of each user's source interactions is held out for early stopping;
+    ``checkpoint_dir`` makes a killed training resumable (see :func:`~models.training.fit_network`).
 
     Raises:
         ValueError: when the source domains have no (time-safe) interactions.
@@ -54,7 +58,7 @@ def train_source_model(
     return fit_network(
         network, encode_pairs(fit_part, user_ids, item_ids), user_ids=user_ids, item_ids=item_ids,
         val=validation_data(val_part, fit_part, user_ids=user_ids, item_ids=item_ids), config=train, seed=seed,
-        kind="source",
+        kind="source", checkpoint_dir=checkpoint_dir,
     )
 
 
@@ -63,33 +67,58 @@ def catalogue_ids(split: TargetSplit) -> np.ndarray:
     return split.catalogue[ITEM_ID].to_numpy().astype(object)
 
 
-def initialise_from_source(source: FactorModel, split: TargetSplit, text: ItemText | None = None) -> TransferInit:
+def initialise_from_source(source: FactorModel, split: TargetSplit, text: ItemText | None = None, *,
+                           config: FineTuneConfig | None = None, seed: int = 0) -> TransferInit:
     """Carry ``source`` (already in the target's id space, see :mod:`models.alignment`) over to the target
-    vocabulary (see :mod:`models.transfer`); ``text`` enables content initialisation of new items."""
+    vocabulary (see :mod:`models.transfer`); ``text`` enables content initialisation of new items, ``config``
+    picks the new-item strategy and, for the two-tower family, the content tower."""
+    config = config or FineTuneConfig()
     items = catalogue_ids(split)
     users = target_user_vocabulary(source, split.train[USER_ID].to_numpy())
     train_users, train_items = encode_pairs(split.train, users, items)
+    item_init = config.item_init
+    two_tower = config.family == "two-tower"
+    if item_init == "auto" and not config.content_init and not two_tower:
+        item_init = "users-mean"
     return transfer_init(source, user_ids=users, item_ids=items, train_users=train_users, train_items=train_items,
-                         text=text)
+                         text=text if (config.content_init or item_init == "content" or two_tower) else None,
+                         item_init=item_init, content_model="ridge" if two_tower else "knn", seed=seed)
 
 
-def zero_shot_model(source: FactorModel, split: TargetSplit, text: ItemText | None = None) -> FactorModel:
+def zero_shot_model(source: FactorModel, split: TargetSplit, text: ItemText | None = None, *,
+                    config: FineTuneConfig | None = None) -> FactorModel:
     """The transferred model before any target training (the zero-shot probe)."""
-    return initialise_from_source(source, split, text).as_model("zero-shot")
+    return initialise_from_source(source, split, text, config=config).as_model("zero-shot")
+
+
+def transferred_network(init: TransferInit, config: FineTuneConfig, text: ItemText | None) -> MatrixFactorization:
+    """The network of ``config.family`` whose initial (effective) weights are ``init``'s."""
+    if config.family == "two-tower":
+        if text is None:
+            raise ValueError("the two-tower family needs item text embeddings of the target catalogue")
+        projection = init.content_projection
+        if projection is None:  # no new item to fit it for: start the content tower at zero
+            projection = np.zeros((text.target.shape[1], init.user_factors.shape[1]), dtype=np.float32)
+        return TwoTower.from_arrays(init.user_factors, init.item_factors, init.item_bias, content=text.target,
+                                    projection=projection)
+    return MatrixFactorization.from_arrays(init.user_factors, init.item_factors, init.item_bias)
 
 
 def fine_tune(source: FactorModel, split: TargetSplit, *, config: FineTuneConfig, seed: int,
-              text: ItemText | None = None) -> FitResult:
+              text: ItemText | None = None, checkpoint_dir: Path | None = None,
+              callbacks: list[Any] | None = None) -> FitResult:
     """Transfer ``source`` to the target and train on the target training data.
 
     Modes: ``full`` trains every weight; ``freeze-users`` keeps the users carried over from the source fixed
-    and trains item vectors, item biases and new users; ``zero-shot`` trains nothing (the initialised model,
-    no trainable parameters).
+    and trains item vectors, item biases, new users (and the content tower); ``adapter`` freezes every weight
+    and trains low-rank residual adapters on both towers plus the item biases; ``zero-shot`` trains nothing
+    (the initialised model, no trainable parameters). ``checkpoint_dir``: see
+    :func:`~models.training.fit_network`.
     """
     started = time.perf_counter()
-    init = initialise_from_source(source, split, text)
+    init = initialise_from_source(source, split, text, config=config, seed=seed)
+    network = transferred_network(init, config, text)
     init_seconds = time.perf_counter() - started
-    network = MatrixFactorization.from_arrays(init.user_factors, init.item_factors, init.item_bias)
     val = validation_data(split.val, split.train, user_ids=init.user_ids, item_ids=init.item_ids)
     if config.mode == "zero-shot":
         score = full_validation_ndcg(network, val, config.train.k)
@@ -97,23 +126,43 @@ def fine_tune(source: FactorModel, split: TargetSplit, *, config: FineTuneConfig
                          initial_val_ndcg=score, best_val_ndcg=score, seconds=0.0, trainable_parameters=0,
                          init_seconds=init_seconds)
     frozen = init.user_from_source if config.mode == "freeze-users" else None
+    if config.mode == "adapter":
+        network.add_adapters(config.adapter_rank, seed=seed)
+        network.freeze_base()
     fit = fit_network(
         network, encode_pairs(split.train, init.user_ids, init.item_ids),
         user_ids=init.user_ids, item_ids=init.item_ids, val=val,
         config=config.train, seed=seed, frozen_user_rows=frozen, kind="transfer",
+        checkpoint_dir=checkpoint_dir, transferred_lr_scale=config.transferred_lr_scale, anchor=config.anchor,
+        callbacks=callbacks,
     )
     return replace(fit, init_seconds=init_seconds)
 
 
-def train_scratch(split: TargetSplit, *, model: ModelConfig, train: TrainConfig, seed: int) -> FitResult:
-    """The same network trained on the target training data only (random initialisation)."""
+def train_scratch(split: TargetSplit, *, model: ModelConfig, train: TrainConfig, seed: int,
+                  family: ModelFamily = "mf", content: np.ndarray | None = None,
+                  checkpoint_dir: Path | None = None, callbacks: list[Any] | None = None) -> FitResult:
+    """The same network trained on the target training data only (random initialisation).
+
+    Args:
+        family: ``mf`` or ``two-tower`` (then ``content``, the catalogue's text embeddings, is required).
+
+    Raises:
+        ValueError: for the two-tower family without ``content``.
+    """
     items = catalogue_ids(split)
     users = np.sort(split.train[USER_ID].unique().to_numpy()).astype(object)
-    network = MatrixFactorization(len(users), len(items), model.dim, init_std=model.init_std, seed=seed)
+    if family == "two-tower":
+        if content is None:
+            raise ValueError("the two-tower family needs item text embeddings of the target catalogue")
+        network: MatrixFactorization = TwoTower(len(users), len(items), model.dim, content=content,
+                                                init_std=model.init_std, seed=seed)
+    else:
+        network = MatrixFactorization(len(users), len(items), model.dim, init_std=model.init_std, seed=seed)
     return fit_network(
         network, encode_pairs(split.train, users, items), user_ids=users, item_ids=items,
         val=validation_data(split.val, split.train, user_ids=users, item_ids=items), config=train, seed=seed,
-        kind="scratch",
+        kind="scratch", checkpoint_dir=checkpoint_dir, callbacks=callbacks,
     )
 
 

@@ -95,6 +95,16 @@ def source_fingerprint(
     payload = json.dumps({
         "profile": PROFILE_VERSION,
         "data": data_fingerprint, "target": target, "test_ratio": test_ratio, "domains": sorted(domains),
-        "model": model.model_dump(), "train": train.model_dump(), "val_ratio": val_ratio, "seed": seed,
+        "model": model.model_dump(), "train": _train_identity(train), "val_ratio": val_ratio, "seed": seed,
     }, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+HARDWARE_FIELDS = {"accelerator", "devices", "strategy"}
+
+
+def _train_identity(train: TrainConfig) -> dict[str, object]:
+    """The training settings that make a model what it is: where it ran is not one of them. The hardware
+    fields are written as the fixed values models registered before they were configurable carry, so those
+    models keep their fingerprints."""
+    return {**train.model_dump(exclude=HARDWARE_FIELDS), "accelerator": "cpu", "devices": 1}

@@ -8,8 +8,10 @@ fine-tuning) validate better than every trained epoch, the initial weights are k
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +26,7 @@ from data_contracts.columns import ITEM_ID, USER_ID
 from models.config import TrainConfig
 from models.evaluation import build_ranking_task
 from models.factors import FactorModel, index_of
-from models.lightning import HistoryLogger, RecommenderModule, ValidationData, full_validation_ndcg
+from models.lightning import HistoryLogger, HistoryState, RecommenderModule, ValidationData, full_validation_ndcg
 from models.network import MatrixFactorization
 
 logger = logging.getLogger(__name__)
@@ -43,6 +45,7 @@ class FitResult:
     seconds: float = 0.0
     trainable_parameters: int = 0
     init_seconds: float = 0.0  # spent before fit_network (e.g. the transfer initialisation)
+    resumed_from_epoch: int | None = None  # the epoch a killed fit was resumed at
 
 
 def encode_pairs(frame: pl.DataFrame, user_ids: np.ndarray, item_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -74,6 +77,9 @@ def fit_network(
     frozen_user_rows: np.ndarray | None = None,
     kind: str = "mf",
     checkpoint_dir: Path | None = None,
+    transferred_lr_scale: float = 1.0,
+    anchor: float = 0.0,
+    callbacks: list[pl_lightning.Callback] | None = None,
 ) -> FitResult:
     """Fit ``network`` on (user row, item row) pairs with early stopping on validation NDCG@k.
 
@@ -87,7 +93,12 @@ def fit_network(
         seed: seeds the data order and Lightning.
         frozen_user_rows: bool per user row; those rows keep their initial vectors.
         kind: recorded on the returned model.
-        checkpoint_dir: where Lightning writes checkpoints (a temporary directory when None).
+        checkpoint_dir: where checkpoints go. Given, the fit resumes from ``last.ckpt`` there when one exists
+            (a killed fit restarted with the same inputs) and deletes the folder once it has finished;
+            None: a temporary folder, no resume.
+        transferred_lr_scale: learning-rate factor of the network's transferred tensors.
+        anchor: L2-SP weight: ``anchor * |w - w_initial|^2`` over the trainable weights joins the loss.
+        callbacks: extra Lightning callbacks.
 
     Raises:
         ValueError: when there is no training pair.
@@ -98,8 +109,9 @@ def fit_network(
     started = time.perf_counter()
     pl_lightning.seed_everything(seed, workers=True, verbose=False)
     module = RecommenderModule(network, lr=config.lr, weight_decay=config.weight_decay, l2=config.l2,
-                              n_negatives=config.n_negatives, k=config.k,
-                               val=val, frozen_user_rows=frozen_user_rows)
+                               n_negatives=config.n_negatives, k=config.k, val=val,
+                               frozen_user_rows=frozen_user_rows, transferred_lr_scale=transferred_lr_scale,
+                               anchor=anchor)
     initial = full_validation_ndcg(network, val, config.k)
     initial_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
     generator = torch.Generator().manual_seed(seed)
@@ -111,17 +123,28 @@ def fit_network(
     monitor = f"val/ndcg_at_{config.k}"
     with tempfile.TemporaryDirectory(prefix="transferrec-ckpt-") as tmp:
         ckpt_dir = checkpoint_dir or Path(tmp)
+        last = ckpt_dir / "last.ckpt"
+        resume_from = last if checkpoint_dir is not None and last.exists() else None
+        # Full checkpoints (optimiser, early-stopping and history state) when they may be resumed from.
         checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode="max", save_top_k=1,
-                                     auto_insert_metric_name=False, save_weights_only=True)
+                                     auto_insert_metric_name=False, save_last=checkpoint_dir is not None,
+                                     save_weights_only=checkpoint_dir is None)
         trainer = pl_lightning.Trainer(
-            accelerator=config.accelerator, devices=config.devices, deterministic=config.deterministic,
-            max_epochs=config.max_epochs, logger=history, default_root_dir=ckpt_dir,
+            accelerator=config.accelerator, devices=config.devices, strategy=config.strategy,
+            deterministic=config.deterministic, max_epochs=config.max_epochs, logger=history,
+            default_root_dir=ckpt_dir,
             callbacks=[EarlyStopping(monitor=monitor, mode="max", patience=config.patience, min_delta=1e-5),
-                       checkpoint],
+                       checkpoint, HistoryState(history), *(callbacks or [])],
             enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
             log_every_n_steps=max(1, len(train_loader)),
         )
-        trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val.loader())
+        resumed_at = None
+        if resume_from is not None:
+            resumed_at = int(torch.load(resume_from, map_location="cpu", weights_only=False)["epoch"]) + 1
+            logger.info("resuming %s from %s (epoch %d)", kind, resume_from, resumed_at)
+        with warnings.catch_warnings():  # resuming means the folder holds our own checkpoints
+            warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty")
+            trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val.loader(), ckpt_path=resume_from)
         epochs = history.epochs()
         best_score = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else float("-inf")
         if best_score > initial and checkpoint.best_model_path:
@@ -132,6 +155,8 @@ def fit_network(
         else:
             network.load_state_dict(initial_state)
             best_epoch, best_score = -1, initial
+    if checkpoint_dir is not None:  # finished: nothing left to resume
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
     network.cpu()
     u, v, b = network.arrays()
     model = FactorModel(np.asarray(user_ids, dtype=object), np.asarray(item_ids, dtype=object), u, v, b, kind=kind)
@@ -144,4 +169,5 @@ def fit_network(
         best_val_ndcg=best_score,
         seconds=time.perf_counter() - started,
         trainable_parameters=module.trainable_parameters(),
+        resumed_from_epoch=resumed_at,
     )

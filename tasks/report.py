@@ -94,6 +94,10 @@ def summarize(
         "split": split_summary,
         "ctr_estimator": reports["transfer"].test.ctr.estimator if reports["transfer"].test.ctr else None,
         "timings_seconds": timings,
+        "training": {name: {"trainable_parameters": r.fit.trainable_parameters, "epochs": r.fit.epochs_run,
+                            "best_epoch": r.fit.best_epoch, "seconds": r.fit.seconds,
+                            "init_seconds": r.fit.init_seconds, "resumed_from_epoch": r.fit.resumed_from_epoch}
+                     for name, r in reports.items() if r.fit is not None},
     }
     sources = candidates_markdown(candidates)
     markdown = (f"## Onboarding `{target_domain}`\n\nSource: **{selection.chosen}** ({selection.rationale}).\n\n"

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import shutil
 import subprocess
 import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from pydantic import BaseModel
 
 QUIET_LOGGERS = ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning",
                  "pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.seed")
@@ -57,6 +61,27 @@ def default_data_dir() -> Path:
     """``$TRANSFERREC_DATA_DIR`` or ``~/.cache/transferrec``."""
     env = os.environ.get("TRANSFERREC_DATA_DIR")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "transferrec"
+
+
+def checkpoint_root(checkpoint_dir: Path | None, resume: bool) -> Path | None:
+    """Where resumable checkpoints go (``<data cache>/checkpoints`` by default), or None without resume."""
+    if not resume:
+        return None
+    return (checkpoint_dir or default_data_dir() / "checkpoints").expanduser()
+
+
+def run_key(config: BaseModel) -> str:
+    """A short hash of a flow config without its tracking part: a restarted run with the same settings gets
+    the same key, hence the same checkpoint folder."""
+    payload = config.model_dump_json(exclude={"tracking"})
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def clear_checkpoints(folder: Path | None) -> None:
+    """Remove a finished run's checkpoint folder (each model removes its own when it finishes; this takes the
+    emptied parent)."""
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 class Stopwatch:

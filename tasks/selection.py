@@ -69,9 +69,8 @@ def select_source(
     rows, probe_runs, prepared = [], {}, {}
     for name, source in sources.items():
         ready = prepare_source(source.model, source.profile, split, target, item_match=item_match,
-                               shared_users=shared_users, embedder=config.embedder,
-                               content_init=finetune.content_init)
-        probe = evaluate_model(zero_shot_model(ready.model, split, ready.text), val_task, ks=(10,))
+                               shared_users=shared_users, embedder=config.embedder)
+        probe = evaluate_model(zero_shot_model(ready.model, split, ready.text, config=finetune), val_task, ks=(10,))
         signals = {**ready.signals, PROBE: probe.metrics["ndcg_at_10"]}
         prepared[name] = ready
         rows.append({"name": name, **signals, "source_version": source.version,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import polars as pl
 from prefect import get_run_logger, task
@@ -80,13 +81,15 @@ def find_or_train_source(
     *,
     force: bool = False,
     triggered_by: str | None = None,
+    checkpoints: Path | None = None,
 ) -> SourceModel:
     """Reuse the registered source model with the same fingerprint, or train, log and register one with
     its domain profile (the source catalogue: selection then needs neither retraining nor raw source data).
 
     A source model only sees each user's interactions before that user's first target test interaction
     (``cutoffs``), so it never knows the future the target is evaluated on; ``None`` (a source from another
-    dataset, no shared users) keeps all of its data.
+    dataset, no shared users) keeps all of its data. With ``checkpoints``, a killed training restarted later
+    (by any flow that needs the same fingerprint) resumes from its last epoch.
     """
     log = get_run_logger()
     found = None if force else tracking.find_version(uri, spec.registered_name, tag="fingerprint",
@@ -111,7 +114,10 @@ def find_or_train_source(
         })
         fit = train_source_model(dataset.interactions, dataset.items, domains=spec.domains, cutoffs=cutoffs,
                                  model=config.model, train=config.train, val_ratio=config.val_ratio,
-                                 seed=config.seed)
+                                 seed=config.seed,
+                                 checkpoint_dir=checkpoints / f"source-{spec.fingerprint}" if checkpoints else None)
+        if fit.resumed_from_epoch is not None:
+            tracking.set_tags(uri, run_id, {"resumed_from_epoch": str(fit.resumed_from_epoch)})
         profile = source_profile(dataset.interactions, dataset.items, dataset=dataset.name, domains=spec.domains,
                                  cutoffs=cutoffs, embedder=config.embedder)
         tracking.log_profile(uri, run_id, profile)

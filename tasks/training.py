@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from models.als import AlsResult, fit_als
 from models.candidates import PreparedSource
-from models.config import FineTuneConfig, ModelConfig, TrainConfig
+from models.config import FineTuneConfig, ModelConfig, ModelFamily, TrainConfig
 from models.evaluation import RankingTask
 from models.factors import FactorModel
 from models.recipes import fine_tune, fit_popularity, train_scratch
@@ -15,23 +18,30 @@ from models.split import TargetSplit
 from models.training import FitResult
 
 
+def _resumed(fit: FitResult) -> str:
+    return f" (resumed at epoch {fit.resumed_from_epoch})" if fit.resumed_from_epoch is not None else ""
+
+
 @task(name="fine-tune", cache_policy=NO_CACHE, task_run_name="fine-tune-{name}")
 def fine_tune_source(name: str, source: PreparedSource, split: TargetSplit, config: FineTuneConfig,
-                     seed: int) -> FitResult:
-    """Carry a source (aligned to the target) over and fine-tune it (mode from ``config``)."""
-    fit = fine_tune(source.model, split, config=config, seed=seed, text=source.text)
-    get_run_logger().info("fine-tuned %s (%s): val NDCG@10 %.4f -> %.4f in %d epochs, %.1fs",
-                          name, config.mode, fit.initial_val_ndcg, fit.best_val_ndcg, fit.epochs_run,
-                          fit.seconds)
+                     seed: int, checkpoint_dir: Path | None = None) -> FitResult:
+    """Carry a source (aligned to the target) over and fine-tune it (mode and family from ``config``)."""
+    fit = fine_tune(source.model, split, config=config, seed=seed, text=source.text, checkpoint_dir=checkpoint_dir)
+    get_run_logger().info("fine-tuned %s (%s, %s, %d trainable parameters): val NDCG@10 %.4f -> %.4f in %d "
+                          "epochs, %.1fs%s", name, config.family, config.mode, fit.trainable_parameters,
+                          fit.initial_val_ndcg, fit.best_val_ndcg, fit.epochs_run, fit.seconds, _resumed(fit))
     return fit
 
 
 @task(name="train-scratch", cache_policy=NO_CACHE)
-def train_scratch_baseline(split: TargetSplit, model: ModelConfig, train: TrainConfig, seed: int) -> FitResult:
-    """The same architecture trained on the target data only."""
-    fit = train_scratch(split, model=model, train=train, seed=seed)
-    get_run_logger().info("scratch: val NDCG@10 %.4f in %d epochs, %.1fs", fit.best_val_ndcg, fit.epochs_run,
-                          fit.seconds)
+def train_scratch_baseline(split: TargetSplit, model: ModelConfig, train: TrainConfig, seed: int, *,
+                           family: ModelFamily = "mf", content: np.ndarray | None = None,
+                           checkpoint_dir: Path | None = None) -> FitResult:
+    """The same architecture (``family``; ``content``: catalogue text embeddings) on the target data only."""
+    fit = train_scratch(split, model=model, train=train, seed=seed, family=family, content=content,
+                        checkpoint_dir=checkpoint_dir)
+    get_run_logger().info("scratch (%s): val NDCG@10 %.4f in %d epochs, %.1fs%s", family, fit.best_val_ndcg,
+                          fit.epochs_run, fit.seconds, _resumed(fit))
     return fit
 
 

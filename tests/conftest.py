@@ -52,5 +52,6 @@ def mlflow_uri(tmp_path, _mlflow_template, monkeypatch) -> str:
     shutil.copy(_mlflow_template, db)
     uri = f"sqlite:///{db}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("TRANSFERREC_DATA_DIR", str(tmp_path / "cache"))  # checkpoints too stay in tmp
     monkeypatch.chdir(tmp_path)
     return uri

@@ -34,6 +34,24 @@ def test_onboard_arguments_become_the_flow_config(tmp_path):
     assert not config.tracking.registry and config.data.data_dir == tmp_path
 
 
+def test_training_options_reach_every_model(tmp_path):
+    args = build_parser().parse_args([
+        "onboard", "--target-domain", "Horror", "--family", "two-tower", "--mode", "adapter", "--adapter-rank", "4",
+        "--item-init", "content", "--transferred-lr-scale", "0.1", "--anchor", "0.01", "--accelerator", "cpu",
+        "--devices", "2", "--strategy", "ddp", "--checkpoint-dir", str(tmp_path), "--no-resume",
+    ])
+    config = onboard_config(args)
+    finetune = config.finetune
+    assert (finetune.family, finetune.mode, finetune.adapter_rank, finetune.item_init) == (
+        "two-tower", "adapter", 4, "content")
+    assert (finetune.transferred_lr_scale, finetune.anchor) == (0.1, 0.01)
+    for train in (finetune.train, config.scratch, config.sources.train):  # hardware: every model, sources too
+        assert (train.accelerator, train.devices, train.strategy) == ("cpu", 2, "ddp")
+    assert config.tracking.checkpoint_dir == tmp_path and not config.tracking.resume
+    defaults = onboard_config(build_parser().parse_args(["onboard", "--target-domain", "Horror"]))
+    assert defaults.finetune.train.accelerator == "auto" and defaults.tracking.resume
+
+
 def test_pretrain_arguments_become_the_flow_config():
     config = pretrain_config(build_parser().parse_args(["pretrain", "--exclude-domain", "Drama", "--top-single",
                                                         "2", "--dim", "32"]))

@@ -193,7 +193,7 @@ def test_prepare_source_across_datasets_by_title():
     ids = profile.items["item_id"].to_numpy().astype(object)
     model = _model(profile.user_ids.tolist(), ids.tolist(), dim=4)
     ready = prepare_source(model, profile, split, target_profile(split, "b"), item_match="title", shared_users=False,
-                           embedder="hashed", content_init=True)
+                           embedder="hashed")
     assert ready.signals["user_coverage"] == 0.0  # same user ids, but other people
     assert ready.signals["item_coverage"] == 1.0 and ready.signals["matched_items"] == 20
     assert ready.signals["content_coverage"] == pytest.approx(1.0, abs=1e-5)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.config import FineTuneConfig, ModelConfig, SplitConfig, TrainConfig
+from models.config import FineTuneConfig, ModelConfig, TrainConfig
 from models.evaluation import evaluate_model
 from models.factors import FactorModel
 from models.recipes import (
@@ -14,10 +14,8 @@ from models.recipes import (
     initialise_from_source,
     ranking_tasks,
     train_scratch,
-    train_source_model,
     zero_shot_model,
 )
-from models.split import split_target_domain
 from models.transfer import target_user_vocabulary, transfer_init
 
 
@@ -65,21 +63,6 @@ def test_shared_items_keep_their_source_vectors_and_new_users_are_built_from_the
     np.testing.assert_array_equal(init.item_factors, source.item_factors)
     scores = init.user_factors @ init.item_factors.T + init.item_bias
     assert scores[0, 0] > scores[0, 1] and scores[1, 1] > scores[1, 0]
-
-
-@pytest.fixture(scope="module")
-def games_split(synthetic_dataset):
-    cfg = SplitConfig(fraction=0.2)
-    return split_target_domain(synthetic_dataset.interactions, synthetic_dataset.items, domain="games",
-                               fraction=cfg.fraction, seed=0)
-
-
-@pytest.fixture(scope="module")
-def source_fit(synthetic_dataset, games_split):
-    return train_source_model(synthetic_dataset.interactions, synthetic_dataset.items,
-                              domains=["books", "movies", "music"], cutoffs=games_split.cutoffs,
-                              model=ModelConfig(dim=16), train=TrainConfig(max_epochs=15, batch_size=512),
-                              seed=0)
 
 
 def test_source_model_learns_and_respects_its_domains(source_fit, synthetic_dataset):

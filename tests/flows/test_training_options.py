@@ -1,0 +1,75 @@
+"""Fine-tuning options and resumable checkpoints through the real onboard-domain flow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import pytest
+import pytorch_lightning as pl_lightning
+
+from flows.config import OnboardConfig
+from flows.onboard import onboard_domain_flow
+from models.config import FineTuneConfig, TrackingConfig
+from models.datasets import read_canonical_dir
+from models.recipes import train_scratch
+from models.split import split_target_domain
+from tasks.runtime import run_key
+
+TARGET = "games"
+
+
+def child_runs(uri: str, parent: str) -> dict[str, dict]:
+    mlflow.set_tracking_uri(uri)
+    table = mlflow.search_runs(experiment_names=[f"transferrec-{TARGET}"])
+    children = table[table["tags.mlflow.parentRunId"] == parent]
+    return {row["tags.mlflow.runName"]: row for row in children.to_dict("records")}
+
+
+def test_a_two_tower_adapter_onboarding_logs_what_it_trained(synthetic_dir: Path, mlflow_uri: str):
+    base = OnboardConfig.smoke(TARGET, synthetic_dir, mlflow_uri)
+    config = base.model_copy(update={"finetune": FineTuneConfig(family="two-tower", mode="adapter", adapter_rank=2,
+                                                                train=base.finetune.train)})
+    summary = onboard_domain_flow(config)
+
+    dim = config.model.dim
+    n_items = summary["split"]["catalogue_items"]
+    # adapter mode: two rank-2 adapters (user and item side) and the item biases, nothing else
+    assert summary["training"]["transfer"]["trainable_parameters"] == 2 * (dim * 2 + 2 * dim) + n_items
+    runs = child_runs(mlflow_uri, summary["mlflow_run_id"])
+    transfer, scratch = runs["transfer"], runs["scratch"]
+    assert (transfer["params.family"], transfer["params.mode"]) == ("two-tower", "adapter")
+    assert scratch["params.family"] == "two-tower"
+    assert transfer["metrics.fit/trainable_parameters"] < scratch["metrics.fit/trainable_parameters"]
+    assert summary["metrics"]["transfer"]["ndcg_at_10"] > 0
+
+
+class _Crash(pl_lightning.Callback):
+    def on_train_epoch_end(self, trainer: pl_lightning.Trainer, module: pl_lightning.LightningModule) -> None:
+        if trainer.current_epoch >= 1:
+            raise RuntimeError("machine lost")
+
+
+def test_a_rerun_resumes_a_killed_model_from_its_checkpoint(synthetic_dir: Path, mlflow_uri: str, tmp_path: Path):
+    base = OnboardConfig.smoke(TARGET, synthetic_dir, mlflow_uri)
+    checkpoints = tmp_path / "checkpoints"
+    config = base.model_copy(update={"tracking": TrackingConfig(tracking_uri=mlflow_uri,
+                                                                checkpoint_dir=checkpoints)})
+    # An earlier run of this very config died while training scratch: its checkpoint is where the flow looks.
+    folder = checkpoints / run_key(config) / "scratch"
+    dataset = read_canonical_dir(synthetic_dir, "synthetic")
+    split = split_target_domain(dataset.interactions, dataset.items, domain=TARGET, fraction=config.split.fraction,
+                                seed=config.split.seed)
+    with pytest.raises(RuntimeError, match="machine lost"):
+        train_scratch(split, model=config.model, train=config.scratch, seed=config.split.seed,
+                      checkpoint_dir=folder, callbacks=[_Crash()])
+    assert (folder / "last.ckpt").exists()
+
+    summary = onboard_domain_flow(config)
+
+    # epoch 0 was checkpointed; epoch 1 died before its checkpoint, so it runs again
+    assert summary["training"]["scratch"]["resumed_from_epoch"] == 1
+    assert summary["training"]["transfer"]["resumed_from_epoch"] is None
+    scratch = child_runs(mlflow_uri, summary["mlflow_run_id"])["scratch"]
+    assert scratch["metrics.fit/resumed_from_epoch"] == 1
+    assert not (checkpoints / run_key(config)).exists()  # a finished run leaves no checkpoints behind

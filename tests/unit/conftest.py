@@ -1,0 +1,46 @@
+"""Fixtures of the unit tests that need a trained source: the synthetic "games" target and a source model
+of the three other domains (trained once per session, a few seconds)."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from data_contracts.columns import ITEM_ID
+from models.config import ModelConfig, SplitConfig, TrainConfig
+from models.recipes import catalogue_ids, train_source_model
+from models.split import TargetSplit, split_target_domain
+from models.text import hashed_tfidf, item_texts
+from models.training import FitResult
+from models.transfer import ItemText
+
+
+@pytest.fixture(scope="session")
+def games_split(synthetic_dataset) -> TargetSplit:
+    cfg = SplitConfig(fraction=0.2)
+    return split_target_domain(synthetic_dataset.interactions, synthetic_dataset.items, domain="games",
+                               fraction=cfg.fraction, seed=0)
+
+
+@pytest.fixture(scope="session")
+def source_fit(synthetic_dataset, games_split) -> FitResult:
+    return train_source_model(synthetic_dataset.interactions, synthetic_dataset.items,
+                              domains=["books", "movies", "music"], cutoffs=games_split.cutoffs,
+                              model=ModelConfig(dim=16), train=TrainConfig(max_epochs=15, batch_size=512),
+                              seed=0)
+
+
+@pytest.fixture(scope="session")
+def games_text(synthetic_dataset, games_split, source_fit) -> ItemText:
+    """Hashed TF-IDF item texts of the source model's items and of the games catalogue (their titles carry
+    the synthetic taste words)."""
+    items = synthetic_dataset.items
+
+    def rows(ids: np.ndarray) -> pl.DataFrame:
+        order = pl.DataFrame({ITEM_ID: pl.Series(ids, dtype=pl.String)}).with_row_index("_row")
+        return order.join(items, on=ITEM_ID, how="left").sort("_row").drop("_row")
+
+    source, target = hashed_tfidf(item_texts(rows(source_fit.model.item_ids)),
+                                  item_texts(rows(catalogue_ids(games_split))))
+    return ItemText(source=source, target=target)
