@@ -142,7 +142,9 @@ class RecommenderModule(pl.LightningModule):
         assert self.val is not None
         rows = batch[0].cpu().numpy()
         ndcg = validation_ndcg(self.network, self.val, rows, self.hparams.k)
-        self.log(f"val/ndcg_at_{self.hparams.k}", ndcg, on_step=False, on_epoch=True, batch_size=len(rows))
+        # sync_dist: under DDP each rank validates its share of users; early stopping needs their mean
+        self.log(f"val/ndcg_at_{self.hparams.k}", ndcg, on_step=False, on_epoch=True, batch_size=len(rows),
+                 sync_dist=True)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """Adam with discriminative learning rates: the transferred tensors (the user tower, and the content

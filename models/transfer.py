@@ -24,6 +24,12 @@ softmax log-likelihood of target *training* interactions: for ``alpha`` and ``be
 of them, with the directions built from the rest (in-sample, a user's mean item vector "predicts" its own
 items whatever the vectors are). Validation data is never used.
 
+``item_init`` picks which of steps 3-4 fill new items (``users-mean``: 3 only; ``content``: 4 for every new
+item; ``random``: neither, random vectors with the spread of the source's; ``auto``: 3 then 4). Step 4's
+content vectors come from the text-nearest source items (``knn``) or, for the two-tower family, from the
+linear content tower :func:`content_projection` distilled from the source (``ridge``), which the two-tower
+network then keeps training.
+
 With this initialisation the model already ranks the target catalogue before any fine-tuning; evaluating
 it unchanged is the *zero-shot probe* used to select a source.
 """
@@ -114,17 +120,27 @@ def _best_scale(
     if u_rows.size > MAX_LIKELIHOOD_PAIRS:
         pick = np.random.default_rng(seed).choice(u_rows.size, MAX_LIKELIHOOD_PAIRS, replace=False)
         u_rows, i_rows = u_rows[pick], i_rows[pick]
+    # Scaling rows of one side is linear in the logits: logits(s) = base + s * step, with base computed
+    # with those rows at zero and step with only their direction (two matmuls for the whole grid).
+    chosen = np.zeros(len(users) if of == "users" else len(items), dtype=bool)
+    chosen[rows] = True
+    pair_users = torch.from_numpy(users[u_rows])
+    if of == "items":
+        zeroed = torch.from_numpy(np.where(chosen[:, None], 0.0, items).astype(np.float32))
+        only = torch.from_numpy(np.where(chosen[:, None], direction, 0.0).astype(np.float32))
+        base = pair_users @ zeroed.T
+        step = pair_users @ only.T
+    else:
+        item_matrix = torch.from_numpy(items).T
+        on_rows = torch.from_numpy(chosen[u_rows])[:, None]
+        base = torch.where(on_rows, 0.0, pair_users) @ item_matrix
+        step = torch.where(on_rows, torch.from_numpy(direction[u_rows]), 0.0) @ item_matrix
+    base = base + torch.from_numpy(bias)
+    picked = (torch.arange(len(i_rows)), torch.from_numpy(i_rows))
     best, best_scale = -np.inf, 0.0
     for scale in SCALE_GRID:
-        u, v = users, items
-        if of == "items":
-            v = items.copy()
-            v[rows] = scale * direction[rows]
-        else:
-            u = users.copy()
-            u[rows] = scale * direction[rows]
-        logits = torch.from_numpy(u[u_rows]) @ torch.from_numpy(v).T + torch.from_numpy(bias)
-        true = logits[torch.arange(len(i_rows)), torch.from_numpy(i_rows)]
+        logits = base + scale * step
+        true = logits[picked]
         if SCALE_CRITERION == "mrr":  # mean reciprocal rank of the held-out item among all items
             value = float((1.0 / (1.0 + (logits > true[:, None]).sum(dim=1).float())).mean())
         else:

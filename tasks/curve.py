@@ -22,7 +22,8 @@ COLUMNS = (("fraction", "fraction"), ("train", "train_interactions"), ("source",
            ("transfer", "transfer_test_ndcg_at_10"), ("scratch", "scratch_test_ndcg_at_10"),
            ("popularity", "popularity_test_ndcg_at_10"), ("transfer s", "transfer_seconds_to_target"),
            ("scratch s", "scratch_seconds_to_target"), ("transfer epochs", "transfer_epochs_to_target"),
-           ("scratch epochs", "scratch_epochs_to_target"), ("speed-up", "speedup"))
+           ("scratch epochs", "scratch_epochs_to_target"), ("speed-up", "speedup"),
+           ("transfer fit s", "transfer_fit_seconds"), ("scratch fit s", "scratch_fit_seconds"))
 
 
 @task(name="curve-point", cache_policy=NO_CACHE)
