@@ -9,9 +9,10 @@ from prefect import flow
 from flows.config import CurveConfig
 from models.recipes import ranking_tasks
 from models.sources import slug
+from models.split import InsufficientDataError
 from tasks import tracking
-from tasks.curve import curve_point, log_curve
-from tasks.data import load_tables, split_target, validate_dataset
+from tasks.curve import curve_point, log_curve, split_fractions
+from tasks.data import load_tables, validate_dataset
 from tasks.runtime import checkpoint_root
 from tasks.selection import select_source
 from tasks.setup import prepare_tracking
@@ -30,11 +31,12 @@ def data_efficiency_flow(config: CurveConfig) -> dict[str, Any]:
         run = tracking.TrackingContext(uri, experiment_id, name, run_id)
         tracking.log_params(uri, run_id, tracking.flatten(config.model_dump(mode="json")))
         dataset, data_fingerprint = validate_dataset(load_tables(config.data), config.data, domain, run)
-        splits = {f: split_target(dataset, domain, config.split.model_copy(update={"fraction": f}))
-                  for f in config.fractions}
+        splits, skipped = split_fractions(dataset, domain, config.split, config.fractions)
+        if not splits:
+            raise InsufficientDataError(f"no fraction of {domain!r} leaves enough data: {skipped}")
         # The test period (and so each user's source cutoff) does not depend on the fraction: one set of sources.
         specs = plan_sources(dataset, data_fingerprint, domain, config.split.test_ratio, config.sources)
-        cutoffs = splits[config.fractions[0]].cutoffs
+        cutoffs = next(iter(splits.values())).cutoffs
         checkpoints = checkpoint_root(config.tracking.checkpoint_dir, config.tracking.resume)
         sources = {spec.name: find_or_train_source(dataset, cutoffs, spec, config.sources, domain, uri,
                                                    triggered_by=run_id, checkpoints=checkpoints) for spec in specs}
@@ -57,6 +59,6 @@ def data_efficiency_flow(config: CurveConfig) -> dict[str, Any]:
                 tracking.log_metrics(uri, child, {k: float(v) for k, v in row.items()
                                                   if isinstance(v, int | float) and not isinstance(v, bool)})
             rows.append(row)
-        markdown = log_curve(rows, run)
+        markdown = log_curve(rows, run, skipped)
     return {"mlflow_run_id": run_id, "experiment": name, "target_domain": domain, "points": rows,
-            "table_markdown": markdown, "tracking_uri": uri}
+            "skipped": skipped, "table_markdown": markdown, "tracking_uri": uri}

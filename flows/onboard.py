@@ -56,7 +56,6 @@ def onboard_domain_flow(config: OnboardConfig) -> dict[str, Any]:
     domain, seed = config.target_domain, config.split.seed
     uri, experiment_id = prepare_tracking(config.tracking, experiment_name(domain))
     checkpoints = checkpoint_root(config.tracking.checkpoint_dir, config.tracking.resume)
-    run_checkpoints = checkpoints / run_key(config) if checkpoints else None
     tags = {"target_domain": domain, "dataset": config.data.dataset, "fraction": config.split.fraction,
             "seed": seed, "mode": config.finetune.mode, "family": config.finetune.family, "git_commit": git_commit(),
             "prefect.flow_run_id": str(flow_run.id or "")}
@@ -69,6 +68,8 @@ def onboard_domain_flow(config: OnboardConfig) -> dict[str, Any]:
             raw = load_tables(config.data)
         with watch("validate"):
             dataset, data_fingerprint = validate_dataset(raw, config.data, domain, run)
+        # a rerun of the same config on the same data finds (and resumes) the killed run's checkpoints
+        run_checkpoints = checkpoints / f"{run_key(config)}-{data_fingerprint[:12]}" if checkpoints else None
         with watch("split"):
             split = split_target(dataset, domain, config.split)
             val_task, test_task = ranking_tasks(split, click_threshold=config.evaluation.click_threshold)

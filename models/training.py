@@ -56,6 +56,21 @@ def encode_pairs(frame: pl.DataFrame, user_ids: np.ndarray, item_ids: np.ndarray
     return users[keep], items[keep]
 
 
+def _fits(checkpoint: Path, module: RecommenderModule) -> bool:
+    """Whether ``checkpoint`` holds weights of ``module``'s shapes; if not (the data or the settings changed
+    under the same folder), it is discarded with a warning and the fit starts over."""
+    try:
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    except Exception as error:  # noqa: BLE001 - a truncated or foreign file: start over
+        logger.warning("ignoring unreadable checkpoint %s: %s", checkpoint, error)
+        return False
+    current = module.state_dict()
+    if set(saved) != set(current) or any(saved[k].shape != current[k].shape for k in current):
+        logger.warning("ignoring checkpoint %s: its weights do not match this model", checkpoint)
+        return False
+    return True
+
+
 def validation_data(
     holdout: pl.DataFrame, seen: pl.DataFrame, *, user_ids: np.ndarray, item_ids: np.ndarray
 ) -> ValidationData:
@@ -124,7 +139,7 @@ def fit_network(
     with tempfile.TemporaryDirectory(prefix="transferrec-ckpt-") as tmp:
         ckpt_dir = checkpoint_dir or Path(tmp)
         last = ckpt_dir / "last.ckpt"
-        resume_from = last if checkpoint_dir is not None and last.exists() else None
+        resume_from = last if checkpoint_dir is not None and last.exists() and _fits(last, module) else None
         # Full checkpoints (optimiser, early-stopping and history state) when they may be resumed from.
         checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode="max", save_top_k=1,
                                      auto_insert_metric_name=False, save_last=checkpoint_dir is not None,

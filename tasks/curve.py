@@ -7,14 +7,16 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from models.config import SplitConfig
 from models.curve import plot_curve, time_to_quality
+from models.datasets import Dataset
 from models.evaluation import RankingTask, evaluate_model
 from models.factors import FactorModel
-from models.split import TargetSplit
+from models.split import InsufficientDataError, TargetSplit, split_target_domain
 from models.training import FitResult
 from tasks import tracking
 
@@ -24,6 +26,23 @@ COLUMNS = (("fraction", "fraction"), ("train", "train_interactions"), ("source",
            ("scratch s", "scratch_seconds_to_target"), ("transfer epochs", "transfer_epochs_to_target"),
            ("scratch epochs", "scratch_epochs_to_target"), ("speed-up", "speedup"),
            ("transfer fit s", "transfer_fit_seconds"), ("scratch fit s", "scratch_fit_seconds"))
+
+
+@task(name="split-fractions", cache_policy=NO_CACHE)
+def split_fractions(dataset: Dataset, domain: str, config: SplitConfig, fractions: tuple[float, ...]
+                    ) -> tuple[dict[float, TargetSplit], dict[float, str]]:
+    """One split per fraction; a fraction that leaves too little data is skipped with its reason (the curve
+    goes on with the others)."""
+    splits, skipped = {}, {}
+    for fraction in fractions:
+        try:
+            splits[fraction] = split_target_domain(
+                dataset.interactions, dataset.items, domain=domain, fraction=fraction, seed=config.seed,
+                test_ratio=config.test_ratio, val_ratio=config.val_ratio, min_users=config.min_users)
+        except InsufficientDataError as error:
+            skipped[fraction] = str(error)
+            get_run_logger().warning("skipping fraction %s: %s", fraction, error)
+    return splits, skipped
 
 
 @task(name="curve-point", cache_policy=NO_CACHE)
@@ -65,8 +84,10 @@ def curve_markdown(rows: list[dict[str, Any]]) -> str:
 
 
 @task(name="log-curve", cache_policy=NO_CACHE)
-def log_curve(rows: list[dict[str, Any]], run: tracking.TrackingContext) -> str:
-    """The table (``curve/curve.json``), the plot (``curve/curve.png``), metrics per fraction (step = index)."""
+def log_curve(rows: list[dict[str, Any]], run: tracking.TrackingContext,
+              skipped: dict[float, str] | None = None) -> str:
+    """The table (``curve/curve.json``), the plot (``curve/curve.png``), metrics per fraction (step = index);
+    skipped fractions are listed under the table."""
     for step, row in enumerate(rows):
         tracking.log_metrics(run.uri, run.run_id, {
             f"curve/{k}": float(v) for k, v in row.items()
@@ -75,6 +96,8 @@ def log_curve(rows: list[dict[str, Any]], run: tracking.TrackingContext) -> str:
     with tempfile.TemporaryDirectory(prefix="transferrec-curve-") as tmp:
         tracking.log_artifact(run.uri, run.run_id, plot_curve(rows, Path(tmp) / "curve.png"), "curve")
     markdown = curve_markdown(rows)
+    if skipped:
+        markdown += "\n\n" + "\n".join(f"- fraction {f}: skipped ({reason})" for f, reason in skipped.items())
     tracking.log_text(run.uri, run.run_id, markdown, "curve/curve.md")
     create_markdown_artifact(key="data-efficiency-curve", markdown=markdown, description="transfer vs scratch")
     return markdown

@@ -22,9 +22,13 @@ def test_time_to_quality_known_answers():
 
 
 def test_curve_flow_logs_a_point_per_fraction(synthetic_dir: Path, mlflow_uri: str, capsys):
-    result = data_efficiency_flow(CurveConfig.smoke("games", synthetic_dir, mlflow_uri, fractions=(0.3, 1.0)))
+    result = data_efficiency_flow(CurveConfig.smoke("games", synthetic_dir, mlflow_uri,
+                                                    fractions=(0.001, 0.3, 1.0)))
     points = result["points"]
     assert [p["fraction"] for p in points] == [0.3, 1.0]
+    # a fraction that leaves too few users is skipped with its reason; the curve goes on
+    assert list(result["skipped"]) == [0.001] and "fewer than the minimum" in result["skipped"][0.001]
+    assert "fraction 0.001: skipped" in result["table_markdown"]
     assert points[0]["train_interactions"] < points[1]["train_interactions"]
     for p in points:
         for key in ("transfer_test_ndcg_at_10", "scratch_test_ndcg_at_10", "popularity_test_ndcg_at_10"):

@@ -11,7 +11,7 @@ import pytorch_lightning as pl_lightning
 from flows.config import OnboardConfig
 from flows.onboard import onboard_domain_flow
 from models.config import FineTuneConfig, TrackingConfig
-from models.datasets import read_canonical_dir
+from models.datasets import fingerprint, read_canonical_dir
 from models.recipes import train_scratch
 from models.split import split_target_domain
 from tasks.runtime import run_key
@@ -56,8 +56,8 @@ def test_a_rerun_resumes_a_killed_model_from_its_checkpoint(synthetic_dir: Path,
     config = base.model_copy(update={"tracking": TrackingConfig(tracking_uri=mlflow_uri,
                                                                 checkpoint_dir=checkpoints)})
     # An earlier run of this very config died while training scratch: its checkpoint is where the flow looks.
-    folder = checkpoints / run_key(config) / "scratch"
     dataset = read_canonical_dir(synthetic_dir, "synthetic")
+    folder = checkpoints / f"{run_key(config)}-{fingerprint(dataset)[:12]}" / "scratch"
     split = split_target_domain(dataset.interactions, dataset.items, domain=TARGET, fraction=config.split.fraction,
                                 seed=config.split.seed)
     with pytest.raises(RuntimeError, match="machine lost"):
@@ -72,4 +72,4 @@ def test_a_rerun_resumes_a_killed_model_from_its_checkpoint(synthetic_dir: Path,
     assert summary["training"]["transfer"]["resumed_from_epoch"] is None
     scratch = child_runs(mlflow_uri, summary["mlflow_run_id"])["scratch"]
     assert scratch["metrics.fit/resumed_from_epoch"] == 1
-    assert not (checkpoints / run_key(config)).exists()  # a finished run leaves no checkpoints behind
+    assert not folder.parent.exists()  # a finished run leaves no checkpoints behind

@@ -175,3 +175,15 @@ def test_a_killed_fit_resumes_from_its_last_checkpoint(games_split, tmp_path):
     assert not folder.exists()  # finished: the checkpoints are gone
     fresh = fit([])
     assert fresh.resumed_from_epoch is None
+
+
+def test_a_checkpoint_of_another_model_is_not_resumed(games_split, tmp_path):
+    """Same folder, different shapes (the data or the settings changed): start over, do not crash."""
+    from models.recipes import train_scratch
+
+    folder = tmp_path / "ckpt"
+    with pytest.raises(RuntimeError, match="killed"):
+        train_scratch(games_split, model=ModelConfig(dim=4), train=SHORT, seed=0, checkpoint_dir=folder,
+                      callbacks=[_Crash(at=2)])
+    fit = train_scratch(games_split, model=ModelConfig(dim=8), train=SHORT, seed=0, checkpoint_dir=folder)
+    assert fit.resumed_from_epoch is None and fit.model.dim == 8
