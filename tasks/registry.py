@@ -10,6 +10,7 @@ from prefect.cache_policies import NO_CACHE
 from models.config import EvalConfig
 from models.evaluation import RankingTask, evaluate_model
 from models.sources import slug
+from models.uncertainty import clears_gate, paired_lift_interval
 from tasks import tracking
 from tasks.evaluation import ModelReport
 
@@ -56,8 +57,9 @@ def register_winner(
     """Register the winner with alias ``challenger``; move ``champion`` only when it earns it.
 
     ``champion`` moves when the winner is the transferred model (so it beat every baseline on validation) and,
-    if a champion exists, it beats that champion re-evaluated now on this run's test split by ``margin``
-    (relative NDCG@10). Anything raised before the aliases are set leaves the registry as it was.
+    if a champion exists, it beats that champion re-evaluated now on this run's test users: relative NDCG@10
+    lift above ``margin`` *and* its paired bootstrap 95 % interval above zero. Anything raised before the
+    aliases are set leaves the registry as it was.
     """
     log = get_run_logger()
     winner, why = choose_winner(reports)
@@ -72,12 +74,17 @@ def register_winner(
         promote, reason = True, f"{why}; no champion yet"
     else:
         current = tracking.load_factor_model(run.uri, f"models:/{name}/{champion.version}")
-        champion_ndcg = evaluate_model(current, test_task, ks=(10,), ctr_k=evaluation.ctr_k).metrics[METRIC]
-        evidence["champion_test_ndcg_at_10"] = champion_ndcg
-        needed = champion_ndcg * (1.0 + margin)
-        promote = evidence["challenger_test_ndcg_at_10"] > needed
-        reason = (f"{why}; challenger test NDCG@10 {evidence['challenger_test_ndcg_at_10']:.4f} "
-                  f"{'>' if promote else '<='} champion v{champion.version} {champion_ndcg:.4f} x (1 + {margin})")
+        champion_eval = evaluate_model(current, test_task, ks=(10,), ctr_k=evaluation.ctr_k)
+        lift = paired_lift_interval(report.test.per_user[METRIC], champion_eval.per_user[METRIC])
+        evidence.update({"champion_test_ndcg_at_10": champion_eval.metrics[METRIC], "lift_over_champion": lift.estimate,
+                         "lift_over_champion_ci_low": lift.low, "lift_over_champion_ci_high": lift.high})
+        promote = clears_gate(lift, margin)
+        verdict = ("beats" if promote else
+                   "does not beat" if lift.estimate <= margin else "is not distinguishable from")
+        reason = (f"{why}; challenger {verdict} champion v{champion.version} on this run's test users: NDCG@10 "
+                  f"{evidence['challenger_test_ndcg_at_10']:.4f} vs {champion_eval.metrics[METRIC]:.4f}, lift "
+                  f"{lift.estimate:+.1%} (95 % CI {lift.low:+.1%} .. {lift.high:+.1%}; needs > {margin:.1%} with "
+                  f"the interval above zero)")
     assert report.model_uri is not None, "the winner's model must be logged before registration"
     version_tags = {**tags, "winner": winner, "run_id": run.run_id,
                     "promotion": "promoted" if promote else "not-promoted", "promotion_reason": reason[:4000],

@@ -8,6 +8,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from models.uncertainty import mean_interval, paired_lift_interval
 from tasks import tracking
 from tasks.evaluation import ModelReport
 from tasks.registry import BASELINES, METRIC, Registration
@@ -47,6 +48,39 @@ def candidates_markdown(candidates: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+HEADLINE = ("ndcg_at_10", "precision_at_10", "recall_at_10")
+
+
+def intervals(reports: dict[str, ModelReport], *, seed: int = 0) -> dict[str, Any]:
+    """Bootstrap 95 % intervals (users resampled) of each model's headline test metrics, and paired intervals
+    of transfer's relative test NDCG@10 lift over each baseline (the same users resampled for both)."""
+    metrics = {name: {m: mean_interval(r.test.per_user[m], seed=seed) for m in HEADLINE if m in r.test.per_user}
+               for name, r in reports.items()}
+    transfer = reports["transfer"].test.per_user[METRIC]
+    lift = {b: paired_lift_interval(transfer, reports[b].test.per_user[METRIC], seed=seed)
+            for b in BASELINES if b in reports}
+    return {"metrics": metrics, "lift": lift}
+
+
+def interval_metrics(found: dict[str, Any]) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    """MLflow metrics of :func:`intervals`: per model (its child run) and for the parent run."""
+    per_model = {name: {f"test/{m}_ci_{side}": getattr(i, side) for m, i in metrics.items()
+                        for side in ("low", "high")} for name, metrics in found["metrics"].items()}
+    parent = {}
+    for baseline, i in found["lift"].items():
+        parent[f"test/lift_{METRIC}_vs_{baseline}"] = i.estimate
+        parent[f"test/lift_{METRIC}_vs_{baseline}_ci_low"] = i.low
+        parent[f"test/lift_{METRIC}_vs_{baseline}_ci_high"] = i.high
+    return per_model, parent
+
+
+def lift_lines(found: dict[str, Any]) -> str:
+    """One Markdown line per baseline: transfer's test NDCG@10 lift with its paired 95 % interval."""
+    return "\n".join(f"- over {b}: {i.estimate:+.1%} (95 % CI {i.low:+.1%} .. {i.high:+.1%}, {i.n} users"
+                     f"{'' if i.excludes(0.0) else '; not distinguishable from no lift'})"
+                     for b, i in found["lift"].items())
+
+
 def lifts(reports: dict[str, ModelReport]) -> dict[str, float]:
     """Relative NDCG@10 lift of transfer over the best baseline, on validation and on test."""
     out = {}
@@ -64,8 +98,13 @@ def summarize(
 ) -> dict[str, Any]:
     """Log lifts, the comparison table and the summary JSON to the parent run and as a Prefect artifact."""
     lift = lifts(reports)
+    found = intervals(reports)
+    per_model, parent_intervals = interval_metrics(found)
+    for name, values in per_model.items():
+        if reports[name].run_id:
+            tracking.log_metrics(run.uri, reports[name].run_id, values)
     tracking.log_metrics(run.uri, run.run_id, {
-        **lift, **{f"test/{k}": v for k, v in reports["transfer"].test.metrics.items()},
+        **lift, **parent_intervals, **{f"test/{k}": v for k, v in reports["transfer"].test.metrics.items()},
         **{f"val/{k}": v for k, v in reports["transfer"].val.metrics.items()},
         **{f"time/{k}": v for k, v in timings.items()},
     })
@@ -90,6 +129,8 @@ def summarize(
         "metrics": {name: report.test.metrics for name, report in reports.items()},
         "val_metrics": {name: report.val.metrics for name, report in reports.items()},
         "lift": lift,
+        "lift_intervals": {b: i.as_dict() for b, i in found["lift"].items()},
+        "intervals": {name: {m: i.as_dict() for m, i in metrics.items()} for name, metrics in found["metrics"].items()},
         "candidates": candidates,
         "split": split_summary,
         "ctr_estimator": reports["transfer"].test.ctr.estimator if reports["transfer"].test.ctr else None,
@@ -102,11 +143,13 @@ def summarize(
     sources = candidates_markdown(candidates)
     markdown = (f"## Onboarding `{target_domain}`\n\nSource: **{selection.chosen}** ({selection.rationale}).\n\n"
                 f"{sources}\n\n{table}\n\nLift of transfer over the best baseline (NDCG@10): validation "
-                f"{lift['val/lift_ndcg_at_10']:+.1%}, test {lift['test/lift_ndcg_at_10']:+.1%}.\n\n"
+                f"{lift['val/lift_ndcg_at_10']:+.1%}, test {lift['test/lift_ndcg_at_10']:+.1%}. Test lift with "
+                f"paired bootstrap intervals (users resampled):\n\n{lift_lines(found)}\n\n"
                 f"Registry: {summary['promotion_reason']}\n")
     tracking.log_text(run.uri, run.run_id, markdown, "summary.md")
     tracking.log_text(run.uri, run.run_id, tracking.dumps(summary), "summary.json")
     create_markdown_artifact(key="onboarding-summary", markdown=markdown, description=f"onboarding {target_domain}")
     summary["table_markdown"] = table
+    summary["lift_markdown"] = lift_lines(found)
     summary["candidates_markdown"] = sources
     return summary

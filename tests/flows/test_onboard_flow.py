@@ -63,6 +63,17 @@ def test_onboarding_logs_compares_and_registers(synthetic_dir: Path, mlflow_uri:
     transfer = children[children["tags.mlflow.runName"] == "transfer"].iloc[0]
     # what the run logged is what the summary reports
     assert transfer["metrics.test/ndcg_at_10"] == pytest.approx(summary["metrics"]["transfer"]["ndcg_at_10"])
+    # bootstrap intervals: each headline metric inside its own interval, the lift per baseline with a paired one
+    assert transfer["metrics.test/ndcg_at_10_ci_low"] <= transfer["metrics.test/ndcg_at_10"] \
+        <= transfer["metrics.test/ndcg_at_10_ci_high"]
+    assert set(summary["lift_intervals"]) == {"popularity", "als", "scratch"}
+    metrics = summary["metrics"]
+    for baseline, interval in summary["lift_intervals"].items():
+        assert interval["estimate"] == pytest.approx(
+            metrics["transfer"]["ndcg_at_10"] / metrics[baseline]["ndcg_at_10"] - 1, abs=1e-6)
+        assert interval["low"] <= interval["estimate"] <= interval["high"]
+    assert parent["metrics.test/lift_ndcg_at_10_vs_popularity_ci_low"] == pytest.approx(
+        summary["lift_intervals"]["popularity"]["low"])
 
     client = mlflow.MlflowClient(mlflow_uri)
     history = client.get_metric_history(transfer["run_id"], "curve/val_ndcg_at_10")
@@ -97,10 +108,12 @@ def test_second_onboarding_reuses_sources_and_gates_the_champion(synthetic_dir: 
     assert versions(mlflow_uri) == ["1", "2"]
     tags = mlflow.MlflowClient(mlflow_uri).get_model_version(MODEL, "2").tags
     if first["promoted"] and second["winner"] == "transfer":
-        # the champion was re-evaluated on the second run's test split
+        # the champion was re-evaluated on the second run's test users, with a paired interval of the lift
         assert "champion_test_ndcg_at_10" in tags
-        better = float(tags["challenger_test_ndcg_at_10"]) > float(tags["champion_test_ndcg_at_10"])
-        assert second["promoted"] == better
+        lift, low = float(tags["lift_over_champion"]), float(tags["lift_over_champion_ci_low"])
+        assert lift == pytest.approx(float(tags["challenger_test_ndcg_at_10"]) / float(tags["champion_test_ndcg_at_10"])
+                                     - 1, abs=1e-5)
+        assert second["promoted"] == (lift > 0 and low > 0)
     expected = "2" if second["promoted"] else ("1" if first["promoted"] else None)
     assert champion(mlflow_uri) == expected
     assert tags["promotion"] == ("promoted" if second["promoted"] else "not-promoted")
