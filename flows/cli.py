@@ -97,6 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
     _hardware_args(curve)
     curve.add_argument("--json", action="store_true", help="print the result as JSON (last stdout line)")
 
+    compare = sub.add_parser("compare", help="the recent onboardings of a domain, side by side (from MLflow)",
+                             description="The newest onboarding runs of --target-domain in the tracking store: "
+                                         "status, source, family, mode, fraction, seed, test/val NDCG@10, lift and "
+                                         "its interval, winner and promotion.")
+    compare.add_argument("--target-domain", required=True)
+    compare.add_argument("--limit", type=int, default=20, help="how many runs (default 20)")
+    compare.add_argument("--json", action="store_true", help="print the runs as JSON (last stdout line)")
+
     sources = sub.add_parser("sources", help="list the source catalogue (registered source models + profiles)",
                              description="Every registered source model, newest version, with its domain profile.")
     sources.add_argument("--json", action="store_true", help="print the catalogue as JSON (last stdout line)")
@@ -311,6 +319,24 @@ def print_summary(summary: dict[str, Any], out: Any = sys.stdout) -> None:
     out.write("\n".join(lines) + "\n")
 
 
+def compare_markdown(rows: list[dict[str, Any]]) -> str:
+    """The runs of ``transferrec compare`` as a Markdown table."""
+    def number(value: Any, fmt: str) -> str:
+        return "-" if value is None else fmt.format(value)
+
+    lines = ["| run | status | source | family | mode | fraction | seed | test NDCG@10 | val NDCG@10 | lift | "
+             "lift vs popularity (95 % CI) | winner | version | promotion |", "|---" * 14 + "|"]
+    for r in rows:
+        ci = (f"{number(r['test/lift_ndcg_at_10_vs_popularity_ci_low'], '{:+.1%}')} .. "
+              f"{number(r['test/lift_ndcg_at_10_vs_popularity_ci_high'], '{:+.1%}')}")
+        lines.append(f"| {r['run_id'][:8]} | {r['status']} | {r['source'] or '-'} | {r['family']} | "
+                     f"{r['mode'] or '-'} | {r['fraction'] or '-'} | {r['seed'] or '-'} | "
+                     f"{number(r['test/ndcg_at_10'], '{:.4f}')} | "
+                     f"{number(r['val/ndcg_at_10'], '{:.4f}')} | {number(r['test/lift_ndcg_at_10'], '{:+.1%}')} | "
+                     f"{ci} | {r['winner'] or '-'} | {r['model_version'] or '-'} | {r['promotion'] or '-'} |")
+    return "\n".join(lines)
+
+
 def ui_hint(tracking_uri: str) -> str:
     """How to open the MLflow UI on this store (with the commands of this installation)."""
     bin_dir = Path(sys.executable).parent
@@ -408,6 +434,18 @@ def _dispatch(args: argparse.Namespace, default_data_dir: Any) -> int:
             _print_json({k: v for k, v in result.items() if k != "table_markdown"})
         else:
             sys.stdout.write(result["table_markdown"] + "\n")
+        return 0
+    if args.command == "compare":
+        from flows.onboard import experiment_name
+        from tasks.tracking import default_tracking_uri, recent_onboardings
+
+        rows = recent_onboardings(default_tracking_uri(), experiment_name(args.target_domain), limit=args.limit)
+        if args.json:
+            _print_json({"target_domain": args.target_domain, "runs": rows})
+        elif not rows:
+            sys.stdout.write(f"no onboarding of {args.target_domain!r} in {default_tracking_uri()}\n")
+        else:
+            sys.stdout.write(compare_markdown(rows) + "\n")
         return 0
     if args.command == "sources":
         from tasks.tracking import default_tracking_uri, source_catalogue

@@ -282,6 +282,33 @@ def source_catalogue(uri: str, *, with_stats: bool = True) -> list[dict[str, Any
     return sorted(out, key=lambda e: e["registered_model"])
 
 
+COMPARE_METRICS = ("test/ndcg_at_10", "val/ndcg_at_10", "test/lift_ndcg_at_10",
+                   "test/lift_ndcg_at_10_vs_popularity_ci_low", "test/lift_ndcg_at_10_vs_popularity_ci_high")
+
+
+def recent_onboardings(uri: str, experiment_name: str, *, limit: int = 20) -> list[dict[str, Any]]:
+    """The newest onboarding (parent) runs of an experiment, newest first, with what tells them apart: status,
+    source, family, mode, fraction, seed, transfer's test/val NDCG@10, the lift over the best baseline and its
+    interval over popularity, the winner and whether it was promoted."""
+    c = client(uri)
+    experiment = c.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return []
+    found = c.search_runs([experiment.experiment_id], filter_string="attributes.run_name LIKE 'onboard:%'",
+                          order_by=["attributes.start_time DESC"], max_results=limit)
+    rows = []
+    for run in found:
+        tags, metrics = run.data.tags, run.data.metrics
+        rows.append({
+            "run_id": run.info.run_id, "started": run.info.start_time, "status": run.info.status,
+            "source": tags.get("chosen_source"), "family": tags.get("family", "mf"), "mode": tags.get("mode"),
+            "fraction": tags.get("fraction"), "seed": tags.get("seed"), "winner": tags.get("winner"),
+            "model_version": tags.get("model_version"), "promotion": tags.get("promotion"),
+            **{key: metrics.get(key) for key in COMPARE_METRICS},
+        })
+    return rows
+
+
 @dataclass(frozen=True)
 class RegisteredVersion:
     """A registered model version."""

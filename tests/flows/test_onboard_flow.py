@@ -98,7 +98,7 @@ def test_onboarding_logs_compares_and_registers(synthetic_dir: Path, mlflow_uri:
     assert len(sources) == len(summary["candidates"]) and (sources["status"] == "FINISHED").all()
 
 
-def test_second_onboarding_reuses_sources_and_gates_the_champion(synthetic_dir: Path, mlflow_uri: str):
+def test_second_onboarding_reuses_sources_and_gates_the_champion(synthetic_dir: Path, mlflow_uri: str, capsys):
     first = onboard_domain_flow(OnboardConfig.smoke(TARGET, synthetic_dir, mlflow_uri))
     n_sources = len(runs(mlflow_uri, SOURCES_EXPERIMENT))
     config = OnboardConfig.smoke(TARGET, synthetic_dir, mlflow_uri)
@@ -117,6 +117,17 @@ def test_second_onboarding_reuses_sources_and_gates_the_champion(synthetic_dir: 
     expected = "2" if second["promoted"] else ("1" if first["promoted"] else None)
     assert champion(mlflow_uri) == expected
     assert tags["promotion"] == ("promoted" if second["promoted"] else "not-promoted")
+
+    # `transferrec compare` lines the two runs up, newest first, with what the runs logged
+    capsys.readouterr()
+    assert main(["compare", "--target-domain", TARGET, "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["runs"]
+    assert [r["run_id"] for r in rows] == [second["mlflow_run_id"], first["mlflow_run_id"]]
+    assert rows[0]["test/ndcg_at_10"] == pytest.approx(second["metrics"]["transfer"]["ndcg_at_10"])
+    assert [r["seed"] for r in rows] == ["1", "0"] and rows[0]["model_version"] == "2"
+    assert rows[0]["promotion"] == tags["promotion"]
+    assert main(["compare", "--target-domain", TARGET]) == 0
+    assert second["mlflow_run_id"][:8] in capsys.readouterr().out
 
 
 def write_bad_copy(source: Path, target: Path) -> Path:
