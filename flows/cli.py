@@ -105,6 +105,16 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--limit", type=int, default=20, help="how many runs (default 20)")
     compare.add_argument("--json", action="store_true", help="print the runs as JSON (last stdout line)")
 
+    recommend = sub.add_parser("recommend", help="top-K items per user from a registered model",
+                               description="Load models:/transferrec-<domain>@<alias> as an MLflow pyfunc model "
+                                           "and write the top-K items of each user in --users (CSV or Parquet with "
+                                           "a user_id column) to --out (Parquet: user_id, rank, item_id).")
+    recommend.add_argument("--target-domain", required=True)
+    recommend.add_argument("--users", type=Path, required=True, help="CSV or Parquet file with a user_id column")
+    recommend.add_argument("--k", type=int, default=10)
+    recommend.add_argument("--out", type=Path, required=True, help="output .parquet (or .csv)")
+    recommend.add_argument("--alias", default="champion", help="registry alias to serve (default champion)")
+
     sources = sub.add_parser("sources", help="list the source catalogue (registered source models + profiles)",
                              description="Every registered source model, newest version, with its domain profile.")
     sources.add_argument("--json", action="store_true", help="print the catalogue as JSON (last stdout line)")
@@ -319,6 +329,40 @@ def print_summary(summary: dict[str, Any], out: Any = sys.stdout) -> None:
     out.write("\n".join(lines) + "\n")
 
 
+def _recommend(args: argparse.Namespace) -> int:
+    """``transferrec recommend``: exit 2 for an unreadable users file, 1 when the model or alias is missing."""
+    import mlflow
+    import polars as pl
+
+    from models.datasets import DatasetFormatError, read_table
+    from tasks.registry import registered_name
+    from tasks.serving import recommend_with
+    from tasks.tracking import default_tracking_uri
+
+    try:
+        users = read_table(args.users)
+    except DatasetFormatError as error:
+        sys.stderr.write(f"error: {error}\n")
+        return 2
+    if "user_id" not in users.columns:
+        sys.stderr.write(f"error: {args.users}: no user_id column (columns: {', '.join(users.columns)})\n")
+        return 2
+    model_uri = f"models:/{registered_name(args.target_domain)}@{args.alias}"
+    try:
+        top = recommend_with(default_tracking_uri(), model_uri, users.select("user_id").to_pandas(), k=args.k)
+    except mlflow.exceptions.MlflowException as error:
+        sys.stderr.write(f"error: cannot load {model_uri}: {str(error).splitlines()[0]}\n")
+        return 1
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    frame = pl.from_pandas(top)
+    if args.out.suffix == ".csv":
+        frame.write_csv(args.out)
+    else:
+        frame.write_parquet(args.out)
+    sys.stderr.write(f"wrote top-{args.k} of {users.height} users from {model_uri} to {args.out}\n")
+    return 0
+
+
 def compare_markdown(rows: list[dict[str, Any]]) -> str:
     """The runs of ``transferrec compare`` as a Markdown table."""
     def number(value: Any, fmt: str) -> str:
@@ -435,6 +479,8 @@ def _dispatch(args: argparse.Namespace, default_data_dir: Any) -> int:
         else:
             sys.stdout.write(result["table_markdown"] + "\n")
         return 0
+    if args.command == "recommend":
+        return _recommend(args)
     if args.command == "compare":
         from flows.onboard import experiment_name
         from tasks.tracking import default_tracking_uri, recent_onboardings

@@ -29,3 +29,19 @@ class FactorRecommender(mlflow.pyfunc.PythonModel):
         users = model_input["user_id"].astype(str).to_numpy().astype(object)
         recommendations = self.model.recommend(users, k=k)
         return pd.DataFrame({"user_id": users, "item_ids": [np.array(r, dtype=object) for r in recommendations]})
+
+
+def recommend_with(tracking_uri: str, model_uri: str, users: pd.DataFrame, *, k: int) -> pd.DataFrame:
+    """Top-``k`` of the pyfunc model at ``model_uri`` (e.g. ``models:/transferrec-horror@champion``) for
+    ``users`` (a ``user_id`` column), long format: ``user_id``, ``rank`` (1 = best), ``item_id``.
+
+    Raises:
+        mlflow.exceptions.MlflowException: when the model or alias does not exist.
+    """
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    model = mlflow.pyfunc.load_model(model_uri)
+    out = model.predict(users[["user_id"]].astype({"user_id": str}), params={"k": k})
+    rows = [(user, rank, str(item)) for user, items in zip(out["user_id"], out["item_ids"], strict=True)
+            for rank, item in enumerate(items, start=1)]
+    return pd.DataFrame(rows, columns=["user_id", "rank", "item_id"])

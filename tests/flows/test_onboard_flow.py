@@ -41,7 +41,7 @@ def champion(uri: str) -> str | None:
         return None
 
 
-def test_onboarding_logs_compares_and_registers(synthetic_dir: Path, mlflow_uri: str):
+def test_onboarding_logs_compares_and_registers(synthetic_dir: Path, mlflow_uri: str, tmp_path: Path):
     summary = onboard_domain_flow(OnboardConfig.smoke(TARGET, synthetic_dir, mlflow_uri))
 
     assert summary["target_domain"] == TARGET
@@ -92,6 +92,21 @@ def test_onboarding_logs_compares_and_registers(synthetic_dir: Path, mlflow_uri:
     out = model.predict(pd.DataFrame({"user_id": ["u00001", "someone-new"]}), params={"k": 5})
     assert [len(x) for x in out["item_ids"]] == [5, 5]
     assert all(str(i).startswith("games-") for i in out["item_ids"][0])
+
+    # `transferrec recommend` serves the same model by alias and writes top-K per user
+    users = tmp_path / "users.csv"
+    pl.DataFrame({"user_id": ["u00001", "someone-new"]}).write_csv(users)
+    written = tmp_path / "out" / "top.parquet"
+    assert main(["recommend", "--target-domain", TARGET, "--users", str(users), "--k", "5", "--out", str(written),
+                 "--alias", "challenger"]) == 0
+    top = pl.read_parquet(written)
+    assert top.height == 10 and top.filter(pl.col("user_id") == "u00001")["rank"].to_list() == [1, 2, 3, 4, 5]
+    challenger_model = mlflow.pyfunc.load_model(f"models:/{MODEL}@challenger")
+    expected = challenger_model.predict(pd.DataFrame({"user_id": ["u00001"]}), params={"k": 5})["item_ids"][0]
+    assert top.filter(pl.col("user_id") == "u00001")["item_id"].to_list() == [str(i) for i in expected]
+    assert main(["recommend", "--target-domain", "nowhere", "--users", str(users), "--out", str(written)]) == 1
+    pl.DataFrame({"customer": ["x"]}).write_csv(users)
+    assert main(["recommend", "--target-domain", TARGET, "--users", str(users), "--out", str(written)]) == 2
 
     # the source models were registered with their fingerprints
     sources = runs(mlflow_uri, SOURCES_EXPERIMENT)
