@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from models.config import EvalConfig
 from models.evaluation import Evaluation, RankingTask, evaluate_model
 from models.factors import FactorModel
+from models.plots import plot_learning_curves, plot_metric_at_k, plot_slices
+from models.slices import head_items, item_slice_recall, sliced_means, user_slices
+from models.split import TargetSplit
 from models.training import FitResult
 from tasks import tracking
 
@@ -79,3 +85,34 @@ def log_model_runs(
             uri = tracking.log_factor_model(run.uri, child, report.model) if name in log_models else None
         logged[name] = ModelReport(report.name, report.model, report.val, report.test, report.fit, child, uri)
     return logged
+
+
+@task(name="analyse-models", cache_policy=NO_CACHE)
+def analyse_models(reports: dict[str, ModelReport], split: TargetSplit, test_task: RankingTask,
+                   source_users: np.ndarray | None, run: tracking.TrackingContext) -> dict[str, Any]:
+    """Test metrics by slice (see :mod:`models.slices`) for every model, logged to its child run
+    (``test_slice/<slice>/<metric>``) and as ``slices/slices.json``; plus the plots of the parent run:
+    ``plots/learning_curves.png``, ``plots/ndcg_at_k.png`` and ``plots/slices_ndcg_at_10.png``."""
+    masks = user_slices(test_task, split.train, source_users)
+    head = head_items(test_task, split.train)
+    slices: dict[str, dict[str, dict[str, float]]] = {}
+    for name, report in reports.items():
+        slices[name] = {**sliced_means(report.test.per_user, masks),
+                        **{f"items:{group}": values
+                           for group, values in item_slice_recall(report.model, test_task, head).items()}}
+        if report.run_id:
+            tracking.log_metrics(run.uri, report.run_id, {
+                f"test_slice/{slice_name.replace(':', '.')}/{metric}": value
+                for slice_name, values in slices[name].items() for metric, value in values.items()})
+    tracking.log_dict(run.uri, run.run_id, slices, "slices/slices.json")
+    with tempfile.TemporaryDirectory(prefix="transferrec-plots-") as tmp:
+        folder = Path(tmp)
+        user_only = {m: {s: v for s, v in per.items() if not s.startswith("items:")} for m, per in slices.items()}
+        for path in (
+            plot_learning_curves({n: r.fit.history for n, r in reports.items() if r.fit is not None},
+                                 folder / "learning_curves.png"),
+            plot_metric_at_k({n: r.test.metrics for n, r in reports.items()}, folder / "ndcg_at_k.png"),
+            plot_slices(user_only, folder / "slices_ndcg_at_10.png"),
+        ):
+            tracking.log_artifact(run.uri, run.run_id, path, "plots")
+    return slices

@@ -79,7 +79,17 @@ def test_onboarding_logs_compares_and_registers(synthetic_dir: Path, mlflow_uri:
     history = client.get_metric_history(transfer["run_id"], "curve/val_ndcg_at_10")
     assert len(history) >= 1 and [m.step for m in history] == sorted(m.step for m in history)
     artifacts = {a.path for a in client.list_artifacts(summary["mlflow_run_id"])}
-    assert {"summary.json", "summary.md", "config.json", "contracts", "selection"} <= artifacts
+    assert {"summary.json", "summary.md", "config.json", "contracts", "selection", "slices", "plots"} <= artifacts
+    plots = {a.path for a in client.list_artifacts(summary["mlflow_run_id"], "plots")}
+    assert plots == {"plots/learning_curves.png", "plots/ndcg_at_k.png", "plots/slices_ndcg_at_10.png"}
+    # slices: every test user in exactly one activity group; the groups' user-weighted mean is the overall mean
+    slices = summary["slices"]["transfer"]
+    activity = [slices[s] for s in ("target_train:cold", "target_train:light", "target_train:warm") if s in slices]
+    assert sum(s["users"] for s in activity) == transfer["metrics.test/users"]
+    weighted = sum(s["users"] * s["ndcg_at_10"] for s in activity) / sum(s["users"] for s in activity)
+    assert weighted == pytest.approx(summary["metrics"]["transfer"]["ndcg_at_10"])
+    assert {"items:head", "items:tail"} <= set(slices)
+    assert any(k.startswith("metrics.test_slice/target_train.") for k, v in transfer.items() if v == v)
 
     # registry: the winner is a challenger; the first transfer winner also becomes champion
     version = client.get_model_version(MODEL, summary["model_version"])
