@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from models.plots import figure, save
+
 MONITOR = "val/ndcg_at_10"
 
 
@@ -32,13 +34,8 @@ def time_to_quality(history: list[dict[str, float]], *, initial: float, target: 
 
 def plot_curve(rows: list[dict[str, float | str | None]], path: Path) -> Path:
     """Test NDCG@10 vs target fraction for transfer, scratch and popularity (log x axis), saved as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
     fractions = [float(r["fraction"]) for r in rows]
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = figure()
     for key, label in (("transfer_test_ndcg_at_10", "transfer"), ("scratch_test_ndcg_at_10", "scratch"),
                        ("popularity_test_ndcg_at_10", "popularity")):
         ax.plot(fractions, [float(r[key]) for r in rows], marker="o", label=label)
@@ -46,9 +43,4 @@ def plot_curve(rows: list[dict[str, float | str | None]], path: Path) -> Path:
     ax.set_xlabel("share of the target's training data")
     ax.set_ylabel("test NDCG@10")
     ax.set_title(f"data efficiency: {rows[0]['target_domain']}" if rows else "data efficiency")
-    ax.grid(True, alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save(fig, ax, path, dpi=120)

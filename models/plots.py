@@ -15,11 +15,26 @@ def _pyplot() -> Any:
     return pyplot
 
 
+def figure(width: float = 6.0) -> tuple[Any, Any]:
+    """A new (figure, axes) of the Agg backend."""
+    return _pyplot().subplots(figsize=(width, 4))
+
+
+def save(fig: Any, ax: Any, path: Path, *, grid: bool = True, dpi: int = 110) -> Path:
+    """Grid, legend, tight layout, write ``path`` (PNG), close the figure."""
+    if grid:
+        ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    _pyplot().close(fig)
+    return path
+
+
 def plot_learning_curves(histories: dict[str, list[dict[str, float]]], path: Path,
                          monitor: str = "val/ndcg_at_10") -> Path:
     """Validation NDCG@10 per epoch of each trained model (e.g. transfer vs scratch)."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = figure()
     for name, history in histories.items():
         points = [(int(e["epoch"]), e[monitor]) for e in history if monitor in e]
         if points:
@@ -27,47 +42,31 @@ def plot_learning_curves(histories: dict[str, list[dict[str, float]]], path: Pat
     ax.set_xlabel("epoch")
     ax.set_ylabel(monitor)
     ax.set_title("learning curves")
-    ax.grid(True, alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, ax, path)
 
 
 def plot_metric_at_k(metrics: dict[str, dict[str, float]], path: Path, metric: str = "ndcg") -> Path:
     """``metric``@K against K for each model (from keys such as ``ndcg_at_5``)."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = figure()
     for name, values in metrics.items():
         ks = sorted(int(key.rsplit("_", 1)[1]) for key in values if key.startswith(f"{metric}_at_"))
         if ks:
             ax.plot(ks, [values[f"{metric}_at_{k}"] for k in ks], marker="o", label=name)
     ax.set_xlabel("K")
     ax.set_ylabel(f"test {metric}@K")
-    ax.grid(True, alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, ax, path)
 
 
 def plot_slices(slices: dict[str, dict[str, dict[str, float]]], path: Path, metric: str = "ndcg_at_10") -> Path:
     """Grouped bars: ``metric`` of each model in each user slice (``slices[model][slice][metric]``)."""
-    plt = _pyplot()
     models = list(slices)
     names = sorted({s for per_model in slices.values() for s in per_model})
     width = 0.8 / max(len(models), 1)
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(names)), 4))
+    fig, ax = figure(max(6.0, 1.2 * len(names)))
     for i, model in enumerate(models):
         xs = [j + i * width for j in range(len(names))]
         ax.bar(xs, [slices[model].get(s, {}).get(metric, 0.0) for s in names], width=width, label=model)
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(names))])
     ax.set_xticklabels(names, rotation=20, ha="right")
     ax.set_ylabel(f"test {metric}")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, ax, path, grid=False)

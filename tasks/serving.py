@@ -38,8 +38,7 @@ def recommend_with(tracking_uri: str, model_uri: str, users: pd.DataFrame, *, k:
     Raises:
         mlflow.exceptions.MlflowException: when the model or alias does not exist.
     """
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
+    mlflow.set_tracking_uri(tracking_uri)  # the registry follows it (the registry URI is never set apart)
     model = mlflow.pyfunc.load_model(model_uri)
     out = model.predict(users[["user_id"]].astype({"user_id": str}), params={"k": k})
     rows = [(user, rank, str(item)) for user, items in zip(out["user_id"], out["item_ids"], strict=True)
