@@ -98,3 +98,25 @@ def ranking_metrics(topk: np.ndarray, relevant: Sequence[Iterable[int]], k: int)
         return {f"{name}_at_{k}": float("nan") for name in METRIC_NAMES}
     per_user = per_user_metrics(hits[keep], n_relevant[keep], k)
     return {f"{name}_at_{k}": float(values.mean()) for name, values in per_user.items()}
+
+
+def catalogue_coverage(topk: np.ndarray, n_items: int, k: int) -> float:
+    """Catalogue coverage@k: the share of the ``n_items`` catalogue items that appear in at least one user's
+    top ``k`` (``topk``: item indices, users x >= k). 0 for an empty catalogue or no users."""
+    topk = np.asarray(topk)
+    if n_items == 0 or topk.size == 0:
+        return 0.0
+    return float(len(np.unique(topk[:, :k])) / n_items)
+
+
+def item_self_information(counts: np.ndarray) -> np.ndarray:
+    """``-log2 p_i`` per item with ``p_i = (count_i + 1) / (sum(counts) + n_items)``: how surprising item i is
+    under the training popularity (add-one smoothing, so items never seen get the largest finite value)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    return -np.log2((counts + 1.0) / (counts.sum() + len(counts)))
+
+
+def per_user_novelty(topk: np.ndarray, counts: np.ndarray, k: int) -> np.ndarray:
+    """Novelty@k per user: the mean self-information (:func:`item_self_information`) of the user's top ``k``
+    items. Higher = less popular recommendations."""
+    return item_self_information(counts)[np.asarray(topk)[:, :k]].mean(axis=1)

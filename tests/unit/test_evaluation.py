@@ -82,3 +82,17 @@ def test_evaluation_reports_ctr_from_held_out_ratings():
     bad = evaluate_model(oracle({"u1": ["d"]}), task, ks=(2,), ctr_k=1)
     assert good.metrics["ctr_at_1"] == 1.0 and bad.metrics["ctr_at_1"] == 0.0
     assert good.metrics["ctr_logged"] == 0.5
+
+
+def test_coverage_and_novelty_of_a_full_evaluation():
+    holdout = interactions([("u1", "c", 10, 5.0), ("u2", "d", 10, 5.0)])
+    seen = interactions([("u1", "a", 1, 5.0), ("u2", "a", 1, 5.0), ("u2", "b", 1, 5.0)])
+    task = build_ranking_task(CATALOGUE, holdout, seen)
+    oracle_result = evaluate_model(oracle({"u1": ["c"], "u2": ["d"]}), task, ks=(1,))
+    assert oracle_result.metrics["coverage_at_1"] == pytest.approx(2 / 4)  # c for u1, d for u2
+    pop = popularity_model(CATALOGUE, np.array([100, 50, 10, 1]))  # a > b > c > d, a and b seen by u2
+    pop_result = evaluate_model(pop, task, ks=(1,))
+    assert pop_result.metrics["coverage_at_1"] == pytest.approx(2 / 4)  # b for u1, c for u2
+    # seen counts a 2, b 1, c 0, d 0: p = 3/7, 2/7, 1/7, 1/7; the oracle recommends the unseen c and d
+    assert oracle_result.metrics["novelty_at_1"] == pytest.approx(-np.log2(1 / 7))
+    assert pop_result.metrics["novelty_at_1"] == pytest.approx((-np.log2(2 / 7) - np.log2(1 / 7)) / 2)

@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from models.metrics import per_user_metrics, ranking_metrics
+from models.metrics import (
+    catalogue_coverage,
+    item_self_information,
+    per_user_metrics,
+    per_user_novelty,
+    ranking_metrics,
+)
 
 
 def test_perfect_ranking_scores_one():
@@ -82,3 +88,19 @@ def test_matches_torchmetrics_on_random_rankings():
         assert ours["recall_at_10"] == pytest.approx(float(retrieval_recall(preds, target, top_k=k)), abs=1e-6)
         assert ours["hit_rate_at_10"] == pytest.approx(float(retrieval_hit_rate(preds, target, top_k=k)), abs=1e-6)
         assert ours["mrr_at_10"] == pytest.approx(float(retrieval_reciprocal_rank(preds, target, top_k=k)), abs=1e-6)
+
+
+def test_catalogue_coverage_counts_distinct_recommended_items():
+    topk = np.array([[0, 1, 2], [0, 1, 3]])
+    assert catalogue_coverage(topk, n_items=8, k=2) == pytest.approx(2 / 8)  # {0, 1}
+    assert catalogue_coverage(topk, n_items=8, k=3) == pytest.approx(4 / 8)  # {0, 1, 2, 3}
+    assert catalogue_coverage(np.zeros((0, 3), dtype=int), n_items=8, k=3) == 0.0
+
+
+def test_novelty_is_the_mean_self_information_of_the_top_k():
+    counts = np.array([6, 2, 0, 0])  # p = (c + 1) / (8 + 4) = 7/12, 3/12, 1/12, 1/12
+    info = item_self_information(counts)
+    np.testing.assert_allclose(info, -np.log2(np.array([7, 3, 1, 1]) / 12))
+    novelty = per_user_novelty(np.array([[0, 1], [2, 3]]), counts, k=2)
+    np.testing.assert_allclose(novelty, [(info[0] + info[1]) / 2, info[2]])
+    assert novelty[1] > novelty[0]  # unpopular recommendations are more novel
