@@ -13,7 +13,7 @@ from models.recipes import ranking_tasks
 from models.sources import slug
 from tasks import tracking
 from tasks.data import load_tables, split_target, validate_dataset
-from tasks.evaluation import analyse_models, evaluate_models, log_model_runs
+from tasks.evaluation import analyse_models, evaluate_models, log_model_runs, off_policy_ctr_report
 from tasks.registry import register_winner
 from tasks.report import summarize
 from tasks.runtime import Stopwatch, checkpoint_root, clear_checkpoints, git_commit, run_key
@@ -115,10 +115,12 @@ def onboard_domain_flow(config: OnboardConfig) -> dict[str, Any]:
                                      log_models=("transfer", "popularity", "als", "scratch"))
             slices = analyse_models(reports, split, test_task, selection.prepared[selection.chosen].model.user_ids,
                                     run)
+            off_policy = off_policy_ctr_report(reports, dataset.impressions, split, test_task, run)
             registration = None
             if config.tracking.registry:
                 registration = register_winner(reports, domain, test_task, run, config.evaluation,
                                                margin=config.tracking.promotion_margin,
                                                tags={**tags, "source": selection.chosen})
         clear_checkpoints(run_checkpoints)
-        return summarize(reports, selection, registration, run, domain, split.summary(), watch.seconds, slices)
+        return summarize(reports, selection, registration, run, domain, split.summary(), watch.seconds, slices,
+                         off_policy)

@@ -8,10 +8,17 @@ impressions). It is reported next to
 * ``ctr_logged``: the click share of all impressions (what the logged order achieved), and
 * ``ctr_random_at_K``: the expected logged-slate CTR@K of a uniformly random re-ranking.
 
-What it estimates: how well the model orders items a user was shown anyway. It does not estimate the CTR
-of items the model would show that were never shown (no counterfactual correction). For MovieLens the
-impressions are the user's held-out rated items and a click is ``rating >= 4``; most users have few held-out
-ratings, so this number separates models only weakly: report it, never select on it.
+**IPS / SNIPS** (:func:`off_policy_ctr`), when the impressions carry the logging policy's propensity
+``p0(i | u)`` (the probability the logged item was the one shown): the CTR the model's own policy would get
+in the one-slot setting, ``IPS = mean(click * pi(i | u) / p0)``, and the self-normalised
+``SNIPS = sum(click * w) / sum(w)`` with ``w = pi(i | u) / p0`` (a little biased, much less variance). Both
+are unbiased/consistent only when the logging policy gave every item the new policy picks a non-zero chance,
+and come with a bootstrap interval over impressions.
+
+What the logged-slate number estimates: how well the model orders items a user was shown anyway. It does not
+estimate the CTR of items the model would show that were never shown (no counterfactual correction). For
+MovieLens the impressions are the user's held-out rated items and a click is ``rating >= 4``; most users have
+few held-out ratings, so this number separates models only weakly: report it, never select on it.
 """
 
 from __future__ import annotations
@@ -79,4 +86,64 @@ def logged_slate_ctr(scores: np.ndarray, indptr: np.ndarray, clicks: np.ndarray,
         ctr_random_at_k=float(random_clicks / total_kept) if total_kept else float("nan"),
         users=int(users.sum()),
         impressions=int(len(clicks)),
+    )
+
+
+IPS, SNIPS = "IPS", "SNIPS"
+
+
+@dataclass(frozen=True)
+class OffPolicyResult:
+    """An off-policy CTR estimate with its interval and sample size."""
+
+    estimator: str
+    ctr: float
+    low: float
+    high: float
+    impressions: int
+    effective_sample_size: float  # (sum w)^2 / sum w^2: how many impressions the weights are worth
+
+
+def off_policy_ctr(target_probability: np.ndarray, logging_propensity: np.ndarray, clicks: np.ndarray, *,
+                   estimator: str = SNIPS, n_bootstrap: int = 1000, confidence: float = 0.95,
+                   seed: int = 0) -> OffPolicyResult:
+    """IPS or SNIPS estimate of the CTR of a new policy from logged impressions (see the module docs).
+
+    Args:
+        target_probability: per impression, the probability the new policy shows the logged item to the user.
+        logging_propensity: per impression, the probability the logging policy showed it (> 0).
+        clicks: bool per impression.
+        estimator: ``IPS`` or ``SNIPS``.
+
+    Raises:
+        ValueError: on mismatched lengths, non-positive propensities or an unknown estimator.
+    """
+    pi = np.asarray(target_probability, dtype=np.float64)
+    p0 = np.asarray(logging_propensity, dtype=np.float64)
+    clicked = np.asarray(clicks, dtype=np.float64)
+    if not (len(pi) == len(p0) == len(clicked)) or len(pi) == 0:
+        raise ValueError("target probabilities, propensities and clicks must be non-empty and of one length")
+    if (p0 <= 0).any():
+        raise ValueError("logging propensities must be > 0 (an item the logger never shows cannot be weighted)")
+    if estimator not in (IPS, SNIPS):
+        raise ValueError(f"unknown estimator {estimator!r}: use {IPS} or {SNIPS}")
+    weights = pi / p0
+
+    def estimate(w: np.ndarray, c: np.ndarray) -> np.ndarray:
+        if estimator == IPS:
+            return (w * c).mean(axis=-1)
+        total = w.sum(axis=-1)
+        return np.divide((w * c).sum(axis=-1), total, out=np.zeros_like(total), where=total > 0)
+
+    rng = np.random.default_rng(seed)
+    samples = np.concatenate([
+        estimate(weights[picks], clicked[picks])
+        for picks in (rng.integers(0, len(pi), size=(min(100, n_bootstrap - start), len(pi)))
+                      for start in range(0, n_bootstrap, 100))
+    ])
+    tail = (1.0 - confidence) / 2.0
+    return OffPolicyResult(
+        estimator=estimator, ctr=float(estimate(weights, clicked)), low=float(np.quantile(samples, tail)),
+        high=float(np.quantile(samples, 1.0 - tail)), impressions=len(pi),
+        effective_sample_size=float(weights.sum() ** 2 / max((weights ** 2).sum(), 1e-12)),
     )

@@ -16,8 +16,8 @@ import numpy as np
 import polars as pl
 import torch
 
-from data_contracts.columns import ITEM_ID, RATING, USER_ID
-from models.ctr import CtrResult, logged_slate_ctr
+from data_contracts.columns import CLICKED, ITEM_ID, PROPENSITY, RATING, TIMESTAMP, USER_ID
+from models.ctr import IPS, SNIPS, CtrResult, OffPolicyResult, logged_slate_ctr, off_policy_ctr
 from models.factors import FactorModel, index_of
 from models.metrics import per_user_metrics, per_user_novelty
 
@@ -178,3 +178,33 @@ def evaluate_model(
         ctr = logged_slate_ctr(np.concatenate(slate_scores), task.impressions.indptr, task.clicks, k=ctr_k)
         metrics.update(ctr.metrics())
     return Evaluation(metrics, joined, task.n_users, ctr)
+
+
+def test_period_impressions(impressions: pl.DataFrame, cutoffs: pl.DataFrame, catalogue_ids: np.ndarray
+                            ) -> pl.DataFrame:
+    """Impressions of catalogue items at or after each user's first test interaction (``cutoffs``: user_id,
+    cutoff): the period the models are evaluated on; users without a test period are dropped."""
+    items = pl.Series(np.asarray(catalogue_ids, dtype=object), dtype=pl.String).implode()
+    return (impressions.filter(pl.col(ITEM_ID).is_in(items))
+            .join(cutoffs, on=USER_ID, how="inner", validate="m:1")
+            .filter(pl.col(TIMESTAMP) >= pl.col("cutoff")).drop("cutoff"))
+
+
+def off_policy_metrics(model: FactorModel, task: RankingTask, impressions: pl.DataFrame,
+                       *, seed: int = 0) -> dict[str, OffPolicyResult]:
+    """IPS and SNIPS CTR of the policy "show the model's top-1 item" (seen items excluded, as in the
+    ranking), from logged impressions with a ``propensity`` column (see :mod:`models.ctr`); impressions of
+    users outside ``task`` are not used. Empty when no impression is usable."""
+    rows = index_of(task.user_ids, impressions[USER_ID].to_numpy())
+    cols = index_of(task.item_ids, impressions[ITEM_ID].to_numpy())
+    keep = (rows >= 0) & (cols >= 0)
+    if not keep.any():
+        return {}
+    top1 = np.empty(task.n_users, dtype=np.int64)
+    for batch_rows, scores in score_batches(model, task):
+        top, _ = topk_hits(scores, batch_rows, task, 1)
+        top1[batch_rows] = top[:, 0]
+    chosen = (cols[keep] == top1[rows[keep]]).astype(np.float64)
+    propensity = impressions[PROPENSITY].to_numpy()[keep]
+    clicks = impressions[CLICKED].to_numpy()[keep].astype(bool)
+    return {name: off_policy_ctr(chosen, propensity, clicks, estimator=name, seed=seed) for name in (IPS, SNIPS)}

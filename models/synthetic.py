@@ -14,6 +14,8 @@ tag vocabulary: the three transfer regimes of :mod:`models.alignment`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import polars as pl
 
@@ -103,3 +105,52 @@ def generate_multidomain(
     items = pl.DataFrame(item_rows, schema=[ITEM_ID, DOMAIN, TITLE, GENRES], orient="row")
     user_frame = pl.DataFrame({USER_ID: users})
     return Dataset(name, interactions.with_columns(pl.col(RATING).cast(pl.Float64)), items, user_frame)
+
+
+@dataclass(frozen=True)
+class ImpressionLog:
+    """Logged impressions of a known world: who was shown what with which propensity, and whether they
+    clicked, plus the ground truth an estimator should recover."""
+
+    frame: pl.DataFrame  # user_id, item_id, timestamp, clicked, propensity
+    click_probability: np.ndarray  # (users, items): P(click | user, item), the true click model
+    logging_policy: np.ndarray  # (users, items): P(item shown | user), rows sum to 1
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    affinity: np.ndarray  # (users, items): z_u . v_i, what a good recommender would learn
+
+
+def simulate_impressions(*, n_users: int = 500, n_items: int = 50, dim: int = 4, impressions_per_user: int = 20,
+                         logging_temperature: float = 1.0, seed: int = 0) -> ImpressionLog:
+    """A stochastic logging policy shows one item per impression, ``P(i | u)`` = softmax of item popularity
+    / ``logging_temperature`` (it ignores taste: a popularity-biased logger), and records that probability
+    as the propensity; the user clicks with ``P = sigmoid(z_u . v_i - 1)``. The logged click rate is the
+    logger's CTR; a policy that follows taste has a different, computable one."""
+    rng = np.random.default_rng(seed)
+    users = rng.normal(0.0, 1.0, (n_users, dim))
+    items = rng.normal(0.0, 1.0, (n_items, dim))
+    popularity = rng.normal(0.0, 1.0, n_items)
+    affinity = users @ items.T
+    click = 1.0 / (1.0 + np.exp(-(affinity - 1.0)))
+    logits = popularity / logging_temperature
+    policy = np.exp(logits - logits.max())
+    policy = np.tile(policy / policy.sum(), (n_users, 1))
+    shown = np.stack([rng.choice(n_items, size=impressions_per_user, p=policy[u]) for u in range(n_users)])
+    user_rows = np.repeat(np.arange(n_users), impressions_per_user)
+    item_cols = shown.reshape(-1)
+    clicked = rng.random(len(item_cols)) < click[user_rows, item_cols]
+    user_ids = np.array([f"u{u:05d}" for u in range(n_users)], dtype=object)
+    item_ids = np.array([f"i{i:04d}" for i in range(n_items)], dtype=object)
+    frame = pl.DataFrame({
+        USER_ID: user_ids[user_rows].tolist(), ITEM_ID: item_ids[item_cols].tolist(),
+        TIMESTAMP: (1_000_000_000 + np.arange(len(item_cols))).tolist(), "clicked": clicked.tolist(),
+        "propensity": policy[user_rows, item_cols].tolist(),
+    })
+    return ImpressionLog(frame, click, policy, user_ids, item_ids, affinity)
+
+
+def softmax_policy(scores: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """``P(i | u)`` of a policy that shows item i with probability softmax(score / temperature) (rows)."""
+    logits = scores / temperature
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return exp / exp.sum(axis=1, keepdims=True)

@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from data_contracts.columns import PROPENSITY
 from models.config import EvalConfig
-from models.evaluation import Evaluation, RankingTask, evaluate_model
+from models.evaluation import Evaluation, RankingTask, evaluate_model, off_policy_metrics, test_period_impressions
 from models.factors import FactorModel
 from models.plots import plot_learning_curves, plot_metric_at_k, plot_slices
 from models.slices import head_items, item_slice_recall, sliced_means, user_slices
@@ -116,3 +118,28 @@ def analyse_models(reports: dict[str, ModelReport], split: TargetSplit, test_tas
         ):
             tracking.log_artifact(run.uri, run.run_id, path, "plots")
     return slices
+
+
+@task(name="off-policy-ctr", cache_policy=NO_CACHE)
+def off_policy_ctr_report(reports: dict[str, ModelReport], impressions: pl.DataFrame | None, split: TargetSplit,
+                          test_task: RankingTask, run: tracking.TrackingContext) -> dict[str, Any]:
+    """IPS/SNIPS CTR of each model's top-1 policy on the test period's logged impressions, when the
+    impressions table carries logging propensities; otherwise says why there is none. Logged as
+    ``test/ctr_ips|snips[_ci_low|_ci_high]`` on each child run and ``ctr/off_policy.json`` on the parent."""
+    if impressions is None or PROPENSITY not in impressions.columns or impressions[PROPENSITY].null_count():
+        why = ("no impressions table" if impressions is None else
+               "the impressions table has no (complete) propensity column, so no off-policy CTR can be computed")
+        tracking.set_tags(run.uri, run.run_id, {"off_policy_ctr": why})
+        return {"available": False, "why": why}
+    logged = test_period_impressions(impressions, split.cutoffs, test_task.item_ids)
+    out: dict[str, Any] = {"available": True, "impressions": logged.height, "models": {}}
+    for name, report in reports.items():
+        results = off_policy_metrics(report.model, test_task, logged)
+        out["models"][name] = {k: vars(v) for k, v in results.items()}
+        if report.run_id and results:
+            sides = (("", "ctr"), ("_ci_low", "low"), ("_ci_high", "high"))
+            tracking.log_metrics(run.uri, report.run_id, {
+                f"test/ctr_{k.lower()}{suffix}": getattr(v, field)
+                for k, v in results.items() for suffix, field in sides})
+    tracking.log_dict(run.uri, run.run_id, out, "ctr/off_policy.json")
+    return out

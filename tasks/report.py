@@ -95,7 +95,7 @@ def lifts(reports: dict[str, ModelReport]) -> dict[str, float]:
 def summarize(
     reports: dict[str, ModelReport], selection: Selection, registration: Registration | None,
     run: tracking.TrackingContext, target_domain: str, split_summary: dict[str, Any], timings: dict[str, float],
-    slices: dict[str, Any] | None = None,
+    slices: dict[str, Any] | None = None, off_policy: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Log lifts, the comparison table and the summary JSON to the parent run and as a Prefect artifact."""
     lift = lifts(reports)
@@ -134,6 +134,7 @@ def summarize(
         "intervals": {name: {m: i.as_dict() for m, i in metrics.items()} for name, metrics in found["metrics"].items()},
         "candidates": candidates,
         "slices": slices or {},
+        "off_policy_ctr": off_policy or {"available": False, "why": "not computed"},
         "split": split_summary,
         "ctr_estimator": reports["transfer"].test.ctr.estimator if reports["transfer"].test.ctr else None,
         "timings_seconds": timings,

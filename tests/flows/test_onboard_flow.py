@@ -89,6 +89,8 @@ def test_onboarding_logs_compares_and_registers(synthetic_dir: Path, mlflow_uri:
     weighted = sum(s["users"] * s["ndcg_at_10"] for s in activity) / sum(s["users"] for s in activity)
     assert weighted == pytest.approx(summary["metrics"]["transfer"]["ndcg_at_10"])
     assert {"items:head", "items:tail"} <= set(slices)
+    # no impressions table: no off-policy CTR, and the summary says why
+    assert summary["off_policy_ctr"] == {"available": False, "why": "no impressions table"}
     assert any(k.startswith("metrics.test_slice/target_train.") for k, v in transfer.items() if v == v)
 
     # registry: the winner is a challenger; the first transfer winner also becomes champion

@@ -73,3 +73,36 @@ def test_a_rerun_resumes_a_killed_model_from_its_checkpoint(synthetic_dir: Path,
     scratch = child_runs(mlflow_uri, summary["mlflow_run_id"])["scratch"]
     assert scratch["metrics.fit/resumed_from_epoch"] == 1
     assert not folder.parent.exists()  # a finished run leaves no checkpoints behind
+
+
+def test_off_policy_ctr_comes_from_impressions_with_propensities(synthetic_dir: Path, mlflow_uri: str,
+                                                                 tmp_path: Path):
+    import shutil
+
+    import numpy as np
+    import polars as pl
+
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_dir, data)
+    items = pl.read_parquet(data / "items.parquet").filter(pl.col("domain") == TARGET)["item_id"].to_numpy()
+    interactions = pl.read_parquet(data / "interactions.parquet")
+    users = interactions["user_id"].unique().sort().to_numpy()
+    rng = np.random.default_rng(0)
+    n = 3000  # a uniform logger over the games catalogue, after every interaction (the test period of everyone)
+    pl.DataFrame({
+        "user_id": rng.choice(users, n).tolist(), "item_id": rng.choice(items, n).tolist(),
+        "timestamp": (interactions["timestamp"].max() + 1 + np.arange(n)).tolist(),
+        "clicked": (rng.random(n) < 0.3).astype(np.int64).tolist(), "propensity": [1.0 / len(items)] * n,
+    }).write_parquet(data / "impressions.parquet")
+
+    summary = onboard_domain_flow(OnboardConfig.smoke(TARGET, data, mlflow_uri))
+
+    found = summary["off_policy_ctr"]
+    assert found["available"] and 0 < found["impressions"] <= n
+    for name in ("transfer", "popularity", "als", "scratch"):
+        for estimator in ("IPS", "SNIPS"):
+            result = found["models"][name][estimator]
+            assert result["low"] <= result["ctr"] <= result["high"] and result["estimator"] == estimator
+    transfer = child_runs(mlflow_uri, summary["mlflow_run_id"])["transfer"]
+    assert transfer["metrics.test/ctr_snips"] == pytest.approx(found["models"]["transfer"]["SNIPS"]["ctr"])
+
