@@ -5,8 +5,8 @@ Usage (after `transferrec fetch movielens-1m`):
     python bench/eval_speed.py [--repeats 3] [--data-dir DIR]
 
 Task: per user, the last 20 % of their interactions (all genres) are relevant, the rest are excluded from
-the ranking; every user ranks all 3,883 items of the items table. The model is a 64-dim factor model with random weights (the
-speed does not depend on the weights). Prints the wall time of ``models.evaluation.evaluate_model``
+the ranking; every user ranks all 3,883 items of the items table. The model is a 64-dim factor model with
+random weights (the speed does not depend on the weights). Prints the wall time of ``models.evaluation.evaluate_model``
 (precision, recall, NDCG, hit rate, MRR, MAP, novelty and coverage at 5, 10 and 20, and the logged-slate
 CTR) next to a straightforward pandas implementation of
 NDCG@10 and recall@10 (long table of scores, anti-join of seen items, group-wise rank), and checks that both
