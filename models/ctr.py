@@ -41,11 +41,15 @@ class CtrResult:
     users: int
     impressions: int
     estimator: str = ESTIMATOR
+    ci_low: float = float("nan")  # 95 % bootstrap interval of ctr_at_k, users resampled
+    ci_high: float = float("nan")
 
     def metrics(self) -> dict[str, float]:
-        """Flat metric dict (``ctr_at_K``, ``ctr_logged``, ``ctr_random_at_K``)."""
+        """Flat metric dict (``ctr_at_K`` with its interval, ``ctr_logged``, ``ctr_random_at_K``)."""
         return {
             f"ctr_at_{self.k}": self.ctr_at_k,
+            f"ctr_at_{self.k}_ci_low": self.ci_low,
+            f"ctr_at_{self.k}_ci_high": self.ci_high,
             "ctr_logged": self.ctr_logged,
             f"ctr_random_at_{self.k}": self.ctr_random_at_k,
         }
@@ -70,12 +74,14 @@ def logged_slate_ctr(scores: np.ndarray, indptr: np.ndarray, clicks: np.ndarray,
     lengths = np.diff(indptr)
     users = lengths > 0
     kept = np.minimum(lengths, k)
-    clicked_in_top = 0.0
+    top_clicks = np.zeros(len(lengths), dtype=np.float64)
     for u in np.flatnonzero(users):
         s, e = indptr[u], indptr[u + 1]
         # stable sort on -score: ties keep the logged order
         order = np.argsort(-scores[s:e], kind="stable")[: kept[u]]
-        clicked_in_top += clicks[s:e][order].sum()
+        top_clicks[u] = clicks[s:e][order].sum()
+    clicked_in_top = top_clicks.sum()
+    low, high = _ratio_interval(top_clicks[users], kept[users].astype(np.float64))
     clicks_per_user = np.add.reduceat(clicks.astype(np.float64), indptr[:-1][users]) if users.any() else np.zeros(0)
     random_clicks = (kept[users] * clicks_per_user / lengths[users]).sum()
     total_kept = kept[users].sum()
@@ -86,7 +92,21 @@ def logged_slate_ctr(scores: np.ndarray, indptr: np.ndarray, clicks: np.ndarray,
         ctr_random_at_k=float(random_clicks / total_kept) if total_kept else float("nan"),
         users=int(users.sum()),
         impressions=int(len(clicks)),
+        ci_low=low,
+        ci_high=high,
     )
+
+
+def _ratio_interval(numerator: np.ndarray, denominator: np.ndarray, *, n_bootstrap: int = 1000,
+                    confidence: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile-bootstrap interval of ``sum(numerator) / sum(denominator)`` with the users resampled."""
+    if len(numerator) == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(numerator), size=(n_bootstrap, len(numerator)))
+    ratios = numerator[picks].sum(axis=1) / np.maximum(denominator[picks].sum(axis=1), 1e-12)
+    tail = (1.0 - confidence) / 2.0
+    return float(np.quantile(ratios, tail)), float(np.quantile(ratios, 1.0 - tail))
 
 
 IPS, SNIPS = "IPS", "SNIPS"

@@ -71,6 +71,8 @@ def test_logged_slate_ctr_known_answer():
     # random top-2: user 0 expects 2 * 2/4 = 1 click, user 1 expects 2 * 1/2 = 1: 2 / 4
     assert result.ctr_random_at_k == pytest.approx(0.5)
     assert result.users == 2 and result.impressions == 6
+    # users resampled: (2 + 2 clicks) / 4 = 1.0, (1 + 1) / 4 = 0.5 or the mix 0.75 -> the interval spans them
+    assert result.ci_low == pytest.approx(0.5) and result.ci_high == pytest.approx(1.0)
     with pytest.raises(ValueError):
         logged_slate_ctr(scores, np.array([0, 4, 6]), clicks[:3], k=2)
 
