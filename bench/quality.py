@@ -47,8 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         row = {**finetune, "genre": genre, "fraction": fraction, "seed": seed, "source": summary["chosen_source"],
                "seconds": seconds, "lift": summary["lift"]["test/lift_ndcg_at_10"]}
         for model, metrics in summary["metrics"].items():
-            for key in ("ndcg_at_10", "precision_at_10", "recall_at_10"):
-                row[f"{model}/{key}"] = metrics[key]
+            for key in ("ndcg_at_10", "precision_at_10", "recall_at_10", "ctr_at_3"):
+                row[f"{model}/{key}"] = metrics.get(key)
         rows.append(row)
     (args.out / "quality.json").write_text(json.dumps(rows, indent=2))
     print(markdown(rows))
@@ -86,6 +86,14 @@ def markdown(rows: list[dict]) -> str:
     every = [r["lift"] for r in rows]
     lines.append(f"\nall {len(rows)} runs: mean lift {statistics.mean(every):+.1%}, min {min(every):+.1%}, "
                  f"transfer best in {sum(v > 0 for v in every)}/{len(every)}")
+    ctr = [(r["transfer/ctr_at_3"], r["popularity/ctr_at_3"]) for r in rows
+           if r.get("transfer/ctr_at_3") is not None and r.get("popularity/ctr_at_3") is not None]
+    if ctr:  # the logged-slate CTR barely separates models: say by how much
+        gaps = [t - p for t, p in ctr]
+        transfer_mean = statistics.mean(t for t, _ in ctr)
+        lines.append(f"logged-slate CTR@3 transfer - popularity over {len(ctr)} runs: mean "
+                     f"{statistics.mean(gaps):+.4f}, largest |gap| {max(abs(g) for g in gaps):.4f} "
+                     f"(transfer mean {transfer_mean:.4f})")
     return "\n".join(lines)
 
 
