@@ -57,6 +57,8 @@ def generate_multidomain(
     item_seed: int | None = None,
     user_prefix: str = "u",
     item_prefix: str = "",
+    impressions_per_user: int = 0,
+    logging_temperature: float = 1.0,
 ) -> Dataset:
     """Generate a dataset (see module docstring).
 
@@ -74,6 +76,11 @@ def generate_multidomain(
         item_seed: seed of the items (vectors, popularity); default: drawn from ``seed`` like the rest.
         user_prefix: user ids are ``<prefix><number>``.
         item_prefix: prepended to item ids and title numbers (other items, same tag vocabulary).
+        impressions_per_user: with > 0, an impressions table of the *last* domain, logged after every
+            interaction: a stochastic popularity-biased logger shows item i with probability
+            softmax(popularity / ``logging_temperature``) (recorded as ``propensity``) and the user clicks with
+            probability sigmoid(taste term + popularity - 1). Drawn from its own generator: the interactions
+            are the same with or without it.
     """
     rng = np.random.default_rng(seed)
     item_rng = rng if item_seed is None else np.random.default_rng(item_seed)
@@ -104,7 +111,28 @@ def generate_multidomain(
     interactions = pl.concat(inter_parts).sort([USER_ID, TIMESTAMP, ITEM_ID])
     items = pl.DataFrame(item_rows, schema=[ITEM_ID, DOMAIN, TITLE, GENRES], orient="row")
     user_frame = pl.DataFrame({USER_ID: users})
-    return Dataset(name, interactions.with_columns(pl.col(RATING).cast(pl.Float64)), items, user_frame)
+    impressions = None
+    if impressions_per_user > 0:  # the loop left the last domain's logits, ids and popularity in scope
+        impressions = _log_impressions(users, ids, logits, popularity, impressions_per_user, logging_temperature,
+                                       start + span_days * 86400, seed)
+    return Dataset(name, interactions.with_columns(pl.col(RATING).cast(pl.Float64)), items, user_frame, impressions)
+
+
+def _log_impressions(users: np.ndarray, ids: list[str], logits: np.ndarray, popularity: np.ndarray, per_user: int,
+                     temperature: float, after: int, seed: int) -> pl.DataFrame:
+    """One domain's impression log (see :func:`generate_multidomain`)."""
+    rng = np.random.default_rng(seed + 7919)
+    policy = np.exp((popularity - popularity.max()) / temperature)
+    policy /= policy.sum()
+    shown = rng.choice(len(ids), size=(len(users), per_user), p=policy)
+    click = 1.0 / (1.0 + np.exp(-(np.take_along_axis(logits, shown, axis=1) - 1.0)))
+    rows = np.repeat(np.arange(len(users)), per_user)
+    return pl.DataFrame({
+        USER_ID: users[rows].tolist(), ITEM_ID: [ids[j] for j in shown.reshape(-1)],
+        TIMESTAMP: (after + np.arange(len(rows))).astype(np.int64),
+        "clicked": (rng.random(click.shape) < click).reshape(-1).astype(np.int64),
+        "propensity": policy[shown.reshape(-1)],
+    })
 
 
 @dataclass(frozen=True)

@@ -75,25 +75,18 @@ def test_a_rerun_resumes_a_killed_model_from_its_checkpoint(synthetic_dir: Path,
     assert not folder.parent.exists()  # a finished run leaves no checkpoints behind
 
 
-def test_off_policy_ctr_comes_from_impressions_with_propensities(synthetic_dir: Path, mlflow_uri: str,
+def test_off_policy_ctr_comes_from_impressions_with_propensities(synthetic_dataset, mlflow_uri: str,
                                                                  tmp_path: Path):
-    import shutil
+    from models.datasets import write_canonical_dir
+    from models.synthetic import generate_multidomain
 
-    import numpy as np
-    import polars as pl
-
-    data = tmp_path / "data"
-    shutil.copytree(synthetic_dir, data)
-    items = pl.read_parquet(data / "items.parquet").filter(pl.col("domain") == TARGET)["item_id"].to_numpy()
-    interactions = pl.read_parquet(data / "interactions.parquet")
-    users = interactions["user_id"].unique().sort().to_numpy()
-    rng = np.random.default_rng(0)
-    n = 3000  # a uniform logger over the games catalogue, after every interaction (the test period of everyone)
-    pl.DataFrame({
-        "user_id": rng.choice(users, n).tolist(), "item_id": rng.choice(items, n).tolist(),
-        "timestamp": (interactions["timestamp"].max() + 1 + np.arange(n)).tolist(),
-        "clicked": (rng.random(n) < 0.3).astype(np.int64).tolist(), "propensity": [1.0 / len(items)] * n,
-    }).write_parquet(data / "impressions.parquet")
+    # the same synthetic world, now with a popularity-biased impression log of "games" (the last domain)
+    logged = generate_multidomain(n_users=300, items_per_domain=40, interactions_per_domain=12.0, seed=0,
+                                  impressions_per_user=10)
+    assert logged.impressions is not None and logged.impressions["propensity"].min() > 0
+    assert logged.interactions.equals(synthetic_dataset.interactions)  # the log is drawn on the side
+    data = write_canonical_dir(logged, tmp_path / "data")
+    n = logged.impressions.height
 
     summary = onboard_domain_flow(OnboardConfig.smoke(TARGET, data, mlflow_uri))
 
