@@ -321,7 +321,8 @@ def print_summary(summary: dict[str, Any], out: Any = sys.stdout) -> None:
         summary["table_markdown"],
         "",
         f"Lift of transfer over the best baseline (NDCG@10): validation {lift['val/lift_ndcg_at_10']:+.1%}, "
-        f"test {lift['test/lift_ndcg_at_10']:+.1%}",
+        f"test {lift['test/lift_ndcg_at_10']:+.1%}; test lift with paired bootstrap 95 % intervals:",
+        summary.get("lift_markdown", ""),
     ]
     if summary.get("registered_model"):
         lines.append(f"Registered {summary['registered_model']} v{summary['model_version']} "
