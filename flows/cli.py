@@ -97,6 +97,37 @@ def build_parser() -> argparse.ArgumentParser:
     _hardware_args(curve)
     curve.add_argument("--json", action="store_true", help="print the result as JSON (last stdout line)")
 
+    serve = sub.add_parser("serve", help="serve the deployments: on-demand onboarding, nightly refresh, weekly "
+                                         "pretraining (needs a Prefect server: PREFECT_API_URL)",
+                           description="Register and serve onboard-domain/onboard, refresh-domain/nightly (cron "
+                                       "02:00, and on each `transferrec notify data-landed` event) and "
+                                       "pretrain-source/weekly for --target-domain; runs until stopped (SIGTERM/^C). "
+                                       "The onboarding options given here are the defaults of every run.")
+    _data_args(serve)
+    _onboard_args(serve)
+    serve.add_argument("--no-schedules", action="store_true", help="serve without the cron schedules")
+
+    trigger = sub.add_parser("trigger", help="start a served deployment with parameters (data-team trigger)",
+                             description="Create a run of onboard-domain/onboard on the Prefect server "
+                                         "(PREFECT_API_URL) with the onboarding options given here and any "
+                                         "--param key=value override (dotted config keys, JSON values); prints the "
+                                         "run id and its URL.")
+    trigger.add_argument("job", choices=["onboard"])
+    _data_args(trigger)
+    _onboard_args(trigger)
+    trigger.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                         help="config override, e.g. split.fraction=0.3 or sources.top_single=1 (repeatable)")
+    trigger.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                         help="wait up to this long for the run to finish (exit 1 unless it completes)")
+    trigger.add_argument("--json", action="store_true", help="print the run as JSON (last stdout line)")
+
+    notify = sub.add_parser("notify", help="tell transferrec that new data landed (a Prefect event)",
+                            description="Emit the event transferrec.data.landed for --domain with --path in its "
+                                        "payload; the served refresh-domain deployment runs on it.")
+    notify.add_argument("event", choices=["data-landed"])
+    notify.add_argument("--domain", required=True)
+    notify.add_argument("--path", type=Path, required=True, help="folder of the new canonical tables")
+
     compare = sub.add_parser("compare", help="the recent onboardings of a domain, side by side (from MLflow)",
                              description="The newest onboarding runs of --target-domain in the tracking store: "
                                          "status, source, family, mode, fraction, seed, test/val NDCG@10, lift and "
@@ -330,6 +361,59 @@ def print_summary(summary: dict[str, Any], out: Any = sys.stdout) -> None:
     out.write("\n".join(lines) + "\n")
 
 
+def _prefect_api() -> str | None:
+    from prefect.settings import PREFECT_API_URL
+
+    return PREFECT_API_URL.value() or None
+
+
+def _orchestrate(args: argparse.Namespace) -> int:
+    """``serve``, ``trigger`` and ``notify``: they talk to a Prefect server (``PREFECT_API_URL``)."""
+    api = _prefect_api()
+    if api is None:
+        sys.stderr.write(f"error: `transferrec {args.command}` needs a Prefect server: start one with "
+                         "`prefect server start` and set PREFECT_API_URL (e.g. http://127.0.0.1:4200/api)\n")
+        return 2
+    from flows import deployments
+
+    if args.command == "notify":
+        from prefect.events import emit_event
+
+        from models.sources import slug
+
+        event = emit_event(event=deployments.DATA_LANDED,
+                           resource={"prefect.resource.id": f"{deployments.DOMAIN_RESOURCE}.{slug(args.domain)}"},
+                           payload={"domain": args.domain, "path": str(args.path.resolve())})
+        sys.stdout.write(f"emitted {deployments.DATA_LANDED} for {args.domain!r} ({event.id if event else 'queued'})\n")
+        return 0
+    config = onboard_config(args)
+    if args.command == "serve":
+        from prefect import serve
+
+        sys.stderr.write(f"serving {deployments.ONBOARD}, {deployments.REFRESH}, {deployments.PRETRAIN} for "
+                         f"{config.target_domain!r} on {api} (stop with ^C)\n")
+        serve(*deployments.build_deployments(config, schedules=not args.no_schedules))
+        return 0
+    return _trigger(args, config, api)
+
+
+def _trigger(args: argparse.Namespace, config: Any, api: str) -> int:
+    from prefect.deployments import run_deployment
+
+    from flows import deployments
+
+    parameters = deployments.trigger_parameters(config, args.param)
+    run = run_deployment(deployments.ONBOARD, parameters=parameters, timeout=args.wait)
+    url = f"{api.removesuffix('/api')}/runs/flow-run/{run.id}"
+    state = run.state.type.value if run.state else "UNKNOWN"
+    if args.json:
+        _print_json({"flow_run_id": str(run.id), "url": url, "state": state,
+                     "target_domain": parameters["config"]["target_domain"]})
+    else:
+        sys.stdout.write(f"flow run {run.id} ({state}): {url}\n")
+    return 0 if not args.wait or state == "COMPLETED" else 1
+
+
 def _recommend(args: argparse.Namespace) -> int:
     """``transferrec recommend``: exit 2 for an unreadable users file, 1 when the model or alias is missing."""
     import mlflow
@@ -482,6 +566,8 @@ def _dispatch(args: argparse.Namespace, default_data_dir: Any) -> int:
         return 0
     if args.command == "recommend":
         return _recommend(args)
+    if args.command in ("serve", "trigger", "notify"):
+        return _orchestrate(args)
     if args.command == "compare":
         from flows.onboard import experiment_name
         from tasks.tracking import default_tracking_uri, recent_onboardings

@@ -1,0 +1,109 @@
+"""Served deployments on a real Prefect server: a data-team trigger with parameters and a data-landed event
+each start a flow run that finishes and leaves its MLflow run (every process stopped by PID at the end)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import pytest
+
+BIN = Path(sys.executable).parent
+SMOKE = ["--target-domain", "games", "--top-single", "1", "--dim", "8", "--max-epochs", "3"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def api_post(api: str, path: str, body: dict) -> list[dict]:
+    request = urllib.request.Request(f"{api}{path}", data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def wait_for(check, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(2)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def completed_runs(api: str, flow: str) -> list[dict]:
+    return api_post(api, "/flow_runs/filter", {"flows": {"name": {"any_": [flow]}},
+                                               "flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}}})
+
+
+def healthy(api: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{api}/health", timeout=2) as response:
+            return response.read() == b"true"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_trigger_and_data_landed_event_run_the_served_deployments(tmp_path: Path, synthetic_dir: Path):
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": api,
+           "MLFLOW_TRACKING_URI": uri, "TRANSFERREC_DATA_DIR": str(tmp_path / "cache")}
+    logs = {name: open(tmp_path / f"{name}.log", "w") for name in ("server", "serve")}  # noqa: SIM115
+    processes: list[subprocess.Popen] = []
+    try:
+        processes.append(subprocess.Popen(
+            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port), "--analytics-off"],
+            env=env, stdout=logs["server"], stderr=subprocess.STDOUT, start_new_session=True))
+        wait_for(lambda: healthy(api), 120, "the Prefect server")
+        processes.append(subprocess.Popen(
+            [str(BIN / "transferrec"), "serve", "--data", str(synthetic_dir), *SMOKE, "--no-schedules"],
+            env=env, stdout=logs["serve"], stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp_path))
+        wait_for(lambda: len(api_post(api, "/deployments/filter", {})) == 3, 120, "three deployments")
+
+        # the data team: a run with parameters, through the CLI
+        done = subprocess.run([str(BIN / "transferrec"), "trigger", "onboard", "--data", str(synthetic_dir), *SMOKE,
+                               "--param", "split.fraction=0.3", "--param", "split.seed=1", "--wait", "300", "--json"],
+                              env=env, capture_output=True, text=True, timeout=400, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-3000:]
+        triggered = json.loads(done.stdout.strip().splitlines()[-1])
+        assert triggered["state"] == "COMPLETED" and triggered["url"].endswith(triggered["flow_run_id"])
+
+        # new data landed: the event starts the refresh deployment
+        done = subprocess.run([str(BIN / "transferrec"), "notify", "data-landed", "--domain", "games", "--path",
+                               str(synthetic_dir)], env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0 and "transferrec.data.landed" in done.stdout, done.stderr[-3000:]
+        refresh = wait_for(lambda: completed_runs(api, "refresh-domain"), 400, "the refresh run")
+        assert refresh[0]["parameters"]["config"]["data"]["path"] == str(synthetic_dir.resolve())
+
+        # both runs are in MLflow, finished, with the triggered run's parameters
+        mlflow.set_tracking_uri(uri)
+        parents = mlflow.search_runs(experiment_names=["transferrec-games"],
+                                     filter_string="attributes.run_name LIKE 'onboard:%'")
+        assert len(parents) == 2 and set(parents["status"]) == {"FINISHED"}
+        assert sorted(parents["tags.seed"]) == ["0", "1"] and "0.3" in set(parents["tags.fraction"])
+    finally:
+        for process in reversed(processes):
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+        for handle in logs.values():
+            handle.close()
+    assert all(p.poll() is not None for p in processes)
