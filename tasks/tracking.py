@@ -7,6 +7,7 @@ beside it (``./mlflow.db`` and ``./mlartifacts``); ``MLFLOW_TRACKING_URI`` overr
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import math
@@ -60,7 +61,22 @@ def _sqlite_dir(uri: str) -> Path | None:
 
 @cache
 def _client(uri: str) -> mlflow.MlflowClient:
-    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    folder = _sqlite_dir(uri)
+    if folder is None:
+        return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    # Two processes that open a *new* SQLite store at once both run MLflow's schema migrations, and one fails
+    # ("table experiments already exists"). The first to come creates the schema under a file lock; the
+    # others wait, then find it there. (On an existing store concurrent writers are fine.)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f".{Path(uri).name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            created = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+            created.search_experiments(max_results=1)  # touches (and if needed creates) the tracking schema
+            created.search_registered_models(max_results=1)  # and the registry's
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    return created
 
 
 def client(uri: str) -> mlflow.MlflowClient:
