@@ -245,6 +245,7 @@ def _hardware_args(parser: argparse.ArgumentParser) -> None:
                                                               "present), cpu, gpu, mps")
     group.add_argument("--devices", type=_devices, default=1, help="devices, e.g. 1, 4 or auto (default 1)")
     group.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp (default auto)")
+    group.add_argument("--num-nodes", type=int, default=1, help="machines of a multi-node ddp run (default 1)")
     group.add_argument("--checkpoint-dir", type=Path,
                        help="resumable checkpoints (default <data cache>/checkpoints): rerun a killed command "
                             "unchanged and each model resumes from its last epoch")
@@ -278,7 +279,8 @@ def onboard_config(args: argparse.Namespace) -> Any:
 
 
 def _hardware(args: argparse.Namespace) -> dict[str, Any]:
-    return {"accelerator": args.accelerator, "devices": args.devices, "strategy": args.strategy}
+    return {"accelerator": args.accelerator, "devices": args.devices, "strategy": args.strategy,
+            "num_nodes": args.num_nodes}
 
 
 def _target_train(args: argparse.Namespace) -> Any:

@@ -57,6 +57,7 @@ class TrainConfig(_Frozen):
     accelerator: str = Field("auto", description="Lightning accelerator: auto (a GPU when present), cpu, gpu, ...")
     devices: int | str = Field(1, description="devices per node, e.g. 1, 4 or 'auto'")
     strategy: str = Field("auto", description="Lightning strategy, e.g. ddp for several devices")
+    num_nodes: int = Field(1, ge=1, description="machines of a multi-node run (with strategy ddp)")
     deterministic: bool = True
 
     @classmethod

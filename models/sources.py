@@ -100,7 +100,7 @@ def source_fingerprint(
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-HARDWARE_FIELDS = {"accelerator", "devices", "strategy"}
+HARDWARE_FIELDS = {"accelerator", "devices", "strategy", "num_nodes"}
 
 
 def _train_identity(train: TrainConfig) -> dict[str, object]:

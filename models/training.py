@@ -146,6 +146,7 @@ def fit_network(
                                      save_weights_only=checkpoint_dir is None)
         trainer = pl_lightning.Trainer(
             accelerator=config.accelerator, devices=config.devices, strategy=config.strategy,
+            num_nodes=config.num_nodes,
             deterministic=config.deterministic, max_epochs=config.max_epochs, logger=history,
             default_root_dir=ckpt_dir,
             callbacks=[EarlyStopping(monitor=monitor, mode="max", patience=config.patience, min_delta=1e-5),

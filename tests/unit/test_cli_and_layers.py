@@ -38,7 +38,7 @@ def test_training_options_reach_every_model(tmp_path):
     args = build_parser().parse_args([
         "onboard", "--target-domain", "Horror", "--family", "two-tower", "--mode", "adapter", "--adapter-rank", "4",
         "--item-init", "content", "--transferred-lr-scale", "0.1", "--anchor", "0.01", "--accelerator", "cpu",
-        "--devices", "2", "--strategy", "ddp", "--checkpoint-dir", str(tmp_path), "--no-resume",
+        "--devices", "2", "--strategy", "ddp", "--num-nodes", "3", "--checkpoint-dir", str(tmp_path), "--no-resume",
     ])
     config = onboard_config(args)
     finetune = config.finetune
@@ -46,7 +46,7 @@ def test_training_options_reach_every_model(tmp_path):
         "two-tower", "adapter", 4, "content")
     assert (finetune.transferred_lr_scale, finetune.anchor) == (0.1, 0.01)
     for train in (finetune.train, config.scratch, config.sources.train):  # hardware: every model, sources too
-        assert (train.accelerator, train.devices, train.strategy) == ("cpu", 2, "ddp")
+        assert (train.accelerator, train.devices, train.strategy, train.num_nodes) == ("cpu", 2, "ddp", 3)
     assert config.tracking.checkpoint_dir == tmp_path and not config.tracking.resume
     defaults = onboard_config(build_parser().parse_args(["onboard", "--target-domain", "Horror"]))
     assert defaults.finetune.train.accelerator == "auto" and defaults.tracking.resume
