@@ -12,7 +12,8 @@ from flows.cli import build_parser, main, onboard_config, pretrain_config
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("command", ["fetch", "domains", "pretrain", "onboard", "demo", "ui"])
+@pytest.mark.parametrize("command", ["fetch", "validate", "domains", "pretrain", "onboard", "demo", "ui", "curve",
+                                     "sources", "compare", "recommend", "serve", "trigger", "notify"])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args([command, "--help"])
@@ -103,3 +104,12 @@ def test_the_printed_summary_carries_the_lift_and_its_intervals():
                    "lift_markdown": "- over popularity: +24.5% (95 % CI +18.0% .. +31.0%, 900 users)"}, out)
     text = out.getvalue()
     assert "validation +34.5%, test +24.5%" in text and "- over popularity: +24.5% (95 % CI" in text
+
+
+def test_orchestration_commands_need_a_prefect_server(capsys, monkeypatch):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):  # the flow tests' harness sets one
+        code = main(["notify", "data-landed", "--domain", "Horror", "--path", "/data/new"])
+    assert code == 2 and "needs a Prefect server" in capsys.readouterr().err
