@@ -54,6 +54,8 @@ class OnboardConfig(_Frozen):
     scratch: TrainConfig = Field(default_factory=target_train_defaults)
     evaluation: EvalConfig = EvalConfig()
     tracking: TrackingConfig = TrackingConfig()
+    parallel: bool = Field(True, description="fine-tune the finalists and train the baselines side by side "
+                                             "(Prefect's thread task runner); False: one after the other")
 
     @property
     def model(self) -> ModelConfig:

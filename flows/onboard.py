@@ -7,6 +7,7 @@ from typing import Any
 
 from prefect import flow
 from prefect.runtime import flow_run
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.config import OnboardConfig
 from models.recipes import ranking_tasks
@@ -49,7 +50,16 @@ def _under(root: Path | None, name: str) -> Path | None:
     return root / name if root is not None else None
 
 
-@flow(name="onboard-domain")
+def run_jobs(jobs: dict[str, tuple[Any, tuple, dict[str, Any]]], *, parallel: bool) -> dict[str, Any]:
+    """Run Prefect tasks ``{key: (task, args, kwargs)}``: submitted to the flow's task runner together
+    (threads) when ``parallel``, else one after the other; returns ``{key: result}``."""
+    if not parallel:
+        return {key: task(*args, **kwargs) for key, (task, args, kwargs) in jobs.items()}
+    futures = {key: task.submit(*args, **kwargs) for key, (task, args, kwargs) in jobs.items()}
+    return {key: future.result() for key, future in futures.items()}
+
+
+@flow(name="onboard-domain", task_runner=ThreadPoolTaskRunner(max_workers=4))
 def onboard_domain_flow(config: OnboardConfig) -> dict[str, Any]:
     """Onboard ``config.target_domain``; returns the summary (metrics per model, chosen source, registry)."""
     watch = Stopwatch()
@@ -93,19 +103,26 @@ def onboard_domain_flow(config: OnboardConfig) -> dict[str, Any]:
         with watch("select"):
             selection = select_source(sources, split, val_task, run, dataset=dataset.name, same_dataset=same_dataset,
                                       config=config.sources, finetune=config.finetune, selection=config.selection)
-        with watch("fine_tune"):
-            fits = {name: fine_tune_source(name, selection.prepared[name], split, config.finetune, seed,
-                                           checkpoint_dir=_under(run_checkpoints, f"transfer-{slug(name)}"))
-                    for name in selection.finalists(config.selection.top_k)}
+        with watch("train"):  # the finalists' fine-tunes and the baselines, side by side when parallel
+            # the target catalogue's text embeddings are the same in every candidate
+            content = selection.prepared[selection.chosen].text.target
+            jobs = {}
+            for name in selection.finalists(config.selection.top_k):
+                jobs[f"transfer:{name}"] = (
+                    fine_tune_source, (name, selection.prepared[name], split, config.finetune, seed),
+                    {"checkpoint_dir": _under(run_checkpoints, f"transfer-{slug(name)}")})
+            jobs["scratch"] = (train_scratch_baseline, (split, config.model, config.scratch, seed),
+                               {"family": config.finetune.family, "content": content,
+                                "checkpoint_dir": _under(run_checkpoints, "scratch")})
+            jobs["als"] = (fit_als_baseline, (split, val_task, seed), {})
+            done = run_jobs(jobs, parallel=config.parallel)
+            fits = {key.removeprefix("transfer:"): value for key, value in done.items() if key.startswith("transfer:")}
+            scratch, als = done["scratch"], done["als"]
+            popularity = fit_popularity_baseline(split)
+        with watch("settle"):
             selection = settle_selection(selection, fits, val_task, test_task, run,
                                          margin=config.selection.val_margin)
             transfer = fits[selection.chosen]
-        with watch("baselines"):
-            scratch = train_scratch_baseline(split, config.model, config.scratch, seed, family=config.finetune.family,
-                                             content=selection.prepared[selection.chosen].text.target,
-                                             checkpoint_dir=_under(run_checkpoints, "scratch"))
-            popularity = fit_popularity_baseline(split)
-            als = fit_als_baseline(split, val_task, seed)
         with watch("evaluate"):
             reports = evaluate_models(
                 {"transfer": transfer.model, "popularity": popularity, "als": als.model, "scratch": scratch.model},

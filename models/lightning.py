@@ -77,10 +77,14 @@ class RecommenderModule(pl.LightningModule):
         frozen_user_rows: np.ndarray | None = None,
         transferred_lr_scale: float = 1.0,
         anchor: float = 0.0,
+        seed: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["network", "val", "frozen_user_rows"])
         self.network = network
+        # With a seed, the module draws its negatives from its own random stream, so fits running side by side
+        # in threads stay reproducible; without, from torch's global stream (seeded per fit).
+        self._negatives = torch.Generator().manual_seed(seed) if seed is not None else None
         self.val = val
         self._anchored: list[tuple[str, str]] = []  # (parameter name, buffer of its initial value)
         if anchor > 0:  # L2-SP: pull the trainable weights towards where they started (the transferred init)
@@ -130,7 +134,10 @@ class RecommenderModule(pl.LightningModule):
         correction is a constant and drops out; negatives that equal the row's positive are masked.
         """
         net = self.network
-        negatives = torch.randint(0, net.n_items, (n_neg,), device=users.device)
+        if self._negatives is not None:
+            negatives = torch.randint(0, net.n_items, (n_neg,), generator=self._negatives).to(users.device)
+        else:
+            negatives = torch.randint(0, net.n_items, (n_neg,), device=users.device)
         u = net.user_vectors(users)  # (B, d)
         pos = (u * net.item_vectors(items)).sum(1) + net.item_bias[items]  # (B,)
         neg = u @ net.item_vectors(negatives).T + net.item_bias[negatives]  # (B, n_neg)

@@ -59,6 +59,9 @@ def train_source_model(
         network, encode_pairs(fit_part, user_ids, item_ids), user_ids=user_ids, item_ids=item_ids,
         val=validation_data(val_part, fit_part, user_ids=user_ids, item_ids=item_ids), config=train, seed=seed,
         kind="source", checkpoint_dir=checkpoint_dir,
+        # sources train one at a time; the global stream keeps registered sources (and the numbers measured
+        # with them) reproducible
+        own_random_stream=False,
     )
 
 

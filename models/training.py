@@ -95,6 +95,7 @@ def fit_network(
     transferred_lr_scale: float = 1.0,
     anchor: float = 0.0,
     callbacks: list[pl_lightning.Callback] | None = None,
+    own_random_stream: bool = True,
 ) -> FitResult:
     """Fit ``network`` on (user row, item row) pairs with early stopping on validation NDCG@k.
 
@@ -114,6 +115,8 @@ def fit_network(
         transferred_lr_scale: learning-rate factor of the network's transferred tensors.
         anchor: L2-SP weight: ``anchor * |w - w_initial|^2`` over the trainable weights joins the loss.
         callbacks: extra Lightning callbacks.
+        own_random_stream: sampled negatives from the fit's own generator (reproducible when fits run in
+            parallel threads) rather than torch's global one.
 
     Raises:
         ValueError: when there is no training pair.
@@ -126,7 +129,7 @@ def fit_network(
     module = RecommenderModule(network, lr=config.lr, weight_decay=config.weight_decay, l2=config.l2,
                                n_negatives=config.n_negatives, k=config.k, val=val,
                                frozen_user_rows=frozen_user_rows, transferred_lr_scale=transferred_lr_scale,
-                               anchor=anchor)
+                               anchor=anchor, seed=seed if own_random_stream else None)
     initial = full_validation_ndcg(network, val, config.k)
     initial_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
     generator = torch.Generator().manual_seed(seed)

@@ -99,3 +99,14 @@ def test_off_policy_ctr_comes_from_impressions_with_propensities(synthetic_datas
     transfer = child_runs(mlflow_uri, summary["mlflow_run_id"])["transfer"]
     assert transfer["metrics.test/ctr_snips"] == pytest.approx(found["models"]["transfer"]["SNIPS"]["ctr"])
 
+
+
+def test_parallel_training_gives_the_same_models_as_sequential(synthetic_dir: Path, mlflow_uri: str):
+    """Fine-tunes and baselines side by side in threads: every random stream is the fit's own, so the
+    results do not depend on how the threads interleave."""
+    base = OnboardConfig.smoke(TARGET, synthetic_dir, mlflow_uri)
+    parallel = onboard_domain_flow(base.model_copy(update={"parallel": True}))
+    sequential = onboard_domain_flow(base.model_copy(update={"parallel": False}))
+    for model in ("transfer", "scratch", "als", "popularity"):
+        assert parallel["metrics"][model] == pytest.approx(sequential["metrics"][model], abs=1e-9), model
+    assert "train" in parallel["timings_seconds"]

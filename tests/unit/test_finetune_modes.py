@@ -187,3 +187,21 @@ def test_a_checkpoint_of_another_model_is_not_resumed(games_split, tmp_path):
                       callbacks=[_Crash(at=2)])
     fit = train_scratch(games_split, model=ModelConfig(dim=8), train=SHORT, seed=0, checkpoint_dir=folder)
     assert fit.resumed_from_epoch is None and fit.model.dim == 8
+
+
+def test_sampled_softmax_fits_in_parallel_threads_equal_sequential_ones(games_split):
+    """Target fits draw their negatives from their own generator, so threads do not mix their streams."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    # 8 < 40 items: sampled softmax; small batches make the threads interleave (with torch's global stream the
+    # parallel factors differed from the sequential ones)
+    train = TrainConfig(max_epochs=4, patience=4, n_negatives=8, batch_size=16)
+
+    def fit(seed: int) -> np.ndarray:
+        return train_scratch(games_split, model=ModelConfig(dim=8), train=train, seed=seed).model.item_factors
+
+    sequential = [fit(0), fit(1)]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        parallel = list(pool.map(fit, [0, 1]))
+    for a, b in zip(sequential, parallel, strict=True):
+        np.testing.assert_array_equal(a, b)
