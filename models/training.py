@@ -56,19 +56,22 @@ def encode_pairs(frame: pl.DataFrame, user_ids: np.ndarray, item_ids: np.ndarray
     return users[keep], items[keep]
 
 
-def _fits(checkpoint: Path, module: RecommenderModule) -> bool:
-    """Whether ``checkpoint`` holds weights of ``module``'s shapes; if not (the data or the settings changed
-    under the same folder), it is discarded with a warning and the fit starts over."""
+def _resume_epoch(checkpoint: Path, module: RecommenderModule) -> int | None:
+    """The epoch a fit resumes at from ``checkpoint`` (read once), or None when there is none to resume:
+    missing, unreadable, or holding weights of other shapes than ``module``'s (the data or the settings
+    changed under the same folder; the fit then starts over, with a warning)."""
+    if not checkpoint.exists():
+        return None
     try:
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
     except Exception as error:  # noqa: BLE001 - a truncated or foreign file: start over
         logger.warning("ignoring unreadable checkpoint %s: %s", checkpoint, error)
-        return False
-    current = module.state_dict()
-    if set(saved) != set(current) or any(saved[k].shape != current[k].shape for k in current):
+        return None
+    weights, current = saved["state_dict"], module.state_dict()
+    if set(weights) != set(current) or any(weights[k].shape != current[k].shape for k in current):
         logger.warning("ignoring checkpoint %s: its weights do not match this model", checkpoint)
-        return False
-    return True
+        return None
+    return int(saved["epoch"]) + 1
 
 
 def validation_data(
@@ -142,7 +145,8 @@ def fit_network(
     with tempfile.TemporaryDirectory(prefix="transferrec-ckpt-") as tmp:
         ckpt_dir = checkpoint_dir or Path(tmp)
         last = ckpt_dir / "last.ckpt"
-        resume_from = last if checkpoint_dir is not None and last.exists() and _fits(last, module) else None
+        resumed_at = _resume_epoch(last, module) if checkpoint_dir is not None else None
+        resume_from = last if resumed_at is not None else None
         # Full checkpoints (optimiser, early-stopping and history state) when they may be resumed from.
         checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode="max", save_top_k=1,
                                      auto_insert_metric_name=False, save_last=checkpoint_dir is not None,
@@ -157,9 +161,7 @@ def fit_network(
             enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
             log_every_n_steps=max(1, len(train_loader)),
         )
-        resumed_at = None
         if resume_from is not None:
-            resumed_at = int(torch.load(resume_from, map_location="cpu", weights_only=False)["epoch"]) + 1
             logger.info("resuming %s from %s (epoch %d)", kind, resume_from, resumed_at)
         with warnings.catch_warnings():  # resuming means the folder holds our own checkpoints
             warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty")
