@@ -19,7 +19,7 @@ import torch
 from data_contracts.columns import CLICKED, ITEM_ID, PROPENSITY, RATING, TIMESTAMP, USER_ID
 from models.ctr import IPS, SNIPS, CtrResult, OffPolicyResult, logged_slate_ctr, off_policy_ctr
 from models.factors import FactorModel, index_of
-from models.metrics import per_user_metrics, per_user_novelty
+from models.metrics import catalogue_coverage, per_user_metrics, per_user_novelty
 
 
 @dataclass(frozen=True)
@@ -155,7 +155,7 @@ def evaluate_model(
     # popularity among the items the model was given (training for validation, training + validation for
     # test): the reference of novelty
     seen_counts = np.bincount(task.exclude.indices, minlength=len(task.item_ids))
-    recommended: dict[int, set[int]] = {k: set() for k in ks}
+    tops: list[np.ndarray] = []
     for rows, scores in score_batches(model, task, batch_size):
         top, hits = topk_hits(scores, rows, task, max_k)
         if hits.shape[1] < max(ks):  # tiny catalogue: pad with misses
@@ -164,7 +164,7 @@ def evaluate_model(
             for name, values in per_user_metrics(hits, n_relevant[rows], k).items():
                 per_user.setdefault(f"{name}_at_{k}", []).append(values)
             per_user.setdefault(f"novelty_at_{k}", []).append(per_user_novelty(top, seen_counts, k))
-            recommended[k].update(np.unique(top[:, :k]).tolist())
+        tops.append(top)
         # scores of each user's impressions, for the CTR re-ranking
         lengths = task.impressions.lengths()[rows]
         row_ids = np.repeat(np.arange(len(rows)), lengths)
@@ -172,7 +172,8 @@ def evaluate_model(
         slate_scores.append(scores[torch.from_numpy(row_ids), torch.from_numpy(cols)].numpy())
     joined = {name: np.concatenate(parts) for name, parts in per_user.items()}
     metrics = {name: float(values.mean()) for name, values in joined.items()}
-    metrics.update({f"coverage_at_{k}": len(items) / max(len(task.item_ids), 1) for k, items in recommended.items()})
+    every_top = np.concatenate(tops) if tops else np.zeros((0, max_k), dtype=np.int64)
+    metrics.update({f"coverage_at_{k}": catalogue_coverage(every_top, len(task.item_ids), k) for k in ks})
     ctr = None
     if task.impressions.indices.size:
         ctr = logged_slate_ctr(np.concatenate(slate_scores), task.impressions.indptr, task.clicks, k=ctr_k)
