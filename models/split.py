@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from data_contracts.columns import DOMAIN, ITEM_ID, TIMESTAMP, USER_ID
+from models.config import SplitConfig
 
 _RANK = "_rank_in_user"
 
@@ -157,6 +158,12 @@ def split_target_domain(
         cutoffs=source_cutoffs(test),
         train_full_size=train_full.height,
     )
+
+
+def split_with(interactions: pl.DataFrame, items: pl.DataFrame, *, domain: str, config: SplitConfig) -> TargetSplit:
+    """:func:`split_target_domain` with the settings of a :class:`~models.config.SplitConfig`."""
+    return split_target_domain(interactions, items, domain=domain, fraction=config.fraction, seed=config.seed,
+                               test_ratio=config.test_ratio, val_ratio=config.val_ratio, min_users=config.min_users)
 
 
 def source_cutoffs(test: pl.DataFrame) -> pl.DataFrame:

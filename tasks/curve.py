@@ -16,7 +16,7 @@ from models.curve import plot_curve, time_to_quality
 from models.datasets import Dataset
 from models.evaluation import RankingTask, evaluate_model
 from models.factors import FactorModel
-from models.split import InsufficientDataError, TargetSplit, split_target_domain
+from models.split import InsufficientDataError, TargetSplit, split_with
 from models.training import FitResult
 from tasks import tracking
 
@@ -36,9 +36,8 @@ def split_fractions(dataset: Dataset, domain: str, config: SplitConfig, fraction
     splits, skipped = {}, {}
     for fraction in fractions:
         try:
-            splits[fraction] = split_target_domain(
-                dataset.interactions, dataset.items, domain=domain, fraction=fraction, seed=config.seed,
-                test_ratio=config.test_ratio, val_ratio=config.val_ratio, min_users=config.min_users)
+            splits[fraction] = split_with(dataset.interactions, dataset.items, domain=domain,
+                                          config=config.model_copy(update={"fraction": fraction}))
         except InsufficientDataError as error:
             skipped[fraction] = str(error)
             get_run_logger().warning("skipping fraction %s: %s", fraction, error)

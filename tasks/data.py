@@ -16,7 +16,7 @@ from data_contracts.validation import ContractSettings, validate_tables
 from models.config import DataConfig, SplitConfig
 from models.datasets import Dataset, fingerprint, read_raw_tables
 from models.fetch import cached_dir
-from models.split import TargetSplit, split_target_domain
+from models.split import TargetSplit, split_with
 from tasks import tracking
 from tasks.runtime import default_data_dir
 
@@ -94,8 +94,6 @@ def validate_dataset(
 @task(name="split-target", cache_policy=NO_CACHE)
 def split_target(dataset: Dataset, domain: str, config: SplitConfig) -> TargetSplit:
     """Leakage-free train/val/test split of the target domain (see :mod:`models.split`)."""
-    split = split_target_domain(dataset.interactions, dataset.items, domain=domain, fraction=config.fraction,
-                                seed=config.seed, test_ratio=config.test_ratio, val_ratio=config.val_ratio,
-                                min_users=config.min_users)
+    split = split_with(dataset.interactions, dataset.items, domain=domain, config=config)
     get_run_logger().info("split %s: %s", domain, split.summary())
     return split
