@@ -11,6 +11,15 @@ from pathlib import Path
 from typing import Any
 
 
+def grid_arguments(parser: Any, *, genres: str, seeds: str, out: Path) -> None:
+    """The options every grid benchmark takes: which onboardings, where the data and the results are."""
+    parser.add_argument("--genres", default=genres)
+    parser.add_argument("--fractions", default="0.1,0.3")
+    parser.add_argument("--seeds", default=seeds)
+    parser.add_argument("--data-dir", type=Path)
+    parser.add_argument("--out", type=Path, default=out)
+
+
 def onboard_grid(genres: str, fractions: str, seeds: str, *, out: Path, data_dir: Path | None,
                  top_k: int = 1, finetune: dict[str, Any] | None = None
                  ) -> Iterator[tuple[str, float, int, dict[str, Any], float]]:

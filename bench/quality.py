@@ -17,6 +17,8 @@ import json
 import statistics
 from pathlib import Path
 
+from grid import grid_arguments, onboard_grid  # bench/ is on sys.path when a script here runs
+
 from tasks.runtime import configure_environment, quiet_libraries
 
 HERE = Path(__file__).resolve().parent
@@ -24,11 +26,7 @@ HERE = Path(__file__).resolve().parent
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--genres", default="Horror,Crime")
-    parser.add_argument("--fractions", default="0.1,0.3")
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--data-dir", type=Path)
-    parser.add_argument("--out", type=Path, default=HERE / "results")
+    grid_arguments(parser, genres="Horror,Crime", seeds="0,1,2", out=HERE / "results")
     parser.add_argument("--family", choices=["mf", "two-tower"], default="mf")
     parser.add_argument("--mode", choices=["freeze-users", "full", "adapter", "zero-shot"], default="freeze-users")
     parser.add_argument("--item-init", choices=["auto", "users-mean", "content", "random"], default="auto")
@@ -36,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure_environment()
     quiet_libraries()
-    from grid import onboard_grid
+
 
     rows = []
     finetune = {"family": args.family, "mode": args.mode, "item_init": args.item_init,

@@ -24,6 +24,8 @@ import json
 import statistics
 from pathlib import Path
 
+from grid import grid_arguments, onboard_grid  # bench/ is on sys.path when a script here runs
+
 from tasks.runtime import configure_environment, quiet_libraries
 
 HERE = Path(__file__).resolve().parent
@@ -76,11 +78,7 @@ def target_row(genre: str, fraction: float, seed: int, candidates: list[dict], m
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--genres", default="Horror,Crime,Sci-Fi")
-    parser.add_argument("--fractions", default="0.1,0.3")
-    parser.add_argument("--seeds", default="0,1")
-    parser.add_argument("--data-dir", type=Path)
-    parser.add_argument("--out", type=Path, default=HERE / "results")
+    grid_arguments(parser, genres="Horror,Crime,Sci-Fi", seeds="0,1", out=HERE / "results")
     parser.add_argument("--weights", type=json.loads, default=None,
                         help="JSON signal weights; with --from-stored, re-score stored candidates only")
     parser.add_argument("--val-margin", type=float, default=0.02, help="see SelectionConfig.val_margin")
@@ -112,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_flows(args: argparse.Namespace) -> list[dict]:
     """Every candidate fine-tuned (top-k above any candidate count) on each target of the grid."""
-    from grid import onboard_grid
+
 
     return [{"genre": genre, "fraction": fraction, "seed": seed, "candidates": summary["candidates"],
              "seconds": seconds}
