@@ -79,13 +79,11 @@ def initialise_from_source(source: FactorModel, split: TargetSplit, text: ItemTe
     items = catalogue_ids(split)
     users = target_user_vocabulary(source, split.train[USER_ID].to_numpy())
     train_users, train_items = encode_pairs(split.train, users, items)
-    item_init = config.item_init
-    two_tower = config.family == "two-tower"
-    if item_init == "auto" and not config.content_init and not two_tower:
-        item_init = "users-mean"
+    two_tower = config.family == "two-tower"  # its content tower needs the texts whatever the strategy
+    uses_text = config.content_init or config.item_init == "content" or two_tower
     return transfer_init(source, user_ids=users, item_ids=items, train_users=train_users, train_items=train_items,
-                         text=text if (config.content_init or item_init == "content" or two_tower) else None,
-                         item_init=item_init, content_model="ridge" if two_tower else "knn", seed=seed)
+                         text=text if uses_text else None, item_init=config.item_init,
+                         content_model="ridge" if two_tower else "knn", seed=seed)
 
 
 def zero_shot_model(source: FactorModel, split: TargetSplit, text: ItemText | None = None, *,
