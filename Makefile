@@ -4,8 +4,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
-# EXTRAS=dev skips the sentence-embedding model (item texts then use hashed TF-IDF).
-EXTRAS ?= dev,text
+# EXTRAS=dev skips the sentence-embedding model (item texts then use hashed TF-IDF); server, dask and browser
+# are what the tracking server, the Dask task runner and the browser test need.
+EXTRAS ?= dev,text,server,dask,browser
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 

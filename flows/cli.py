@@ -1,4 +1,5 @@
-"""The ``transferrec`` command line: fetch, validate, domains, pretrain, onboard, demo, ui.
+"""The ``transferrec`` command line: fetch, validate, domains, pretrain, onboard, demo, curve, serve, trigger, notify,
+compare, recommend, sources, tracking-server, ui.
 
 Exit codes: 0 success; 1 the data broke its contract or the pipeline failed; 2 bad usage or unreadable input.
 With ``--json`` the last line on stdout is one JSON object; logs go to stderr.
@@ -150,10 +151,32 @@ def build_parser() -> argparse.ArgumentParser:
                              description="Every registered source model, newest version, with its domain profile.")
     sources.add_argument("--json", action="store_true", help="print the catalogue as JSON (last stdout line)")
 
+    server = sub.add_parser(
+        "tracking-server", help="start a shared MLflow tracking server (PostgreSQL store, artifact root, basic auth)",
+        description="Start `mlflow server` for a team: runs and registry in --backend-store-uri (e.g. "
+                    "postgresql://mlflow:PW@127.0.0.1:5432/mlflow), artifacts proxied to --artifacts-destination, "
+                    "basic auth with the admin password from MLFLOW_AUTH_ADMIN_PASSWORD. Clients need only "
+                    "MLFLOW_TRACKING_URI=http://HOST:PORT and MLFLOW_TRACKING_USERNAME/PASSWORD.")
+    server.add_argument("--backend-store-uri", required=True)
+    server.add_argument("--artifacts-destination", required=True, help="folder or s3://, gs://... URL")
+    server.add_argument("--host", default="127.0.0.1")
+    server.add_argument("--port", type=int, default=5000)
+    server.add_argument("--workers", type=int, default=1)
+    server.add_argument("--no-basic-auth", action="store_true", help="no sign-in (only behind another gate)")
+    server.add_argument("--auth-db-uri", help="where basic-auth users are kept (default SQLite in --state-dir; "
+                                              "a postgresql:// URI for a shared one)")
+    server.add_argument("--state-dir", type=Path, default=Path(".transferrec-server"),
+                        help="the server's working folder: auth config, log (default ./.transferrec-server)")
+
     ui = sub.add_parser("ui", help="start the MLflow UI on the local store",
                         description="Start `mlflow ui` on the tracking store (default ./mlflow.db).")
     ui.add_argument("--port", type=int, default=5000)
     ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--snapshot", type=Path, metavar="PNG",
+                    help="instead of serving: screenshot the compare view of the newest onboarding of "
+                         "--target-domain in headless Chromium (needs the `browser` extra and Debian's chromium)")
+    ui.add_argument("--target-domain", help="domain whose newest onboarding --snapshot shows")
+    ui.add_argument("--metric", default="test/ndcg_at_10", help="metric row --snapshot scrolls to and checks")
     return parser
 
 
@@ -213,6 +236,15 @@ def _onboard_args(parser: argparse.ArgumentParser) -> None:
     _source_args(parser)
     _finetune_args(parser)
     _hardware_args(parser)
+    group = parser.add_argument_group("side-by-side fits (fine-tunes and baselines)")
+    group.add_argument("--task-runner", choices=["threads", "dask", "ray", "sequential"], default="threads",
+                       help="threads in this process (default), a Dask cluster (extra `dask`), Ray (prefect-ray), "
+                            "or one after the other")
+    group.add_argument("--runner-address", help="Dask scheduler (tcp://host:8786) or Ray cluster address; default: "
+                                                "a local cluster")
+    group.add_argument("--runner-workers", type=int, default=4, help="threads, or local Dask workers (default 4)")
+    group.add_argument("--dask-processes", action="store_true",
+                       help="local Dask cluster with worker processes instead of threads")
 
 
 def _finetune_args(parser: argparse.ArgumentParser) -> None:
@@ -254,10 +286,13 @@ def _hardware_args(parser: argparse.ArgumentParser) -> None:
 
 def onboard_config(args: argparse.Namespace) -> Any:
     """Build the :class:`~flows.config.OnboardConfig` of parsed ``onboard`` arguments."""
-    from flows.config import OnboardConfig
+    from flows.config import OnboardConfig, RunnerConfig
     from models.config import DataConfig, SelectionConfig, SplitConfig
 
     target_train = _target_train(args)
+    sequential = args.task_runner == "sequential"
+    runner = RunnerConfig(kind="threads" if sequential else args.task_runner, address=args.runner_address,
+                          workers=args.runner_workers, processes=args.dask_processes)
     source_data = None
     if args.source_dataset or args.source_data:
         source_data = DataConfig(dataset=args.source_dataset or args.source_data.name, path=args.source_data,
@@ -275,6 +310,8 @@ def onboard_config(args: argparse.Namespace) -> Any:
         selection=SelectionConfig(top_k=args.top_k),
         scratch=target_train,
         tracking=_tracking_config(args, registry=not args.no_register, promotion_margin=args.promotion_margin),
+        parallel=not sequential,
+        runner=runner,
     )
 
 
@@ -594,13 +631,67 @@ def _dispatch(args: argparse.Namespace, default_data_dir: Any) -> int:
                                  f"({s['users']} users, {s['items']} items, {s['interactions']} interactions; "
                                  f"time-safe for {s['time_safe_for']})\n")
         return 0
+    if args.command == "tracking-server":
+        return _tracking_server(args)
     if args.command == "ui":
         from tasks.tracking import default_tracking_uri
 
         uri = default_tracking_uri()
+        if args.snapshot is not None:
+            return _snapshot(args, uri)
         os.execvp("mlflow", ["mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
                              "--port", str(args.port), "--workers", "1"])
     raise AssertionError(f"unhandled command {args.command}")
+
+
+def _tracking_server(args: argparse.Namespace) -> int:
+    import signal
+
+    from flows.services import TrackingServer, stop_process, wait_healthy
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a SIGTERM stops the server's process group too
+
+    server = TrackingServer(args.backend_store_uri, args.artifacts_destination, host=args.host, port=args.port,
+                            workers=args.workers, basic_auth=not args.no_basic_auth, auth_db_uri=args.auth_db_uri,
+                            state_dir=args.state_dir)
+    log = args.state_dir / "server.log"
+    try:
+        process = server.start(log=log)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        wait_healthy(server.url, process, log=log)
+        who = " (sign in: MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD)" if server.basic_auth else ""
+        print(f"MLflow tracking server at {server.url}{who}; log {log}\n"
+              f"  export MLFLOW_TRACKING_URI={server.url}", flush=True)
+        return process.wait()
+    except (RuntimeError, TimeoutError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stop_process(process)
+
+
+def _snapshot(args: argparse.Namespace, uri: str) -> int:
+    from flows.ui import snapshot_newest_onboarding
+
+    if not args.target_domain:
+        print("error: ui --snapshot needs --target-domain", file=sys.stderr)
+        return 2
+    try:
+        shot = snapshot_newest_onboarding(uri, args.target_domain, args.snapshot, metric=args.metric)
+    except (LookupError, FileNotFoundError, ImportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except AssertionError as exc:
+        print(f"error: the compare view did not show what it should: {exc}", file=sys.stderr)
+        return 1
+    print(f"{shot.screenshot}: {shot.metric} " + ", ".join(f"{n} {v}" for n, v in zip(shot.run_names, shot.values,
+                                                                                   strict=True)))
+    return 0
 
 
 def _validate(args: argparse.Namespace) -> int:

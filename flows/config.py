@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,6 +23,18 @@ from models.config import (
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RunnerConfig(_Frozen):
+    """Where the side-by-side fits run (``OnboardConfig.parallel``): Prefect's thread pool in this process
+    (default; torch and implicit release the GIL), a Dask cluster (``prefect-dask``: a local one, or the scheduler at
+    ``address``), or Ray (``prefect-ray``: a local one, or the cluster at ``address``)."""
+
+    kind: Literal["threads", "dask", "ray"] = "threads"
+    address: str | None = Field(None, description="Dask scheduler (tcp://host:8786) or Ray cluster (ray://host:10001)")
+    workers: int = Field(4, ge=1, description="threads, or local Dask workers")
+    processes: bool = Field(False, description="local Dask cluster: worker processes instead of threads (each "
+                                               "needs PREFECT_API_URL of a real server; see the README)")
 
 
 class PretrainConfig(_Frozen):
@@ -55,7 +68,8 @@ class OnboardConfig(_Frozen):
     evaluation: EvalConfig = EvalConfig()
     tracking: TrackingConfig = TrackingConfig()
     parallel: bool = Field(True, description="fine-tune the finalists and train the baselines side by side "
-                                             "(Prefect's thread task runner); False: one after the other")
+                                             "(on ``runner``); False: one after the other")
+    runner: RunnerConfig = RunnerConfig()
 
     @property
     def model(self) -> ModelConfig:

@@ -7,9 +7,9 @@ from typing import Any
 
 from prefect import flow
 from prefect.runtime import flow_run
-from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.config import OnboardConfig
+from flows.runners import run_jobs
 from models.recipes import ranking_tasks
 from models.sources import slug
 from tasks import tracking
@@ -50,16 +50,7 @@ def _under(root: Path | None, name: str) -> Path | None:
     return root / name if root is not None else None
 
 
-def run_jobs(jobs: dict[str, tuple[Any, tuple, dict[str, Any]]], *, parallel: bool) -> dict[str, Any]:
-    """Run Prefect tasks ``{key: (task, args, kwargs)}``: submitted to the flow's task runner together
-    (threads) when ``parallel``, else one after the other; returns ``{key: result}``."""
-    if not parallel:
-        return {key: task(*args, **kwargs) for key, (task, args, kwargs) in jobs.items()}
-    futures = {key: task.submit(*args, **kwargs) for key, (task, args, kwargs) in jobs.items()}
-    return {key: future.result() for key, future in futures.items()}
-
-
-@flow(name="onboard-domain", task_runner=ThreadPoolTaskRunner(max_workers=4))
+@flow(name="onboard-domain")
 def onboard_domain_flow(config: OnboardConfig) -> dict[str, Any]:
     """Onboard ``config.target_domain``; returns the summary (metrics per model, chosen source, registry)."""
     watch = Stopwatch()
@@ -115,7 +106,7 @@ def onboard_domain_flow(config: OnboardConfig) -> dict[str, Any]:
                                {"family": config.finetune.family, "content": content,
                                 "checkpoint_dir": _under(run_checkpoints, "scratch")})
             jobs["als"] = (fit_als_baseline, (split, val_task, seed), {})
-            done = run_jobs(jobs, parallel=config.parallel)
+            done = run_jobs(jobs, parallel=config.parallel, runner=config.runner)
             fits = {key.removeprefix("transfer:"): value for key, value in done.items() if key.startswith("transfer:")}
             scratch, als = done["scratch"], done["als"]
             popularity = fit_popularity_baseline(split)

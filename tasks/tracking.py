@@ -371,7 +371,10 @@ def register_model(uri: str, name: str, model_uri: str, *, run_id: str, tags: di
         c.create_registered_model(name)
     except MlflowException:
         pass  # already exists
-    version = c.create_model_version(name, source=model_uri, run_id=run_id,
+    # A logged model's URI (models:/m-<id>) names its model id too; a tracking server insists on getting it
+    # (SQLite stores accept the source alone).
+    model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
+    version = c.create_model_version(name, source=model_uri, run_id=run_id, model_id=model_id,
                                      tags={k: str(v) for k, v in tags.items()}, description=description)
     try:
         for alias in aliases:

@@ -55,3 +55,43 @@ def mlflow_uri(tmp_path, _mlflow_template, monkeypatch) -> str:
     monkeypatch.setenv("TRANSFERREC_DATA_DIR", str(tmp_path / "cache"))  # checkpoints too stay in tmp
     monkeypatch.chdir(tmp_path)
     return uri
+
+
+def _service_missing(name: str) -> str | None:
+    """Why ``name`` (a tool some integration tests drive) is not usable here, or None."""
+    import importlib.util
+
+    if name == "playwright":
+        return None if importlib.util.find_spec("playwright") else "the `browser` extra (playwright) is not installed"
+    if name == "chromium":
+        from flows.ui import chromium_path
+
+        try:
+            chromium_path()
+        except FileNotFoundError as exc:
+            return str(exc)
+        return None
+    if name == "postgres":
+        import glob
+        import shutil
+
+        if not (shutil.which("initdb") or glob.glob("/usr/lib/postgresql/*/bin/initdb")):
+            return "PostgreSQL's server (initdb, postgres) is not installed"
+        return None if importlib.util.find_spec("psycopg") else "the `server` extra (psycopg) is not installed"
+    raise ValueError(f"unknown service {name!r}")
+
+
+@pytest.fixture
+def require_services():
+    """``require_services("playwright", "chromium", ...)``: skip when one is missing -- or fail, when
+    ``TRANSFERREC_REQUIRE_SERVICES=1`` (CI installs them all, so there a missing one is an error, not a skip)."""
+
+    def check(*names: str) -> None:
+        missing = [why for why in map(_service_missing, names) if why]
+        if missing:
+            message = "; ".join(missing)
+            if os.environ.get("TRANSFERREC_REQUIRE_SERVICES") == "1":
+                pytest.fail(f"required by TRANSFERREC_REQUIRE_SERVICES=1: {message}")
+            pytest.skip(message)
+
+    return check

@@ -8,7 +8,7 @@ import mlflow
 import pytest
 import pytorch_lightning as pl_lightning
 
-from flows.config import OnboardConfig
+from flows.config import OnboardConfig, RunnerConfig
 from flows.onboard import onboard_domain_flow
 from models.config import FineTuneConfig, TrackingConfig
 from models.datasets import fingerprint, read_canonical_dir
@@ -102,11 +102,33 @@ def test_off_policy_ctr_comes_from_impressions_with_propensities(synthetic_datas
 
 
 def test_parallel_training_gives_the_same_models_as_sequential(synthetic_dir: Path, mlflow_uri: str):
-    """Fine-tunes and baselines side by side in threads: every random stream is the fit's own, so the
-    results do not depend on how the threads interleave."""
+    """Fine-tunes and baselines side by side in threads, and on a local Dask cluster (prefect-dask): every random
+    stream is the fit's own, so the results do not depend on where or in which order the fits run."""
     base = OnboardConfig.smoke(TARGET, synthetic_dir, mlflow_uri)
-    parallel = onboard_domain_flow(base.model_copy(update={"parallel": True}))
     sequential = onboard_domain_flow(base.model_copy(update={"parallel": False}))
-    for model in ("transfer", "scratch", "als", "popularity"):
-        assert parallel["metrics"][model] == pytest.approx(sequential["metrics"][model], abs=1e-9), model
-    assert "train" in parallel["timings_seconds"]
+    runners = {"threads": RunnerConfig(), "dask": RunnerConfig(kind="dask", workers=2),
+               # worker processes: arguments and fitted models cross process boundaries pickled
+               "dask-processes": RunnerConfig(kind="dask", workers=2, processes=True)}
+    for kind, runner in runners.items():
+        parallel = onboard_domain_flow(base.model_copy(update={"parallel": True, "runner": runner}))
+        for model in ("transfer", "scratch", "als", "popularity"):
+            assert parallel["metrics"][model] == pytest.approx(sequential["metrics"][model], abs=1e-9), (kind, model)
+        assert "train" in parallel["timings_seconds"]
+
+
+def test_task_runner_kinds():
+    from prefect.task_runners import ThreadPoolTaskRunner
+    from prefect_dask import DaskTaskRunner
+
+    from flows.runners import task_runner
+
+    assert isinstance(task_runner(RunnerConfig(workers=3)), ThreadPoolTaskRunner)
+    remote = task_runner(RunnerConfig(kind="dask", address="tcp://10.0.0.5:8786"))
+    assert isinstance(remote, DaskTaskRunner) and remote.address == "tcp://10.0.0.5:8786"
+    local = task_runner(RunnerConfig(kind="dask", workers=2, processes=True))
+    assert local.cluster_kwargs["n_workers"] == 2 and local.cluster_kwargs["processes"] is True
+    try:
+        import prefect_ray  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="prefect-ray"):
+            task_runner(RunnerConfig(kind="ray"))

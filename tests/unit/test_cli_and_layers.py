@@ -51,6 +51,18 @@ def test_training_options_reach_every_model(tmp_path):
     assert config.tracking.checkpoint_dir == tmp_path and not config.tracking.resume
     defaults = onboard_config(build_parser().parse_args(["onboard", "--target-domain", "Horror"]))
     assert defaults.finetune.train.accelerator == "auto" and defaults.tracking.resume
+    assert defaults.parallel and defaults.runner.kind == "threads"
+
+
+def test_task_runner_arguments():
+    def parsed(*extra: str):
+        return onboard_config(build_parser().parse_args(["onboard", "--target-domain", "Horror", *extra]))
+
+    dask = parsed("--task-runner", "dask", "--runner-address", "tcp://10.0.0.5:8786")
+    assert dask.parallel and (dask.runner.kind, dask.runner.address) == ("dask", "tcp://10.0.0.5:8786")
+    local = parsed("--task-runner", "dask", "--runner-workers", "2", "--dask-processes")
+    assert (local.runner.workers, local.runner.processes, local.runner.address) == (2, True, None)
+    assert not parsed("--task-runner", "sequential").parallel
 
 
 def test_pretrain_arguments_become_the_flow_config():
