@@ -11,6 +11,7 @@ RATING = "rating"
 DOMAIN = "domain"
 TITLE = "title"
 GENRES = "genres"
+DESCRIPTION = "description"  # optional item text (content features)
 CLICKED = "clicked"
 PROPENSITY = "propensity"
 

@@ -42,7 +42,8 @@ def _missing_hint(frame: pl.DataFrame, missing: list[str]) -> str:
     for column in missing:
         close = difflib.get_close_matches(column, [c for c in frame.columns if c != ROW], n=1, cutoff=0.6)
         if close:
-            hints.append(f"{close[0]!r} looks like {column!r} (rename it or map it)")
+            hints.append(f"{close[0]!r} looks like {column!r} (rename it, or map it with --columns: "
+                         f"`{column}: {close[0]}`)")
     return "; ".join([f"found columns {found}", *hints])
 
 

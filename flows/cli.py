@@ -42,10 +42,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = sub.add_parser(
         "validate", help="check one table file against its data contract",
-        description="Check a table against its contract (data_contracts/<table>.json). Exit 0: it passes; "
+        description="Check a table against its contract (data_contracts/<table>.json), or, without --table, every "
+                    "table of a data folder (or object-store URL) together, as onboarding does. Exit 0: it passes; "
                     "1: a rule failed (the report goes to stderr); 2: the file cannot be read.")
-    validate.add_argument("path", type=Path, help="a .csv, .csv.gz, .parquet file or a folder of Parquet parts")
-    validate.add_argument("--table", required=True, choices=["interactions", "items", "users", "impressions"])
+    validate.add_argument("path", type=_location, help="a .csv, .csv.gz, .parquet file or a folder of Parquet parts "
+                                                       "(with --table); a folder of tables or an s3://... URL")
+    validate.add_argument("--table", choices=["interactions", "items", "users", "impressions"],
+                          help="the table PATH holds (omit to check a whole folder of tables)")
+    validate.add_argument("--columns", type=Path, metavar="MAP.yaml",
+                          help="column names mapped to the canonical ones (canonical: yours), see the guide")
     validate.add_argument("--format", choices=["csv", "parquet"], help="file format (default: from the suffix)")
     validate.add_argument("--items", type=Path, help="the items table, to check that every item exists")
     validate.add_argument("--rating-min", type=float, default=0.0)
@@ -53,6 +58,17 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--timestamp-min", type=int, default=631_152_000,
                           help="earliest sane Unix timestamp (default 1990-01-01)")
     validate.add_argument("--json", action="store_true", help="print the report as JSON (last stdout line)")
+
+    synthetic = sub.add_parser(
+        "synthetic", help="write a seeded synthetic dataset (retail: a company's export, for trying things out)",
+        description="Write a seeded synthetic retail export: six product categories (garden recently opened, with "
+                    "few purchases), shared customers, product titles and descriptions, star ratings, a users "
+                    "table and an impression log with propensities -- under warehouse column names, with the "
+                    "columns.yaml that maps them.")
+    synthetic.add_argument("kind", choices=["retail"])
+    synthetic.add_argument("--out", type=Path, required=True, help="folder to write (created)")
+    synthetic.add_argument("--customers", type=int, default=800)
+    synthetic.add_argument("--seed", type=int, default=0)
 
     domains = sub.add_parser("domains", help="list the domains of a dataset with their sizes",
                              description="List domains (interactions, users, items), largest first.")
@@ -185,10 +201,22 @@ def _data_dir(parser: argparse.ArgumentParser) -> None:
                                                       "~/.cache/transferrec)")
 
 
+def _location(text: str) -> Path | str:
+    """A local folder as a Path; an object-store URL stays a string."""
+    from models.datasets import is_object_store
+
+    return text if is_object_store(text) else Path(text)
+
+
 def _data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", default="movielens-1m", help="fetched dataset name (default movielens-1m)")
-    parser.add_argument("--data", type=Path, help="folder of canonical tables (interactions, items[, users]) "
-                                                  "as .parquet/.csv/.csv.gz, instead of a fetched dataset")
+    parser.add_argument("--data", type=_location, help="folder of canonical tables (interactions, items[, users]) "
+                                                       "as .parquet/.csv/.csv.gz or folders of Parquet parts, instead "
+                                                       "of a fetched dataset; or an object-store URL (s3://, gs://, "
+                                                       "az://) holding them")
+    parser.add_argument("--columns", type=Path, metavar="MAP.yaml",
+                        help="your column names mapped to the canonical ones (YAML, canonical: yours, e.g. "
+                             "user_id: customer_id); per-table sections override")
     parser.add_argument("--rating-max", type=float, default=5.0, help="top of the rating scale (default 5)")
     parser.add_argument("--on-violation", choices=["fail", "quarantine"], default="fail",
                         help="fail on any broken data rule (default), or move bad rows to a quarantine file and go "
@@ -215,8 +243,9 @@ def _source_args(parser: argparse.ArgumentParser) -> None:
 
 def _onboard_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target-domain", required=True)
-    parser.add_argument("--target-fraction", type=float, default=0.1,
-                        help="share of the target's training interactions kept (simulates a new domain)")
+    parser.add_argument("--target-fraction", type=float, default=None,
+                        help="share of the target's training interactions kept: 1 (all) with --data, your own "
+                             "data; 0.1 on a fetched dataset, where it simulates a new domain's scarce data")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-register", action="store_true", help="evaluate only; leave the registry alone")
     parser.add_argument("--top-k", type=int, default=1,
@@ -303,7 +332,7 @@ def onboard_config(args: argparse.Namespace) -> Any:
     return OnboardConfig(
         target_domain=args.target_domain,
         data=_data_config(args, DataConfig),
-        split=SplitConfig(fraction=args.target_fraction, seed=args.seed, test_ratio=args.test_ratio),
+        split=SplitConfig(fraction=_target_fraction(args), seed=args.seed, test_ratio=args.test_ratio),
         sources=_sources_config(args, data=source_data, item_match=args.item_match, shared_users=args.shared_users,
                                 registered_only=args.registered_sources),
         finetune=_finetune_config(args),
@@ -313,6 +342,13 @@ def onboard_config(args: argparse.Namespace) -> Any:
         parallel=not sequential,
         runner=runner,
     )
+
+
+def _target_fraction(args: argparse.Namespace) -> float:
+    """``--target-fraction``, else all of your own data (``--data``), else 0.1 of a fetched benchmark dataset."""
+    if args.target_fraction is not None:
+        return args.target_fraction
+    return 1.0 if args.data is not None else 0.1
 
 
 def _hardware(args: argparse.Namespace) -> dict[str, Any]:
@@ -369,8 +405,11 @@ def _sources_config(args: argparse.Namespace, **extra: Any) -> Any:
 
 
 def _data_config(args: argparse.Namespace, cls: Any) -> Any:
-    dataset = args.dataset if args.data is None or args.dataset != "movielens-1m" else args.data.name
-    return cls(dataset=dataset, path=args.data, data_dir=args.data_dir, rating_max=args.rating_max,
+    remote = isinstance(args.data, str)
+    name = (args.data.rstrip("/").rsplit("/", 1)[-1] if remote else args.data.name) if args.data else None
+    dataset = args.dataset if args.data is None or args.dataset != "movielens-1m" else name
+    return cls(dataset=dataset, path=None if remote else args.data, url=args.data if remote else None,
+               columns=_column_map(args), data_dir=args.data_dir, rating_max=args.rating_max,
                on_violation=args.on_violation, min_clean_share=args.min_clean_share,
                min_target_interactions=args.min_target_interactions)
 
@@ -560,11 +599,17 @@ def _dispatch(args: argparse.Namespace, default_data_dir: Any) -> int:
         return 0
     if args.command == "validate":
         return _validate(args)
+    if args.command == "synthetic":
+        from models.synthetic import generate_retail, write_retail_export
+
+        out = write_retail_export(generate_retail(n_customers=args.customers, seed=args.seed), args.out)
+        sys.stdout.write(f"wrote a synthetic retail export to {out} (column map: {out / 'columns.yaml'})\n")
+        return 0
     if args.command == "domains":
         from models.datasets import read_canonical_dir
         from models.fetch import load_cached
 
-        dataset = (read_canonical_dir(args.data) if args.data
+        dataset = (read_canonical_dir(args.data, columns=_column_map(args)) if args.data
                    else load_cached(args.data_dir or default_data_dir(), args.dataset))
         sys.stdout.write(str(dataset.domains()) + "\n")
         return 0
@@ -694,16 +739,55 @@ def _snapshot(args: argparse.Namespace, uri: str) -> int:
     return 0
 
 
+def _column_map(args: argparse.Namespace) -> Any:
+    from models.datasets import load_column_map
+
+    return load_column_map(args.columns) if getattr(args, "columns", None) else None
+
+
+def _validate_folder(args: argparse.Namespace) -> int:
+    from data_contracts.contracts import ContractViolation
+    from data_contracts.validation import ContractSettings, validate_tables
+    from models.datasets import apply_column_map, is_object_store, read_raw_tables, read_remote_tables
+
+    raw = read_remote_tables(args.path) if is_object_store(args.path) else read_raw_tables(args.path)
+    raw = apply_column_map(raw, _column_map(args))
+    settings = ContractSettings(rating_min=args.rating_min, rating_max=args.rating_max,
+                                timestamp_min=args.timestamp_min)
+    try:
+        reports = validate_tables(raw, settings).reports
+    except ContractViolation as violation:
+        if args.json:
+            _print_json({"path": str(args.path), "success": False, "tables": [r.to_dict() for r in violation.reports]})
+        sys.stderr.write(f"{args.path}: data contracts FAILED\n\n"
+                         + "\n".join(r.to_markdown() for r in violation.reports) + "\n")
+        return 1
+    if args.json:
+        _print_json({"path": str(args.path), "success": True, "tables": [r.to_dict() for r in reports]})
+        return 0
+    for report in reports:
+        sys.stdout.write(f"{args.path}: {report.table} contract v{report.suite_version} PASSED ({report.rows} rows, "
+                         f"{report.checked_rules} rules, {len(report.warnings)} warning(s))\n")
+        if report.warnings:
+            sys.stdout.write(report.to_markdown())
+    return 0
+
+
 def _validate(args: argparse.Namespace) -> int:
     from data_contracts.conversion import convert_table
     from data_contracts.validation import ContractSettings, validate_single_table
-    from models.datasets import read_table
+    from models.datasets import apply_column_map, is_object_store, read_table
 
-    frame = read_table(args.path, args.format)
+    if args.table is None:
+        return _validate_folder(args)
+    if is_object_store(args.path):
+        raise ValueError("validate --table reads a local file; for an object-store folder omit --table")
+    mapping = _column_map(args)
+    frame = apply_column_map({args.table: read_table(args.path, args.format)}, mapping)[args.table]
     known_items = None
     note = ""
     if args.items is not None:
-        items, _ = convert_table("items", read_table(args.items))
+        items, _ = convert_table("items", apply_column_map({"items": read_table(args.items)}, mapping)["items"])
         known_items = items["item_id"] if items is not None else None
     elif args.table in ("interactions", "impressions"):
         note = "referential integrity not checked (pass --items to check that every item exists)"

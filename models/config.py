@@ -113,6 +113,10 @@ class DataConfig(_Frozen):
 
     dataset: str = Field("movielens-1m", description="movielens-1m, movielens-100k, or a name for --path data")
     path: Path | None = Field(None, description="a folder of canonical tables; default: the fetched cache")
+    url: str | None = Field(None, description="an object-store folder of canonical tables (s3://bucket/prefix, "
+                                              "gs://..., az://...); credentials from the environment")
+    columns: dict[str, dict[str, str]] | None = Field(
+        None, description="per table, canonical column -> the files' column (models.datasets.parse_column_map)")
     data_dir: Path | None = Field(None, description="fetch cache root; default $TRANSFERREC_DATA_DIR or "
                                                     "~/.cache/transferrec")
     rating_min: float = 0.0

@@ -16,16 +16,19 @@ import logging
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import polars as pl
 
 from data_contracts.columns import (
+    DESCRIPTION,
     DOMAIN,
     GENRE_SEPARATOR,
     GENRES,
     ITEM_ID,
     RATING,
+    TABLE_SCHEMAS,
+    TABLES,
     TIMESTAMP,
     TITLE,
     USER_ID,
@@ -243,13 +246,13 @@ TABLE_SUFFIXES = (".parquet", ".csv", ".csv.gz", ".tsv")
 
 
 def find_table(directory: Path, table: str) -> Path | None:
-    """Return the file (or Parquet folder) holding ``table`` in ``directory``, or None."""
+    """Return the file (or Parquet folder, parts at any depth) holding ``table`` in ``directory``, or None."""
     for suffix in TABLE_SUFFIXES:
         candidate = directory / f"{table}{suffix}"
         if candidate.exists():
             return candidate
     folder = directory / table
-    if folder.is_dir() and any(folder.glob("*.parquet")):
+    if folder.is_dir() and any(folder.rglob("*.parquet")):
         return folder
     return None
 
@@ -275,7 +278,10 @@ def read_table(path: Path, table_format: TableFormat | None = None) -> pl.DataFr
                                  "or say --format)")
     try:
         if kind == "parquet":
-            return pl.scan_parquet(path / "*.parquet" if path.is_dir() else path).collect()
+            # a folder: its parts at any depth (warehouse exports nest them, e.g. date=2026-11-28/part-0.parquet);
+            # partition folder names are not turned into columns
+            return pl.scan_parquet(path / "**" / "*.parquet" if path.is_dir() else path,
+                                   hive_partitioning=False).collect()
         if path.stat().st_size == 0:
             return pl.DataFrame()
         return pl.read_csv(path, infer_schema=False, separator="\t" if path.name.endswith(".tsv") else ",")
@@ -304,18 +310,151 @@ def read_raw_tables(path: Path) -> dict[str, pl.DataFrame | None]:
     return tables
 
 
-def read_canonical_dir(path: Path, name: str | None = None) -> Dataset:
-    """Read the tables of ``path`` and convert them to canonical types (no contract rules beyond types).
+OBJECT_STORE_SCHEMES = ("s3://", "s3a://", "gs://", "gcs://", "az://", "abfs://", "abfss://", "azure://")
+
+
+def is_object_store(location: str | Path) -> bool:
+    """Whether ``location`` is an object-store URL (``s3://bucket/prefix``, ``gs://...``, ``az://...``)."""
+    return isinstance(location, str) and location.startswith(OBJECT_STORE_SCHEMES)
+
+
+def _scan_remote(url: str, storage_options: dict[str, str] | None) -> pl.LazyFrame | None:
+    """A lazy scan of the table at ``url`` (Parquet file, glob of Parquet parts, or CSV), None when absent."""
+    try:
+        if url.endswith(".csv"):
+            scan = pl.scan_csv(url, infer_schema=False, storage_options=storage_options)
+        else:
+            scan = pl.scan_parquet(url, hive_partitioning=False, storage_options=storage_options)
+        scan.collect_schema()  # reads the footer / header only: cheap existence and format check
+        return scan
+    except FileNotFoundError:  # no such object (or bucket)
+        return None
+    except pl.exceptions.ComputeError as exc:
+        if "expanded paths were empty" in str(exc):  # a glob that matched no part
+            return None
+        raise
+
+
+def read_remote_tables(url: str, storage_options: dict[str, str] | None = None) -> dict[str, pl.DataFrame | None]:
+    """The tables of an object-store folder as stored, like :func:`read_raw_tables`: per table
+    ``<url>/<table>.parquet``, ``<url>/<table>/**/*.parquet`` (parts) or ``<url>/<table>.csv``. Credentials and
+    endpoint come from ``storage_options`` or polars' usual environment variables (``AWS_ACCESS_KEY_ID``,
+    ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``, ``AWS_ENDPOINT_URL``; ``GOOGLE_*``; ``AZURE_*``).
+
+    Raises:
+        DatasetFormatError: a required table is missing, or a table cannot be read.
+    """
+    base = url.rstrip("/")
+    tables: dict[str, pl.DataFrame | None] = {}
+    for table in ("interactions", "items", "users", "impressions"):
+        found = None
+        for candidate in (f"{base}/{table}.parquet", f"{base}/{table}/**/*.parquet", f"{base}/{table}.csv"):
+            try:
+                found = _scan_remote(candidate, storage_options)
+            except (pl.exceptions.PolarsError, OSError) as exc:
+                raise DatasetFormatError(f"{candidate}: cannot read: {type(exc).__name__}: {str(exc)[:300]}") from exc
+            if found is not None:
+                break
+        if found is None and table in ("interactions", "items"):
+            raise DatasetFormatError(f"{base}: no {table} table ({table}.parquet, {table}/ of Parquet parts, "
+                                     f"or {table}.csv)")
+        try:
+            tables[table] = found.collect() if found is not None else None
+        except (pl.exceptions.PolarsError, OSError) as exc:
+            raise DatasetFormatError(f"{base}/{table}: cannot read: {type(exc).__name__}: {str(exc)[:300]}") from exc
+    return tables
+
+
+#: Extra canonical columns a mapping may name besides the tables' schemas (item text for content features).
+EXTRA_COLUMNS = {"items": (DESCRIPTION,)}
+
+ColumnMap = dict[str, dict[str, str]]  # table -> {canonical column: the file's column}
+
+
+def parse_column_map(spec: dict[str, Any]) -> ColumnMap:
+    """Normalise a column mapping (``canonical: yours``): flat entries apply to every table, a table name with
+    its own mapping overrides them for that table.
+
+    Raises:
+        ValueError: an unknown table or canonical column, a non-string name, or two canonical columns taken
+            from the same column of a table -- naming what is wrong.
+    """
+    if not isinstance(spec, dict):
+        raise ValueError(f"a column map is a mapping of canonical names to yours, got {type(spec).__name__}")
+    flat = {k: v for k, v in spec.items() if not isinstance(v, dict)}
+    nested = {k: v for k, v in spec.items() if isinstance(v, dict)}
+    unknown_tables = sorted(set(nested) - set(TABLES))
+    if unknown_tables:
+        raise ValueError(f"column map: unknown table(s) {unknown_tables}; tables are {list(TABLES)}")
+    known = {t: [*TABLE_SCHEMAS[t], *EXTRA_COLUMNS.get(t, ())] for t in TABLES}
+    every = sorted({c for columns in known.values() for c in columns})
+    out: ColumnMap = {}
+    for table in TABLES:
+        merged = {**{k: v for k, v in flat.items() if k in known[table]}, **nested.get(table, {})}
+        for canonical, theirs in merged.items():
+            if canonical not in known[table] and table != "users":
+                raise ValueError(f"column map: {table}.{canonical} is not a canonical column of {table} "
+                                 f"({known[table]})")
+            if not isinstance(theirs, str) or not theirs:
+                raise ValueError(f"column map: {table}.{canonical} must name one column, got {theirs!r}")
+        sources = list(merged.values())
+        twice = sorted({c for c in sources if sources.count(c) > 1})
+        if twice:
+            raise ValueError(f"column map: {table} takes several canonical columns from {twice}")
+        out[table] = merged
+    stray = sorted(k for k in flat if k not in every)
+    if stray:
+        raise ValueError(f"column map: {stray} are not canonical columns (known: {every})")
+    return out
+
+
+def load_column_map(path: Path) -> ColumnMap:
+    """Read a YAML column map (see :func:`parse_column_map`).
+
+    Raises:
+        DatasetFormatError: the file cannot be read or is not valid YAML.
+        ValueError: the mapping itself is wrong.
+    """
+    import yaml
+
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise DatasetFormatError(f"{path}: cannot read the column map: {exc}") from exc
+    return parse_column_map(spec or {})
+
+
+def apply_column_map(tables: dict[str, pl.DataFrame | None], mapping: ColumnMap | None
+                     ) -> dict[str, pl.DataFrame | None]:
+    """Rename each table's columns to the canonical names (a mapped column the table lacks is left for the
+    contract to report as missing, with the mapping named in its hint); a canonical column the file already
+    has under that name is replaced by the mapped one."""
+    if not mapping:
+        return tables
+    out: dict[str, pl.DataFrame | None] = {}
+    for table, frame in tables.items():
+        pairs = {theirs: canonical for canonical, theirs in mapping.get(table, {}).items()
+                 if frame is not None and theirs in frame.columns and theirs != canonical}
+        if frame is not None and pairs:
+            frame = frame.drop([c for c in pairs.values() if c in frame.columns]).rename(pairs)
+        out[table] = frame
+    return out
+
+
+def read_canonical_dir(path: Path | str, name: str | None = None, columns: ColumnMap | None = None) -> Dataset:
+    """Read the tables of ``path`` (a folder, or an object-store URL), rename columns by ``columns``, and convert
+    them to canonical types (no contract rules beyond types).
 
     Raises:
         DatasetFormatError: when a required table is missing or unreadable.
         ContractViolation: when a column is missing or a value does not convert.
     """
-    tables = read_raw_tables(path)
+    remote = is_object_store(path)
+    tables = apply_column_map(read_remote_tables(str(path)) if remote else read_raw_tables(Path(path)), columns)
     interactions, items = tables["interactions"], tables["items"]
     assert interactions is not None and items is not None
     return Dataset(
-        name or path.name,
+        name or (str(path).rstrip("/").rsplit("/", 1)[-1] if remote else Path(path).name),
         interactions.pipe(to_canonical_interactions),
         items.pipe(to_canonical_items),
         tables["users"],

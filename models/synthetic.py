@@ -15,6 +15,7 @@ tag vocabulary: the three transfer regimes of :mod:`models.alignment`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -59,6 +60,9 @@ def generate_multidomain(
     item_prefix: str = "",
     impressions_per_user: int = 0,
     logging_temperature: float = 1.0,
+    interactions_by_domain: dict[str, float] | None = None,
+    vocabulary: dict[str, list[str]] | None = None,
+    adjectives: list[str] | None = None,
 ) -> Dataset:
     """Generate a dataset (see module docstring).
 
@@ -81,6 +85,9 @@ def generate_multidomain(
             softmax(popularity / ``logging_temperature``) (recorded as ``propensity``) and the user clicks with
             probability sigmoid(taste term + popularity - 1). Drawn from its own generator: the interactions
             are the same with or without it.
+        interactions_by_domain: per-domain override of ``interactions_per_domain`` (a small new domain).
+        vocabulary: per-domain title nouns (default: the built-in ones, "Item" for unknown domains).
+        adjectives: title adjectives (default: the built-in ones).
     """
     rng = np.random.default_rng(seed)
     item_rng = rng if item_seed is None else np.random.default_rng(item_seed)
@@ -90,13 +97,15 @@ def generate_multidomain(
     for d, domain in enumerate(domains):
         vectors = item_rng.normal(size=(items_per_domain, dim))
         popularity = item_rng.normal(scale=1.0, size=items_per_domain)
-        vocab = _VOCAB.get(domain, ["Item"])
+        vocab = (vocabulary or _VOCAB).get(domain, ["Item"])
+        words = adjectives or _ADJECTIVES
         ids = [f"{item_prefix}{domain}-{j:04d}" for j in range(items_per_domain)]
         for j in range(items_per_domain):
-            title = f"{_ADJECTIVES[(j + d) % len(_ADJECTIVES)]} {vocab[j % len(vocab)]} {item_prefix}{j}"
+            title = f"{words[(j + d) % len(words)]} {vocab[j % len(vocab)]} {item_prefix}{j}"
             item_rows.append((ids[j], domain, f"{title}: {' '.join(tag_words(vectors[j], 3))}", domain))
         logits = taste_strength * taste @ vectors.T + popularity  # (users, items)
-        counts = np.clip(rng.poisson(interactions_per_domain, size=n_users), 1, items_per_domain)
+        mean = (interactions_by_domain or {}).get(domain, interactions_per_domain)
+        counts = np.clip(rng.poisson(mean, size=n_users), 1, items_per_domain)
         gumbel = rng.gumbel(size=logits.shape)
         order = np.argsort(-(logits + gumbel), axis=1)  # sampling without replacement
         z = (logits - logits.mean()) / (logits.std() + 1e-9)
@@ -182,3 +191,81 @@ def softmax_policy(scores: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     logits = scores / temperature
     exp = np.exp(logits - logits.max(axis=1, keepdims=True))
     return exp / exp.sum(axis=1, keepdims=True)
+
+
+RETAIL_VOCABULARY = {
+    "grocery": ["Coffee", "Tea", "Pasta", "Olive Oil", "Granola", "Chocolate", "Honey", "Rice"],
+    "electronics": ["Headphones", "Charger", "Keyboard", "Speaker", "Webcam", "Monitor", "Mouse", "Router"],
+    "home": ["Lamp", "Blanket", "Vase", "Candle", "Mug", "Cushion", "Rug", "Clock"],
+    "beauty": ["Serum", "Shampoo", "Lipstick", "Moisturiser", "Perfume", "Sunscreen", "Soap", "Mask"],
+    "toys": ["Puzzle", "Robot", "Doll", "Blocks", "Kite", "Board Game", "Train Set", "Yo-yo"],
+    "garden": ["Rake", "Seeds", "Planter", "Hose", "Shears", "Compost", "Trowel", "Birdhouse"],
+}
+RETAIL_ADJECTIVES = ["Organic", "Compact", "Classic", "Deluxe", "Eco", "Premium", "Travel", "Family", "Smart",
+                     "Handmade"]
+RETAIL_CATEGORIES = ("grocery", "electronics", "home", "beauty", "toys", "garden")
+
+#: How the retail export names its columns (a warehouse's names), as a ``--columns`` map: canonical: theirs.
+RETAIL_COLUMN_MAP = {
+    "user_id": "customer_id", "item_id": "sku", "rating": "stars", "domain": "category", "title": "product_name",
+    "interactions": {"timestamp": "ordered_at"}, "impressions": {"timestamp": "shown_at"},
+}
+
+
+def generate_retail(*, n_customers: int = 800, categories: tuple[str, ...] = RETAIL_CATEGORIES,
+                    products_per_category: int = 60, purchases_per_category: float = 10.0,
+                    new_category: str = "garden", new_category_purchases: float = 3.0,
+                    impressions_per_customer: int = 10, seed: int = 0) -> Dataset:
+    """A seeded retail catalogue in canonical form: ``categories`` (the last one, ``new_category``, recently
+    opened: ``new_category_purchases`` per customer instead of ``purchases_per_category``), product titles from
+    category vocabularies, a description of taste words, customers shared by every category (ids ``c00000``...),
+    star ratings, a users table (region, signup year) and an impression log of the new category with
+    propensities. Built on :func:`generate_multidomain`: customers' taste carries over between categories."""
+    if categories[-1] != new_category:
+        categories = (*[c for c in categories if c != new_category], new_category)
+    data = generate_multidomain(
+        n_users=n_customers, domains=categories, items_per_domain=products_per_category,
+        interactions_per_domain=purchases_per_category, interactions_by_domain={new_category: new_category_purchases},
+        vocabulary=RETAIL_VOCABULARY, adjectives=RETAIL_ADJECTIVES, seed=seed, name="retail", user_prefix="c",
+        impressions_per_user=impressions_per_customer, start=1_735_689_600, span_days=330)  # 2025-01-01 on
+    title = pl.col(TITLE).str.split(": ")
+    items = data.items.with_columns(
+        title.list.first().alias(TITLE),
+        (pl.lit("notes of ") + title.list.last().str.replace_all(" ", ", ")).alias("description"),
+    ).drop(GENRES)
+    rng = np.random.default_rng(seed + 11)
+    regions = np.array(["north", "south", "east", "west"])
+    users = data.users.with_columns(  # type: ignore[union-attr]
+        pl.Series("region", regions[rng.integers(0, 4, size=n_customers)]),
+        pl.Series("signup_year", rng.integers(2015, 2025, size=n_customers)),
+    )
+    return Dataset("retail", data.interactions, items, users, data.impressions)
+
+
+def write_retail_export(dataset: Dataset, out: Path) -> Path:
+    """Write ``dataset`` the way a warehouse exports it, under the retail column names
+    (:data:`RETAIL_COLUMN_MAP`, also written as ``columns.yaml``): ``interactions/month=YYYY-MM/part-0.parquet``
+    with ISO datetimes, ``items.csv``, ``users.parquet``, ``impressions.csv.gz`` with Unix seconds."""
+    import gzip
+
+    import yaml
+
+    out.mkdir(parents=True, exist_ok=True)
+    theirs = {k: v for k, v in RETAIL_COLUMN_MAP.items() if isinstance(v, str)}
+    when = pl.from_epoch(pl.col(TIMESTAMP), time_unit="s")
+    interactions = dataset.interactions.with_columns(when.dt.strftime("%Y-%m").alias("_month"),
+                                                     when.dt.strftime("%Y-%m-%d %H:%M:%S").alias(TIMESTAMP))
+    for (month,), part in interactions.partition_by("_month", as_dict=True).items():
+        folder = out / "interactions" / f"month={month}"
+        folder.mkdir(parents=True, exist_ok=True)
+        part.drop("_month").rename({**theirs, TIMESTAMP: "ordered_at"}, strict=False).write_parquet(
+            folder / "part-0.parquet")
+    dataset.items.rename(theirs, strict=False).write_csv(out / "items.csv")
+    if dataset.users is not None:
+        dataset.users.rename(theirs, strict=False).write_parquet(out / "users.parquet")
+    if dataset.impressions is not None:
+        with gzip.open(out / "impressions.csv.gz", "wb") as handle:
+            dataset.impressions.rename({**theirs, TIMESTAMP: "shown_at"}, strict=False).write_csv(handle)
+    (out / "columns.yaml").write_text("# canonical column: the column in these files\n"
+                                      + yaml.safe_dump(RETAIL_COLUMN_MAP, sort_keys=False))
+    return out

@@ -22,7 +22,7 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
-from data_contracts.columns import GENRE_SEPARATOR, GENRES, ITEM_ID, TITLE
+from data_contracts.columns import DESCRIPTION, GENRE_SEPARATOR, GENRES, ITEM_ID, TITLE
 
 EmbedderName = Literal["auto", "minilm", "hashed"]
 HASH_BUCKETS = 4096
@@ -30,16 +30,15 @@ _WORD = re.compile(r"[a-z0-9]+")
 
 
 def item_texts(items: pl.DataFrame) -> list[str]:
-    """One text per item row: ``title | genre, genre`` (the id when there is no title)."""
+    """One text per item row: ``title | genre, genre`` (the id when there is no title), and `` | description``
+    when the items table has a ``description`` column."""
     title = pl.col(TITLE) if TITLE in items.columns else pl.lit(None, dtype=pl.String)
     genres = pl.col(GENRES) if GENRES in items.columns else pl.lit(None, dtype=pl.String)
-    return items.select(
-        pl.concat_str(
-            [pl.coalesce(title, pl.col(ITEM_ID)),
-             genres.str.replace_all(GENRE_SEPARATOR, ", ", literal=True).fill_null("")],
-            separator=" | ",
-        )
-    ).to_series().to_list()
+    parts = [pl.coalesce(title, pl.col(ITEM_ID)), genres.str.replace_all(GENRE_SEPARATOR, ", ", literal=True)
+             .fill_null("")]
+    if DESCRIPTION in items.columns:
+        parts.append(pl.col(DESCRIPTION).cast(pl.String).fill_null(""))
+    return items.select(pl.concat_str(parts, separator=" | ")).to_series().to_list()
 
 
 def _tokens(text: str) -> list[str]:

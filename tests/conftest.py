@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -78,6 +79,11 @@ def _service_missing(name: str) -> str | None:
         if not (shutil.which("initdb") or glob.glob("/usr/lib/postgresql/*/bin/initdb")):
             return "PostgreSQL's server (initdb, postgres) is not installed"
         return None if importlib.util.find_spec("psycopg") else "the `server` extra (psycopg) is not installed"
+    if name == "moto":
+        from pathlib import Path as _Path
+
+        found = importlib.util.find_spec("moto") and (_Path(sys.executable).parent / "moto_server").exists()
+        return None if found else "moto's S3 server (`moto[server]`, extra `dev`) is not installed"
     raise ValueError(f"unknown service {name!r}")
 
 

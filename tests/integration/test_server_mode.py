@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -84,6 +85,13 @@ def test_four_onboardings_at_once_on_postgres_behind_basic_auth(tmp_path: Path, 
             assert version.run_id == summary["mlflow_run_id"] or version.run_id in set(children["run_id"])
         assert all(keys == transfer_keys[0] for keys in transfer_keys) and len(transfer_keys[0]) > 40
         assert any((tmp_path / "artifacts").rglob("MLmodel"))  # model artifacts went to the artifact root
+
+        # the compare view of the server itself, signed in (skipped where there is no browser)
+        if not (os.environ.get("TRANSFERREC_REQUIRE_SERVICES") != "1" and shutil.which("chromium") is None):
+            shot = subprocess.run([str(BIN / "transferrec"), "ui", "--snapshot", str(tmp_path / "c.png"),
+                                   "--target-domain", "music"], env=env, capture_output=True, text=True, timeout=300)
+            assert shot.returncode == 0, shot.stderr[-2000:]
+            assert "transfer " in shot.stdout and (tmp_path / "c.png").stat().st_size > 20_000
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)

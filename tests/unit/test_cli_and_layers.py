@@ -52,6 +52,9 @@ def test_training_options_reach_every_model(tmp_path):
     defaults = onboard_config(build_parser().parse_args(["onboard", "--target-domain", "Horror"]))
     assert defaults.finetune.train.accelerator == "auto" and defaults.tracking.resume
     assert defaults.parallel and defaults.runner.kind == "threads"
+    assert defaults.split.fraction == 0.1  # a benchmark dataset: scarce target data simulated
+    own = onboard_config(build_parser().parse_args(["onboard", "--target-domain", "x", "--data", str(tmp_path)]))
+    assert own.split.fraction == 1.0 and own.data.path == tmp_path  # your own data: all of it
 
 
 def test_task_runner_arguments():
