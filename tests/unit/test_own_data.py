@@ -81,7 +81,7 @@ def test_retail_export_reads_back_to_the_generated_tables(tmp_path: Path):
 def test_item_texts_use_the_description_when_there_is_one():
     from models.text import item_texts
 
-    items = pl.DataFrame({"item_id": ["a"], "domain": ["d"], "title": ["Eco Rake 1"], "genres": pl.Series([None], dtype=pl.String),
-                          "description": ["notes of jade"]})
+    items = pl.DataFrame({"item_id": ["a"], "domain": ["d"], "title": ["Eco Rake 1"],
+                          "genres": pl.Series([None], dtype=pl.String), "description": ["notes of jade"]})
     assert item_texts(items) == ["Eco Rake 1 |  | notes of jade"]
     assert item_texts(items.drop("description")) == ["Eco Rake 1 | "]  # MovieLens-like tables: unchanged
