@@ -113,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     _finetune_args(curve)
     _hardware_args(curve)
     curve.add_argument("--json", action="store_true", help="print the result as JSON (last stdout line)")
+    curve.add_argument("--plot", type=Path, metavar="PNG", help="also write the curve's plot here (it is in MLflow "
+                                                               "as curve/curve.png either way)")
 
     serve = sub.add_parser("serve", help="serve the deployments: on-demand onboarding, nightly refresh, weekly "
                                          "pretraining (needs a Prefect server: PREFECT_API_URL)",
@@ -643,6 +645,11 @@ def _dispatch(args: argparse.Namespace, default_data_dir: Any) -> int:
             data=_data_config(args, DataConfig), split=SplitConfig(seed=args.seed, test_ratio=args.test_ratio),
             sources=_sources_config(args), finetune=_finetune_config(args), scratch=_target_train(args),
             tracking=_tracking_config(args)))
+        if args.plot is not None:
+            from models.curve import plot_curve
+
+            args.plot.parent.mkdir(parents=True, exist_ok=True)
+            plot_curve(result["points"], args.plot)
         if args.json:
             _print_json({k: v for k, v in result.items() if k != "table_markdown"})
         else:
