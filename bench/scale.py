@@ -1,0 +1,175 @@
+"""Scale: a seeded synthetic target domain of 1 M, 3 M and 10 M interactions through validate -> split ->
+fine-tune (one epoch) -> evaluate, wall time and peak memory per stage.
+
+Usage:
+
+    python bench/scale.py [--sizes 1e6,3e6,1e7] [--eval-users 20000] [--out bench/results]
+
+Per size, users = interactions / 25 and items = interactions / 500 (at least 2,000): 40 k users and 2 k items
+at 1 M, 400 k and 20 k at 10 M. Interactions: each user belongs to one of 64 taste clusters; items are drawn
+from a long-tailed popularity (rank = items x U^3: the top 1 % of items get about a fifth of the draws) over a
+cluster-specific permutation of the catalogue, mixed 50/50 with the global one; duplicates dropped; timestamps uniform over a year; ratings 1-5. The source model knows every user (random 64-dim vectors:
+the benchmark measures cost, not quality).
+
+Each size runs in its own process (so its peak RSS is its own): the data is generated and written as Parquet
+parts first (not timed), then the measured process reads the folder, validates it with the data contracts,
+splits it (the target is 100 % of the domain), fine-tunes for one epoch (``--epochs``), and evaluates the
+test task of a seeded sample of ``--eval-users`` users (full ranking over the whole catalogue: said in the
+output). Prints a table with the growth factor of each stage per 10x data and writes ``scale.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+DOMAIN = "new"
+
+
+def generate(n: int, folder: Path, seed: int = 0, parts: int = 8) -> dict[str, int]:
+    """Write the synthetic tables (see the module docstring) under ``folder``; returns the sizes."""
+    import polars as pl
+
+    rng = np.random.default_rng(seed)
+    n_users, n_items, clusters = max(1000, n // 25), max(2000, n // 500), 64
+    user_cluster = rng.integers(0, clusters, size=n_users)
+    permutations = np.stack([rng.permutation(n_items) for _ in range(clusters)])
+    draws = int(n * 1.3)  # duplicates (user, item) are dropped, then the first n kept
+    users = rng.integers(0, n_users, size=draws)
+    ranks = (n_items * rng.random(draws) ** 3).astype(np.int64)  # long tail: the top 1 % of items get ~21 %
+    personal = rng.random(draws) < 0.5
+    items = np.where(personal, permutations[user_cluster[users], ranks], ranks)
+    interactions = pl.DataFrame({
+        "user_id": pl.Series(users).cast(pl.String).str.pad_start(7, "0").str.replace(r"^", "u"),
+        "item_id": pl.Series(items).cast(pl.String).str.pad_start(6, "0").str.replace(r"^", "i"),
+        "timestamp": 1_700_000_000 + rng.integers(0, 365 * 86400, size=draws),
+        "rating": rng.integers(1, 6, size=draws).astype(np.float64),
+    }).unique(subset=["user_id", "item_id"], keep="first", maintain_order=True).head(n)
+    (folder / "interactions").mkdir(parents=True, exist_ok=True)
+    step = -(-interactions.height // parts)
+    for part in range(parts):
+        interactions.slice(part * step, step).write_parquet(folder / "interactions" / f"part-{part}.parquet")
+    item_ids = pl.Series(np.arange(n_items)).cast(pl.String).str.pad_start(6, "0").str.replace(r"^", "i")
+    pl.DataFrame({"item_id": item_ids, "domain": DOMAIN, "title": "Item " + item_ids,
+                  "genres": "x"}).write_parquet(folder / "items.parquet")
+    user_ids = pl.Series(np.arange(n_users)).cast(pl.String).str.pad_start(7, "0").str.replace(r"^", "u")
+    np.save(folder / "source_users.npy", user_ids.to_numpy().astype(object), allow_pickle=True)
+    return {"interactions": interactions.height, "users": n_users, "items": n_items}
+
+
+def rss_mb() -> float:
+    """Peak RSS of this process so far (Linux: ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure(folder: Path, epochs: int, eval_users: int, seed: int = 0) -> dict[str, float]:
+    """The measured pipeline (one process); seconds and peak RSS after each stage."""
+    from dataclasses import replace
+
+    import polars as pl
+
+    from data_contracts.validation import ContractSettings, validate_tables
+    from models.config import FineTuneConfig, SplitConfig, target_train_defaults
+    from models.datasets import read_raw_tables
+    from models.evaluation import evaluate_model
+    from models.factors import FactorModel
+    from models.recipes import fine_tune, ranking_tasks
+    from models.split import split_with
+
+    out: dict[str, float] = {"rss_start_mb": rss_mb()}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        out[f"{name}_s"], out[f"{name}_rss_mb"] = now - clock, rss_mb()
+        clock = now
+
+    raw = read_raw_tables(folder)
+    lap("load")
+    valid = validate_tables(raw, ContractSettings(min_target_interactions=1, target_domain=DOMAIN)).tables
+    del raw
+    lap("validate")
+    split = split_with(valid["interactions"], valid["items"], domain=DOMAIN, config=SplitConfig(fraction=1.0))
+    del valid
+    users = np.sort(split.test["user_id"].unique().to_numpy())
+    sample = np.random.default_rng(seed).choice(users, size=min(eval_users, len(users)), replace=False)
+    split = replace(split, test=split.test.filter(pl.col("user_id").is_in(sample)))
+    lap("split")
+    source_users = np.load(folder / "source_users.npy", allow_pickle=True)
+    rng = np.random.default_rng(seed)
+    source = FactorModel(source_users, np.array(["s0", "s1"], dtype=object),
+                         rng.normal(scale=0.1, size=(len(source_users), 64)).astype(np.float32),
+                         rng.normal(scale=0.1, size=(2, 64)).astype(np.float32), np.zeros(2, dtype=np.float32))
+    config = FineTuneConfig(train=target_train_defaults().model_copy(update={"max_epochs": epochs,
+                                                                             "accelerator": "cpu"}))
+    fit = fine_tune(source, split, config=config, seed=seed)
+    out["epochs"] = fit.epochs_run
+    lap("fine_tune")
+    _, test_task = ranking_tasks(split, click_threshold=4.0)
+    report = evaluate_model(fit.model, test_task, ks=(10,))
+    out["eval_users"] = test_task.n_users
+    out["test_ndcg_at_10"] = report.metrics["ndcg_at_10"]
+    lap("evaluate")
+    out["total_s"] = sum(out[f"{s}_s"] for s in ("load", "validate", "split", "fine_tune", "evaluate"))
+    out["peak_rss_mb"] = rss_mb()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="1e6,3e6,1e7")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--eval-users", type=int, default=20_000)
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # internal: the measured child process
+    args = parser.parse_args(argv)
+    if args.measure:
+        print(json.dumps(measure(args.measure, args.epochs, args.eval_users)))
+        return 0
+
+    results = []
+    for size in (int(float(s)) for s in args.sizes.split(",")):
+        with tempfile.TemporaryDirectory(prefix=f"scale-{size}-") as tmp:
+            folder = Path(tmp)
+            shape = generate(size, folder)
+            done = subprocess.run([sys.executable, __file__, "--measure", str(folder), "--epochs", str(args.epochs),
+                                   "--eval-users", str(args.eval_users)], capture_output=True, text=True)
+            if done.returncode != 0:
+                raise SystemExit(f"size {size} failed:\n{done.stderr[-4000:]}")
+            row = {"size": size, **shape, **json.loads(done.stdout.strip().splitlines()[-1])}
+            results.append(row)
+            print(f"{size:>10,}: {row['total_s']:.1f} s, peak RSS {row['peak_rss_mb']:.0f} MB", flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "scale.json").write_text(json.dumps(results, indent=2))
+
+    stages = ("load", "validate", "split", "fine_tune", "evaluate", "total")
+    print(f"\nscale: validate -> split -> fine-tune ({args.epochs} epoch) -> evaluate (test task of "
+          f"{args.eval_users:,} sampled users, full ranking); seconds, peak RSS of the process\n")
+    print("| interactions | users | items | " + " | ".join(stages) + " | peak RSS MB |")
+    print("|---|---|---|" + "---|" * (len(stages) + 1))
+    for r in results:
+        print(f"| {r['interactions']:,} | {r['users']:,} | {r['items']:,} | "
+              + " | ".join(f"{r[f'{s}_s']:.1f}" for s in stages) + f" | {r['peak_rss_mb']:.0f} |")
+    if len(results) >= 2:
+        first, last = results[0], results[-1]
+        ratio = last["interactions"] / first["interactions"]
+        print(f"\ngrowth from {first['interactions']:,} to {last['interactions']:,} interactions (x{ratio:.1f}): "
+              + ", ".join(f"{s} x{last[f'{s}_s'] / max(first[f'{s}_s'], 1e-9):.1f}" for s in stages)
+              + f", peak RSS x{last['peak_rss_mb'] / first['peak_rss_mb']:.1f}")
+    print(f"wrote {args.out / 'scale.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

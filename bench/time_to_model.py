@@ -1,0 +1,222 @@
+"""Time to model: one onboarding end to end, by stage, against the same work as plain Python functions.
+
+Usage (after `transferrec fetch movielens-1m`; the first run trains and registers the source models into
+``--out``'s MLflow store, untimed):
+
+    python bench/time_to_model.py [--target-domain Horror] [--fraction 0.1] [--repeats 2] [--out bench/results]
+
+Measures, with the source models already registered:
+
+* ``cli``: `transferrec onboard ... --json` as a fresh process (imports, Prefect's temporary API, MLflow,
+  the flow): wall time, and the flow's own stage timings from its JSON;
+* ``flow``: the flow called again in this (warm) process: stage timings;
+* ``plain``: the same computations as plain function calls -- read the tables, the contracts' polars
+  evaluator (great-expectations only runs when a rule fails, as in the flow), split, source weights from local
+  files, selection (profiles, zero-shot probe, ranking), the fine-tune and the three baselines (threads, as
+  in the flow), evaluation and slices -- with no Prefect, no MLflow, no plots and no registry;
+* start-up pieces: ``import flows.onboard``, and the first flow call of a fresh process (Prefect's
+  temporary API server).
+
+Prints a table and writes ``time_to_model.json``. Overhead = (cli wall - plain total) / plain total.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+BIN = Path(sys.executable).parent
+
+
+def timed_process(args: list[str], env: dict[str, str]) -> tuple[float, subprocess.CompletedProcess]:
+    start = time.perf_counter()
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=1800)
+    return time.perf_counter() - start, done
+
+
+def startup_costs(env: dict[str, str]) -> dict[str, float]:
+    """Seconds to import the flow module, and to run a trivial flow in a fresh process (Prefect start-up)."""
+    imports, _ = timed_process([sys.executable, "-c", "import flows.onboard"], env)
+    bare, _ = timed_process([sys.executable, "-c", "pass"], env)
+    trivial, done = timed_process([sys.executable, "-c", "from prefect import flow\nflow(lambda: 1)()"], env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return {"python": bare, "import_flows_onboard": imports - bare, "prefect_first_flow_call": trivial - bare}
+
+
+def plain_pipeline(config: Any, sources_file: Path) -> dict[str, float]:
+    """The onboarding's computations as plain calls (see the module docstring); seconds per stage."""
+    from data_contracts.validation import validate_tables
+    from models.als import fit_als
+    from models.candidates import prepare_source, target_profile
+    from models.datasets import Dataset, read_raw_tables
+    from models.evaluation import evaluate_model
+    from models.fetch import cached_dir
+    from models.recipes import fine_tune, fit_popularity, ranking_tasks, train_scratch, zero_shot_model
+    from models.similarity import PROBE, rank_candidates
+    from models.slices import head_items, item_slice_recall, sliced_means, user_slices
+    from models.split import split_with
+    from tasks.data import contract_settings
+    from tasks.runtime import default_data_dir
+    from tasks.selection import resolve_matching
+
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[name] = now - clock
+        clock = now
+
+    data = config.data
+    raw = read_raw_tables(cached_dir(data.data_dir or default_data_dir(), data.dataset))
+    lap("load")
+    valid = validate_tables(raw, contract_settings(data, config.target_domain)).tables
+    dataset = Dataset(data.dataset, valid["interactions"], valid["items"], valid.get("users"),
+                      valid.get("impressions"))
+    lap("validate")
+    split = split_with(dataset.interactions, dataset.items, domain=config.target_domain, config=config.split)
+    val_task, test_task = ranking_tasks(split, click_threshold=config.evaluation.click_threshold)
+    lap("split")
+    sources = pickle.loads(sources_file.read_bytes())  # name -> (FactorModel, DomainProfile)
+    lap("sources")
+    item_match, shared_users = resolve_matching(config.sources, same_dataset=True)
+    target = target_profile(split, dataset.name, config.sources.embedder)
+    rows, prepared = [], {}
+    for name, (model, profile) in sources.items():
+        ready = prepare_source(model, profile, split, target, item_match=item_match, shared_users=shared_users,
+                               embedder=config.sources.embedder)
+        probe = evaluate_model(zero_shot_model(ready.model, split, ready.text, config=config.finetune), val_task,
+                               ks=(10,))
+        prepared[name] = ready
+        rows.append({"name": name, **ready.signals, PROBE: probe.metrics["ndcg_at_10"]})
+    table, _, _ = rank_candidates(rows, config.selection.weights)
+    chosen = str(table.row(0, named=True)["name"])
+    lap("select")
+    seed = config.split.seed
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        jobs = {
+            "transfer": pool.submit(fine_tune, prepared[chosen].model, split, config=config.finetune, seed=seed,
+                                    text=prepared[chosen].text),
+            "scratch": pool.submit(train_scratch, split, model=config.model, train=config.scratch, seed=seed,
+                                   family=config.finetune.family, content=prepared[chosen].text.target),
+            "als": pool.submit(fit_als, split.train, split.catalogue, val_task, seed=seed),
+        }
+        fits = {name: job.result() for name, job in jobs.items()}
+    popularity = fit_popularity(split)
+    lap("train")
+    models = {"transfer": fits["transfer"].model, "popularity": popularity, "als": fits["als"].model,
+              "scratch": fits["scratch"].model}
+    reports = {name: (evaluate_model(m, val_task, ks=config.evaluation.ks, ctr_k=config.evaluation.ctr_k),
+                      evaluate_model(m, test_task, ks=config.evaluation.ks, ctr_k=config.evaluation.ctr_k))
+               for name, m in models.items()}
+    lap("evaluate")
+    masks = user_slices(test_task, split.train, prepared[chosen].model.user_ids)
+    head = head_items(test_task, split.train)
+    for name, (_, test) in reports.items():
+        sliced_means(test.per_user, masks)
+        item_slice_recall(models[name], test_task, head)
+    lap("slices")
+    seconds["total"] = sum(seconds.values())
+    seconds["test_ndcg_at_10_transfer"] = reports["transfer"][1].metrics["ndcg_at_10"]
+    return seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="movielens-1m")
+    parser.add_argument("--target-domain", default="Horror")
+    parser.add_argument("--fraction", type=float, default=0.1)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--data-dir", type=Path)
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    args = parser.parse_args(argv)
+    out = args.out.resolve()
+    store = out / "time_to_model"
+    store.mkdir(parents=True, exist_ok=True)
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    prefect_home = Path(tempfile.mkdtemp(prefix="ttm-prefect-"))
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PREFECT_HOME": str(prefect_home),
+           **({"TRANSFERREC_DATA_DIR": str(args.data_dir)} if args.data_dir else {})}
+    os.environ.update({k: v for k, v in env.items() if k in ("MLFLOW_TRACKING_URI", "PREFECT_HOME",
+                                                           "TRANSFERREC_DATA_DIR")})
+    onboard = [str(BIN / "transferrec"), "onboard", "--dataset", args.dataset, "--target-domain", args.target_domain,
+               "--target-fraction", str(args.fraction), "--json"]
+
+    # untimed: sources trained and registered, Prefect's home created
+    _, warm = timed_process(onboard, env)
+    assert warm.returncode == 0, warm.stderr[-3000:]
+
+    result: dict[str, Any] = {"target_domain": args.target_domain, "fraction": args.fraction,
+                              "startup": startup_costs(env), "cli": [], "flow": [], "plain": []}
+    for _ in range(args.repeats):
+        wall, done = timed_process(onboard, env)
+        assert done.returncode == 0, done.stderr[-3000:]
+        summary = json.loads(done.stdout.strip().splitlines()[-1])
+        result["cli"].append({"wall": wall, **summary["timings_seconds"],
+                              "test_ndcg_at_10_transfer": summary["metrics"]["transfer"]["ndcg_at_10"]})
+
+    from flows.cli import build_parser, onboard_config
+    from flows.onboard import onboard_domain_flow
+    from tasks.runtime import configure_environment, quiet_libraries
+    from tasks.tracking import load_factor_model, load_profile, source_catalogue
+
+    configure_environment({"PREFECT_LOGGING_LEVEL": "CRITICAL"})
+    quiet_libraries()
+    config = onboard_config(build_parser().parse_args(onboard[1:-1] + (["--data-dir", str(args.data_dir)]
+                                                                       if args.data_dir else [])))
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        summary = onboard_domain_flow(config)
+        result["flow"].append({"wall": time.perf_counter() - start, **summary["timings_seconds"]})
+
+    # the plain path reads the same source weights and profiles from local files
+    wanted = {c["name"] for c in summary["candidates"]}
+    catalogue = [e for e in source_catalogue(uri, with_stats=False)
+                 if e["time_safe_for"] == args.target_domain and e["source"] in wanted]
+    assert {e["source"] for e in catalogue} == wanted, (wanted, catalogue)
+    sources = {e["source"]: (load_factor_model(uri, f"models:/{e['registered_model']}/{e['version']}"),
+                             load_profile(uri, e["run_id"])) for e in catalogue}
+    sources_file = store / "sources.pkl"
+    sources_file.write_bytes(pickle.dumps(sources))
+    for _ in range(args.repeats):
+        result["plain"].append(plain_pipeline(config, sources_file))
+
+    best = {kind: min(result[kind], key=lambda r: r["wall"] if "wall" in r else r["total"]) for kind in
+            ("cli", "flow", "plain")}
+    plain_total = best["plain"]["total"]
+    result["overhead_cli"] = best["cli"]["wall"] / plain_total - 1
+    result["overhead_flow"] = best["flow"]["wall"] / plain_total - 1
+    (out / "time_to_model.json").write_text(json.dumps(result, indent=2))
+
+    stages = ["load", "validate", "split", "sources", "select", "train", "settle", "evaluate", "slices",
+              "log_register"]
+    print(f"time to model: {args.dataset} {args.target_domain} at {args.fraction:.0%}, best of {args.repeats} "
+          f"(seconds)\n")
+    print("| stage | cli (fresh process) | flow (warm process) | plain functions |")
+    print("|---|---|---|---|")
+    for stage in stages:
+        cells = [best[k].get(stage) for k in ("cli", "flow", "plain")]
+        print(f"| {stage} | " + " | ".join("-" if c is None else f"{c:.2f}" for c in cells) + " |")
+    print(f"| **total** | **{best['cli']['wall']:.2f}** | **{best['flow']['wall']:.2f}** | **{plain_total:.2f}** |")
+    print(f"\noverhead vs plain: fresh process {result['overhead_cli']:+.0%}, warm flow {result['overhead_flow']:+.0%}")
+    print("start-up: " + ", ".join(f"{k} {v:.2f}s" for k, v in result["startup"].items()))
+    print(f"transfer test NDCG@10: cli {best['cli']['test_ndcg_at_10_transfer']:.4f}, plain "
+          f"{best['plain']['test_ndcg_at_10_transfer']:.4f}")
+    print(f"wrote {out / 'time_to_model.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
