@@ -7,8 +7,9 @@ Usage:
 
 Per size, users = interactions / 25 and items = interactions / 500 (at least 2,000): 40 k users and 2 k items
 at 1 M, 400 k and 20 k at 10 M. Interactions: each user belongs to one of 64 taste clusters; items are drawn
-from a long-tailed popularity (rank = items x U^3: the top 1 % of items get about a fifth of the draws) over a
-cluster-specific permutation of the catalogue, mixed 50/50 with the global one; duplicates dropped; timestamps uniform over a year; ratings 1-5. The source model knows every user (random 64-dim vectors:
+from a long-tailed popularity (rank = items x U^3: the top 1 % of items get about a fifth of the draws)
+over a cluster-specific permutation of the catalogue, mixed 50/50 with the global one; duplicates dropped;
+timestamps uniform over a year; ratings 1-5. The source model knows every user (random 64-dim vectors:
 the benchmark measures cost, not quality).
 
 Each size runs in its own process (so its peak RSS is its own): the data is generated and written as Parquet

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_DEMO_DOMAIN = "Horror"
+#: Commands that run a flow in this process (on Prefect's temporary API unless PREFECT_API_URL is set).
+FLOW_COMMANDS = ("onboard", "pretrain", "curve", "demo")
 
 
 def _split_list(text: str | None) -> tuple[str, ...] | None:
@@ -558,19 +560,24 @@ def ui_hint(tracking_uri: str) -> str:
 
 def _run_onboard(args: argparse.Namespace) -> dict[str, Any]:
     from flows.onboard import onboard_domain_flow
+    from tasks.runtime import await_prefect_api
 
-    return onboard_domain_flow(onboard_config(args))
+    config = onboard_config(args)
+    await_prefect_api()
+    return onboard_domain_flow(config)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``transferrec`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    from tasks.runtime import configure_environment, default_data_dir, quiet_libraries
+    from tasks.runtime import configure_environment, default_data_dir, prestart_prefect_api, quiet_libraries
 
     # Quiet by default: expected failures (bad data, too little data) are reported once, without Prefect's
     # tracebacks; -v shows every log.
     configure_environment({"PREFECT_LOGGING_LEVEL": "INFO" if args.verbose else "CRITICAL"})
+    if args.command in FLOW_COMMANDS:
+        prestart_prefect_api()  # overlaps Prefect's temporary API start-up with the imports below
     quiet_libraries()
     from data_contracts.contracts import ContractViolation
     from models.datasets import DatasetFormatError
@@ -617,8 +624,11 @@ def _dispatch(args: argparse.Namespace, default_data_dir: Any) -> int:
         return 0
     if args.command == "pretrain":
         from flows.pretrain import pretrain_source_flow
+        from tasks.runtime import await_prefect_api
 
-        result = pretrain_source_flow(pretrain_config(args))
+        config = pretrain_config(args)
+        await_prefect_api()
+        result = pretrain_source_flow(config)
         if args.json:
             _print_json(result)
         else:
@@ -639,7 +649,9 @@ def _dispatch(args: argparse.Namespace, default_data_dir: Any) -> int:
         from flows.config import CurveConfig
         from flows.curve import data_efficiency_flow
         from models.config import DataConfig, SplitConfig
+        from tasks.runtime import await_prefect_api
 
+        await_prefect_api()
         result = data_efficiency_flow(CurveConfig(
             target_domain=args.target_domain, fractions=tuple(float(f) for f in args.fractions.split(",")),
             data=_data_config(args, DataConfig), split=SplitConfig(seed=args.seed, test_ratio=args.test_ratio),

@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import subprocess
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -38,6 +39,40 @@ def configure_environment(overrides: dict[str, str] | None = None) -> None:
     """Set telemetry-off and quiet defaults in ``os.environ`` (existing values win) before Prefect is imported."""
     for key, value in {**ENV_DEFAULTS, **(overrides or {})}.items():
         os.environ.setdefault(key, value)
+
+
+_PRESTART: threading.Thread | None = None
+
+
+def prestart_prefect_api() -> None:
+    """Start Prefect's temporary API server (a subprocess; ~5-7 s) in the background, so that it comes up while
+    this process imports torch, Lightning and MLflow (~8 s); :func:`await_prefect_api` joins it before the first
+    flow call. Nothing happens when a Prefect server is configured (``PREFECT_API_URL``); any failure is left to
+    the flow call, which starts the server itself."""
+    global _PRESTART
+    if os.environ.get("PREFECT_API_URL") or _PRESTART is not None:
+        return
+
+    def start() -> None:
+        try:
+            from prefect.settings import get_current_settings
+
+            if get_current_settings().api.url:
+                return
+            from prefect.server.api.server import SubprocessASGIServer
+
+            SubprocessASGIServer().start()
+        except Exception:  # noqa: BLE001 - the flow call starts (and reports on) the server itself
+            return
+
+    _PRESTART = threading.Thread(target=start, name="prefect-api-prestart", daemon=True)
+    _PRESTART.start()
+
+
+def await_prefect_api(timeout: float = 120.0) -> None:
+    """Wait for :func:`prestart_prefect_api` (no-op when it was not called)."""
+    if _PRESTART is not None:
+        _PRESTART.join(timeout)
 
 
 def quiet_libraries() -> None:

@@ -43,4 +43,5 @@ def test_a_violation_in_own_files_is_reported_alike_by_validate_and_onboard(tmp_
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
     runs = mlflow.search_runs(experiment_names=["transferrec-garden"])
     assert list(runs["status"]) == ["FAILED"]  # the run is marked FAILED ...
-    assert not mlflow.MlflowClient().search_registered_models(filter_string="name = 'transferrec-garden'")  # ... unregistered
+    registered = mlflow.MlflowClient().search_registered_models(filter_string="name = 'transferrec-garden'")
+    assert not registered  # ... and nothing is registered
