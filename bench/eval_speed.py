@@ -2,7 +2,7 @@
 
 Usage (after `transferrec fetch movielens-1m`):
 
-    python bench/eval_speed.py [--repeats 3] [--data-dir DIR]
+    python bench/eval_speed.py [--repeats 3] [--data-dir DIR] [--out bench/results]
 
 Task: per user, the last 20 % of their interactions (all genres) are relevant, the rest are excluded from
 the ranking; every user ranks all 3,883 items of the items table. The model is a 64-dim factor model with
@@ -16,6 +16,7 @@ give the same NDCG@10.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -55,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--data-dir", type=Path)
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args(argv)
 
     import torch
@@ -91,6 +93,13 @@ def main(argv: list[str] | None = None) -> int:
           f"{result.metrics['recall_at_10']:.6f} vs pandas {recall:.6f}")
     same = abs(result.metrics["ndcg_at_10"] - ndcg) < 1e-6 and abs(result.metrics["recall_at_10"] - recall) < 1e-6
     print("agree to 1e-6:", same)
+    print(f"speed-up over pandas: {pandas_seconds / min(ours):.0f}x")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "eval_speed.json").write_text(json.dumps({
+        "users": task.n_users, "items": len(items), "transferrec_best_s": min(ours),
+        "transferrec_median_s": sorted(ours)[len(ours) // 2], "repeats": args.repeats, "pandas_s": pandas_seconds,
+        "speedup": pandas_seconds / min(ours), "agree": same, "torch_threads": torch.get_num_threads()}, indent=2))
+    print(f"wrote {args.out / 'eval_speed.json'}")
     return 0 if same else 1
 
 

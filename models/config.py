@@ -41,6 +41,10 @@ class ModelConfig(_Frozen):
         return cls(dim=8)
 
 
+#: Default cap on the users of the validation NDCG that drives early stopping (see TrainConfig.max_val_users).
+MAX_VAL_USERS = 50_000
+
+
 class TrainConfig(_Frozen):
     """Lightning training of one model (source pretraining, fine-tuning or scratch)."""
 
@@ -54,6 +58,9 @@ class TrainConfig(_Frozen):
     max_epochs: int = Field(40, ge=1)
     patience: int = Field(3, ge=1, description="epochs without val NDCG@10 improvement before stopping")
     k: int = Field(10, ge=1, description="cut-off of the validation NDCG that drives early stopping")
+    max_val_users: int = Field(MAX_VAL_USERS, ge=1, description=(
+        "validation NDCG during training uses a seeded sample of this many users when there are more (its cost "
+        "grows with users x items)"))
     accelerator: str = Field("auto", description="Lightning accelerator: auto (a GPU when present), cpu, gpu, ...")
     devices: int | str = Field(1, description="devices per node, e.g. 1, 4 or 'auto'")
     strategy: str = Field("auto", description="Lightning strategy, e.g. ddp for several devices")

@@ -57,7 +57,8 @@ def train_source_model(
     network = MatrixFactorization(len(user_ids), len(item_ids), model.dim, init_std=model.init_std, seed=seed)
     return fit_network(
         network, encode_pairs(fit_part, user_ids, item_ids), user_ids=user_ids, item_ids=item_ids,
-        val=validation_data(val_part, fit_part, user_ids=user_ids, item_ids=item_ids), config=train, seed=seed,
+        val=validation_data(val_part, fit_part, user_ids=user_ids, item_ids=item_ids, max_users=train.max_val_users,
+                            seed=seed), config=train, seed=seed,
         kind="source", checkpoint_dir=checkpoint_dir,
         # sources train one at a time; the global stream keeps registered sources (and the numbers measured
         # with them) reproducible
@@ -120,7 +121,8 @@ def fine_tune(source: FactorModel, split: TargetSplit, *, config: FineTuneConfig
     init = initialise_from_source(source, split, text, config=config, seed=seed)
     network = transferred_network(init, config, text)
     init_seconds = time.perf_counter() - started
-    val = validation_data(split.val, split.train, user_ids=init.user_ids, item_ids=init.item_ids)
+    val = validation_data(split.val, split.train, user_ids=init.user_ids, item_ids=init.item_ids,
+                          max_users=config.train.max_val_users, seed=seed)
     if config.mode == "zero-shot":
         score = full_validation_ndcg(network, val, config.train.k)
         return FitResult(model=init.as_model("transfer"), history=[], best_epoch=-1, epochs_run=0,
@@ -162,7 +164,8 @@ def train_scratch(split: TargetSplit, *, model: ModelConfig, train: TrainConfig,
         network = MatrixFactorization(len(users), len(items), model.dim, init_std=model.init_std, seed=seed)
     return fit_network(
         network, encode_pairs(split.train, users, items), user_ids=users, item_ids=items,
-        val=validation_data(split.val, split.train, user_ids=users, item_ids=items), config=train, seed=seed,
+        val=validation_data(split.val, split.train, user_ids=users, item_ids=items, max_users=train.max_val_users,
+                            seed=seed), config=train, seed=seed,
         kind="scratch", checkpoint_dir=checkpoint_dir, callbacks=callbacks,
     )
 

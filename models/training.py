@@ -75,9 +75,17 @@ def _resume_epoch(checkpoint: Path, module: RecommenderModule) -> int | None:
 
 
 def validation_data(
-    holdout: pl.DataFrame, seen: pl.DataFrame, *, user_ids: np.ndarray, item_ids: np.ndarray
+    holdout: pl.DataFrame, seen: pl.DataFrame, *, user_ids: np.ndarray, item_ids: np.ndarray,
+    max_users: int | None = None, seed: int = 0,
 ) -> ValidationData:
-    """Validation rows of ``holdout`` against a network's vocabularies (users unknown to it get -1)."""
+    """Validation rows of ``holdout`` against a network's vocabularies (users unknown to it get -1); with
+    ``max_users``, a seeded sample of that many holdout users when there are more (scoring every user against
+    every item grows with users x items: at 400 k users and 20 k items it was most of a training epoch)."""
+    if max_users is not None:
+        users = holdout[USER_ID].unique().sort()
+        if len(users) > max_users:
+            keep = np.random.default_rng(seed).choice(len(users), size=max_users, replace=False)
+            holdout = holdout.filter(pl.col(USER_ID).is_in(users.gather(np.sort(keep)).implode()))
     task = build_ranking_task(item_ids, holdout, seen)
     return ValidationData(user_index=index_of(user_ids, task.user_ids), exclude=task.exclude,
                           relevant=task.relevant, n_items=len(item_ids))

@@ -43,3 +43,29 @@ def test_sampled_softmax_trains_towards_the_positive_items():
         optimiser.step()
     scores = net(torch.tensor([0, 1]))
     assert scores[0].argmax().item() == 3 and scores[1].argmax().item() == 7
+
+
+def test_validation_users_are_sampled_above_the_cap():
+    import polars as pl
+
+    from models.training import validation_data
+
+    holdout = pl.DataFrame({"user_id": [f"u{i}" for i in range(10)], "item_id": ["a"] * 10,
+                            "timestamp": list(range(10)), "rating": [5.0] * 10})
+    seen = holdout.with_columns(pl.lit("b").alias("item_id"))
+    users = np.array([f"u{i}" for i in range(10)], dtype=object)
+    items = np.array(["a", "b"], dtype=object)
+    full = validation_data(holdout, seen, user_ids=users, item_ids=items, max_users=10)
+    sampled = validation_data(holdout, seen, user_ids=users, item_ids=items, max_users=4, seed=1)
+    again = validation_data(holdout, seen, user_ids=users, item_ids=items, max_users=4, seed=1)
+    assert len(full.user_index) == 10 and len(sampled.user_index) == 4
+    assert np.array_equal(sampled.user_index, again.user_index)  # seeded
+    assert set(sampled.user_index) <= set(full.user_index)
+
+
+def test_the_validation_cap_leaves_source_fingerprints_alone():
+    from models.config import TrainConfig
+    from models.sources import _train_identity
+
+    assert "max_val_users" not in _train_identity(TrainConfig())
+    assert _train_identity(TrainConfig(max_val_users=10))["max_val_users"] == 10
