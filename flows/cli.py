@@ -409,9 +409,10 @@ def _sources_config(args: argparse.Namespace, **extra: Any) -> Any:
 
 
 def _data_config(args: argparse.Namespace, cls: Any) -> Any:
+    from models.datasets import location_name
+
     remote = isinstance(args.data, str)
-    name = (args.data.rstrip("/").rsplit("/", 1)[-1] if remote else args.data.name) if args.data else None
-    dataset = args.dataset if args.data is None or args.dataset != "movielens-1m" else name
+    dataset = args.dataset if args.data is None or args.dataset != "movielens-1m" else location_name(args.data)
     return cls(dataset=dataset, path=None if remote else args.data, url=args.data if remote else None,
                columns=_column_map(args), data_dir=args.data_dir, rating_max=args.rating_max,
                on_violation=args.on_violation, min_clean_share=args.min_clean_share,
@@ -767,10 +768,9 @@ def _column_map(args: argparse.Namespace) -> Any:
 def _validate_folder(args: argparse.Namespace) -> int:
     from data_contracts.contracts import ContractViolation
     from data_contracts.validation import ContractSettings, validate_tables
-    from models.datasets import apply_column_map, is_object_store, read_raw_tables, read_remote_tables
+    from models.datasets import read_tables
 
-    raw = read_remote_tables(args.path) if is_object_store(args.path) else read_raw_tables(args.path)
-    raw = apply_column_map(raw, _column_map(args))
+    raw = read_tables(args.path, _column_map(args))
     settings = ContractSettings(rating_min=args.rating_min, rating_max=args.rating_max,
                                 timestamp_min=args.timestamp_min)
     try:

@@ -318,6 +318,11 @@ def is_object_store(location: str | Path) -> bool:
     return isinstance(location, str) and location.startswith(OBJECT_STORE_SCHEMES)
 
 
+def location_name(location: Path | str) -> str:
+    """The last part of a folder or object-store URL (a dataset's default name)."""
+    return str(location).rstrip("/").rsplit("/", 1)[-1] if is_object_store(location) else Path(location).name
+
+
 def _scan_remote(url: str, storage_options: dict[str, str] | None) -> pl.LazyFrame | None:
     """A lazy scan of the table at ``url`` (Parquet file, glob of Parquet parts, or CSV), None when absent."""
     try:
@@ -441,6 +446,16 @@ def apply_column_map(tables: dict[str, pl.DataFrame | None], mapping: ColumnMap 
     return out
 
 
+def read_tables(location: Path | str, columns: ColumnMap | None = None) -> dict[str, pl.DataFrame | None]:
+    """The tables of a folder or an object-store URL as stored, columns renamed by ``columns``.
+
+    Raises:
+        DatasetFormatError: a required table is missing or a table cannot be read.
+    """
+    tables = read_remote_tables(str(location)) if is_object_store(location) else read_raw_tables(Path(location))
+    return apply_column_map(tables, columns)
+
+
 def read_canonical_dir(path: Path | str, name: str | None = None, columns: ColumnMap | None = None) -> Dataset:
     """Read the tables of ``path`` (a folder, or an object-store URL), rename columns by ``columns``, and convert
     them to canonical types (no contract rules beyond types).
@@ -449,12 +464,11 @@ def read_canonical_dir(path: Path | str, name: str | None = None, columns: Colum
         DatasetFormatError: when a required table is missing or unreadable.
         ContractViolation: when a column is missing or a value does not convert.
     """
-    remote = is_object_store(path)
-    tables = apply_column_map(read_remote_tables(str(path)) if remote else read_raw_tables(Path(path)), columns)
+    tables = read_tables(path, columns)
     interactions, items = tables["interactions"], tables["items"]
     assert interactions is not None and items is not None
     return Dataset(
-        name or (str(path).rstrip("/").rsplit("/", 1)[-1] if remote else Path(path).name),
+        name or location_name(path),
         interactions.pipe(to_canonical_interactions),
         items.pipe(to_canonical_items),
         tables["users"],

@@ -14,7 +14,7 @@ from prefect.cache_policies import NO_CACHE
 from data_contracts.report import ContractReport, ContractViolation
 from data_contracts.validation import ContractSettings, validate_tables
 from models.config import DataConfig, SplitConfig
-from models.datasets import Dataset, apply_column_map, fingerprint, read_raw_tables, read_remote_tables
+from models.datasets import Dataset, fingerprint, read_tables
 from models.fetch import cached_dir
 from models.split import TargetSplit, split_with
 from tasks import tracking
@@ -32,13 +32,10 @@ class RawTables:
 
 @task(name="load-tables", retries=2, retry_delay_seconds=[1, 5], cache_policy=NO_CACHE)
 def load_tables(config: DataConfig) -> RawTables:
-    """Read the tables as stored: the folder ``path``, else the fetched cache of ``dataset``."""
-    if config.url:
-        folder, tables = config.url, read_remote_tables(config.url)
-    else:
-        folder = config.path or cached_dir(config.data_dir or default_data_dir(), config.dataset)
-        tables = read_raw_tables(folder)
-    tables = apply_column_map(tables, config.columns)
+    """Read the tables as stored (columns renamed by ``config.columns``): the object-store ``url``, else the
+    folder ``path``, else the fetched cache of ``dataset``."""
+    folder = config.url or config.path or cached_dir(config.data_dir or default_data_dir(), config.dataset)
+    tables = read_tables(folder, config.columns)
     get_run_logger().info("read %s from %s: %s", config.dataset, folder,
                           {k: (v.height if v is not None else None) for k, v in tables.items()})
     return RawTables(config.dataset, tables, str(folder))
