@@ -147,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
                                         "payload; the served refresh-domain deployment runs on it.")
     notify.add_argument("event", choices=["data-landed"])
     notify.add_argument("--domain", required=True)
-    notify.add_argument("--path", type=Path, required=True, help="folder of the new canonical tables")
+    notify.add_argument("--path", type=_location, required=True,
+                        help="folder (or s3://, gs://, az:// URL) of the new canonical tables")
 
     compare = sub.add_parser("compare", help="the recent onboardings of a domain, side by side (from MLflow)",
                              description="The newest onboarding runs of --target-domain in the tracking store: "
@@ -466,7 +467,8 @@ def _orchestrate(args: argparse.Namespace) -> int:
 
         event = emit_event(event=deployments.DATA_LANDED,
                            resource={"prefect.resource.id": f"{deployments.DOMAIN_RESOURCE}.{slug(args.domain)}"},
-                           payload={"domain": args.domain, "path": str(args.path.resolve())})
+                           payload={"domain": args.domain,
+                                    "path": str(args.path if isinstance(args.path, str) else args.path.resolve())})
         sys.stdout.write(f"emitted {deployments.DATA_LANDED} for {args.domain!r} ({event.id if event else 'queued'})\n")
         return 0
     config = onboard_config(args)

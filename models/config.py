@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 FineTuneMode = Literal["full", "freeze-users", "adapter", "zero-shot"]
 ModelFamily = Literal["mf", "two-tower"]
@@ -124,6 +124,17 @@ class DataConfig(_Frozen):
                                               "gs://..., az://...); credentials from the environment")
     columns: dict[str, dict[str, str]] | None = Field(
         None, description="per table, canonical column -> the files' column (models.datasets.parse_column_map)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _object_store_path(cls, data: object) -> object:
+        """A ``path`` that is an object-store URL (e.g. from a data-landed event) is the ``url``."""
+        if isinstance(data, dict) and isinstance(data.get("path"), str) and not data.get("url"):
+            from models.datasets import is_object_store
+
+            if is_object_store(data["path"]):
+                return {**data, "url": data["path"], "path": None}
+        return data
     data_dir: Path | None = Field(None, description="fetch cache root; default $TRANSFERREC_DATA_DIR or "
                                                     "~/.cache/transferrec")
     rating_min: float = 0.0

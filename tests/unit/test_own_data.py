@@ -85,3 +85,16 @@ def test_item_texts_use_the_description_when_there_is_one():
                           "genres": pl.Series([None], dtype=pl.String), "description": ["notes of jade"]})
     assert item_texts(items) == ["Eco Rake 1 |  | notes of jade"]
     assert item_texts(items.drop("description")) == ["Eco Rake 1 | "]  # MovieLens-like tables: unchanged
+
+
+def test_a_data_landed_object_store_path_becomes_the_url():
+    from flows.config import OnboardConfig
+    from flows.deployments import data_landed_parameters
+
+    config = OnboardConfig(target_domain="garden")
+    landed = data_landed_parameters(config)["config"]
+    landed = {**landed, "target_domain": "garden", "data": {**landed["data"], "path": "s3://warehouse/shop/2026-11-28"}}
+    parsed = OnboardConfig.model_validate(landed)  # what the refresh run receives once Prefect fills the template
+    assert parsed.data.url == "s3://warehouse/shop/2026-11-28" and parsed.data.path is None
+    local = OnboardConfig.model_validate({**landed, "data": {**landed["data"], "path": "/data/shop"}})
+    assert local.data.path == Path("/data/shop") and local.data.url is None
