@@ -73,7 +73,8 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure(folder: Path, epochs: int, eval_users: int, seed: int = 0) -> dict[str, float]:
+def measure(folder: Path, epochs: int, eval_users: int, seed: int = 0, *, accelerator: str = "cpu",
+            strategy: str = "auto") -> dict[str, float]:
     """The measured pipeline (one process); seconds and peak RSS after each stage."""
     from dataclasses import replace
 
@@ -112,8 +113,8 @@ def measure(folder: Path, epochs: int, eval_users: int, seed: int = 0) -> dict[s
     source = FactorModel(source_users, np.array(["s0", "s1"], dtype=object),
                          rng.normal(scale=0.1, size=(len(source_users), 64)).astype(np.float32),
                          rng.normal(scale=0.1, size=(2, 64)).astype(np.float32), np.zeros(2, dtype=np.float32))
-    config = FineTuneConfig(train=target_train_defaults().model_copy(update={"max_epochs": epochs,
-                                                                             "accelerator": "cpu"}))
+    config = FineTuneConfig(train=target_train_defaults().model_copy(update={
+        "max_epochs": epochs, "accelerator": accelerator, "strategy": strategy}))
     fit = fine_tune(source, split, config=config, seed=seed)
     out["epochs"] = fit.epochs_run
     lap("fine_tune")
@@ -133,10 +134,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--eval-users", type=int, default=20_000)
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument("--accelerator", default="cpu", help="Lightning accelerator of the fine-tune (default cpu)")
+    parser.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp (default auto)")
     parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # internal: the measured child process
     args = parser.parse_args(argv)
     if args.measure:
-        print(json.dumps(measure(args.measure, args.epochs, args.eval_users)))
+        print(json.dumps(measure(args.measure, args.epochs, args.eval_users, accelerator=args.accelerator,
+                                 strategy=args.strategy)))
         return 0
 
     results = []
@@ -145,17 +149,20 @@ def main(argv: list[str] | None = None) -> int:
             folder = Path(tmp)
             shape = generate(size, folder)
             done = subprocess.run([sys.executable, __file__, "--measure", str(folder), "--epochs", str(args.epochs),
-                                   "--eval-users", str(args.eval_users)], capture_output=True, text=True)
+                                   "--eval-users", str(args.eval_users), "--accelerator", args.accelerator,
+                                   "--strategy", args.strategy], capture_output=True, text=True)
             if done.returncode != 0:
                 raise SystemExit(f"size {size} failed:\n{done.stderr[-4000:]}")
             row = {"size": size, **shape, **json.loads(done.stdout.strip().splitlines()[-1])}
             results.append(row)
             print(f"{size:>10,}: {row['total_s']:.1f} s, peak RSS {row['peak_rss_mb']:.0f} MB", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "scale.json").write_text(json.dumps(results, indent=2))
+    name = "scale.json" if args.accelerator == "cpu" else f"scale_{args.accelerator}_{args.strategy}.json"
+    (args.out / name).write_text(json.dumps(results, indent=2))
 
     stages = ("load", "validate", "split", "fine_tune", "evaluate", "total")
-    print(f"\nscale: validate -> split -> fine-tune ({args.epochs} epoch) -> evaluate (test task of "
+    print(f"\nscale ({args.accelerator}, strategy {args.strategy}): validate -> split -> fine-tune ({args.epochs} "
+          f"epoch) -> evaluate (test task of "
           f"{args.eval_users:,} sampled users, full ranking); seconds, peak RSS of the process\n")
     print("| interactions | users | items | " + " | ".join(stages) + " | peak RSS MB |")
     print("|---|---|---|" + "---|" * (len(stages) + 1))
@@ -168,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\ngrowth from {first['interactions']:,} to {last['interactions']:,} interactions (x{ratio:.1f}): "
               + ", ".join(f"{s} x{last[f'{s}_s'] / max(first[f'{s}_s'], 1e-9):.1f}" for s in stages)
               + f", peak RSS x{last['peak_rss_mb'] / first['peak_rss_mb']:.1f}")
-    print(f"wrote {args.out / 'scale.json'}")
+    print(f"wrote {args.out / name}")
     return 0
 
 
