@@ -37,9 +37,9 @@ def start_mlflow(args: list[str], *, log: Path, env: dict[str, str] | None = Non
     """Start ``mlflow <args>`` in its own process group (so :func:`stop_process` also stops its workers), with the
     job runner off (it spawns consumer processes that outlive the server and doubles the start-up time)."""
     full_env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})}
-    out = log.open("ab")
-    return subprocess.Popen([mlflow_executable(), *args], stdout=out, stderr=subprocess.STDOUT, env=full_env,
-                            cwd=cwd, start_new_session=True)
+    with log.open("ab") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen([mlflow_executable(), *args], stdout=out, stderr=subprocess.STDOUT, env=full_env,
+                                cwd=cwd, start_new_session=True)
 
 
 def wait_healthy(url: str, process: subprocess.Popen, *, timeout: float = 120.0, log: Path | None = None) -> None:
@@ -60,12 +60,13 @@ def wait_healthy(url: str, process: subprocess.Popen, *, timeout: float = 120.0,
     raise TimeoutError(f"{url}/health did not answer within {timeout:.0f} s")
 
 
-def stop_process(process: subprocess.Popen, *, timeout: float = 20.0) -> None:
-    """SIGTERM the process group, SIGKILL it if it lingers."""
+def stop_process(process: subprocess.Popen, *, timeout: float = 20.0, sig: int = signal.SIGTERM) -> None:
+    """Send ``sig`` (SIGTERM) to the process group of a process started with ``start_new_session``, SIGKILL it
+    if it lingers."""
     if process.poll() is not None:
         return
     try:
-        os.killpg(process.pid, signal.SIGTERM)
+        os.killpg(process.pid, sig)
         process.wait(timeout=timeout)
     except (ProcessLookupError, subprocess.TimeoutExpired):
         try:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from flows.services import free_port
+from flows.services import free_port, stop_process
 from models.datasets import DatasetFormatError, read_canonical_dir, read_raw_tables
 
 BIN = Path(sys.executable).parent
@@ -51,8 +50,7 @@ def s3(require_services, monkeypatch):
         client.create_bucket(Bucket=BUCKET)
         yield client, env
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        stop_process(server)
 
 
 def _put_parquet(client, key: str, frame: pl.DataFrame) -> None:

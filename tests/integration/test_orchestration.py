@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,14 +14,10 @@ from pathlib import Path
 import mlflow
 import pytest
 
+from flows.services import free_port, stop_process
+
 BIN = Path(sys.executable).parent
 SMOKE = ["--target-domain", "games", "--top-single", "1", "--dim", "8", "--max-epochs", "3"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def api_post(api: str, path: str, body: dict) -> list[dict]:
@@ -98,12 +92,7 @@ def test_trigger_and_data_landed_event_run_the_served_deployments(tmp_path: Path
         assert sorted(parents["tags.seed"]) == ["0", "1"] and "0.3" in set(parents["tags.fraction"])
     finally:
         for process in reversed(processes):
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-                try:
-                    process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
+            stop_process(process)
         for handle in logs.values():
             handle.close()
     assert all(p.poll() is not None for p in processes)
