@@ -76,7 +76,7 @@ def prepare_frame(table: str, frame: pl.DataFrame, *, known_items: pl.Series | N
     return out
 
 
-def _applicable(definition: dict[str, Any], columns: list[str]) -> list[dict[str, Any]]:
+def applicable(definition: dict[str, Any], columns: list[str]) -> list[dict[str, Any]]:
     """The suite's expectations, without optional ones whose column is absent."""
     return [e for e in definition["expectations"]
             if not (e.get("meta", {}).get("optional") and e["kwargs"].get("column") not in columns)]
@@ -90,6 +90,7 @@ def validate_table(
     known_items: pl.Series | None = None,
     all_rows: bool = False,
     engine: Literal["auto", "great_expectations"] = "auto",
+    skip: frozenset[str] = frozenset(),
 ) -> ContractReport:
     """Run ``table``'s suite on a typed ``frame`` and report every failed rule (nothing is raised or fixed).
 
@@ -103,11 +104,12 @@ def validate_table(
         all_rows: collect every failing row (for a quarantine), not only the first samples.
         engine: ``auto`` evaluates the suite with polars first (:mod:`data_contracts.fast`) and runs
             great-expectations only when a rule fails, to report it; ``great_expectations`` always runs it.
+        skip: expectation types left out (batched validation checks table-wide rules over all batches).
     """
     definition = suite_definition(table)
     prepared = prepare_frame(table, frame, known_items=known_items)
     body = {k: v for k, v in definition.items() if k != "id"}
-    body["expectations"] = _applicable(definition, prepared.columns)
+    body["expectations"] = [e for e in applicable(definition, prepared.columns) if e["type"] not in skip]
     version = int(definition["meta"]["version"])
     if engine == "auto":
         try:
@@ -132,12 +134,21 @@ def validate_table(
     )
     failures: list[RuleFailure] = []
     warnings: list[RuleFailure] = []
-    for outcome in result.results:
-        if outcome.success:
-            continue
+    for outcome in sorted((o for o in result.results if not o.success),  # GX's order is not the suite's
+                          key=lambda o: suite_position(table, o.expectation_config.type,
+                                                       (o.expectation_config.meta or {}).get("rule"))):
         failure = _failure(table, prepared, outcome, all_rows)
         (warnings if failure.severity == "warning" else failures).append(failure)
     return ContractReport(table, version, frame.height, len(body["expectations"]), failures, warnings)
+
+
+def suite_position(table: str, expectation: str, rule: str | None) -> int:
+    """Where an expectation (type and ``meta.rule``) sits in ``table``'s suite; reports follow that order."""
+    for index, candidate in enumerate(suite_definition(table)["expectations"]):
+        if candidate["type"] == expectation and candidate.get("meta", {}).get("rule", expectation) == (
+                rule or expectation):
+            return index
+    return len(suite_definition(table)["expectations"])
 
 
 def _failure(table: str, prepared: pl.DataFrame, outcome: Any, all_rows: bool) -> RuleFailure:

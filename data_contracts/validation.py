@@ -30,7 +30,7 @@ from data_contracts.report import ContractReport, ContractViolation, RuleFailure
 Policy = Literal["fail", "quarantine"]
 VIOLATIONS = "_violations"
 CHECK_ORDER = ("items", "interactions", "users", "impressions")  # items first: the others reference them
-_UNIQUE_EXPECTATIONS = ("expect_compound_columns_to_be_unique", "expect_column_values_to_be_unique")
+UNIQUE_EXPECTATIONS = ("expect_compound_columns_to_be_unique", "expect_column_values_to_be_unique")
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ def _later_duplicates(frame: pl.DataFrame, columns: list[str]) -> tuple[int, ...
 
 
 def _quarantine_rows(failure: RuleFailure, frame: pl.DataFrame) -> tuple[int, ...]:
-    if failure.expectation in _UNIQUE_EXPECTATIONS and failure.column:
+    if failure.expectation in UNIQUE_EXPECTATIONS and failure.column:
         return _later_duplicates(frame, failure.column.split(","))
     return failure.rows or ()
 

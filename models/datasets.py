@@ -260,15 +260,7 @@ def find_table(directory: Path, table: str) -> Path | None:
 TableFormat = Literal["csv", "parquet"]
 
 
-def read_table(path: Path, table_format: TableFormat | None = None) -> pl.DataFrame:
-    """Read a CSV, gzipped CSV, Parquet file or folder of Parquet parts, as stored (CSV values as strings).
-
-    An empty file reads as a frame with no columns (its contract then fails); a UTF-8 byte-order mark is
-    accepted.
-
-    Raises:
-        DatasetFormatError: the file is missing, of an unknown type, or cannot be parsed.
-    """
+def _table_format(path: Path, table_format: TableFormat | None) -> TableFormat:
     if not path.exists():
         raise DatasetFormatError(f"{path}: no such file or folder")
     kind = table_format or ("parquet" if path.is_dir() or path.name.endswith(".parquet") else
@@ -276,37 +268,59 @@ def read_table(path: Path, table_format: TableFormat | None = None) -> pl.DataFr
     if kind is None:
         raise DatasetFormatError(f"{path}: unsupported file type (expected .parquet, .csv or .csv.gz, "
                                  "or say --format)")
+    return kind
+
+
+def scan_table(path: Path, table_format: TableFormat | None = None) -> pl.LazyFrame:
+    """A lazy scan of a CSV, gzipped CSV, Parquet file or folder of Parquet parts, as stored (CSV values as
+    strings); nothing is read beyond the header or footer until it is collected.
+
+    Raises:
+        DatasetFormatError: the file is missing or of an unknown type.
+    """
+    if _table_format(path, table_format) == "parquet":
+        # a folder: its parts at any depth (warehouse exports nest them, e.g. date=2026-11-28/part-0.parquet);
+        # partition folder names are not turned into columns
+        return pl.scan_parquet(path / "**" / "*.parquet" if path.is_dir() else path, hive_partitioning=False)
+    if path.stat().st_size == 0:
+        return pl.LazyFrame()
+    return pl.scan_csv(path, infer_schema=False, separator="\t" if path.name.endswith(".tsv") else ",")
+
+
+def read_table(path: Path, table_format: TableFormat | None = None) -> pl.DataFrame:
+    """Read a table whole (see :func:`scan_table`). An empty file reads as a frame with no columns (its
+    contract then fails); a UTF-8 byte-order mark is accepted.
+
+    Raises:
+        DatasetFormatError: the file is missing, of an unknown type, or cannot be parsed.
+    """
+    scan = scan_table(path, table_format)
     try:
-        if kind == "parquet":
-            # a folder: its parts at any depth (warehouse exports nest them, e.g. date=2026-11-28/part-0.parquet);
-            # partition folder names are not turned into columns
-            return pl.scan_parquet(path / "**" / "*.parquet" if path.is_dir() else path,
-                                   hive_partitioning=False).collect()
-        if path.stat().st_size == 0:
-            return pl.DataFrame()
-        return pl.read_csv(path, infer_schema=False, separator="\t" if path.name.endswith(".tsv") else ",")
+        return scan.collect()
     except pl.exceptions.NoDataError:
         return pl.DataFrame()
     except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as exc:
+        kind = _table_format(path, table_format)
         raise DatasetFormatError(f"{path}: cannot read as {kind}: {type(exc).__name__}: {str(exc)[:300]}") from exc
 
 
-def read_raw_tables(path: Path) -> dict[str, pl.DataFrame | None]:
+def read_raw_tables(path: Path, *, lazy: bool = False) -> dict[str, pl.DataFrame | pl.LazyFrame | None]:
     """The tables of a folder as stored: ``interactions`` and ``items`` required, ``users`` and
-    ``impressions`` None when absent.
+    ``impressions`` None when absent; with ``lazy``, scans that are read only when collected (for tables
+    bigger than memory, validated in batches by :mod:`data_contracts.batched`).
 
     Raises:
         DatasetFormatError: a required table is missing or a file cannot be read.
     """
     if not path.is_dir():
         raise DatasetFormatError(f"{path}: not a folder of tables")
-    tables: dict[str, pl.DataFrame | None] = {}
+    tables: dict[str, pl.DataFrame | pl.LazyFrame | None] = {}
     for table in ("interactions", "items", "users", "impressions"):
         found = find_table(path, table)
         if found is None and table in ("interactions", "items"):
             raise DatasetFormatError(f"{path}: no {table} table ({', '.join(table + s for s in TABLE_SUFFIXES)} "
                                      f"or a folder {table}/ of Parquet parts)")
-        tables[table] = read_table(found) if found is not None else None
+        tables[table] = None if found is None else scan_table(found) if lazy else read_table(found)
     return tables
 
 
@@ -340,7 +354,8 @@ def _scan_remote(url: str, storage_options: dict[str, str] | None) -> pl.LazyFra
         raise
 
 
-def read_remote_tables(url: str, storage_options: dict[str, str] | None = None) -> dict[str, pl.DataFrame | None]:
+def read_remote_tables(url: str, storage_options: dict[str, str] | None = None, *, lazy: bool = False
+                       ) -> dict[str, pl.DataFrame | pl.LazyFrame | None]:
     """The tables of an object-store folder as stored, like :func:`read_raw_tables`: per table
     ``<url>/<table>.parquet``, ``<url>/<table>/**/*.parquet`` (parts) or ``<url>/<table>.csv``. Credentials and
     endpoint come from ``storage_options`` or polars' usual environment variables (``AWS_ACCESS_KEY_ID``,
@@ -350,7 +365,7 @@ def read_remote_tables(url: str, storage_options: dict[str, str] | None = None) 
         DatasetFormatError: a required table is missing, or a table cannot be read.
     """
     base = url.rstrip("/")
-    tables: dict[str, pl.DataFrame | None] = {}
+    tables: dict[str, pl.DataFrame | pl.LazyFrame | None] = {}
     for table in ("interactions", "items", "users", "impressions"):
         found = None
         for candidate in (f"{base}/{table}.parquet", f"{base}/{table}/**/*.parquet", f"{base}/{table}.csv"):
@@ -363,8 +378,11 @@ def read_remote_tables(url: str, storage_options: dict[str, str] | None = None) 
         if found is None and table in ("interactions", "items"):
             raise DatasetFormatError(f"{base}: no {table} table ({table}.parquet, {table}/ of Parquet parts, "
                                      f"or {table}.csv)")
+        if lazy or found is None:
+            tables[table] = found
+            continue
         try:
-            tables[table] = found.collect() if found is not None else None
+            tables[table] = found.collect()
         except (pl.exceptions.PolarsError, OSError) as exc:
             raise DatasetFormatError(f"{base}/{table}: cannot read: {type(exc).__name__}: {str(exc)[:300]}") from exc
     return tables
@@ -374,6 +392,7 @@ def read_remote_tables(url: str, storage_options: dict[str, str] | None = None) 
 EXTRA_COLUMNS = {"items": (DESCRIPTION,)}
 
 ColumnMap = dict[str, dict[str, str]]  # table -> {canonical column: the file's column}
+Frame = pl.DataFrame | pl.LazyFrame
 
 
 def parse_column_map(spec: dict[str, Any]) -> ColumnMap:
@@ -429,30 +448,33 @@ def load_column_map(path: Path) -> ColumnMap:
     return parse_column_map(spec or {})
 
 
-def apply_column_map(tables: dict[str, pl.DataFrame | None], mapping: ColumnMap | None
-                     ) -> dict[str, pl.DataFrame | None]:
+def apply_column_map(tables: dict[str, Frame | None], mapping: ColumnMap | None) -> dict[str, Frame | None]:
     """Rename each table's columns to the canonical names (a mapped column the table lacks is left for the
     contract to report as missing, with the mapping named in its hint); a canonical column the file already
-    has under that name is replaced by the mapped one."""
+    has under that name is replaced by the mapped one. Lazy scans stay lazy."""
     if not mapping:
         return tables
-    out: dict[str, pl.DataFrame | None] = {}
+    out: dict[str, Frame | None] = {}
     for table, frame in tables.items():
+        names = frame.collect_schema().names() if frame is not None else []
         pairs = {theirs: canonical for canonical, theirs in mapping.get(table, {}).items()
-                 if frame is not None and theirs in frame.columns and theirs != canonical}
+                 if theirs in names and theirs != canonical}
         if frame is not None and pairs:
-            frame = frame.drop([c for c in pairs.values() if c in frame.columns]).rename(pairs)
+            frame = frame.drop([c for c in pairs.values() if c in names]).rename(pairs)
         out[table] = frame
     return out
 
 
-def read_tables(location: Path | str, columns: ColumnMap | None = None) -> dict[str, pl.DataFrame | None]:
-    """The tables of a folder or an object-store URL as stored, columns renamed by ``columns``.
+def read_tables(location: Path | str, columns: ColumnMap | None = None, *, lazy: bool = False
+                ) -> dict[str, Frame | None]:
+    """The tables of a folder or an object-store URL as stored, columns renamed by ``columns``; with ``lazy``,
+    scans read only when collected.
 
     Raises:
         DatasetFormatError: a required table is missing or a table cannot be read.
     """
-    tables = read_remote_tables(str(location)) if is_object_store(location) else read_raw_tables(Path(location))
+    tables = (read_remote_tables(str(location), lazy=lazy) if is_object_store(location)
+              else read_raw_tables(Path(location), lazy=lazy))
     return apply_column_map(tables, columns)
 
 

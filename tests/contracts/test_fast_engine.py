@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from data_contracts import fast
-from data_contracts.contracts import _applicable, prepare_frame, suite_definition, validate_table
+from data_contracts.contracts import applicable, prepare_frame, suite_definition, validate_table
 from data_contracts.validation import ContractSettings
 
 PARAMS = ContractSettings().parameters(1_800_000_000.0)
@@ -57,7 +57,7 @@ CASES = [
 @pytest.mark.parametrize("table,frame", CASES)
 def test_polars_and_great_expectations_agree(table, frame):
     prepared = prepare_frame(table, frame, known_items=KNOWN)
-    expectations = _applicable(suite_definition(table), prepared.columns)
+    expectations = applicable(suite_definition(table), prepared.columns)
     polars_failed = {(o.expectation["type"], o.expectation["meta"]["rule"], str(o.expectation["kwargs"]))
                      for o in fast.evaluate(prepared, expectations, PARAMS) if not o.success}
     report = validate_table(table, frame, parameters=PARAMS, known_items=KNOWN, engine="great_expectations")
