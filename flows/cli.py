@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--timestamp-min", type=int, default=631_152_000,
                           help="earliest sane Unix timestamp (default 1990-01-01)")
     validate.add_argument("--json", action="store_true", help="print the report as JSON (last stdout line)")
+    _batch_rows(validate)
 
     synthetic = sub.add_parser(
         "synthetic", help="write a seeded synthetic dataset (retail: a company's export, for trying things out)",
@@ -229,7 +231,14 @@ def _data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-clean-share", type=float, default=0.95)
     parser.add_argument("--min-target-interactions", type=int, default=100,
                         help="fewest interactions the target domain needs (default 100)")
+    _batch_rows(parser)
     _data_dir(parser)
+
+
+def _batch_rows(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--batch-rows", type=int, metavar="N",
+                        help="read and validate the tables in batches of N rows (tables bigger than memory; "
+                             "--on-violation fail only); default: each table read whole")
 
 
 def _source_args(parser: argparse.ArgumentParser) -> None:
@@ -417,7 +426,7 @@ def _data_config(args: argparse.Namespace, cls: Any) -> Any:
     return cls(dataset=dataset, path=None if remote else args.data, url=args.data if remote else None,
                columns=_column_map(args), data_dir=args.data_dir, rating_max=args.rating_max,
                on_violation=args.on_violation, min_clean_share=args.min_clean_share,
-               min_target_interactions=args.min_target_interactions)
+               min_target_interactions=args.min_target_interactions, batch_rows=getattr(args, "batch_rows", None))
 
 
 def _print_json(payload: dict[str, Any]) -> None:
@@ -768,15 +777,20 @@ def _column_map(args: argparse.Namespace) -> Any:
 
 
 def _validate_folder(args: argparse.Namespace) -> int:
+    from data_contracts.batched import validate_scans
     from data_contracts.contracts import ContractViolation
     from data_contracts.validation import ContractSettings, validate_tables
     from models.datasets import read_tables
 
-    raw = read_tables(args.path, _column_map(args))
+    raw = read_tables(args.path, _column_map(args), lazy=args.batch_rows is not None)
     settings = ContractSettings(rating_min=args.rating_min, rating_max=args.rating_max,
                                 timestamp_min=args.timestamp_min)
     try:
-        reports = validate_tables(raw, settings).reports
+        if args.batch_rows is None:
+            reports = validate_tables(raw, settings).reports
+        else:
+            with tempfile.TemporaryDirectory(prefix="transferrec-validate-") as tmp:
+                reports = validate_scans(raw, settings, workdir=Path(tmp), batch_rows=getattr(args, "batch_rows", None)).reports
     except ContractViolation as violation:
         if args.json:
             _print_json({"path": str(args.path), "success": False, "tables": [r.to_dict() for r in violation.reports]})
@@ -801,6 +815,8 @@ def _validate(args: argparse.Namespace) -> int:
 
     if args.table is None:
         return _validate_folder(args)
+    if args.batch_rows is not None:
+        raise ValueError("--batch-rows validates a folder of tables (omit --table)")
     if is_object_store(args.path):
         raise ValueError("validate --table reads a local file; for an object-store folder omit --table")
     mapping = _column_map(args)

@@ -135,6 +135,12 @@ class DataConfig(_Frozen):
             if is_object_store(data["path"]):
                 return {**data, "url": data["path"], "path": None}
         return data
+
+    @model_validator(mode="after")
+    def _batches_fail_only(self) -> DataConfig:
+        if self.batch_rows is not None and self.on_violation != "fail":
+            raise ValueError("batch_rows (batched validation) supports on_violation='fail' only")
+        return self
     data_dir: Path | None = Field(None, description="fetch cache root; default $TRANSFERREC_DATA_DIR or "
                                                     "~/.cache/transferrec")
     rating_min: float = 0.0
@@ -148,6 +154,9 @@ class DataConfig(_Frozen):
     min_target_items: int = Field(5, ge=1)
     max_single_interaction_share: float = Field(0.5, ge=0.0, le=1.0,
                                                 description="warn above this share of single-interaction users")
+    batch_rows: int | None = Field(None, ge=1, description="read and validate the tables in batches of this many "
+                                                          "rows (tables bigger than memory; fail policy only); "
+                                                          "none: read each table whole")
 
 
 class SourcesConfig(_Frozen):

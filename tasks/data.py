@@ -12,7 +12,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from data_contracts.report import ContractReport, ContractViolation
-from data_contracts.validation import ContractSettings, validate_tables
+from data_contracts.batched import validate_scans
+from data_contracts.validation import ContractSettings, ValidatedTables, validate_tables
 from models.config import DataConfig, SplitConfig
 from models.datasets import Dataset, fingerprint, read_tables
 from models.fetch import cached_dir
@@ -26,18 +27,22 @@ class RawTables:
     """A dataset's tables as stored, before any contract ran."""
 
     name: str
-    tables: dict[str, pl.DataFrame | None]
+    tables: dict[str, pl.DataFrame | pl.LazyFrame | None]  # lazy scans when read in batches
     source: str
 
 
 @task(name="load-tables", retries=2, retry_delay_seconds=[1, 5], cache_policy=NO_CACHE)
 def load_tables(config: DataConfig) -> RawTables:
     """Read the tables as stored (columns renamed by ``config.columns``): the object-store ``url``, else the
-    folder ``path``, else the fetched cache of ``dataset``."""
+    folder ``path``, else the fetched cache of ``dataset``. With ``config.batch_rows`` they are lazy scans,
+    read batch by batch when validated."""
     folder = config.url or config.path or cached_dir(config.data_dir or default_data_dir(), config.dataset)
-    tables = read_tables(folder, config.columns)
-    get_run_logger().info("read %s from %s: %s", config.dataset, folder,
-                          {k: (v.height if v is not None else None) for k, v in tables.items()})
+    tables = read_tables(folder, config.columns, lazy=config.batch_rows is not None)
+    if config.batch_rows is None:
+        get_run_logger().info("read %s from %s: %s", config.dataset, folder,
+                              {k: (v.height if v is not None else None) for k, v in tables.items()})
+    else:
+        get_run_logger().info("scanning %s at %s in batches of %d rows", config.dataset, folder, config.batch_rows)
     return RawTables(config.dataset, tables, str(folder))
 
 
@@ -70,8 +75,12 @@ def validate_dataset(
     """Run the data contracts; log the report (and any quarantined rows); raise :class:`ContractViolation`
     when the policy does not let the data through. Returns the validated dataset and its fingerprint."""
     log = get_run_logger()
+    settings = contract_settings(config, target_domain)
     try:
-        result = validate_tables(raw.tables, contract_settings(config, target_domain))
+        if config.batch_rows is None:
+            result = validate_tables(raw.tables, settings)
+        else:
+            result = _validate_in_batches(raw, settings, config.batch_rows)
     except ContractViolation as violation:
         _log_reports(violation.reports, run, failed=True)
         log.error("%s", violation)
@@ -90,6 +99,15 @@ def validate_dataset(
     t = result.tables
     dataset = Dataset(raw.name, t["interactions"], t["items"], t.get("users"), t.get("impressions"))
     return dataset, fingerprint(dataset)
+
+
+def _validate_in_batches(raw: RawTables, settings: ContractSettings, batch_rows: int) -> ValidatedTables:
+    """Batched validation (:mod:`data_contracts.batched`); the typed tables that passed are then read whole
+    (validation never holds a raw table in memory; training still needs the typed tables)."""
+    with tempfile.TemporaryDirectory(prefix="transferrec-validated-") as tmp:
+        scans = {table: frame.lazy() if frame is not None else None for table, frame in raw.tables.items()}
+        validated = validate_scans(scans, settings, workdir=Path(tmp), batch_rows=batch_rows)
+        return ValidatedTables(validated.collect(), validated.reports)
 
 
 @task(name="split-target", cache_policy=NO_CACHE)

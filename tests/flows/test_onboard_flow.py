@@ -129,7 +129,10 @@ def test_second_onboarding_reuses_sources_and_gates_the_champion(synthetic_dir: 
     first = onboard_domain_flow(OnboardConfig.smoke(TARGET, synthetic_dir, mlflow_uri))
     n_sources = len(runs(mlflow_uri, SOURCES_EXPERIMENT))
     config = OnboardConfig.smoke(TARGET, synthetic_dir, mlflow_uri)
-    second = onboard_domain_flow(config.model_copy(update={"split": config.split.model_copy(update={"seed": 1})}))
+    # the second reads and validates the tables in batches (as for tables bigger than memory): the same data,
+    # so the same fingerprint, and its sources are found
+    second = onboard_domain_flow(config.model_copy(update={"split": config.split.model_copy(update={"seed": 1}),
+                                                           "data": config.data.model_copy(update={"batch_rows": 997})}))
 
     assert len(runs(mlflow_uri, SOURCES_EXPERIMENT)) == n_sources  # nothing retrained
     assert versions(mlflow_uri) == ["1", "2"]

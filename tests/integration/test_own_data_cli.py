@@ -27,6 +27,10 @@ def test_a_violation_in_own_files_is_reported_alike_by_validate_and_onboard(tmp_
 
     validate = subprocess.run([str(BIN / "transferrec"), "validate", str(shop), *columns], env=env,
                               capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    # in batches, as for tables bigger than memory: the same report
+    batched = subprocess.run([str(BIN / "transferrec"), "validate", str(shop), *columns, "--batch-rows", "300"],
+                             env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert batched.returncode == 1 and batched.stderr == validate.stderr, batched.stderr[-2000:]
     onboard = subprocess.run([str(BIN / "transferrec"), "onboard", "--data", str(shop), *columns,
                               "--target-domain", "garden", "--dim", "8", "--top-single", "1"], env=env,
                              capture_output=True, text=True, timeout=600, cwd=tmp_path)
