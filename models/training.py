@@ -20,7 +20,7 @@ import polars as pl
 import pytorch_lightning as pl_lightning
 import torch
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
 from data_contracts.columns import ITEM_ID, USER_ID
 from models.config import TrainConfig
@@ -93,7 +93,7 @@ def validation_data(
 
 def fit_network(
     network: MatrixFactorization,
-    pairs: tuple[np.ndarray, np.ndarray],
+    pairs: tuple[np.ndarray, np.ndarray] | IterableDataset,
     *,
     user_ids: np.ndarray,
     item_ids: np.ndarray,
@@ -112,7 +112,8 @@ def fit_network(
 
     Args:
         network: the network to train (its rows follow ``user_ids``/``item_ids``); modified in place.
-        pairs: training interactions as row indices.
+        pairs: training interactions as row indices, or an iterable dataset that yields them batched and
+            shuffled (pairs on disk, :class:`models.outofcore.ShuffledBlocks`).
         user_ids: raw ids of the network's user rows.
         item_ids: raw ids of the network's item rows.
         val: validation data for early stopping.
@@ -132,8 +133,8 @@ def fit_network(
     Raises:
         ValueError: when there is no training pair.
     """
-    users, items = pairs
-    if len(users) == 0:
+    streamed = isinstance(pairs, IterableDataset)
+    if (len(pairs) if streamed else len(pairs[0])) == 0:
         raise ValueError("no training interactions to fit on")
     started = time.perf_counter()
     pl_lightning.seed_everything(seed, workers=True, verbose=False)
@@ -143,11 +144,14 @@ def fit_network(
                                anchor=anchor, seed=seed if own_random_stream else None)
     initial = full_validation_ndcg(network, val, config.k)
     initial_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
-    generator = torch.Generator().manual_seed(seed)
-    train_loader = DataLoader(
-        TensorDataset(torch.from_numpy(users.astype(np.int64)), torch.from_numpy(items.astype(np.int64))),
-        batch_size=min(config.batch_size, len(users)), shuffle=True, generator=generator,
-    )
+    if streamed:  # already batched and shuffled (models.outofcore.ShuffledBlocks)
+        train_loader = DataLoader(pairs, batch_size=None)
+    else:
+        users, items = pairs
+        train_loader = DataLoader(
+            TensorDataset(torch.from_numpy(users.astype(np.int64)), torch.from_numpy(items.astype(np.int64))),
+            batch_size=min(config.batch_size, len(users)), shuffle=True, generator=torch.Generator().manual_seed(seed),
+        )
     history = HistoryLogger(started)  # "elapsed" per epoch counts from the start of this fit
     monitor = f"val/ndcg_at_{config.k}"
     with tempfile.TemporaryDirectory(prefix="transferrec-ckpt-") as tmp:
@@ -173,6 +177,8 @@ def fit_network(
             logger.info("resuming %s from %s (epoch %d)", kind, resume_from, resumed_at)
         with warnings.catch_warnings():  # resuming means the folder holds our own checkpoints
             warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty")
+            # ShuffledBlocks knows its length; it is read in this process (no loader workers to duplicate it)
+            warnings.filterwarnings("ignore", message=r".*IterableDataset. has .__len__. defined")
             trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val.loader(), ckpt_path=resume_from)
         epochs = history.epochs()
         best_score = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else float("-inf")

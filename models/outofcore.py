@@ -1,0 +1,271 @@
+"""Fine-tuning on a target domain bigger than memory: the split and the training pairs live on disk.
+
+* :func:`split_on_disk`: the target's interactions (a lazy scan, e.g. the parts written by batched validation)
+  are read in batches and spread over buckets of users (Parquet parts); each bucket, small enough for memory,
+  is split exactly as :func:`models.split.split_target_domain` splits a whole domain. Test and validation are
+  per-user rules, so they are the same rows as in memory; the ``fraction`` sample is drawn per bucket (the same
+  share, not the same rows).
+* :func:`write_pairs`: every training interaction as an ``(user row, item row)`` int32 pair, in a shuffled
+  order, in one file (8 bytes an interaction).
+* :class:`ShuffledBlocks`: what the Lightning trainer reads: each epoch visits the file's blocks in a new random
+  order and shuffles each block in memory (a block-wise shuffle; the file itself is already shuffled).
+* :func:`fine_tune_on_disk` and :func:`ranking_sample`: the transfer fine-tune over those pairs, and
+  validation/test tasks of a seeded sample of users.
+
+Memory holds one batch or bucket, one block of pairs, the model (users x dim and items x dim), the vocabularies
+and the samples -- and, during the transfer initialisation, a few bytes per training pair (it reads the
+pair file mapped into memory).
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import polars as pl
+import torch
+from torch.utils.data import IterableDataset
+
+from data_contracts.columns import DOMAIN, ITEM_ID, USER_ID
+from models.config import FineTuneConfig, SplitConfig
+from models.evaluation import RankingTask, build_ranking_task
+from models.factors import FactorModel
+from models.lightning import full_validation_ndcg
+from models.recipes import transferred_network
+from models.split import InsufficientDataError, split_target_domain
+from models.training import FitResult, fit_network, validation_data
+from models.transfer import target_user_vocabulary, transfer_init
+
+DEFAULT_BUCKET_ROWS = 2_000_000
+DEFAULT_BLOCK_ROWS = 1_000_000
+_BUCKET = "_bucket"
+Part = Literal["train", "val", "test"]
+
+
+@dataclass(frozen=True)
+class DiskSplit:
+    """A target split whose parts are Parquet folders under ``workdir`` (read lazily)."""
+
+    domain: str
+    workdir: Path
+    catalogue: pl.DataFrame
+    sizes: dict[str, int]
+
+    def scan(self, part: Part) -> pl.LazyFrame:
+        """The rows of ``part`` (``train``, ``val`` or ``test``)."""
+        return pl.scan_parquet(self.workdir / part / "*.parquet")
+
+    def users(self, part: Part) -> np.ndarray:
+        """The sorted distinct users of ``part``."""
+        users = self.scan(part).select(pl.col(USER_ID).unique()).collect(engine="streaming")[USER_ID]
+        return np.sort(users.to_numpy()).astype(object)
+
+
+def split_on_disk(
+    interactions: pl.LazyFrame, items: pl.DataFrame, *, domain: str, config: SplitConfig, workdir: Path,
+    batch_rows: int = 1_000_000, bucket_rows: int = DEFAULT_BUCKET_ROWS,
+) -> DiskSplit:
+    """Split the target ``domain`` bucket by bucket of users (see the module docstring).
+
+    Raises:
+        ValueError: the domain has no items or no interactions.
+        InsufficientDataError: the train, validation or test set would have fewer than ``config.min_users`` users.
+    """
+    catalogue = items.filter(pl.col(DOMAIN) == domain).sort(ITEM_ID)
+    if catalogue.is_empty():
+        raise ValueError(f"target domain {domain!r} has no items")
+    shutil.rmtree(workdir, ignore_errors=True)
+    target = interactions.join(catalogue.lazy().select(ITEM_ID), on=ITEM_ID, how="semi")
+    total = int(target.select(pl.len()).collect(engine="streaming").item())
+    if total == 0:
+        raise ValueError(f"target domain {domain!r} has no interactions")
+    buckets = max(1, math.ceil(total / bucket_rows))
+    spread = workdir / "by_user"
+    for index, batch in enumerate(target.collect_batches(chunk_size=batch_rows)):
+        keyed = batch.with_columns((pl.col(USER_ID).hash(seed=0) % buckets).alias(_BUCKET))
+        for (bucket,), rows in keyed.partition_by(_BUCKET, as_dict=True).items():
+            folder = spread / f"{bucket:05d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            rows.drop(_BUCKET).write_parquet(folder / f"{index:06d}.parquet")
+    sizes = {"train": 0, "val": 0, "test": 0, "train_full": 0}
+    for part in ("train", "val", "test"):
+        (workdir / part).mkdir(parents=True)
+    for folder in sorted(spread.iterdir()):
+        frame = pl.read_parquet(folder / "*.parquet")
+        split = split_target_domain(frame, catalogue, domain=domain, fraction=config.fraction, seed=config.seed,
+                                    test_ratio=config.test_ratio, val_ratio=config.val_ratio, min_users=0)
+        for part in ("train", "val", "test"):
+            rows = getattr(split, part)
+            sizes[part] += rows.height
+            rows.write_parquet(workdir / part / f"{folder.name}.parquet")
+        sizes["train_full"] += split.train_full_size
+        shutil.rmtree(folder)
+    shutil.rmtree(spread)
+    result = DiskSplit(domain, workdir, catalogue, sizes)
+    for part, name in (("test", "test"), ("val", "validation"), ("train", "training")):
+        users = int(result.scan(part).select(pl.col(USER_ID).n_unique()).collect(engine="streaming").item())
+        if users < config.min_users:
+            raise InsufficientDataError(f"target domain {domain!r}: the {name} set has {users} user(s), fewer than "
+                                        f"the minimum {config.min_users}")
+    return result
+
+
+@dataclass(frozen=True)
+class DiskPairs:
+    """``n`` training pairs ``(user row, item row)`` as int32, row-major, in a shuffled order, in ``path``."""
+
+    path: Path
+    n: int
+
+    def array(self) -> np.ndarray:
+        """The pairs mapped into memory, read-only, shape (n, 2)."""
+        return np.memmap(self.path, dtype=np.int32, mode="r", shape=(self.n, 2))
+
+
+def write_pairs(
+    scan: pl.LazyFrame, user_ids: np.ndarray, item_ids: np.ndarray, path: Path, *, seed: int,
+    batch_rows: int = 1_000_000, block_rows: int = DEFAULT_BLOCK_ROWS,
+) -> DiskPairs:
+    """Encode the (user, item) of every row of ``scan`` known to both vocabularies and write them shuffled:
+    each batch's pairs are dealt at random over ``n / block_rows`` bucket files, then each bucket is permuted in
+    memory and appended to ``path``."""
+    vocab_users = pl.LazyFrame({USER_ID: pl.Series(user_ids, dtype=pl.String)}).with_row_index("_u")
+    vocab_items = pl.LazyFrame({ITEM_ID: pl.Series(item_ids, dtype=pl.String)}).with_row_index("_i")
+    encoded = (scan.select(USER_ID, ITEM_ID).join(vocab_users, on=USER_ID, how="inner")
+               .join(vocab_items, on=ITEM_ID, how="inner").select(pl.col("_u").cast(pl.Int32),
+                                                                  pl.col("_i").cast(pl.Int32)))
+    total = int(encoded.select(pl.len()).collect(engine="streaming").item())
+    buckets = max(1, math.ceil(total / block_rows))
+    rng = np.random.default_rng(seed)
+    scratch = path.with_name(path.name + ".buckets")
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    handles = [open(scratch / f"{b:05d}.bin", "wb") for b in range(buckets)]  # noqa: SIM115 - closed below
+    try:
+        for batch in encoded.collect_batches(chunk_size=batch_rows):
+            pairs = np.ascontiguousarray(batch.to_numpy(), dtype=np.int32)
+            dealt = rng.integers(0, buckets, size=len(pairs))
+            for bucket in np.unique(dealt):
+                handles[bucket].write(pairs[dealt == bucket].tobytes())
+    finally:
+        for handle in handles:
+            handle.close()
+    written = 0
+    with open(path, "wb") as out:
+        for bucket in range(buckets):
+            pairs = np.fromfile(scratch / f"{bucket:05d}.bin", dtype=np.int32).reshape(-1, 2)
+            out.write(pairs[rng.permutation(len(pairs))].tobytes())
+            written += len(pairs)
+    shutil.rmtree(scratch)
+    return DiskPairs(path, written)
+
+
+class ShuffledBlocks(IterableDataset):
+    """Batches of ``(users, items)`` LongTensors from a :class:`DiskPairs` file: each epoch (each ``iter``) reads
+    its blocks of ``block_rows`` pairs in a new seeded order and permutes each block. Under DDP each process
+    reads every ``world_size``-th block."""
+
+    def __init__(self, pairs: DiskPairs, *, batch_size: int, seed: int, block_rows: int = DEFAULT_BLOCK_ROWS):
+        self.pairs, self.batch_size, self.seed, self.block_rows = pairs, batch_size, seed, block_rows
+        self.starts = list(range(0, pairs.n, block_rows))
+        self.epoch = 0
+
+    def _mine(self, order: np.ndarray) -> np.ndarray:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return order[torch.distributed.get_rank()::torch.distributed.get_world_size()]
+        return order
+
+    def __len__(self) -> int:
+        sizes = [min(self.block_rows, self.pairs.n - s) for s in self.starts]
+        return sum(math.ceil(sizes[b] / self.batch_size) for b in self._mine(np.arange(len(self.starts))))
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        self.epoch += 1
+        for block in self._mine(rng.permutation(len(self.starts))):
+            start = self.starts[block]
+            count = min(self.block_rows, self.pairs.n - start)
+            pairs = np.fromfile(self.pairs.path, dtype=np.int32, count=2 * count, offset=8 * start).reshape(-1, 2)
+            pairs = torch.from_numpy(pairs[rng.permutation(count)].astype(np.int64))
+            for low in range(0, count, self.batch_size):
+                chunk = pairs[low:low + self.batch_size]
+                yield chunk[:, 0], chunk[:, 1]
+
+
+def sample_users(users: np.ndarray, n: int | None, seed: int) -> np.ndarray:
+    """A seeded sample of ``n`` of ``users`` (all of them when ``n`` is None or not smaller), sorted."""
+    if n is None or len(users) <= n:
+        return users
+    return np.sort(np.random.default_rng(seed).choice(users, size=n, replace=False))
+
+
+def ranking_sample(split: DiskSplit, part: Literal["val", "test"], users: np.ndarray
+                   ) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(holdout rows, seen rows) of ``users`` for the ``val`` or ``test`` task: validation excludes training
+    items, test excludes training and validation items (as :func:`models.recipes.ranking_tasks`)."""
+    chosen = pl.Series(users, dtype=pl.String).implode()
+    holdout = split.scan(part).filter(pl.col(USER_ID).is_in(chosen)).collect(engine="streaming")
+    seen_parts = ["train"] if part == "val" else ["train", "val"]
+    seen = pl.concat([split.scan(p).filter(pl.col(USER_ID).is_in(chosen)) for p in seen_parts]).collect(
+        engine="streaming")
+    return holdout, seen
+
+
+def sample_test_task(split: DiskSplit, *, users: int | None, seed: int, click_threshold: float = 4.0) -> RankingTask:
+    """The test task of a seeded sample of ``users`` test users (all when None)."""
+    chosen = sample_users(split.users("test"), users, seed)
+    holdout, seen = ranking_sample(split, "test", chosen)
+    return build_ranking_task(split.catalogue[ITEM_ID].to_numpy().astype(object), holdout, seen,
+                              click_threshold=click_threshold)
+
+
+@dataclass(frozen=True)
+class DiskFit:
+    """A fine-tune over pairs on disk, and where they were."""
+
+    fit: FitResult
+    pairs: DiskPairs
+
+
+def fine_tune_on_disk(
+    source: FactorModel, split: DiskSplit, *, config: FineTuneConfig, seed: int, batch_rows: int = 1_000_000,
+    block_rows: int = DEFAULT_BLOCK_ROWS,
+) -> DiskFit:
+    """:func:`models.recipes.fine_tune` (``mf`` family, no item texts) with the training pairs on disk.
+
+    Raises:
+        ValueError: the ``two-tower`` family (it needs the catalogue's texts: not supported here yet).
+    """
+    if config.family != "mf":
+        raise ValueError("fine-tuning on disk supports the mf family only")
+    items = split.catalogue[ITEM_ID].to_numpy().astype(object)
+    users = target_user_vocabulary(source, split.users("train"))
+    pairs = write_pairs(split.scan("train"), users, items, split.workdir / "train_pairs.bin", seed=seed,
+                        batch_rows=batch_rows, block_rows=block_rows)
+    mapped = pairs.array()
+    init = transfer_init(source, user_ids=users, item_ids=items, train_users=mapped[:, 0], train_items=mapped[:, 1],
+                         item_init="users-mean" if config.item_init == "content" else config.item_init,
+                         seed=seed)
+    del mapped
+    network = transferred_network(init, config, None)
+    val_users = sample_users(split.users("val"), config.train.max_val_users, seed)
+    holdout, seen = ranking_sample(split, "val", val_users)
+    val = validation_data(holdout, seen, user_ids=init.user_ids, item_ids=init.item_ids)
+    if config.mode == "zero-shot":
+        score = full_validation_ndcg(network, val, config.train.k)
+        return DiskFit(FitResult(model=init.as_model("transfer"), initial_val_ndcg=score, best_val_ndcg=score),
+                       pairs)
+    if config.mode == "adapter":
+        network.add_adapters(config.adapter_rank, seed=seed)
+        network.freeze_base()
+    fit = fit_network(
+        network, ShuffledBlocks(pairs, batch_size=config.train.batch_size, seed=seed, block_rows=block_rows),
+        user_ids=init.user_ids, item_ids=init.item_ids, val=val, config=config.train, seed=seed,
+        frozen_user_rows=init.user_from_source if config.mode == "freeze-users" else None, kind="transfer",
+        transferred_lr_scale=config.transferred_lr_scale, anchor=config.anchor,
+    )
+    return DiskFit(fit, pairs)
