@@ -4,6 +4,7 @@ fine-tune (one epoch) -> evaluate, wall time and peak memory per stage.
 Usage:
 
     python bench/scale.py [--sizes 1e6,3e6,1e7] [--eval-users 20000] [--out bench/results]
+    python bench/scale.py --out-of-core 1000000 [--sizes 1e6,1e7,3e7]   # data bigger than memory
 
 Per size, users = interactions / 25 and items = interactions / 500 (at least 2,000): 40 k users and 2 k items
 at 1 M, 400 k and 20 k at 10 M. Interactions: each user belongs to one of 64 taste clusters; items are drawn
@@ -17,6 +18,11 @@ parts first (not timed), then the measured process reads the folder, validates i
 splits it (the target is 100 % of the domain), fine-tunes for one epoch (``--epochs``), and evaluates the
 test task of a seeded sample of ``--eval-users`` users (full ranking over the whole catalogue: said in the
 output). Prints a table with the growth factor of each stage per 10x data and writes ``scale.json``.
+
+``--out-of-core BATCH_ROWS`` measures the pipeline for data bigger than memory instead: the tables are scanned
+lazily and validated in batches (:mod:`data_contracts.batched`), the split runs bucket by bucket of users on
+disk and the fine-tune reads its training pairs from a shuffled file (:mod:`models.outofcore`); it writes
+``scale_out_of_core.json``.
 """
 
 from __future__ import annotations
@@ -84,7 +90,6 @@ def measure(folder: Path, epochs: int, eval_users: int, seed: int = 0, *, accele
     from models.config import FineTuneConfig, SplitConfig, target_train_defaults
     from models.datasets import read_raw_tables
     from models.evaluation import evaluate_model
-    from models.factors import FactorModel
     from models.recipes import fine_tune, ranking_tasks
     from models.split import split_with
 
@@ -108,11 +113,7 @@ def measure(folder: Path, epochs: int, eval_users: int, seed: int = 0, *, accele
     sample = np.random.default_rng(seed).choice(users, size=min(eval_users, len(users)), replace=False)
     split = replace(split, test=split.test.filter(pl.col("user_id").is_in(sample)))
     lap("split")
-    source_users = np.load(folder / "source_users.npy", allow_pickle=True)
-    rng = np.random.default_rng(seed)
-    source = FactorModel(source_users, np.array(["s0", "s1"], dtype=object),
-                         rng.normal(scale=0.1, size=(len(source_users), 64)).astype(np.float32),
-                         rng.normal(scale=0.1, size=(2, 64)).astype(np.float32), np.zeros(2, dtype=np.float32))
+    source = _random_source(folder, seed)
     config = FineTuneConfig(train=target_train_defaults().model_copy(update={
         "max_epochs": epochs, "accelerator": accelerator, "strategy": strategy}))
     fit = fine_tune(source, split, config=config, seed=seed)
@@ -128,6 +129,63 @@ def measure(folder: Path, epochs: int, eval_users: int, seed: int = 0, *, accele
     return out
 
 
+def measure_out_of_core(folder: Path, epochs: int, eval_users: int, seed: int = 0, *, batch_rows: int,
+                        accelerator: str = "cpu", strategy: str = "auto") -> dict[str, float]:
+    """The same pipeline for data bigger than memory: batched validation of lazy scans
+    (:mod:`data_contracts.batched`), the split by user buckets on disk and the fine-tune over the pair file
+    (:mod:`models.outofcore`); scratch files under ``folder / "work"``."""
+    from data_contracts.batched import validate_scans
+    from data_contracts.validation import ContractSettings
+    from models.config import FineTuneConfig, SplitConfig, target_train_defaults
+    from models.datasets import read_raw_tables
+    from models.evaluation import evaluate_model
+    from models.outofcore import fine_tune_on_disk, sample_test_task, split_on_disk
+
+    out: dict[str, float] = {"rss_start_mb": rss_mb(), "batch_rows": batch_rows}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        out[f"{name}_s"], out[f"{name}_rss_mb"] = now - clock, rss_mb()
+        clock = now
+
+    work = folder / "work"
+    scans = read_raw_tables(folder, lazy=True)
+    lap("load")
+    valid = validate_scans(scans, ContractSettings(min_target_interactions=1, target_domain=DOMAIN),
+                           workdir=work / "validated", batch_rows=batch_rows).tables
+    lap("validate")
+    split = split_on_disk(valid["interactions"], valid["items"].collect(), domain=DOMAIN,
+                          config=SplitConfig(fraction=1.0), workdir=work / "split", batch_rows=batch_rows)
+    lap("split")
+    source = _random_source(folder, seed)
+    config = FineTuneConfig(train=target_train_defaults().model_copy(update={
+        "max_epochs": epochs, "accelerator": accelerator, "strategy": strategy}))
+    fit = fine_tune_on_disk(source, split, config=config, seed=seed, batch_rows=batch_rows).fit
+    out["epochs"] = fit.epochs_run
+    lap("fine_tune")
+    test_task = sample_test_task(split, users=eval_users, seed=seed)
+    report = evaluate_model(fit.model, test_task, ks=(10,))
+    out["eval_users"] = test_task.n_users
+    out["test_ndcg_at_10"] = report.metrics["ndcg_at_10"]
+    lap("evaluate")
+    out["total_s"] = sum(out[f"{s}_s"] for s in ("load", "validate", "split", "fine_tune", "evaluate"))
+    out["peak_rss_mb"] = rss_mb()
+    return out
+
+
+def _random_source(folder: Path, seed: int):
+    """A source model that knows every user (random 64-dim vectors: the benchmark measures cost, not quality)."""
+    from models.factors import FactorModel
+
+    source_users = np.load(folder / "source_users.npy", allow_pickle=True)
+    rng = np.random.default_rng(seed)
+    return FactorModel(source_users, np.array(["s0", "s1"], dtype=object),
+                       rng.normal(scale=0.1, size=(len(source_users), 64)).astype(np.float32),
+                       rng.normal(scale=0.1, size=(2, 64)).astype(np.float32), np.zeros(2, dtype=np.float32))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1e6,3e6,1e7")
@@ -136,11 +194,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     parser.add_argument("--accelerator", default="cpu", help="Lightning accelerator of the fine-tune (default cpu)")
     parser.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp (default auto)")
+    parser.add_argument("--out-of-core", type=int, metavar="BATCH_ROWS", default=None,
+                        help="the out-of-core pipeline (batched validation, split and pairs on disk) with batches "
+                             "of BATCH_ROWS rows; default: the in-memory one")
     parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # internal: the measured child process
     args = parser.parse_args(argv)
     if args.measure:
-        print(json.dumps(measure(args.measure, args.epochs, args.eval_users, accelerator=args.accelerator,
-                                 strategy=args.strategy)))
+        hardware = {"accelerator": args.accelerator, "strategy": args.strategy}
+        if args.out_of_core:
+            result = measure_out_of_core(args.measure, args.epochs, args.eval_users, batch_rows=args.out_of_core,
+                                         **hardware)
+        else:
+            result = measure(args.measure, args.epochs, args.eval_users, **hardware)
+        print(json.dumps(result))
         return 0
 
     results = []
@@ -150,19 +216,23 @@ def main(argv: list[str] | None = None) -> int:
             shape = generate(size, folder)
             done = subprocess.run([sys.executable, __file__, "--measure", str(folder), "--epochs", str(args.epochs),
                                    "--eval-users", str(args.eval_users), "--accelerator", args.accelerator,
-                                   "--strategy", args.strategy], capture_output=True, text=True)
+                                   "--strategy", args.strategy,
+                                   *(["--out-of-core", str(args.out_of_core)] if args.out_of_core else [])],
+                                  capture_output=True, text=True)
             if done.returncode != 0:
                 raise SystemExit(f"size {size} failed:\n{done.stderr[-4000:]}")
             row = {"size": size, **shape, **json.loads(done.stdout.strip().splitlines()[-1])}
             results.append(row)
             print(f"{size:>10,}: {row['total_s']:.1f} s, peak RSS {row['peak_rss_mb']:.0f} MB", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    name = "scale.json" if args.accelerator == "cpu" else f"scale_{args.accelerator}_{args.strategy}.json"
+    name = "scale" if args.accelerator == "cpu" else f"scale_{args.accelerator}_{args.strategy}"
+    name += "_out_of_core.json" if args.out_of_core else ".json"
     (args.out / name).write_text(json.dumps(results, indent=2))
 
     stages = ("load", "validate", "split", "fine_tune", "evaluate", "total")
-    print(f"\nscale ({args.accelerator}, strategy {args.strategy}): validate -> split -> fine-tune ({args.epochs} "
-          f"epoch) -> evaluate (test task of "
+    mode = f"out of core, batches of {args.out_of_core:,} rows" if args.out_of_core else "in memory"
+    print(f"\nscale ({mode}; {args.accelerator}, strategy {args.strategy}): validate -> split -> fine-tune "
+          f"({args.epochs} epoch) -> evaluate (test task of "
           f"{args.eval_users:,} sampled users, full ranking); seconds, peak RSS of the process\n")
     print("| interactions | users | items | " + " | ".join(stages) + " | peak RSS MB |")
     print("|---|---|---|" + "---|" * (len(stages) + 1))

@@ -27,7 +27,7 @@ from data_contracts.columns import ITEM_ID, TABLE_SCHEMAS
 from data_contracts.contracts import applicable, suite_definition, suite_position, suite_version, validate_table
 from data_contracts.conversion import ROW, convert_table, json_safe
 from data_contracts.report import MAX_SAMPLES, ContractReport, ContractViolation, RuleFailure
-from data_contracts.validation import UNIQUE_EXPECTATIONS, CHECK_ORDER, ContractSettings, canonical
+from data_contracts.validation import CHECK_ORDER, UNIQUE_EXPECTATIONS, ContractSettings, canonical
 
 ROW_COUNT = "expect_table_row_count_to_be_between"
 TABLE_WIDE = frozenset({ROW_COUNT, *UNIQUE_EXPECTATIONS})

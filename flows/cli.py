@@ -790,7 +790,7 @@ def _validate_folder(args: argparse.Namespace) -> int:
             reports = validate_tables(raw, settings).reports
         else:
             with tempfile.TemporaryDirectory(prefix="transferrec-validate-") as tmp:
-                reports = validate_scans(raw, settings, workdir=Path(tmp), batch_rows=getattr(args, "batch_rows", None)).reports
+                reports = validate_scans(raw, settings, workdir=Path(tmp), batch_rows=args.batch_rows).reports
     except ContractViolation as violation:
         if args.json:
             _print_json({"path": str(args.path), "success": False, "tables": [r.to_dict() for r in violation.reports]})

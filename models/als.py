@@ -44,36 +44,59 @@ class AlsResult:
     grid: list[dict[str, float]]
 
 
-def fit_als_once(train: pl.DataFrame, item_ids: np.ndarray, *, factors: int, regularization: float, alpha: float,
-                 iterations: int, seed: int) -> FactorModel:
-    """One implicit-ALS fit on ``train`` over the catalogue ``item_ids``."""
+@dataclass(frozen=True)
+class EncodedTrain:
+    """Training interactions as rows into ``user_ids`` and ``item_ids`` (arrays, or columns of a pair file)."""
+
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    users: np.ndarray
+    items: np.ndarray
+
+    @classmethod
+    def of(cls, train: pl.DataFrame, item_ids: np.ndarray) -> EncodedTrain:
+        """Encode ``train`` over its own users and the catalogue ``item_ids``."""
+        user_ids = np.sort(train[USER_ID].unique().to_numpy()).astype(object)
+        users, items = encode_pairs(train, user_ids, item_ids)
+        return cls(user_ids, np.asarray(item_ids, dtype=object), users, items)
+
+
+def fit_als_encoded(train: EncodedTrain, *, factors: int, regularization: float, alpha: float, iterations: int,
+                    seed: int) -> FactorModel:
+    """One implicit-ALS fit on encoded training pairs."""
     from implicit.cpu.als import AlternatingLeastSquares
     from threadpoolctl import threadpool_limits
 
-    user_ids = np.sort(train[USER_ID].unique().to_numpy()).astype(object)
-    users, items = encode_pairs(train, user_ids, item_ids)
-    counts = sparse.csr_matrix((np.ones(len(users), dtype=np.float32), (users, items)),
-                               shape=(len(user_ids), len(item_ids)))
+    counts = sparse.csr_matrix((np.ones(len(train.users), dtype=np.float32), (train.users, train.items)),
+                               shape=(len(train.user_ids), len(train.item_ids)))
     counts.sum_duplicates()
     with threadpool_limits(1, "blas"):  # implicit's own threads; a multi-threaded BLAS would fight them
         model = AlternatingLeastSquares(factors=factors, regularization=regularization, alpha=alpha,
                                         iterations=iterations, random_state=seed, num_threads=1)
         model.fit(counts, show_progress=False)
-    popularity = np.bincount(items, minlength=len(item_ids)).astype(np.float32)
-    return FactorModel(user_ids, np.asarray(item_ids, dtype=object),
-                       np.asarray(model.user_factors, dtype=np.float32),
+    popularity = np.bincount(train.items, minlength=len(train.item_ids)).astype(np.float32)
+    return FactorModel(train.user_ids, train.item_ids, np.asarray(model.user_factors, dtype=np.float32),
                        np.asarray(model.item_factors, dtype=np.float32),
                        (TIE_BREAK * np.log1p(popularity)).astype(np.float32), kind="als")
 
 
-def fit_als(train: pl.DataFrame, catalogue: pl.DataFrame, val_task: RankingTask, *, grid: AlsGrid = AlsGrid(),
-            seed: int = 0) -> AlsResult:
-    """Fit every grid point and keep the best by validation NDCG@10 (ties: the earlier, smaller point)."""
-    item_ids = catalogue[ITEM_ID].to_numpy().astype(object)
+def fit_als_once(train: pl.DataFrame, item_ids: np.ndarray, *, factors: int, regularization: float, alpha: float,
+                 iterations: int, seed: int) -> FactorModel:
+    """One implicit-ALS fit on ``train`` over the catalogue ``item_ids``."""
+    return fit_als_encoded(EncodedTrain.of(train, item_ids), factors=factors, regularization=regularization,
+                           alpha=alpha, iterations=iterations, seed=seed)
+
+
+def fit_als(train: pl.DataFrame | EncodedTrain, catalogue: pl.DataFrame, val_task: RankingTask, *,
+            grid: AlsGrid = AlsGrid(), seed: int = 0) -> AlsResult:
+    """Fit every grid point and keep the best by validation NDCG@10 (ties: the earlier, smaller point);
+    ``train`` is the training frame, or its pairs already encoded over the catalogue (e.g. from disk)."""
+    encoded = train if isinstance(train, EncodedTrain) else EncodedTrain.of(
+        train, catalogue[ITEM_ID].to_numpy().astype(object))
     tried, best = [], None
     for factors, regularization, alpha in itertools.product(grid.factors, grid.regularization, grid.alpha):
-        model = fit_als_once(train, item_ids, factors=factors, regularization=regularization, alpha=alpha,
-                             iterations=grid.iterations, seed=seed)
+        model = fit_als_encoded(encoded, factors=factors, regularization=regularization, alpha=alpha,
+                                iterations=grid.iterations, seed=seed)
         score = evaluate_model(model, val_task, ks=(10,)).metrics["ndcg_at_10"]
         params = {"factors": factors, "regularization": regularization, "alpha": alpha, "iterations": grid.iterations}
         tried.append({**params, "val_ndcg_at_10": score})

@@ -21,22 +21,25 @@ from __future__ import annotations
 
 import math
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
 import torch
 from torch.utils.data import IterableDataset
 
-from data_contracts.columns import DOMAIN, ITEM_ID, USER_ID
-from models.config import FineTuneConfig, SplitConfig
+from data_contracts.columns import DOMAIN, ITEM_ID, TIMESTAMP, USER_ID
+from models.als import EncodedTrain
+from models.config import FineTuneConfig, ModelConfig, SplitConfig, TrainConfig
 from models.evaluation import RankingTask, build_ranking_task
-from models.factors import FactorModel
+from models.factors import FactorModel, popularity_model
 from models.lightning import full_validation_ndcg
+from models.network import MatrixFactorization
 from models.recipes import transferred_network
-from models.split import InsufficientDataError, split_target_domain
+from models.split import InsufficientDataError, source_cutoffs, split_target_domain, temporal_user_split
 from models.training import FitResult, fit_network, validation_data
 from models.transfer import target_user_vocabulary, transfer_init
 
@@ -65,6 +68,40 @@ class DiskSplit:
         return np.sort(users.to_numpy()).astype(object)
 
 
+def _by_user_buckets(scan: pl.LazyFrame, workdir: Path, *, batch_rows: int, bucket_rows: int) -> list[Path]:
+    """Spread the rows of ``scan`` over folders of Parquet parts, every user's rows in one folder (a hash of
+    the user id), about ``bucket_rows`` rows a folder; one pass over the data."""
+    total = int(scan.select(pl.len()).collect(engine="streaming").item())
+    buckets = max(1, math.ceil(total / bucket_rows))
+    spread = workdir / "by_user"
+    shutil.rmtree(spread, ignore_errors=True)
+    for index, batch in enumerate(scan.collect_batches(chunk_size=batch_rows)):
+        keyed = batch.with_columns((pl.col(USER_ID).hash(seed=0) % buckets).alias(_BUCKET))
+        for (bucket,), rows in keyed.partition_by(_BUCKET, as_dict=True).items():
+            folder = spread / f"{bucket:05d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            rows.drop(_BUCKET).write_parquet(folder / f"{index:06d}.parquet")
+    return sorted(spread.iterdir()) if spread.exists() else []
+
+
+def _split_buckets(scan: pl.LazyFrame, workdir: Path, parts: tuple[str, ...],
+                   split_bucket: Callable[[pl.DataFrame], dict[str, pl.DataFrame | int]], *, batch_rows: int,
+                   bucket_rows: int) -> dict[str, int]:
+    """Split bucket by bucket of users with ``split_bucket`` (frame -> part name -> rows, or a count only) into
+    ``workdir/<part>``; returns the rows per part."""
+    sizes = dict.fromkeys(parts, 0)
+    for part in parts:
+        (workdir / part).mkdir(parents=True, exist_ok=True)
+    for folder in _by_user_buckets(scan, workdir, batch_rows=batch_rows, bucket_rows=bucket_rows):
+        for part, rows in split_bucket(pl.read_parquet(folder / "*.parquet")).items():
+            sizes[part] = sizes.get(part, 0) + (rows if isinstance(rows, int) else rows.height)
+            if not isinstance(rows, int):
+                rows.write_parquet(workdir / part / f"{folder.name}.parquet")
+        shutil.rmtree(folder)
+    shutil.rmtree(workdir / "by_user", ignore_errors=True)
+    return sizes
+
+
 def split_on_disk(
     interactions: pl.LazyFrame, items: pl.DataFrame, *, domain: str, config: SplitConfig, workdir: Path,
     batch_rows: int = 1_000_000, bucket_rows: int = DEFAULT_BUCKET_ROWS,
@@ -80,31 +117,16 @@ def split_on_disk(
         raise ValueError(f"target domain {domain!r} has no items")
     shutil.rmtree(workdir, ignore_errors=True)
     target = interactions.join(catalogue.lazy().select(ITEM_ID), on=ITEM_ID, how="semi")
-    total = int(target.select(pl.len()).collect(engine="streaming").item())
-    if total == 0:
-        raise ValueError(f"target domain {domain!r} has no interactions")
-    buckets = max(1, math.ceil(total / bucket_rows))
-    spread = workdir / "by_user"
-    for index, batch in enumerate(target.collect_batches(chunk_size=batch_rows)):
-        keyed = batch.with_columns((pl.col(USER_ID).hash(seed=0) % buckets).alias(_BUCKET))
-        for (bucket,), rows in keyed.partition_by(_BUCKET, as_dict=True).items():
-            folder = spread / f"{bucket:05d}"
-            folder.mkdir(parents=True, exist_ok=True)
-            rows.drop(_BUCKET).write_parquet(folder / f"{index:06d}.parquet")
-    sizes = {"train": 0, "val": 0, "test": 0, "train_full": 0}
-    for part in ("train", "val", "test"):
-        (workdir / part).mkdir(parents=True)
-    for folder in sorted(spread.iterdir()):
-        frame = pl.read_parquet(folder / "*.parquet")
+
+    def split_bucket(frame: pl.DataFrame) -> dict[str, pl.DataFrame]:
         split = split_target_domain(frame, catalogue, domain=domain, fraction=config.fraction, seed=config.seed,
                                     test_ratio=config.test_ratio, val_ratio=config.val_ratio, min_users=0)
-        for part in ("train", "val", "test"):
-            rows = getattr(split, part)
-            sizes[part] += rows.height
-            rows.write_parquet(workdir / part / f"{folder.name}.parquet")
-        sizes["train_full"] += split.train_full_size
-        shutil.rmtree(folder)
-    shutil.rmtree(spread)
+        return {"train": split.train, "val": split.val, "test": split.test, "train_full": split.train_full_size}
+
+    sizes = _split_buckets(target, workdir, ("train", "val", "test"), split_bucket, batch_rows=batch_rows,
+                           bucket_rows=bucket_rows)
+    if not sizes["train_full"] + sizes["test"]:
+        raise ValueError(f"target domain {domain!r} has no interactions")
     result = DiskSplit(domain, workdir, catalogue, sizes)
     for part, name in (("test", "test"), ("val", "validation"), ("train", "training")):
         users = int(result.scan(part).select(pl.col(USER_ID).n_unique()).collect(engine="streaming").item())
@@ -112,6 +134,40 @@ def split_on_disk(
             raise InsufficientDataError(f"target domain {domain!r}: the {name} set has {users} user(s), fewer than "
                                         f"the minimum {config.min_users}")
     return result
+
+
+def source_cutoffs_on_disk(split: DiskSplit) -> pl.DataFrame:
+    """Per target test user, the time of the first test interaction (``user_id``, ``cutoff``), as
+    :func:`models.split.source_cutoffs`."""
+    return source_cutoffs(split.scan("test").select(USER_ID, TIMESTAMP).collect(engine="streaming"))
+
+
+def source_split_on_disk(
+    interactions: pl.LazyFrame, items: pl.DataFrame, *, domains: list[str], cutoffs: pl.DataFrame | None,
+    val_ratio: float, workdir: Path, batch_rows: int = 1_000_000, bucket_rows: int = DEFAULT_BUCKET_ROWS,
+) -> DiskSplit:
+    """The time-safe interactions of the source ``domains`` (before each user's cutoff), split per user into
+    ``train`` and ``val`` as :func:`models.recipes.train_source_model` splits them.
+
+    Raises:
+        ValueError: the source domains have no (time-safe) interactions.
+    """
+    catalogue = items.filter(pl.col(DOMAIN).is_in(domains)).sort(ITEM_ID)
+    shutil.rmtree(workdir, ignore_errors=True)
+    scan = interactions.join(catalogue.lazy().select(ITEM_ID), on=ITEM_ID, how="semi")
+    if cutoffs is not None:
+        scan = (scan.join(cutoffs.lazy(), on=USER_ID, how="left")
+                .filter(pl.col("cutoff").is_null() | (pl.col(TIMESTAMP) < pl.col("cutoff"))).drop("cutoff"))
+
+    def split_bucket(frame: pl.DataFrame) -> dict[str, pl.DataFrame]:
+        train, val = temporal_user_split(frame, holdout_ratio=val_ratio)
+        return {"train": train, "val": val}
+
+    sizes = _split_buckets(scan, workdir, ("train", "val"), split_bucket, batch_rows=batch_rows,
+                           bucket_rows=bucket_rows)
+    if not sum(sizes.values()):
+        raise ValueError(f"source domains {domains} have no interactions before the cutoffs")
+    return DiskSplit("+".join(domains), workdir, catalogue, sizes)
 
 
 @dataclass(frozen=True)
@@ -225,10 +281,61 @@ def sample_test_task(split: DiskSplit, *, users: int | None, seed: int, click_th
 
 @dataclass(frozen=True)
 class DiskFit:
-    """A fine-tune over pairs on disk, and where they were."""
+    """A fit over pairs on disk, and where they were."""
 
     fit: FitResult
     pairs: DiskPairs
+
+
+def _validation(split: DiskSplit, user_ids: np.ndarray, item_ids: np.ndarray, train: TrainConfig, seed: int):
+    holdout, seen = ranking_sample(split, "val", sample_users(split.users("val"), train.max_val_users, seed))
+    return validation_data(holdout, seen, user_ids=user_ids, item_ids=item_ids)
+
+
+def _fit(network: MatrixFactorization, pairs: DiskPairs, user_ids: np.ndarray, item_ids: np.ndarray,
+         val: Any, train: TrainConfig, seed: int, block_rows: int, **options: Any) -> FitResult:
+    return fit_network(network, ShuffledBlocks(pairs, batch_size=train.batch_size, seed=seed, block_rows=block_rows),
+                       user_ids=user_ids, item_ids=item_ids, val=val, config=train, seed=seed, **options)
+
+
+def train_source_on_disk(split: DiskSplit, *, model: ModelConfig, train: TrainConfig, seed: int,
+                         batch_rows: int = 1_000_000, block_rows: int = DEFAULT_BLOCK_ROWS) -> DiskFit:
+    """:func:`models.recipes.train_source_model` over a :func:`source_split_on_disk`."""
+    users, items = split.users("train"), split.catalogue[ITEM_ID].to_numpy().astype(object)
+    pairs = write_pairs(split.scan("train"), users, items, split.workdir / "train_pairs.bin", seed=seed,
+                        batch_rows=batch_rows, block_rows=block_rows)
+    network = MatrixFactorization(len(users), len(items), model.dim, init_std=model.init_std, seed=seed)
+    fit = _fit(network, pairs, users, items, _validation(split, users, items, train, seed), train, seed, block_rows,
+               kind="source", own_random_stream=False)
+    return DiskFit(fit, pairs)
+
+
+def train_scratch_on_disk(split: DiskSplit, *, model: ModelConfig, train: TrainConfig, seed: int,
+                          batch_rows: int = 1_000_000, block_rows: int = DEFAULT_BLOCK_ROWS) -> DiskFit:
+    """:func:`models.recipes.train_scratch` (``mf``) over pairs on disk; its pair file (the target's own users
+    and catalogue) also serves :func:`encoded_train` (ALS) and :func:`popularity_on_disk`."""
+    users, items = split.users("train"), split.catalogue[ITEM_ID].to_numpy().astype(object)
+    pairs = write_pairs(split.scan("train"), users, items, split.workdir / "scratch_pairs.bin", seed=seed,
+                        batch_rows=batch_rows, block_rows=block_rows)
+    network = MatrixFactorization(len(users), len(items), model.dim, init_std=model.init_std, seed=seed)
+    fit = _fit(network, pairs, users, items, _validation(split, users, items, train, seed), train, seed, block_rows,
+               kind="scratch")
+    return DiskFit(fit, pairs)
+
+
+def encoded_train(split: DiskSplit, pairs: DiskPairs) -> EncodedTrain:
+    """The target's training pairs as ALS reads them (the scratch model's pair file, mapped into memory)."""
+    mapped = pairs.array()
+    return EncodedTrain(split.users("train"), split.catalogue[ITEM_ID].to_numpy().astype(object), mapped[:, 0],
+                        mapped[:, 1])
+
+
+def popularity_on_disk(split: DiskSplit) -> FactorModel:
+    """:func:`models.recipes.fit_popularity`: catalogue items by their number of training interactions."""
+    counts = split.scan("train").group_by(ITEM_ID).len().collect(engine="streaming")
+    ordered = split.catalogue.select(ITEM_ID).join(counts, on=ITEM_ID, how="left", maintain_order="left")
+    return popularity_model(split.catalogue[ITEM_ID].to_numpy().astype(object),
+                            ordered["len"].fill_null(0).to_numpy())
 
 
 def fine_tune_on_disk(
@@ -244,7 +351,7 @@ def fine_tune_on_disk(
         raise ValueError("fine-tuning on disk supports the mf family only")
     items = split.catalogue[ITEM_ID].to_numpy().astype(object)
     users = target_user_vocabulary(source, split.users("train"))
-    pairs = write_pairs(split.scan("train"), users, items, split.workdir / "train_pairs.bin", seed=seed,
+    pairs = write_pairs(split.scan("train"), users, items, split.workdir / "transfer_pairs.bin", seed=seed,
                         batch_rows=batch_rows, block_rows=block_rows)
     mapped = pairs.array()
     init = transfer_init(source, user_ids=users, item_ids=items, train_users=mapped[:, 0], train_items=mapped[:, 1],
@@ -252,9 +359,7 @@ def fine_tune_on_disk(
                          seed=seed)
     del mapped
     network = transferred_network(init, config, None)
-    val_users = sample_users(split.users("val"), config.train.max_val_users, seed)
-    holdout, seen = ranking_sample(split, "val", val_users)
-    val = validation_data(holdout, seen, user_ids=init.user_ids, item_ids=init.item_ids)
+    val = _validation(split, init.user_ids, init.item_ids, config.train, seed)
     if config.mode == "zero-shot":
         score = full_validation_ndcg(network, val, config.train.k)
         return DiskFit(FitResult(model=init.as_model("transfer"), initial_val_ndcg=score, best_val_ndcg=score),
@@ -262,10 +367,7 @@ def fine_tune_on_disk(
     if config.mode == "adapter":
         network.add_adapters(config.adapter_rank, seed=seed)
         network.freeze_base()
-    fit = fit_network(
-        network, ShuffledBlocks(pairs, batch_size=config.train.batch_size, seed=seed, block_rows=block_rows),
-        user_ids=init.user_ids, item_ids=init.item_ids, val=val, config=config.train, seed=seed,
-        frozen_user_rows=init.user_from_source if config.mode == "freeze-users" else None, kind="transfer",
-        transferred_lr_scale=config.transferred_lr_scale, anchor=config.anchor,
-    )
+    fit = _fit(network, pairs, init.user_ids, init.item_ids, val, config.train, seed, block_rows, kind="transfer",
+               frozen_user_rows=init.user_from_source if config.mode == "freeze-users" else None,
+               transferred_lr_scale=config.transferred_lr_scale, anchor=config.anchor)
     return DiskFit(fit, pairs)

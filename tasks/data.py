@@ -11,8 +11,8 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from data_contracts.report import ContractReport, ContractViolation
 from data_contracts.batched import validate_scans
+from data_contracts.report import ContractReport, ContractViolation
 from data_contracts.validation import ContractSettings, ValidatedTables, validate_tables
 from models.config import DataConfig, SplitConfig
 from models.datasets import Dataset, fingerprint, read_tables

@@ -14,8 +14,8 @@ from models.outofcore import (
     DiskPairs,
     ShuffledBlocks,
     fine_tune_on_disk,
-    split_on_disk,
     sample_test_task,
+    split_on_disk,
     write_pairs,
 )
 from models.recipes import fine_tune, ranking_tasks, train_source_model
