@@ -276,6 +276,12 @@ def _onboard_args(parser: argparse.ArgumentParser) -> None:
                         help="whether user ids mean the same people in the source (default: only within a dataset)")
     parser.add_argument("--promotion-margin", type=float, default=0.0,
                         help="relative test NDCG@10 gain over the champion needed to promote (default 0)")
+    parser.add_argument("--out-of-core", action="store_true",
+                        help="data bigger than memory: validate, split and train batch by batch on disk (batches of "
+                             "--batch-rows, default 1,000,000; sources from the same dataset, mf family)")
+    parser.add_argument("--eval-users", type=int, metavar="N",
+                        help="with --out-of-core: evaluate seeded samples of N validation and test users "
+                             "(default: all)")
     _source_args(parser)
     _finetune_args(parser)
     _hardware_args(parser)
@@ -330,7 +336,7 @@ def _hardware_args(parser: argparse.ArgumentParser) -> None:
 def onboard_config(args: argparse.Namespace) -> Any:
     """Build the :class:`~flows.config.OnboardConfig` of parsed ``onboard`` arguments."""
     from flows.config import OnboardConfig, RunnerConfig
-    from models.config import DataConfig, SelectionConfig, SplitConfig
+    from models.config import DataConfig, EvalConfig, SelectionConfig, SplitConfig
 
     target_train = _target_train(args)
     sequential = args.task_runner == "sequential"
@@ -355,6 +361,8 @@ def onboard_config(args: argparse.Namespace) -> Any:
         tracking=_tracking_config(args, registry=not args.no_register, promotion_margin=args.promotion_margin),
         parallel=not sequential,
         runner=runner,
+        out_of_core=args.out_of_core,
+        evaluation=EvalConfig(max_users=args.eval_users),
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.config import (
     DataConfig,
@@ -70,6 +70,19 @@ class OnboardConfig(_Frozen):
     parallel: bool = Field(True, description="fine-tune the finalists and train the baselines side by side "
                                              "(on ``runner``); False: one after the other")
     runner: RunnerConfig = RunnerConfig()
+    out_of_core: bool = Field(False, description="data bigger than memory: read, validate, split and train batch by "
+                                                 "batch on disk (flows.onboard_large; batches of data.batch_rows)")
+
+    @model_validator(mode="after")
+    def _out_of_core_options(self) -> OnboardConfig:
+        if self.out_of_core:
+            unsupported = {"sources from another dataset (sources.data)": self.sources.data is not None,
+                           "the two-tower family": self.finetune.family != "mf",
+                           "the quarantine policy": self.data.on_violation != "fail"}
+            found = [name for name, present in unsupported.items() if present]
+            if found:
+                raise ValueError(f"the out-of-core onboarding does not support {', '.join(found)} yet")
+        return self
 
     @property
     def model(self) -> ModelConfig:

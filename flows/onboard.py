@@ -52,7 +52,12 @@ def _under(root: Path | None, name: str) -> Path | None:
 
 @flow(name="onboard-domain")
 def onboard_domain_flow(config: OnboardConfig) -> dict[str, Any]:
-    """Onboard ``config.target_domain``; returns the summary (metrics per model, chosen source, registry)."""
+    """Onboard ``config.target_domain``; returns the summary (metrics per model, chosen source, registry).
+    With ``config.out_of_core`` the out-of-core onboarding runs instead, as a subflow."""
+    if config.out_of_core:
+        from flows.onboard_large import onboard_large_domain_flow
+
+        return onboard_large_domain_flow(config)
     watch = Stopwatch()
     domain, seed = config.target_domain, config.split.seed
     uri, experiment_id = prepare_tracking(config.tracking, experiment_name(domain))

@@ -103,6 +103,8 @@ class EvalConfig(_Frozen):
     ks: tuple[int, ...] = (5, 10, 20)
     ctr_k: int = Field(3, ge=1)
     click_threshold: float = Field(4.0, description="an impression is a click when rating >= this")
+    max_users: int | None = Field(None, ge=1, description="out-of-core onboarding: evaluate seeded samples of this "
+                                                          "many validation and test users (default: all)")
 
 
 def source_train_defaults() -> TrainConfig:

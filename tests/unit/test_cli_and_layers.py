@@ -57,6 +57,20 @@ def test_training_options_reach_every_model(tmp_path):
     assert own.split.fraction == 1.0 and own.data.path == tmp_path  # your own data: all of it
 
 
+def test_out_of_core_arguments(tmp_path):
+    def parsed(*extra: str):
+        return onboard_config(build_parser().parse_args(["onboard", "--target-domain", "x", "--data", str(tmp_path),
+                                                         *extra]))
+
+    config = parsed("--out-of-core", "--batch-rows", "5000", "--eval-users", "300")
+    assert config.out_of_core and config.data.batch_rows == 5000 and config.evaluation.max_users == 300
+    assert not parsed().out_of_core and parsed().data.batch_rows is None
+    with pytest.raises(ValueError, match="does not support the two-tower family, the quarantine policy"):
+        parsed("--out-of-core", "--family", "two-tower", "--on-violation", "quarantine")
+    with pytest.raises(ValueError, match="on_violation='fail' only"):
+        parsed("--batch-rows", "10", "--on-violation", "quarantine")
+
+
 def test_task_runner_arguments():
     def parsed(*extra: str):
         return onboard_config(build_parser().parse_args(["onboard", "--target-domain", "Horror", *extra]))

@@ -1,0 +1,58 @@
+"""The out-of-core onboarding (data bigger than memory) as a real Prefect flow with MLflow, GX and Lightning."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import polars as pl
+import pytest
+
+from data_contracts.contracts import ContractViolation
+from flows.config import OnboardConfig
+from flows.onboard import onboard_domain_flow
+from models.config import SplitConfig
+from models.split import split_with
+
+TARGET = "games"
+
+
+def test_out_of_core_onboarding_trains_on_disk_and_registers(synthetic_dir: Path, synthetic_dataset, mlflow_uri: str,
+                                                               tmp_path: Path):
+    base = OnboardConfig.smoke(TARGET, synthetic_dir, mlflow_uri)
+    config = base.model_copy(update={
+        "out_of_core": True,
+        "data": base.data.model_copy(update={"batch_rows": 997, "data_dir": tmp_path / "cache"}),
+        "evaluation": base.evaluation.model_copy(update={"max_users": 150}),
+    })
+    summary = onboard_domain_flow(config)
+
+    assert set(summary["metrics"]) == {"transfer", "popularity", "als", "scratch"}
+    assert all(0.0 <= m["ndcg_at_10"] <= 1.0 for m in summary["metrics"].values())
+    assert summary["chosen_source"] in {c["name"] for c in summary["candidates"]}
+    assert summary["model_version"] == "1" and summary["winner"] in summary["metrics"]
+    # per-user rules: the same test rows as the in-memory split; evaluation on a sample of 150 users
+    memory = split_with(synthetic_dataset.interactions, synthetic_dataset.items, domain=TARGET,
+                        config=SplitConfig.smoke())
+    logged = mlflow.MlflowClient(mlflow_uri).get_run(summary["mlflow_run_id"])
+    assert logged.data.params["split.test_interactions"] == str(memory.test.height)
+    assert logged.data.params["split.test_users_evaluated"] == "150"
+    assert logged.data.tags["out_of_core"] == "true" and logged.info.status == "FINISHED"
+    children = mlflow.search_runs(experiment_names=["transferrec-games"],
+                                  filter_string=f"tags.mlflow.parentRunId = '{summary['mlflow_run_id']}'")
+    assert sorted(children["tags.role"]) == ["als", "popularity", "scratch", "transfer"]
+    assert (children["status"] == "FINISHED").all() and (children["metrics.test/users"] == 150).all()
+    assert not (tmp_path / "cache" / "work" / summary["mlflow_run_id"]).exists()  # scratch files removed
+
+    # bad data: the batched contracts fail the run before anything trains, and the registry is untouched
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    frame = pl.read_parquet(synthetic_dir / "interactions.parquet")
+    frame.with_columns(pl.when(pl.int_range(pl.len()) == 1500).then(9.0).otherwise(pl.col("rating"))
+                       .alias("rating")).write_parquet(bad / "interactions.parquet")
+    pl.read_parquet(synthetic_dir / "items.parquet").write_parquet(bad / "items.parquet")
+    with pytest.raises(ContractViolation, match=r"interactions.rating: rule 'rating within the declared scale'.*"
+                                                r"row 1500"):
+        onboard_domain_flow(config.model_copy(update={"data": config.data.model_copy(update={"path": bad})}))
+    versions = mlflow.MlflowClient(mlflow_uri).search_model_versions("name = 'transferrec-games'")
+    assert [str(v.version) for v in versions] == ["1"]
