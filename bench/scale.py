@@ -75,8 +75,24 @@ def generate(n: int, folder: Path, seed: int = 0, parts: int = 8) -> dict[str, i
 
 
 def rss_mb() -> float:
-    """Peak RSS of this process so far (Linux: ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak RSS of this process so far: VmHWM of /proc/self/status (Linux). Not ``ru_maxrss``: a child process
+    inherits its parent's peak through fork, so it reported the data generator's 3 GB as the 10 M run's floor."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux
+
+
+class Laps:
+    """Seconds and peak RSS after each stage, into ``out`` (``<stage>_s``, ``<stage>_rss_mb``)."""
+
+    def __init__(self, out: dict[str, float]) -> None:
+        self.out, self.clock = out, time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.out[f"{name}_s"], self.out[f"{name}_rss_mb"] = now - self.clock, rss_mb()
+        self.clock = now
 
 
 def measure(folder: Path, epochs: int, eval_users: int, seed: int = 0, *, accelerator: str = "cpu",
@@ -94,13 +110,7 @@ def measure(folder: Path, epochs: int, eval_users: int, seed: int = 0, *, accele
     from models.split import split_with
 
     out: dict[str, float] = {"rss_start_mb": rss_mb()}
-    clock = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        out[f"{name}_s"], out[f"{name}_rss_mb"] = now - clock, rss_mb()
-        clock = now
+    lap = Laps(out)
 
     raw = read_raw_tables(folder)
     lap("load")
@@ -142,13 +152,7 @@ def measure_out_of_core(folder: Path, epochs: int, eval_users: int, seed: int = 
     from models.outofcore import fine_tune_on_disk, sample_test_task, split_on_disk
 
     out: dict[str, float] = {"rss_start_mb": rss_mb(), "batch_rows": batch_rows}
-    clock = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        out[f"{name}_s"], out[f"{name}_rss_mb"] = now - clock, rss_mb()
-        clock = now
+    lap = Laps(out)
 
     work = folder / "work"
     scans = read_raw_tables(folder, lazy=True)

@@ -246,10 +246,11 @@ class ShuffledBlocks(IterableDataset):
             start = self.starts[block]
             count = min(self.block_rows, self.pairs.n - start)
             pairs = np.fromfile(self.pairs.path, dtype=np.int32, count=2 * count, offset=8 * start).reshape(-1, 2)
-            pairs = torch.from_numpy(pairs[rng.permutation(count)].astype(np.int64))
+            pairs = pairs[rng.permutation(count)]
+            # contiguous columns: each batch is a pair of contiguous views
+            users, items = (torch.from_numpy(pairs[:, c].astype(np.int64)) for c in (0, 1))
             for low in range(0, count, self.batch_size):
-                chunk = pairs[low:low + self.batch_size]
-                yield chunk[:, 0], chunk[:, 1]
+                yield users[low:low + self.batch_size], items[low:low + self.batch_size]
 
 
 def sample_users(users: np.ndarray, n: int | None, seed: int) -> np.ndarray:
