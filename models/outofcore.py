@@ -222,34 +222,46 @@ def write_pairs(
 
 class ShuffledBlocks(IterableDataset):
     """Batches of ``(users, items)`` LongTensors from a :class:`DiskPairs` file: each epoch (each ``iter``) reads
-    its blocks of ``block_rows`` pairs in a new seeded order and permutes each block. Under DDP each process
-    reads every ``world_size``-th block."""
+    its blocks of ``block_rows`` pairs in a new seeded order and permutes each block.
+
+    Under DDP every process reads every block in the same order and keeps its share of each (rows ``rank``,
+    ``rank + world``, ...), each block first cut to a multiple of the world size (dropping fewer than ``world``
+    pairs a block, other ones each epoch): every process then runs the same number of steps, which DDP's
+    gradient all-reduce needs (unequal shares left one process waiting for ever)."""
 
     def __init__(self, pairs: DiskPairs, *, batch_size: int, seed: int, block_rows: int = DEFAULT_BLOCK_ROWS):
         self.pairs, self.batch_size, self.seed, self.block_rows = pairs, batch_size, seed, block_rows
         self.starts = list(range(0, pairs.n, block_rows))
         self.epoch = 0
 
-    def _mine(self, order: np.ndarray) -> np.ndarray:
+    @staticmethod
+    def _world() -> tuple[int, int]:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            return order[torch.distributed.get_rank()::torch.distributed.get_world_size()]
-        return order
+            return torch.distributed.get_rank(), torch.distributed.get_world_size()
+        return 0, 1
+
+    def _share(self, count: int, world: int) -> int:
+        return count // world if world > 1 else count
 
     def __len__(self) -> int:
-        sizes = [min(self.block_rows, self.pairs.n - s) for s in self.starts]
-        return sum(math.ceil(sizes[b] / self.batch_size) for b in self._mine(np.arange(len(self.starts))))
+        _, world = self._world()
+        return sum(math.ceil(self._share(min(self.block_rows, self.pairs.n - s), world) / self.batch_size)
+                   for s in self.starts)
 
     def __iter__(self):
-        rng = np.random.default_rng([self.seed, self.epoch])
+        rank, world = self._world()
+        rng = np.random.default_rng([self.seed, self.epoch])  # the same on every process
         self.epoch += 1
-        for block in self._mine(rng.permutation(len(self.starts))):
+        for block in rng.permutation(len(self.starts)):
             start = self.starts[block]
             count = min(self.block_rows, self.pairs.n - start)
             pairs = np.fromfile(self.pairs.path, dtype=np.int32, count=2 * count, offset=8 * start).reshape(-1, 2)
             pairs = pairs[rng.permutation(count)]
+            if world > 1:
+                pairs = pairs[:self._share(count, world) * world][rank::world]
             # contiguous columns: each batch is a pair of contiguous views
             users, items = (torch.from_numpy(pairs[:, c].astype(np.int64)) for c in (0, 1))
-            for low in range(0, count, self.batch_size):
+            for low in range(0, len(users), self.batch_size):
                 yield users[low:low + self.batch_size], items[low:low + self.batch_size]
 
 

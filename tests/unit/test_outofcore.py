@@ -104,3 +104,18 @@ def test_fine_tune_on_disk_learns_like_in_memory(tmp_path, synthetic_dataset):
             for name, model, task in (("memory", memory.model, memory_test), ("disk", disk.fit.model, disk_test))}
     assert disk.fit.best_val_ndcg > disk.fit.initial_val_ndcg  # it learnt
     assert ndcg["disk"] == pytest.approx(ndcg["memory"], abs=0.03), ndcg  # only the batch order differs
+
+
+def test_ddp_ranks_get_equal_disjoint_shares(tmp_path, monkeypatch):
+    """Under DDP every rank must run the same number of steps (else the gradient all-reduce waits for ever)."""
+    pairs = pairs_file(tmp_path, 1_003)
+    seen = []
+    for rank in (0, 1):
+        monkeypatch.setattr(ShuffledBlocks, "_world", staticmethod(lambda rank=rank: (rank, 2)))
+        blocks = ShuffledBlocks(pairs, batch_size=64, seed=3, block_rows=250)
+        batches = list(blocks)
+        assert len(batches) == len(blocks) == 4 * 2 + 1  # 125 pairs of each block: 2 batches; the last block 1
+        seen.append(np.concatenate([u.numpy() for u, _ in batches]))
+    assert len(seen[0]) == len(seen[1]) == 4 * 125 + 1
+    assert not set(seen[0]) & set(seen[1])  # disjoint shares of one shuffled order
+    assert len(set(seen[0]) | set(seen[1])) >= 1_003 - 4  # fewer than 2 pairs dropped a block
