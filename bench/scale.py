@@ -105,7 +105,6 @@ def measure(folder: Path, epochs: int, eval_users: int, seed: int = 0, *, accele
     from data_contracts.validation import ContractSettings, validate_tables
     from models.config import FineTuneConfig, SplitConfig, target_train_defaults
     from models.datasets import read_raw_tables
-    from models.evaluation import evaluate_model
     from models.recipes import fine_tune, ranking_tasks
     from models.split import split_with
 
@@ -130,13 +129,7 @@ def measure(folder: Path, epochs: int, eval_users: int, seed: int = 0, *, accele
     out["epochs"] = fit.epochs_run
     lap("fine_tune")
     _, test_task = ranking_tasks(split, click_threshold=4.0)
-    report = evaluate_model(fit.model, test_task, ks=(10,))
-    out["eval_users"] = test_task.n_users
-    out["test_ndcg_at_10"] = report.metrics["ndcg_at_10"]
-    lap("evaluate")
-    out["total_s"] = sum(out[f"{s}_s"] for s in ("load", "validate", "split", "fine_tune", "evaluate"))
-    out["peak_rss_mb"] = rss_mb()
-    return out
+    return _finish(out, lap, fit.model, test_task)
 
 
 def measure_out_of_core(folder: Path, epochs: int, eval_users: int, seed: int = 0, *, batch_rows: int,
@@ -148,7 +141,6 @@ def measure_out_of_core(folder: Path, epochs: int, eval_users: int, seed: int = 
     from data_contracts.validation import ContractSettings
     from models.config import FineTuneConfig, SplitConfig, target_train_defaults
     from models.datasets import read_raw_tables
-    from models.evaluation import evaluate_model
     from models.outofcore import fine_tune_on_disk, sample_test_task, split_on_disk
 
     out: dict[str, float] = {"rss_start_mb": rss_mb(), "batch_rows": batch_rows}
@@ -169,8 +161,14 @@ def measure_out_of_core(folder: Path, epochs: int, eval_users: int, seed: int = 
     fit = fine_tune_on_disk(source, split, config=config, seed=seed, batch_rows=batch_rows).fit
     out["epochs"] = fit.epochs_run
     lap("fine_tune")
-    test_task = sample_test_task(split, users=eval_users, seed=seed)
-    report = evaluate_model(fit.model, test_task, ks=(10,))
+    return _finish(out, lap, fit.model, sample_test_task(split, users=eval_users, seed=seed))
+
+
+def _finish(out: dict[str, float], lap: Laps, model, test_task) -> dict[str, float]:
+    """Evaluate ``model`` on ``test_task`` as the last stage; totals and peak memory."""
+    from models.evaluation import evaluate_model
+
+    report = evaluate_model(model, test_task, ks=(10,))
     out["eval_users"] = test_task.n_users
     out["test_ndcg_at_10"] = report.metrics["ndcg_at_10"]
     lap("evaluate")
