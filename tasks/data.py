@@ -56,7 +56,7 @@ def contract_settings(config: DataConfig, target_domain: str | None) -> Contract
     )
 
 
-def _log_reports(reports: list[ContractReport], run: tracking.TrackingContext | None, failed: bool) -> str:
+def log_contract_reports(reports: list[ContractReport], run: tracking.TrackingContext | None, failed: bool) -> str:
     markdown = "\n".join(r.to_markdown() for r in reports)
     if run is not None:
         tracking.log_text(run.uri, run.run_id, markdown, "contracts/report.md")
@@ -82,10 +82,10 @@ def validate_dataset(
         else:
             result = _validate_in_batches(raw, settings, config.batch_rows)
     except ContractViolation as violation:
-        _log_reports(violation.reports, run, failed=True)
+        log_contract_reports(violation.reports, run, failed=True)
         log.error("%s", violation)
         raise
-    _log_reports(result.reports, run, failed=False)
+    log_contract_reports(result.reports, run, failed=False)
     if result.quarantine and run is not None:
         with tempfile.TemporaryDirectory(prefix="transferrec-quarantine-") as tmp:
             for table, rows in result.quarantine.items():

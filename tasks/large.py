@@ -39,7 +39,7 @@ from models.outofcore import (
 from models.sources import slug, source_candidates
 from models.training import FitResult
 from tasks import tracking
-from tasks.data import RawTables, _log_reports, contract_settings
+from tasks.data import RawTables, contract_settings, log_contract_reports
 from tasks.selection import Selection
 
 
@@ -58,10 +58,10 @@ def validate_large(raw: RawTables, config: DataConfig, target_domain: str, run: 
         result = validate_scans(scans, contract_settings(config, target_domain), workdir=workdir,
                                 batch_rows=batch_rows(config))
     except ContractViolation as violation:
-        _log_reports(violation.reports, run, failed=True)
+        log_contract_reports(violation.reports, run, failed=True)
         get_run_logger().error("%s", violation)
         raise
-    _log_reports(result.reports, run, failed=False)
+    log_contract_reports(result.reports, run, failed=False)
     return result
 
 
