@@ -57,6 +57,8 @@ def contract_settings(config: DataConfig, target_domain: str | None) -> Contract
 
 
 def log_contract_reports(reports: list[ContractReport], run: tracking.TrackingContext | None, failed: bool) -> str:
+    """Log the contract reports (markdown, JSON, suite versions, a pass/fail tag) to ``run`` and as a Prefect
+    artifact; returns the markdown."""
     markdown = "\n".join(r.to_markdown() for r in reports)
     if run is not None:
         tracking.log_text(run.uri, run.run_id, markdown, "contracts/report.md")
