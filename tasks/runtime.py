@@ -32,6 +32,9 @@ ENV_DEFAULTS = {
     "TOKENIZERS_PARALLELISM": "false",
     "PREFECT_LOGGING_LEVEL": "WARNING",
     "MLFLOW_LOGGING_LEVEL": "WARNING",
+    # the temporary API's first start on a fresh Prefect home runs its database migrations: on a busy 2-core
+    # machine that took longer than Prefect's default 20 s ("Timed out while attempting to connect")
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
 }
 
 

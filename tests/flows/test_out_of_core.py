@@ -22,6 +22,7 @@ def test_out_of_core_onboarding_trains_on_disk_and_registers(synthetic_dir: Path
     base = OnboardConfig.smoke(TARGET, synthetic_dir, mlflow_uri)
     config = base.model_copy(update={
         "out_of_core": True,
+        "sources": base.sources.model_copy(update={"train": base.sources.train.model_copy(update={"max_epochs": 5})}),
         "data": base.data.model_copy(update={"batch_rows": 997, "data_dir": tmp_path / "cache"}),
         "evaluation": base.evaluation.model_copy(update={"max_users": 150}),
     })
