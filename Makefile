@@ -15,8 +15,8 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet $(TORCH_SPEC)
-	$(BIN)/pip install --quiet -e ".[$(EXTRAS)]"
+	$(BIN)/pip install --quiet --no-compile $(TORCH_SPEC)
+	$(BIN)/pip install --quiet --no-compile -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
 install: $(STAMP)
