@@ -13,7 +13,8 @@ Measures, with the source models already registered:
 * ``plain``: the same computations as plain function calls -- read the tables, the contracts' polars
   evaluator (great-expectations only runs when a rule fails, as in the flow), split, source weights from local
   files, selection (profiles, zero-shot probe, ranking), the fine-tune and the three baselines (threads, as
-  in the flow), evaluation and slices -- with no Prefect, no MLflow, no plots and no registry;
+  in the flow), evaluation with the bootstrap intervals, and slices -- with no Prefect, no MLflow, no plots
+  and no registry;
 * start-up pieces: ``import flows.onboard``, and the first flow call of a fresh process (Prefect's
   temporary API server).
 
@@ -66,7 +67,10 @@ def plain_pipeline(config: Any, sources_file: Path) -> dict[str, float]:
     from models.similarity import PROBE, rank_candidates
     from models.slices import head_items, item_slice_recall, sliced_means, user_slices
     from models.split import split_with
+    from models.uncertainty import mean_intervals, paired_lift_intervals
     from tasks.data import contract_settings
+    from tasks.registry import BASELINES, METRIC
+    from tasks.report import HEADLINE
     from tasks.runtime import default_data_dir
     from tasks.selection import resolve_matching
 
@@ -121,6 +125,10 @@ def plain_pipeline(config: Any, sources_file: Path) -> dict[str, float]:
     reports = {name: (evaluate_model(m, val_task, ks=config.evaluation.ks, ctr_k=config.evaluation.ctr_k),
                       evaluate_model(m, test_task, ks=config.evaluation.ks, ctr_k=config.evaluation.ctr_k))
                for name, m in models.items()}
+    mean_intervals({(name, m): test.per_user[m] for name, (_, test) in reports.items() for m in HEADLINE},
+                   seed=seed)
+    paired_lift_intervals(reports["transfer"][1].per_user[METRIC],
+                          {b: reports[b][1].per_user[METRIC] for b in BASELINES}, seed=seed)
     lap("evaluate")
     masks = user_slices(test_task, split.train, prepared[chosen].model.user_ids)
     head = head_items(test_task, split.train)

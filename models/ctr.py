@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from models.uncertainty import resample_counts
+
 ESTIMATOR = "logged-slate re-rank"
 
 
@@ -74,12 +76,13 @@ def logged_slate_ctr(scores: np.ndarray, indptr: np.ndarray, clicks: np.ndarray,
     lengths = np.diff(indptr)
     users = lengths > 0
     kept = np.minimum(lengths, k)
-    top_clicks = np.zeros(len(lengths), dtype=np.float64)
-    for u in np.flatnonzero(users):
-        s, e = indptr[u], indptr[u + 1]
-        # stable sort on -score: ties keep the logged order
-        order = np.argsort(-scores[s:e], kind="stable")[: kept[u]]
-        top_clicks[u] = clicks[s:e][order].sum()
+    # every user's impressions by descending score at once; ties keep the logged order (the position breaks them)
+    owner = np.repeat(np.arange(len(lengths)), lengths)
+    order = np.lexsort((np.arange(len(scores)), -np.asarray(scores, dtype=np.float64), owner))
+    rank = np.arange(len(scores)) - indptr[owner]  # owner is sorted, so position in order - user's first row
+    in_top = rank < kept[owner]
+    top_clicks = np.bincount(owner[in_top], weights=clicks[order][in_top].astype(np.float64),
+                             minlength=len(lengths))
     clicked_in_top = top_clicks.sum()
     low, high = _ratio_interval(top_clicks[users], kept[users].astype(np.float64))
     clicks_per_user = np.add.reduceat(clicks.astype(np.float64), indptr[:-1][users]) if users.any() else np.zeros(0)
@@ -102,9 +105,9 @@ def _ratio_interval(numerator: np.ndarray, denominator: np.ndarray, *, n_bootstr
     """Percentile-bootstrap interval of ``sum(numerator) / sum(denominator)`` with the users resampled."""
     if len(numerator) == 0:
         return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(numerator), size=(n_bootstrap, len(numerator)))
-    ratios = numerator[picks].sum(axis=1) / np.maximum(denominator[picks].sum(axis=1), 1e-12)
+    sums = np.concatenate([counts @ np.stack([numerator, denominator], axis=1).astype(np.float64)
+                           for counts in resample_counts(len(numerator), n_bootstrap=n_bootstrap, seed=seed)])
+    ratios = sums[:, 0] / np.maximum(sums[:, 1], 1e-12)
     tail = (1.0 - confidence) / 2.0
     return float(np.quantile(ratios, tail)), float(np.quantile(ratios, 1.0 - tail))
 

@@ -78,13 +78,14 @@ def log_model_runs(
         trained_for = report.fit.seconds if report.fit is not None else 0.0
         with tracking.run_context(run.uri, run.experiment_id, name, parent_id=run.run_id,
                                   tags={**tags, "role": name}, started_seconds_ago=trained_for) as child:
+            # the model first, then its metrics linked to it in one write (see tracking.log_factor_model)
+            uri = tracking.log_factor_model(run.uri, child, report.model) if name in log_models else None
             tracking.log_params(run.uri, child, params.get(name, {}))
             if report.fit is not None:
                 tracking.log_history(run.uri, child, report.fit.history)
-            tracking.log_metrics(run.uri, child, _stage_metrics(report))
+            tracking.log_metrics(run.uri, child, _stage_metrics(report), model_uri=uri)
             if report.test.ctr is not None:
                 tracking.set_tags(run.uri, child, {"ctr_estimator": report.test.ctr.estimator})
-            uri = tracking.log_factor_model(run.uri, child, report.model) if name in log_models else None
         logged[name] = ModelReport(report.name, report.model, report.val, report.test, report.fit, child, uri)
     return logged
 

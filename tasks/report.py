@@ -8,7 +8,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from models.uncertainty import mean_interval, paired_lift_interval
+from models.uncertainty import Interval, mean_intervals, paired_lift_intervals
 from tasks import tracking
 from tasks.evaluation import ModelReport
 from tasks.registry import BASELINES, METRIC, Registration
@@ -54,11 +54,14 @@ HEADLINE = ("ndcg_at_10", "precision_at_10", "recall_at_10")
 def intervals(reports: dict[str, ModelReport], *, seed: int = 0) -> dict[str, Any]:
     """Bootstrap 95 % intervals (users resampled) of each model's headline test metrics, and paired intervals
     of transfer's relative test NDCG@10 lift over each baseline (the same users resampled for both)."""
-    metrics = {name: {m: mean_interval(r.test.per_user[m], seed=seed) for m in HEADLINE if m in r.test.per_user}
-               for name, r in reports.items()}
-    transfer = reports["transfer"].test.per_user[METRIC]
-    lift = {b: paired_lift_interval(transfer, reports[b].test.per_user[METRIC], seed=seed)
-            for b in BASELINES if b in reports}
+    # one set of resamples for every column: the models are scored on the same test users
+    found = mean_intervals({(name, m): r.test.per_user[m] for name, r in reports.items() for m in HEADLINE
+                            if m in r.test.per_user}, seed=seed)
+    metrics: dict[str, dict[str, Interval]] = {name: {} for name in reports}
+    for (name, m), interval in found.items():
+        metrics[name][m] = interval
+    lift = paired_lift_intervals(reports["transfer"].test.per_user[METRIC],
+                                 {b: reports[b].test.per_user[METRIC] for b in BASELINES if b in reports}, seed=seed)
     return {"metrics": metrics, "lift": lift}
 
 

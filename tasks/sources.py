@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import time
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -70,6 +73,38 @@ def plan_sources(dataset: Dataset, data_fingerprint: str, target: str, test_rati
     return specs
 
 
+# A registered version never changes (its artifacts are immutable and its run id is unique to it), so a
+# long-lived process -- a served deployment's worker, a notebook -- downloads each source once. The arrays are
+# handed out read-only and the dicts as copies: no caller can change what the next one gets.
+_LOADED: OrderedDict[tuple[str, str, str, str], tuple[FactorModel, DomainProfile]] = OrderedDict()
+LOADED_SOURCES_KEPT = 16
+
+
+def _read_only(*arrays: np.ndarray | None) -> None:
+    for array in arrays:
+        if array is not None:
+            array.flags.writeable = False
+
+
+def load_registered_source(uri: str, name: str, version: str, run_id: str) -> tuple[FactorModel, DomainProfile]:
+    """The factors and profile of version ``version`` of registered source ``name`` (logged by ``run_id``),
+    from this process's cache of the last :data:`LOADED_SOURCES_KEPT` ones, or downloaded."""
+    key = (uri, name, version, run_id)
+    if key in _LOADED:
+        _LOADED.move_to_end(key)
+    else:
+        model = tracking.load_factor_model(uri, f"models:/{name}/{version}")
+        profile = tracking.load_profile(uri, run_id)
+        _read_only(model.user_ids, model.item_ids, model.user_factors, model.item_factors, model.item_bias,
+                   profile.user_ids, profile.embeddings, profile.user_counts)
+        _LOADED[key] = (model, profile)
+        while len(_LOADED) > LOADED_SOURCES_KEPT:
+            _LOADED.popitem(last=False)
+    model, profile = _LOADED[key]
+    return (replace(model, meta=copy.deepcopy(model.meta)),
+            replace(profile, stats=copy.deepcopy(profile.stats), meta=copy.deepcopy(profile.meta)))
+
+
 @task(name="find-or-train-source", cache_policy=NO_CACHE)
 def find_or_train_source(
     dataset: Dataset,
@@ -96,8 +131,7 @@ def find_or_train_source(
                                                       value=spec.fingerprint)
     if found is not None:
         log.info("reusing source %s v%s", spec.registered_name, found.version)
-        model = tracking.load_factor_model(uri, f"models:/{spec.registered_name}/{found.version}")
-        profile = tracking.load_profile(uri, str(found.run_id))
+        model, profile = load_registered_source(uri, spec.registered_name, str(found.version), str(found.run_id))
         return SourceModel(spec, model, profile, found.version, trained_now=False, seconds=0.0)
     experiment_id = tracking.ensure_experiment(uri, SOURCES_EXPERIMENT)
     target = target or "any"
@@ -121,13 +155,13 @@ def find_or_train_source(
         profile = source_profile(dataset.interactions, dataset.items, dataset=dataset.name, domains=spec.domains,
                                  cutoffs=cutoffs, embedder=config.embedder)
         tracking.log_profile(uri, run_id, profile)
+        model_uri = tracking.log_factor_model(uri, run_id, fit.model)  # before the metrics: see its docstring
         tracking.log_history(uri, run_id, fit.history)
         tracking.log_metrics(uri, run_id, {
             "val/ndcg_at_10": fit.best_val_ndcg, "fit/seconds": fit.seconds, "fit/epochs": fit.epochs_run,
             "fit/best_epoch": fit.best_epoch, "fit/trainable_parameters": fit.trainable_parameters,
             "data/users": len(fit.model.user_ids), "data/items": len(fit.model.item_ids),
-        })
-        model_uri = tracking.log_factor_model(uri, run_id, fit.model)
+        }, model_uri=model_uri)
         version = tracking.register_model(
             uri, spec.registered_name, model_uri, run_id=run_id, aliases=[],
             tags={"fingerprint": spec.fingerprint, "source": spec.name, "target_domain": target,

@@ -105,10 +105,13 @@ def _clean_metrics(metrics: dict[str, float]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if v is not None and not math.isnan(float(v))}
 
 
-def log_metrics(uri: str, run_id: str, metrics: dict[str, float], *, step: int = 0) -> None:
-    """Log metrics in one batch (keys like ``test/ndcg_at_10``)."""
+def log_metrics(uri: str, run_id: str, metrics: dict[str, float], *, step: int = 0,
+                model_uri: str | None = None) -> None:
+    """Log metrics in one batch (keys like ``test/ndcg_at_10``); with ``model_uri`` (a logged model's
+    ``models:/m-...``) they are also the logged model's metrics (MLflow's model page shows them)."""
     now = int(time.time() * 1000)
-    batch = [Metric(k, v, now, step) for k, v in _clean_metrics(metrics).items()]
+    model_id = logged_model_id(model_uri)
+    batch = [Metric(k, v, now, step, model_id=model_id) for k, v in _clean_metrics(metrics).items()]
     if batch:
         client(uri).log_batch(run_id, metrics=batch, synchronous=True)
 
@@ -205,10 +208,18 @@ SIGNATURE = ModelSignature(
 )
 
 
+def logged_model_id(model_uri: str | None) -> str | None:
+    """``m-...`` of a logged model's URI ``models:/m-...``; None for anything else."""
+    return model_uri.removeprefix("models:/") if model_uri and model_uri.startswith("models:/m-") else None
+
+
 def log_factor_model(uri: str, run_id: str, model: FactorModel) -> str:
     """Log ``model`` as an MLflow pyfunc model of run ``run_id``; returns its model URI.
 
-    The run is left open (its status is not changed).
+    The run is left open (its status is not changed). Log the model *before* the run's metrics: MLflow 3
+    links every metric already on the run to the new model by reading each metric's history (a query per
+    key, then the metrics written again) -- 40 keys made that most of the cost of logging a model. Pass the
+    returned URI to :func:`log_metrics` to link the metrics in the same single write.
     """
     client(uri)
     with tempfile.TemporaryDirectory(prefix="transferrec-model-") as tmp:
@@ -373,7 +384,7 @@ def register_model(uri: str, name: str, model_uri: str, *, run_id: str, tags: di
         pass  # already exists
     # A logged model's URI (models:/m-<id>) names its model id too; a tracking server insists on getting it
     # (SQLite stores accept the source alone).
-    model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
+    model_id = logged_model_id(model_uri)
     version = c.create_model_version(name, source=model_uri, run_id=run_id, model_id=model_id,
                                      tags={k: str(v) for k, v in tags.items()}, description=description)
     try:

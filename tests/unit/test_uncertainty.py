@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.uncertainty import Interval, clears_gate, mean_interval, paired_lift_interval
+from models.uncertainty import (
+    Interval,
+    clears_gate,
+    mean_interval,
+    mean_intervals,
+    paired_lift_interval,
+    paired_lift_intervals,
+)
 
 
 def test_constant_values_have_a_zero_width_interval():
@@ -60,3 +67,21 @@ def test_bad_inputs_are_refused():
 ])
 def test_the_promotion_gate_needs_the_margin_and_an_interval_above_zero(estimate, low, margin, promote):
     assert clears_gate(Interval(estimate, low, estimate + 0.05, 100), margin) is promote
+
+
+def test_columns_resampled_together_equal_each_resampled_alone():
+    rng = np.random.default_rng(5)
+    a, b, c = rng.random(300), rng.random(300) * 0.8, (rng.random(300) < 0.2).astype(float)
+    together = mean_intervals({"a": a, "b": b, "c": c}, seed=3)
+    for key, values in {"a": a, "b": b, "c": c}.items():
+        alone = mean_interval(values, seed=3)
+        assert together[key].n == alone.n == 300
+        assert [together[key].estimate, together[key].low, together[key].high] == pytest.approx(
+            [alone.estimate, alone.low, alone.high], abs=1e-12)
+    lifts = paired_lift_intervals(a, {"b": b, "c": c}, seed=3)
+    for key, reference in {"b": b, "c": c}.items():
+        alone = paired_lift_interval(a, reference, seed=3)
+        assert [lifts[key].estimate, lifts[key].low, lifts[key].high] == pytest.approx(
+            [alone.estimate, alone.low, alone.high], abs=1e-12)
+    with pytest.raises(ValueError, match="one length"):
+        mean_intervals({"a": a, "short": a[:10]})
