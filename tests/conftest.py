@@ -25,9 +25,18 @@ from tasks.runtime import configure_environment, quiet_libraries
 def pytest_configure(config: pytest.Config) -> None:
     # Before Prefect is imported anywhere: telemetry off, a Prefect home outside the repo.
     home = Path(os.environ.get("TRANSFERREC_TEST_PREFECT_HOME", "/tmp/transferrec-test-prefect"))
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # `make test` runs two pytest-xdist workers: a home each,
+    if worker:  # or their first CLI runs would race to create one Prefect database
+        home = home.with_name(f"{home.name}-{worker}")
     os.environ.setdefault("PREFECT_HOME", str(home))
     configure_environment({"PREFECT_LOGGING_LEVEL": "WARNING"})
     quiet_libraries()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow tests first (stable otherwise): with two workers, the long integration tests then run beside the
+    many short ones instead of alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,7 @@ def test_time_to_quality_known_answers():
     assert time_to_quality(history, initial=0.05, target=0.9) == (None, None)
 
 
+@pytest.mark.slow
 def test_curve_flow_logs_a_point_per_fraction(synthetic_dir: Path, mlflow_uri: str, capsys):
     result = data_efficiency_flow(CurveConfig.smoke("games", synthetic_dir, mlflow_uri,
                                                     fractions=(0.001, 0.3, 1.0)))

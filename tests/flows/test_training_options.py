@@ -101,6 +101,7 @@ def test_off_policy_ctr_comes_from_impressions_with_propensities(synthetic_datas
 
 
 
+@pytest.mark.slow
 def test_parallel_training_gives_the_same_models_as_sequential(synthetic_dir: Path, mlflow_uri: str):
     """Fine-tunes and baselines side by side in threads, and on a local Dask cluster (prefect-dask): every random
     stream is the fit's own, so the results do not depend on where or in which order the fits run."""

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pytest
 
 from models.factors import FactorModel
 from tasks import tracking
@@ -18,6 +19,7 @@ from tasks import tracking
 BIN = Path(sys.executable).parent
 
 
+@pytest.mark.slow
 def test_mlflow_models_predict_and_recommend_agree(tmp_path: Path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     experiment = tracking.ensure_experiment(uri, "serving")

@@ -10,12 +10,14 @@ from pathlib import Path
 
 import mlflow
 import polars as pl
+import pytest
 
 from models.synthetic import generate_retail, write_retail_export
 
 BIN = Path(sys.executable).parent
 
 
+@pytest.mark.slow
 def test_a_violation_in_own_files_is_reported_alike_by_validate_and_onboard(tmp_path: Path):
     shop = write_retail_export(generate_retail(n_customers=150, products_per_category=20, seed=1), tmp_path / "shop")
     part = next((shop / "interactions").rglob("*.parquet"))
