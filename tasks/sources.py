@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import copy
 import time
-from collections import OrderedDict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -73,38 +70,6 @@ def plan_sources(dataset: Dataset, data_fingerprint: str, target: str, test_rati
     return specs
 
 
-# A registered version never changes (its artifacts are immutable and its run id is unique to it), so a
-# long-lived process -- a served deployment's worker, a notebook -- downloads each source once. The arrays are
-# handed out read-only and the dicts as copies: no caller can change what the next one gets.
-_LOADED: OrderedDict[tuple[str, str, str, str], tuple[FactorModel, DomainProfile]] = OrderedDict()
-LOADED_SOURCES_KEPT = 16
-
-
-def _read_only(*arrays: np.ndarray | None) -> None:
-    for array in arrays:
-        if array is not None:
-            array.flags.writeable = False
-
-
-def load_registered_source(uri: str, name: str, version: str, run_id: str) -> tuple[FactorModel, DomainProfile]:
-    """The factors and profile of version ``version`` of registered source ``name`` (logged by ``run_id``),
-    from this process's cache of the last :data:`LOADED_SOURCES_KEPT` ones, or downloaded."""
-    key = (uri, name, version, run_id)
-    if key in _LOADED:
-        _LOADED.move_to_end(key)
-    else:
-        model = tracking.load_factor_model(uri, f"models:/{name}/{version}")
-        profile = tracking.load_profile(uri, run_id)
-        _read_only(model.user_ids, model.item_ids, model.user_factors, model.item_factors, model.item_bias,
-                   profile.user_ids, profile.embeddings, profile.user_counts)
-        _LOADED[key] = (model, profile)
-        while len(_LOADED) > LOADED_SOURCES_KEPT:
-            _LOADED.popitem(last=False)
-    model, profile = _LOADED[key]
-    return (replace(model, meta=copy.deepcopy(model.meta)),
-            replace(profile, stats=copy.deepcopy(profile.stats), meta=copy.deepcopy(profile.meta)))
-
-
 @task(name="find-or-train-source", cache_policy=NO_CACHE)
 def find_or_train_source(
     dataset: Dataset,
@@ -131,7 +96,8 @@ def find_or_train_source(
                                                       value=spec.fingerprint)
     if found is not None:
         log.info("reusing source %s v%s", spec.registered_name, found.version)
-        model, profile = load_registered_source(uri, spec.registered_name, str(found.version), str(found.run_id))
+        model = tracking.load_factor_model(uri, f"models:/{spec.registered_name}/{found.version}")
+        profile = tracking.load_profile(uri, str(found.run_id))
         return SourceModel(spec, model, profile, found.version, trained_now=False, seconds=0.0)
     experiment_id = tracking.ensure_experiment(uri, SOURCES_EXPERIMENT)
     target = target or "any"

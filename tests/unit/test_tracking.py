@@ -78,31 +78,3 @@ def test_metrics_logged_after_the_model_are_linked_to_it(mlflow_uri):
     assert {m.key: m.value for m in linked} == {"test/ndcg_at_10": 0.25, "fit/epochs": 3.0}
     assert tracking.logged_model_id("models:/transferrec-x/1") is None
 
-
-def test_a_registered_source_is_downloaded_once_per_process_and_handed_out_read_only(mlflow_uri, tmp_path):
-    import shutil
-
-    import polars as pl
-
-    from models.profiles import DomainProfile
-    from tasks.sources import load_registered_source
-
-    exp = tracking.ensure_experiment(mlflow_uri, "t")
-    with tracking.run_context(mlflow_uri, exp, "m") as run_id:
-        uri = tracking.log_factor_model(mlflow_uri, run_id, tiny_model())
-        tracking.log_profile(mlflow_uri, run_id, DomainProfile(
-            "d", ["books"], np.array(["u"], dtype=object), pl.DataFrame({"item_id": ["a"], "key": ["a"],
-                                                                         "text": ["x"]}), {"users": 1.0}))
-    version = tracking.register_model(mlflow_uri, "src", uri, run_id=run_id, tags={}, aliases=[]).version
-    first, profile = load_registered_source(mlflow_uri, "src", version, run_id)
-    np.testing.assert_array_equal(first.item_factors, tiny_model().item_factors)
-    with pytest.raises(ValueError, match="read-only"):
-        first.item_factors[0, 0] = 9.0
-    first.meta["changed"] = True
-    profile.stats["users"] = 99.0
-    shutil.rmtree(tmp_path / "mlartifacts")  # nothing left to download: the second load must come from the cache
-    again, profile_again = load_registered_source(mlflow_uri, "src", version, run_id)
-    np.testing.assert_array_equal(again.item_factors, tiny_model().item_factors)
-    assert "changed" not in again.meta and profile_again.stats == {"users": 1.0}
-    with pytest.raises(FileNotFoundError):  # another run id is another version: not served from the cache
-        load_registered_source(mlflow_uri, "src", version, "0" * 32)
