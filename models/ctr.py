@@ -105,8 +105,9 @@ def _ratio_interval(numerator: np.ndarray, denominator: np.ndarray, *, n_bootstr
     """Percentile-bootstrap interval of ``sum(numerator) / sum(denominator)`` with the users resampled."""
     if len(numerator) == 0:
         return float("nan"), float("nan")
-    sums = np.concatenate([counts @ np.stack([numerator, denominator], axis=1).astype(np.float64)
-                           for counts in resample_counts(len(numerator), n_bootstrap=n_bootstrap, seed=seed)])
+    both = np.stack([numerator, denominator], axis=1).astype(np.float64)
+    sums = np.concatenate([counts @ both for counts in resample_counts(len(both), n_bootstrap=n_bootstrap,
+                                                                       seed=seed)])
     ratios = sums[:, 0] / np.maximum(sums[:, 1], 1e-12)
     tail = (1.0 - confidence) / 2.0
     return float(np.quantile(ratios, tail)), float(np.quantile(ratios, 1.0 - tail))

@@ -240,13 +240,9 @@ class ShuffledBlocks(IterableDataset):
             return torch.distributed.get_rank(), torch.distributed.get_world_size()
         return 0, 1
 
-    def _share(self, count: int, world: int) -> int:
-        return count // world if world > 1 else count
-
     def __len__(self) -> int:
         _, world = self._world()
-        return sum(math.ceil(self._share(min(self.block_rows, self.pairs.n - s), world) / self.batch_size)
-                   for s in self.starts)
+        return sum(math.ceil(min(self.block_rows, self.pairs.n - s) // world / self.batch_size) for s in self.starts)
 
     def __iter__(self):
         rank, world = self._world()
@@ -258,7 +254,7 @@ class ShuffledBlocks(IterableDataset):
             pairs = np.fromfile(self.pairs.path, dtype=np.int32, count=2 * count, offset=8 * start).reshape(-1, 2)
             pairs = pairs[rng.permutation(count)]
             if world > 1:
-                pairs = pairs[:self._share(count, world) * world][rank::world]
+                pairs = pairs[:count // world * world][rank::world]
             # contiguous columns: each batch is a pair of contiguous views
             users, items = (torch.from_numpy(pairs[:, c].astype(np.int64)) for c in (0, 1))
             for low in range(0, len(users), self.batch_size):

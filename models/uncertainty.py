@@ -61,14 +61,14 @@ def _bounds(samples: np.ndarray, confidence: float) -> tuple[float, float]:
     return float(np.quantile(samples, tail)), float(np.quantile(samples, 1.0 - tail))
 
 
-def _columns(values: Mapping[K, np.ndarray]) -> tuple[list[K], np.ndarray]:
-    keys = list(values)
-    arrays = [np.asarray(values[k], dtype=np.float64) for k in keys]
+def _stacked(arrays: list[np.ndarray]) -> np.ndarray:
+    """Per-user columns of the same users as one (users, columns) matrix."""
+    arrays = [np.asarray(a, dtype=np.float64) for a in arrays]
     if not arrays or any(a.ndim != 1 or a.shape != arrays[0].shape for a in arrays):
         raise ValueError(f"paired values must be 1-d arrays of one length, got {[a.shape for a in arrays]}")
     if arrays[0].size == 0:
         raise ValueError("no per-user values to bootstrap")
-    return keys, np.stack(arrays, axis=1)
+    return np.stack(arrays, axis=1)
 
 
 def mean_intervals(values: Mapping[K, np.ndarray], *, n_bootstrap: int = N_BOOTSTRAP,
@@ -79,7 +79,8 @@ def mean_intervals(values: Mapping[K, np.ndarray], *, n_bootstrap: int = N_BOOTS
     Raises:
         ValueError: when the columns differ in length or are empty.
     """
-    keys, matrix = _columns(values)
+    keys = list(values)
+    matrix = _stacked([values[k] for k in keys])
     samples = _resampled_means(matrix, n_bootstrap=n_bootstrap, seed=seed)
     return {k: Interval(float(matrix[:, j].mean()), *_bounds(samples[:, j], confidence), len(matrix))
             for j, k in enumerate(keys)}
@@ -105,7 +106,8 @@ def paired_lift_intervals(model: np.ndarray, references: Mapping[K, np.ndarray],
     Raises:
         ValueError: when the arrays differ in length or are empty.
     """
-    keys, matrix = _columns({"model": model, **{("ref", k): v for k, v in references.items()}})
+    keys = list(references)
+    matrix = _stacked([model, *(references[k] for k in keys)])  # column 0: the model
 
     def lift(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         if not relative:
@@ -116,12 +118,12 @@ def paired_lift_intervals(model: np.ndarray, references: Mapping[K, np.ndarray],
     samples = _resampled_means(matrix, n_bootstrap=n_bootstrap, seed=seed)
     means = matrix.mean(axis=0)
     out = {}
-    for j, key in enumerate(keys[1:], start=1):
+    for j, key in enumerate(keys, start=1):
         lifts = lift(samples[:, 0], samples[:, j])
         estimate = float(lift(means[:1], means[j:j + 1])[0])
         bounds = ((float("nan"), float("nan")) if np.isnan(lifts).all() else
                   _bounds(lifts[~np.isnan(lifts)], confidence))
-        out[key[1]] = Interval(estimate, *bounds, len(matrix))
+        out[key] = Interval(estimate, *bounds, len(matrix))
     return out
 
 
