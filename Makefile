@@ -13,7 +13,7 @@ EXTRAS ?= dev,text,server,dask,browser
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test test-fast lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ demo: $(STAMP)
 TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal
+
+# The fast layer, after every change: unit and contract tests (no servers, no subprocess flows), under 2 minutes.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest tests/unit tests/contracts -n $(TEST_WORKERS) --dist worksteal
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -68,7 +68,6 @@ def plain_pipeline(config: Any, sources_file: Path) -> dict[str, float]:
     from models.slices import head_items, item_slice_recall, sliced_means, user_slices
     from models.split import split_with
     from models.uncertainty import mean_intervals, paired_lift_intervals
-    from tasks.data import contract_settings
     from tasks.registry import BASELINES, METRIC
     from tasks.report import HEADLINE
     from tasks.runtime import default_data_dir
@@ -86,7 +85,7 @@ def plain_pipeline(config: Any, sources_file: Path) -> dict[str, float]:
     data = config.data
     raw = read_raw_tables(cached_dir(data.data_dir or default_data_dir(), data.dataset))
     lap("load")
-    valid = validate_tables(raw, contract_settings(data, config.target_domain)).tables
+    valid = validate_tables(raw, data.contract_settings(config.target_domain)).tables
     dataset = Dataset(data.dataset, valid["interactions"], valid["items"], valid.get("users"),
                       valid.get("impressions"))
     lap("validate")
@@ -175,14 +174,14 @@ def main(argv: list[str] | None = None) -> int:
         result["cli"].append({"wall": wall, **summary["timings_seconds"],
                               "test_ndcg_at_10_transfer": summary["metrics"]["transfer"]["ndcg_at_10"]})
 
-    from flows.cli import build_parser, onboard_config
+    from flows.cli import build_parser, resolve_config
     from flows.onboard import onboard_domain_flow
     from tasks.runtime import configure_environment, quiet_libraries
     from tasks.tracking import load_factor_model, load_profile, source_catalogue
 
     configure_environment({"PREFECT_LOGGING_LEVEL": "CRITICAL"})
     quiet_libraries()
-    config = onboard_config(build_parser().parse_args(onboard[1:-1] + (["--data-dir", str(args.data_dir)]
+    config = resolve_config(build_parser().parse_args(onboard[1:-1] + (["--data-dir", str(args.data_dir)]
                                                                        if args.data_dir else [])))
     for _ in range(args.repeats):
         start = time.perf_counter()

@@ -42,10 +42,10 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_environment({"PREFECT_LOGGING_LEVEL": "CRITICAL"})
     quiet_libraries()
-    from flows.cli import build_parser, onboard_config
+    from flows.cli import build_parser, resolve_config
     from flows.onboard import onboard_domain_flow
 
-    config = onboard_config(build_parser().parse_args(
+    config = resolve_config(build_parser().parse_args(
         ["onboard", "--dataset", args.dataset, "--target-domain", args.target_domain, "--target-fraction",
          str(args.fraction)]))
     runs = []

@@ -15,9 +15,7 @@ Policies:
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
-from typing import Literal
 
 import polars as pl
 
@@ -26,35 +24,11 @@ from data_contracts.columns import ITEM_ID, ITEMS_SCHEMA, TABLE_SCHEMAS
 from data_contracts.contracts import suite_version, validate_table
 from data_contracts.conversion import ROW, convert_table, with_row_numbers
 from data_contracts.report import ContractReport, ContractViolation, RuleFailure
+from data_contracts.settings import ContractSettings
 
-Policy = Literal["fail", "quarantine"]
 VIOLATIONS = "_violations"
 CHECK_ORDER = ("items", "interactions", "users", "impressions")  # items first: the others reference them
 UNIQUE_EXPECTATIONS = ("expect_compound_columns_to_be_unique", "expect_column_values_to_be_unique")
-
-
-@dataclass(frozen=True)
-class ContractSettings:
-    """Declared scales, windows, volumes and the violation policy."""
-
-    rating_min: float = 0.0
-    rating_max: float = 5.0
-    timestamp_min: int = 631_152_000  # 1990-01-01
-    future_tolerance_seconds: int = 86_400
-    on_violation: Policy = "fail"
-    min_clean_share: float = 0.95
-    target_domain: str | None = None
-    min_target_interactions: int = 100
-    min_target_users: int = 20
-    min_target_items: int = 5
-    max_single_interaction_share: float = 0.5
-    engine: Literal["auto", "great_expectations"] = "auto"  # see data_contracts.fast
-
-    def parameters(self, now: float | None = None) -> dict[str, float]:
-        """Values of the suites' ``$PARAMETER`` placeholders (the future starts at ``now`` + tolerance)."""
-        now = time.time() if now is None else now
-        return {"rating_min": self.rating_min, "rating_max": self.rating_max,
-                "timestamp_min": self.timestamp_min, "timestamp_max": int(now) + self.future_tolerance_seconds}
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from data_contracts.settings import ContractRules
 from models.config import (
     DataConfig,
     EvalConfig,
@@ -26,11 +27,14 @@ class _Frozen(BaseModel):
 
 
 class RunnerConfig(_Frozen):
-    """Where the side-by-side fits run (``OnboardConfig.parallel``): Prefect's thread pool in this process
-    (default; torch and implicit release the GIL), a Dask cluster (``prefect-dask``: a local one, or the scheduler at
-    ``address``), or Ray (``prefect-ray``: a local one, or the cluster at ``address``)."""
+    """Where the side-by-side fits (the finalists' fine-tunes and the baselines) run: Prefect's thread pool in this
+    process (default; torch and implicit release the GIL), a Dask cluster (``prefect-dask``: a local one, or the
+    scheduler at ``address``), Ray (``prefect-ray``: a local one, or the cluster at ``address``), or one after the
+    other in the flow (sequential)."""
 
-    kind: Literal["threads", "dask", "ray"] = "threads"
+    kind: Literal["threads", "dask", "ray", "sequential"] = Field(
+        "threads", description="threads in this process, a Dask cluster (extra `dask`), Ray (prefect-ray), or one "
+                               "after the other")
     address: str | None = Field(None, description="Dask scheduler (tcp://host:8786) or Ray cluster (ray://host:10001)")
     workers: int = Field(4, ge=1, description="threads, or local Dask workers")
     processes: bool = Field(False, description="local Dask cluster: worker processes instead of threads (each "
@@ -55,6 +59,10 @@ class PretrainConfig(_Frozen):
                    tracking=TrackingConfig(tracking_uri=tracking_uri))
 
 
+#: The target's data settings that a source dataset (``sources.data``) takes unless it sets its own.
+INHERITED_DATA_FIELDS = ("data_dir", *ContractRules.model_fields)
+
+
 class OnboardConfig(_Frozen):
     """``onboard-domain``: transfer to ``target_domain``, compare with baselines, register the winner."""
 
@@ -67,11 +75,23 @@ class OnboardConfig(_Frozen):
     scratch: TrainConfig = Field(default_factory=target_train_defaults)
     evaluation: EvalConfig = EvalConfig()
     tracking: TrackingConfig = TrackingConfig()
-    parallel: bool = Field(True, description="fine-tune the finalists and train the baselines side by side "
-                                             "(on ``runner``); False: one after the other")
     runner: RunnerConfig = RunnerConfig()
     out_of_core: bool = Field(False, description="data bigger than memory: read, validate, split and train batch by "
                                                  "batch on disk (flows.onboard_large; batches of data.batch_rows)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _source_data_inherits(cls, data: object) -> object:
+        """Sources from another dataset are read from the same cache and held to the same contract rules as the
+        target's data, unless their own config says otherwise."""
+        if not isinstance(data, dict):
+            return data
+        sources, target = data.get("sources"), data.get("data")
+        if not isinstance(sources, dict) or not isinstance(sources.get("data"), dict):
+            return data
+        target = target.model_dump() if isinstance(target, DataConfig) else dict(target or {})
+        inherited = {k: v for k, v in target.items() if k in INHERITED_DATA_FIELDS}
+        return {**data, "sources": {**sources, "data": {**inherited, **sources["data"]}}}
 
     @model_validator(mode="after")
     def _out_of_core_options(self) -> OnboardConfig:
@@ -99,6 +119,11 @@ class OnboardConfig(_Frozen):
         return cls(target_domain=target_domain, data=DataConfig(dataset="synthetic", path=path),
                    split=SplitConfig.smoke(), sources=SourcesConfig.smoke(), finetune=FineTuneConfig.smoke(),
                    scratch=TrainConfig.smoke(), tracking=TrackingConfig(tracking_uri=tracking_uri))
+
+
+#: ``transferrec demo``: one MovieLens-1M genre onboarded as a new domain with 10 % of its training data (the
+#: scarcity of a new domain, simulated). The demo command starts from this payload; its options override it.
+DEMO = {"target_domain": "Horror", "data": {"dataset": "movielens-1m"}, "split": {"fraction": 0.1}}
 
 
 class CurveConfig(OnboardConfig):

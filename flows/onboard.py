@@ -24,11 +24,6 @@ from tasks.sources import find_or_train_source, plan_sources, registered_sources
 from tasks.training import fine_tune_source, fit_als_baseline, fit_popularity_baseline, train_scratch_baseline
 
 
-def experiment_name(domain: str) -> str:
-    """One MLflow experiment per target domain."""
-    return f"transferrec-{slug(domain)}"
-
-
 def model_params(config: OnboardConfig, source: str, als: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The params of each model's child run (what distinguishes it in the MLflow compare view)."""
     shared = {"target_domain": config.target_domain, "fraction": config.split.fraction, "seed": config.split.seed,
@@ -60,14 +55,14 @@ def onboard_domain_flow(config: OnboardConfig) -> dict[str, Any]:
         return onboard_large_domain_flow(config)
     watch = Stopwatch()
     domain, seed = config.target_domain, config.split.seed
-    uri, experiment_id = prepare_tracking(config.tracking, experiment_name(domain))
+    uri, experiment_id = prepare_tracking(config.tracking, tracking.experiment_name(domain))
     checkpoints = checkpoint_root(config.tracking.checkpoint_dir, config.tracking.resume)
     tags = {"target_domain": domain, "dataset": config.data.dataset, "fraction": config.split.fraction,
             "seed": seed, "mode": config.finetune.mode, "family": config.finetune.family, "git_commit": git_commit(),
             "prefect.flow_run_id": str(flow_run.id or "")}
     run_name = f"onboard:{domain}:f{config.split.fraction}:s{seed}"
     with tracking.run_context(uri, experiment_id, run_name, tags=tags) as run_id:
-        run = tracking.TrackingContext(uri, experiment_id, experiment_name(domain), run_id)
+        run = tracking.TrackingContext(uri, experiment_id, tracking.experiment_name(domain), run_id)
         tracking.log_params(uri, run_id, tracking.flatten(config.model_dump(mode="json")))
         tracking.log_dict(uri, run_id, config.model_dump(mode="json"), "config.json")
         with watch("load"):
@@ -111,7 +106,7 @@ def onboard_domain_flow(config: OnboardConfig) -> dict[str, Any]:
                                {"family": config.finetune.family, "content": content,
                                 "checkpoint_dir": _under(run_checkpoints, "scratch")})
             jobs["als"] = (fit_als_baseline, (split, val_task, seed), {})
-            done = run_jobs(jobs, parallel=config.parallel, runner=config.runner)
+            done = run_jobs(jobs, runner=config.runner)
             fits = {key.removeprefix("transfer:"): value for key, value in done.items() if key.startswith("transfer:")}
             scratch, als = done["scratch"], done["als"]
             popularity = fit_popularity_baseline(split)

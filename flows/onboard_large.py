@@ -44,18 +44,18 @@ from tasks.setup import prepare_tracking
 @flow(name="onboard-large-domain")
 def onboard_large_domain_flow(config: OnboardConfig) -> dict[str, Any]:
     """Onboard ``config.target_domain`` from data bigger than memory; returns the onboarding summary."""
-    from flows.onboard import experiment_name, model_params
+    from flows.onboard import model_params
 
     watch = Stopwatch()
     domain, seed, rows = config.target_domain, config.split.seed, batch_rows(config.data)
     data = config.data.model_copy(update={"batch_rows": rows})
-    uri, experiment_id = prepare_tracking(config.tracking, experiment_name(domain))
+    uri, experiment_id = prepare_tracking(config.tracking, tracking.experiment_name(domain))
     tags = {"target_domain": domain, "dataset": data.dataset, "fraction": config.split.fraction, "seed": seed,
             "mode": config.finetune.mode, "family": config.finetune.family, "git_commit": git_commit(),
             "out_of_core": "true", "prefect.flow_run_id": str(flow_run.id or "")}
     run_name = f"onboard:{domain}:f{config.split.fraction}:s{seed}:out-of-core"
     with tracking.run_context(uri, experiment_id, run_name, tags=tags) as run_id:
-        run = tracking.TrackingContext(uri, experiment_id, experiment_name(domain), run_id)
+        run = tracking.TrackingContext(uri, experiment_id, tracking.experiment_name(domain), run_id)
         tracking.log_params(uri, run_id, tracking.flatten(config.model_dump(mode="json")))
         tracking.log_dict(uri, run_id, config.model_dump(mode="json"), "config.json")
         workdir = (data.data_dir or default_data_dir()) / "work" / run_id

@@ -34,13 +34,12 @@ def task_runner(config: RunnerConfig) -> TaskRunner:
     return RayTaskRunner(address=config.address) if config.address else RayTaskRunner()
 
 
-def run_jobs(jobs: dict[str, tuple[Any, tuple, dict[str, Any]]], *, parallel: bool,
-             runner: RunnerConfig | None = None) -> dict[str, Any]:
+def run_jobs(jobs: dict[str, tuple[Any, tuple, dict[str, Any]]], *, runner: RunnerConfig) -> dict[str, Any]:
     """Run Prefect tasks ``{key: (task, args, kwargs)}`` and return ``{key: result}``: submitted together to the
-    task runner of ``runner`` when ``parallel``, else called one after the other."""
-    if not parallel:
+    task runner of ``runner``, or called one after the other when its kind is sequential."""
+    if runner.kind == "sequential":
         return {key: task(*args, **kwargs) for key, (task, args, kwargs) in jobs.items()}
-    with task_runner(runner or RunnerConfig()) as opened:
+    with task_runner(runner) as opened:
         futures = {key: opened.submit(task, get_call_parameters(task.fn, args, kwargs))
                    for key, (task, args, kwargs) in jobs.items()}
         return {key: future.result() for key, future in futures.items()}

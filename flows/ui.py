@@ -135,8 +135,8 @@ MODEL_RUNS = ("transfer", "scratch", "als", "popularity")
 def onboarding_model_runs(uri: str, target_domain: str) -> tuple[str, list[str], list[str]]:
     """The experiment id, and the model child runs (ids, names; transfer first) of the newest onboarding of
     ``target_domain`` in the store at ``uri``."""
-    from flows.onboard import experiment_name
     from tasks import tracking
+    from tasks.tracking import experiment_name
 
     name = experiment_name(target_domain)
     parents = tracking.recent_onboardings(uri, name, limit=1)

@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from data_contracts.settings import ContractRules
+
 FineTuneMode = Literal["full", "freeze-users", "adapter", "zero-shot"]
 ModelFamily = Literal["mf", "two-tower"]
 ItemInit = Literal["auto", "users-mean", "content", "random"]
@@ -19,7 +21,9 @@ class _Frozen(BaseModel):
 class SplitConfig(_Frozen):
     """How the target domain is split (see :mod:`models.split`)."""
 
-    fraction: float = Field(0.1, gt=0.0, le=1.0, description="share of target training interactions kept")
+    fraction: float = Field(1.0, gt=0.0, le=1.0, description=(
+        "share of the target's training interactions kept: 1 = all of them (a company's own data); below 1 "
+        "simulates a new domain's scarce data with a seeded sample (benchmarks, e.g. 0.1 on MovieLens genres)"))
     seed: int = 0
     test_ratio: float = Field(0.2, gt=0.0, lt=1.0)
     val_ratio: float = Field(0.2, gt=0.0, lt=1.0)
@@ -117,25 +121,54 @@ def target_train_defaults() -> TrainConfig:
     return TrainConfig(lr=0.01, batch_size=256, n_negatives=1024, patience=3, max_epochs=40)
 
 
-class DataConfig(_Frozen):
-    """Where the data comes from and its declared scale."""
+class DataConfig(ContractRules):
+    """Where the data comes from, how its columns are named, and the contract rules it is held to (the rules'
+    fields and defaults come from :class:`data_contracts.settings.ContractRules`)."""
 
-    dataset: str = Field("movielens-1m", description="movielens-1m, movielens-100k, or a name for --path data")
+    dataset: str = Field("movielens-1m", description=(
+        "a fetched dataset (movielens-1m, movielens-100k), or the name of the data at path/url (default: the "
+        "folder's name)"))
     path: Path | None = Field(None, description="a folder of canonical tables; default: the fetched cache")
     url: str | None = Field(None, description="an object-store folder of canonical tables (s3://bucket/prefix, "
                                               "gs://..., az://...); credentials from the environment")
     columns: dict[str, dict[str, str]] | None = Field(
-        None, description="per table, canonical column -> the files' column (models.datasets.parse_column_map)")
+        None, description="per table, canonical column -> the files' column; given as a mapping or as the path of "
+                          "a YAML column map (models.datasets.load_column_map), which is read into the mapping")
+    data_dir: Path | None = Field(None, description="fetch cache root; default $TRANSFERREC_DATA_DIR or "
+                                                    "~/.cache/transferrec")
+    batch_rows: int | None = Field(None, ge=1, description="read and validate the tables in batches of this many "
+                                                          "rows (tables bigger than memory; fail policy only); "
+                                                          "none: read each table whole")
 
     @model_validator(mode="before")
     @classmethod
-    def _object_store_path(cls, data: object) -> object:
-        """A ``path`` that is an object-store URL (e.g. from a data-landed event) is the ``url``."""
-        if isinstance(data, dict) and isinstance(data.get("path"), str) and not data.get("url"):
-            from models.datasets import is_object_store
+    def _resolve_location(cls, data: object) -> object:
+        """The rules of a data location, the same for every entry point (CLI, Python, deployment runs, events):
+        a ``path`` that is an object-store URL is the ``url``; a local path is made absolute; a column map given
+        as a file path (or "" from an event without one) is read; the dataset is named after its folder unless
+        named."""
+        if not isinstance(data, dict):
+            return data
+        from models.datasets import is_object_store, load_column_map, location_name
 
-            if is_object_store(data["path"]):
-                return {**data, "url": data["path"], "path": None}
+        data = dict(data)
+        path = data.get("path")
+        if isinstance(path, str) and is_object_store(path) and not data.get("url"):
+            data["url"], data["path"] = path, None
+        elif path is not None and not isinstance(path, Path | str):
+            return data  # pydantic reports the type
+        elif path not in (None, ""):
+            data["path"] = Path(path).expanduser().resolve()
+        elif path == "":
+            data["path"] = None
+        columns = data.get("columns")
+        if columns == "":
+            data["columns"] = None
+        elif isinstance(columns, str | Path):
+            data["columns"] = load_column_map(Path(columns).expanduser())
+        location = data.get("url") or data.get("path")
+        if location and not data.get("dataset"):
+            data["dataset"] = location_name(location)
         return data
 
     @model_validator(mode="after")
@@ -143,22 +176,6 @@ class DataConfig(_Frozen):
         if self.batch_rows is not None and self.on_violation != "fail":
             raise ValueError("batch_rows (batched validation) supports on_violation='fail' only")
         return self
-    data_dir: Path | None = Field(None, description="fetch cache root; default $TRANSFERREC_DATA_DIR or "
-                                                    "~/.cache/transferrec")
-    rating_min: float = 0.0
-    rating_max: float = 5.0
-    timestamp_min: int = Field(631_152_000, description="earliest sane timestamp (default 1990-01-01)")
-    on_violation: Literal["fail", "quarantine"] = Field(
-        "fail", description="fail on any broken rule, or quarantine bad rows and go on with the rest")
-    min_clean_share: float = Field(0.95, gt=0.0, le=1.0, description="quarantine: least share of rows that must pass")
-    min_target_interactions: int = Field(100, ge=1)
-    min_target_users: int = Field(20, ge=1)
-    min_target_items: int = Field(5, ge=1)
-    max_single_interaction_share: float = Field(0.5, ge=0.0, le=1.0,
-                                                description="warn above this share of single-interaction users")
-    batch_rows: int | None = Field(None, ge=1, description="read and validate the tables in batches of this many "
-                                                          "rows (tables bigger than memory; fail policy only); "
-                                                          "none: read each table whole")
 
 
 class SourcesConfig(_Frozen):
@@ -182,6 +199,13 @@ class SourcesConfig(_Frozen):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = Field(default_factory=source_train_defaults)
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _registered_need_a_dataset(self) -> SourcesConfig:
+        if self.registered_only and self.data is None:
+            raise ValueError("sources.registered_only needs sources.data: the dataset the registered sources were "
+                             "trained on (--source-dataset)")
+        return self
 
     @classmethod
     def smoke(cls) -> SourcesConfig:

@@ -46,16 +46,6 @@ def load_tables(config: DataConfig) -> RawTables:
     return RawTables(config.dataset, tables, str(folder))
 
 
-def contract_settings(config: DataConfig, target_domain: str | None) -> ContractSettings:
-    """The contract settings of a data config (the target domain adds the minimum-volume rule)."""
-    return ContractSettings(
-        rating_min=config.rating_min, rating_max=config.rating_max, timestamp_min=config.timestamp_min,
-        on_violation=config.on_violation, min_clean_share=config.min_clean_share, target_domain=target_domain,
-        min_target_interactions=config.min_target_interactions, min_target_users=config.min_target_users,
-        min_target_items=config.min_target_items, max_single_interaction_share=config.max_single_interaction_share,
-    )
-
-
 def log_contract_reports(reports: list[ContractReport], run: tracking.TrackingContext | None, failed: bool) -> str:
     """Log the contract reports (markdown, JSON, suite versions, a pass/fail tag) to ``run`` and as a Prefect
     artifact; returns the markdown."""
@@ -77,7 +67,7 @@ def validate_dataset(
     """Run the data contracts; log the report (and any quarantined rows); raise :class:`ContractViolation`
     when the policy does not let the data through. Returns the validated dataset and its fingerprint."""
     log = get_run_logger()
-    settings = contract_settings(config, target_domain)
+    settings = config.contract_settings(target_domain)
     try:
         if config.batch_rows is None:
             result = validate_tables(raw.tables, settings)

@@ -39,7 +39,7 @@ from models.outofcore import (
 from models.sources import slug, source_candidates
 from models.training import FitResult
 from tasks import tracking
-from tasks.data import RawTables, contract_settings, log_contract_reports
+from tasks.data import RawTables, log_contract_reports
 from tasks.selection import Selection
 
 
@@ -55,7 +55,7 @@ def validate_large(raw: RawTables, config: DataConfig, target_domain: str, run: 
     :class:`ContractViolation` when a rule fails."""
     scans = {table: frame.lazy() if frame is not None else None for table, frame in raw.tables.items()}
     try:
-        result = validate_scans(scans, contract_settings(config, target_domain), workdir=workdir,
+        result = validate_scans(scans, config.contract_settings(target_domain), workdir=workdir,
                                 batch_rows=batch_rows(config))
     except ContractViolation as violation:
         log_contract_reports(violation.reports, run, failed=True)

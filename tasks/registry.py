@@ -9,18 +9,12 @@ from prefect.cache_policies import NO_CACHE
 
 from models.config import EvalConfig
 from models.evaluation import RankingTask, evaluate_model
-from models.sources import slug
 from models.uncertainty import clears_gate, paired_lift_interval
 from tasks import tracking
 from tasks.evaluation import ModelReport
 
 BASELINES = ("popularity", "als", "scratch")
 METRIC = "ndcg_at_10"
-
-
-def registered_name(domain: str) -> str:
-    """``transferrec-<domain>``."""
-    return f"transferrec-{slug(domain)}"
 
 
 @dataclass(frozen=True)
@@ -64,39 +58,42 @@ def register_winner(
     log = get_run_logger()
     winner, why = choose_winner(reports)
     report = reports[winner]
-    name = registered_name(domain)
-    champion = tracking.alias_version(run.uri, name, tracking.CHAMPION)
-    evidence = {"challenger_val_ndcg_at_10": report.val.metrics[METRIC],
-                "challenger_test_ndcg_at_10": report.test.metrics[METRIC]}
-    if winner != "transfer":
-        promote, reason = False, why
-    elif champion is None:
-        promote, reason = True, f"{why}; no champion yet"
-    else:
-        current = tracking.load_factor_model(run.uri, f"models:/{name}/{champion.version}")
-        champion_eval = evaluate_model(current, test_task, ks=(10,), ctr_k=evaluation.ctr_k)
-        lift = paired_lift_interval(report.test.per_user[METRIC], champion_eval.per_user[METRIC])
-        evidence.update({"champion_test_ndcg_at_10": champion_eval.metrics[METRIC], "lift_over_champion": lift.estimate,
-                         "lift_over_champion_ci_low": lift.low, "lift_over_champion_ci_high": lift.high})
-        promote = clears_gate(lift, margin)
-        verdict = ("beats" if promote else
-                   "does not beat" if lift.estimate <= margin else "is not distinguishable from")
-        reason = (f"{why}; challenger {verdict} champion v{champion.version} on this run's test users: NDCG@10 "
-                  f"{evidence['challenger_test_ndcg_at_10']:.4f} vs {champion_eval.metrics[METRIC]:.4f}, lift "
-                  f"{lift.estimate:+.1%} (95 % CI {lift.low:+.1%} .. {lift.high:+.1%}; needs > {margin:.1%} with "
-                  f"the interval above zero)")
-    assert report.model_uri is not None, "the winner's model must be logged before registration"
-    version_tags = {**tags, "winner": winner, "run_id": run.run_id,
-                    "promotion": "promoted" if promote else "not-promoted", "promotion_reason": reason[:4000],
-                    **{k: f"{v:.6f}" for k, v in evidence.items()}}
-    if winner != "transfer":
-        version_tags["guard"] = "negative-transfer"
-    aliases = [tracking.CHALLENGER] + ([tracking.CHAMPION] if promote else [])
-    version = tracking.register_model(run.uri, name, report.model_uri, run_id=report.run_id or run.run_id,
-                                      tags=version_tags, aliases=aliases,
-                                      description=f"{winner} model for domain {domain}: {reason}")
-    tracking.set_tags(run.uri, run.run_id, {"registered_model": name, "model_version": version.version,
-                                            "winner": winner, "promotion": version_tags["promotion"]})
+    name = tracking.registered_model_name(domain)
+    with tracking.decision_lock(run.uri, name):  # one decision at a time per registered model
+        champion = tracking.alias_version(run.uri, name, tracking.CHAMPION)
+        evidence = {"challenger_val_ndcg_at_10": report.val.metrics[METRIC],
+                    "challenger_test_ndcg_at_10": report.test.metrics[METRIC]}
+        if winner != "transfer":
+            promote, reason = False, why
+        elif champion is None:
+            promote, reason = True, f"{why}; no champion yet"
+        else:
+            current = tracking.load_factor_model(run.uri, f"models:/{name}/{champion.version}")
+            champion_eval = evaluate_model(current, test_task, ks=(10,), ctr_k=evaluation.ctr_k)
+            lift = paired_lift_interval(report.test.per_user[METRIC], champion_eval.per_user[METRIC])
+            evidence.update({"champion_test_ndcg_at_10": champion_eval.metrics[METRIC],
+                             "lift_over_champion": lift.estimate, "lift_over_champion_ci_low": lift.low,
+                             "lift_over_champion_ci_high": lift.high})
+            promote = clears_gate(lift, margin)
+            verdict = ("beats" if promote else
+                       "does not beat" if lift.estimate <= margin else "is not distinguishable from")
+            reason = (f"{why}; challenger {verdict} champion v{champion.version} on this run's test users: NDCG@10 "
+                      f"{evidence['challenger_test_ndcg_at_10']:.4f} vs {champion_eval.metrics[METRIC]:.4f}, lift "
+                      f"{lift.estimate:+.1%} (95 % CI {lift.low:+.1%} .. {lift.high:+.1%}; needs > {margin:.1%} with "
+                      f"the interval above zero)")
+        assert report.model_uri is not None, "the winner's model must be logged before registration"
+        version_tags = {**tags, "winner": winner, "run_id": run.run_id,
+                        "promotion": "promoted" if promote else "not-promoted", "promotion_reason": reason[:4000],
+                        "champion_before": champion.version if champion else "none",
+                        **{k: f"{v:.6f}" for k, v in evidence.items()}}
+        if winner != "transfer":
+            version_tags["guard"] = "negative-transfer"
+        aliases = [tracking.CHALLENGER] + ([tracking.CHAMPION] if promote else [])
+        version = tracking.register_model(run.uri, name, report.model_uri, run_id=report.run_id or run.run_id,
+                                          tags=version_tags, aliases=aliases,
+                                          description=f"{winner} model for domain {domain}: {reason}")
+        tracking.set_tags(run.uri, run.run_id, {"registered_model": name, "model_version": version.version,
+                                                "winner": winner, "promotion": version_tags["promotion"]})
     log.info("registered %s v%s (%s) aliases=%s: %s", name, version.version, winner, aliases, reason)
     return Registration(winner, name, version.version, aliases, promote, reason,
                         champion.version if champion else None, evidence)

@@ -37,6 +37,16 @@ from models.profiles import DomainProfile
 from models.sources import slug
 from tasks.serving import FACTORS_ARTIFACT
 
+
+def experiment_name(domain: str) -> str:
+    """The MLflow experiment of a target domain's onboardings: ``transferrec-<domain>``."""
+    return f"transferrec-{slug(domain)}"
+
+
+def registered_model_name(domain: str) -> str:
+    """The registered model served for a target domain: ``transferrec-<domain>``."""
+    return f"transferrec-{slug(domain)}"
+
 logger = logging.getLogger(__name__)
 
 CHAMPION = "champion"
@@ -77,6 +87,64 @@ def _client(uri: str) -> mlflow.MlflowClient:
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
     return created
+
+
+@contextmanager
+def decision_lock(uri: str, registered_model: str, *, timeout: float = 3600.0) -> Iterator[None]:
+    """Serialise the champion decisions of one registered model: reading the champion, deciding and moving the
+    aliases happen under this lock, so two runs of one domain (the nightly schedule and a data-landed event) decide
+    one after the other, each on the champion the other left.
+
+    A file lock beside the SQLite store (other stores: under the data cache) orders the processes of one machine;
+    with a Prefect server (``PREFECT_API_URL``) the global concurrency limit ``transferrec-registry-<model>``
+    (limit 1) orders runs on any machine.
+
+    Raises:
+        TimeoutError: the lock was not had within ``timeout`` seconds.
+    """
+    import hashlib
+
+    from tasks.runtime import default_data_dir
+
+    folder = _sqlite_dir(uri) or default_data_dir() / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    key = hashlib.sha256(f"{uri}|{registered_model}".encode()).hexdigest()[:16]
+    with open(folder / f".decision-{key}.lock", "w") as handle:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"another run of {registered_model} held its registry lock for {timeout:.0f} s"
+                                       ) from None
+                time.sleep(0.2)
+        try:
+            if os.environ.get("PREFECT_API_URL"):
+                with _prefect_limit(f"transferrec-registry-{registered_model}", timeout):
+                    yield
+            else:
+                yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def _prefect_limit(name: str, timeout: float) -> Iterator[None]:
+    """One slot of the Prefect global concurrency limit ``name`` (created with limit 1 when missing)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.concurrency.sync import concurrency
+    from prefect.exceptions import ObjectAlreadyExists
+
+    with get_client(sync_client=True) as prefect_client:
+        try:
+            prefect_client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+        except ObjectAlreadyExists:
+            pass
+    with concurrency(name, occupy=1, timeout_seconds=timeout, strict=True):
+        yield
 
 
 def client(uri: str) -> mlflow.MlflowClient:

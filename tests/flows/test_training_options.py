@@ -106,12 +106,12 @@ def test_parallel_training_gives_the_same_models_as_sequential(synthetic_dir: Pa
     """Fine-tunes and baselines side by side in threads, and on a local Dask cluster (prefect-dask): every random
     stream is the fit's own, so the results do not depend on where or in which order the fits run."""
     base = OnboardConfig.smoke(TARGET, synthetic_dir, mlflow_uri)
-    sequential = onboard_domain_flow(base.model_copy(update={"parallel": False}))
+    sequential = onboard_domain_flow(base.model_copy(update={"runner": RunnerConfig(kind="sequential")}))
     runners = {"threads": RunnerConfig(), "dask": RunnerConfig(kind="dask", workers=2),
                # worker processes: arguments and fitted models cross process boundaries pickled
                "dask-processes": RunnerConfig(kind="dask", workers=2, processes=True)}
     for kind, runner in runners.items():
-        parallel = onboard_domain_flow(base.model_copy(update={"parallel": True, "runner": runner}))
+        parallel = onboard_domain_flow(base.model_copy(update={"runner": runner}))
         for model in ("transfer", "scratch", "als", "popularity"):
             assert parallel["metrics"][model] == pytest.approx(sequential["metrics"][model], abs=1e-9), (kind, model)
         assert "train" in parallel["timings_seconds"]

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from flows.cli import build_parser, main, onboard_config, pretrain_config
+from flows.cli import build_parser, main, resolve_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("command", ["fetch", "validate", "domains", "pretrain", "onboard", "demo", "ui", "curve",
-                                     "sources", "compare", "recommend", "serve", "trigger", "notify"])
+                                     "sources", "compare", "recommend", "serve", "trigger", "notify", "deployments"])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args([command, "--help"])
@@ -27,7 +27,7 @@ def test_onboard_arguments_become_the_flow_config(tmp_path):
         "--seed", "2", "--mode", "full", "--sources", "Comedy,Drama", "--no-all-others", "--max-epochs", "7",
         "--no-register", "--data-dir", str(tmp_path),
     ])
-    config = onboard_config(args)
+    config = resolve_config(args)
     assert config.target_domain == "Horror"
     assert (config.split.fraction, config.split.seed) == (0.3, 2)
     assert config.finetune.mode == "full" and config.finetune.train.max_epochs == 7
@@ -41,7 +41,7 @@ def test_training_options_reach_every_model(tmp_path):
         "--item-init", "content", "--transferred-lr-scale", "0.1", "--anchor", "0.01", "--accelerator", "cpu",
         "--devices", "2", "--strategy", "ddp", "--num-nodes", "3", "--checkpoint-dir", str(tmp_path), "--no-resume",
     ])
-    config = onboard_config(args)
+    config = resolve_config(args)
     finetune = config.finetune
     assert (finetune.family, finetune.mode, finetune.adapter_rank, finetune.item_init) == (
         "two-tower", "adapter", 4, "content")
@@ -49,17 +49,17 @@ def test_training_options_reach_every_model(tmp_path):
     for train in (finetune.train, config.scratch, config.sources.train):  # hardware: every model, sources too
         assert (train.accelerator, train.devices, train.strategy, train.num_nodes) == ("cpu", 2, "ddp", 3)
     assert config.tracking.checkpoint_dir == tmp_path and not config.tracking.resume
-    defaults = onboard_config(build_parser().parse_args(["onboard", "--target-domain", "Horror"]))
+    defaults = resolve_config(build_parser().parse_args(["onboard", "--target-domain", "Horror"]))
     assert defaults.finetune.train.accelerator == "auto" and defaults.tracking.resume
-    assert defaults.parallel and defaults.runner.kind == "threads"
-    assert defaults.split.fraction == 0.1  # a benchmark dataset: scarce target data simulated
-    own = onboard_config(build_parser().parse_args(["onboard", "--target-domain", "x", "--data", str(tmp_path)]))
-    assert own.split.fraction == 1.0 and own.data.path == tmp_path  # your own data: all of it
+    assert defaults.runner.kind == "threads"
+    assert defaults.split.fraction == 1.0  # all of the target's data unless scarcity is asked for
+    own = resolve_config(build_parser().parse_args(["onboard", "--target-domain", "x", "--data", str(tmp_path)]))
+    assert own.split.fraction == 1.0 and own.data.path == tmp_path.resolve()  # your own data: all of it
 
 
 def test_out_of_core_arguments(tmp_path):
     def parsed(*extra: str):
-        return onboard_config(build_parser().parse_args(["onboard", "--target-domain", "x", "--data", str(tmp_path),
+        return resolve_config(build_parser().parse_args(["onboard", "--target-domain", "x", "--data", str(tmp_path),
                                                          *extra]))
 
     config = parsed("--out-of-core", "--batch-rows", "5000", "--eval-users", "300")
@@ -73,17 +73,17 @@ def test_out_of_core_arguments(tmp_path):
 
 def test_task_runner_arguments():
     def parsed(*extra: str):
-        return onboard_config(build_parser().parse_args(["onboard", "--target-domain", "Horror", *extra]))
+        return resolve_config(build_parser().parse_args(["onboard", "--target-domain", "Horror", *extra]))
 
     dask = parsed("--task-runner", "dask", "--runner-address", "tcp://10.0.0.5:8786")
-    assert dask.parallel and (dask.runner.kind, dask.runner.address) == ("dask", "tcp://10.0.0.5:8786")
+    assert (dask.runner.kind, dask.runner.address) == ("dask", "tcp://10.0.0.5:8786")
     local = parsed("--task-runner", "dask", "--runner-workers", "2", "--dask-processes")
     assert (local.runner.workers, local.runner.processes, local.runner.address) == (2, True, None)
-    assert not parsed("--task-runner", "sequential").parallel
+    assert parsed("--task-runner", "sequential").runner.kind == "sequential"
 
 
 def test_pretrain_arguments_become_the_flow_config():
-    config = pretrain_config(build_parser().parse_args(["pretrain", "--exclude-domain", "Drama", "--top-single",
+    config = resolve_config(build_parser().parse_args(["pretrain", "--exclude-domain", "Drama", "--top-single",
                                                         "2", "--dim", "32"]))
     assert config.exclude_domain == "Drama" and config.sources.top_single == 2 and config.sources.model.dim == 32
 

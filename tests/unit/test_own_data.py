@@ -93,8 +93,10 @@ def test_a_data_landed_object_store_path_becomes_the_url():
 
     config = OnboardConfig(target_domain="garden")
     landed = data_landed_parameters(config)["config"]
-    landed = {**landed, "target_domain": "garden", "data": {**landed["data"], "path": "s3://warehouse/shop/2026-11-28"}}
+    landed = {**landed, "target_domain": "garden",
+              "data": {**landed["data"], "path": "s3://warehouse/shop/2026-11-28", "columns": ""}}
     parsed = OnboardConfig.model_validate(landed)  # what the refresh run receives once Prefect fills the template
     assert parsed.data.url == "s3://warehouse/shop/2026-11-28" and parsed.data.path is None
+    assert parsed.data.dataset == "2026-11-28" and parsed.data.columns is None
     local = OnboardConfig.model_validate({**landed, "data": {**landed["data"], "path": "/data/shop"}})
-    assert local.data.path == Path("/data/shop") and local.data.url is None
+    assert local.data.path == Path("/data/shop") and local.data.url is None and local.data.dataset == "shop"

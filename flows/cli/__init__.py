@@ -1,0 +1,64 @@
+"""The ``transferrec`` command line: fetch, validate, synthetic, domains, pretrain, onboard, demo, curve, serve,
+trigger, deployments, notify, compare, recommend, sources, tracking-server, ui.
+
+* :mod:`flows.cli.options`: the run commands' options, bound to config fields (defaults and choices come from
+  the config models); ``--config``, ``--set`` and ``--print-config``.
+* :mod:`flows.cli.parser`: the commands and their arguments.
+* :mod:`flows.cli.commands`: what each command does.
+* :mod:`flows.cli.output`: what they print.
+
+Exit codes: 0 success; 1 the data broke its contract or the pipeline failed; 2 bad usage or unreadable input.
+With ``--json`` the last line on stdout is one JSON object; logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from flows.cli.output import compare_markdown, print_summary
+from flows.cli.parser import FLOW_COMMANDS, build_parser, resolve_config
+
+__all__ = ["build_parser", "compare_markdown", "main", "print_summary", "resolve_config"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``transferrec`` console script."""
+    args = build_parser().parse_args(argv)
+    from tasks.runtime import configure_environment
+
+    # Quiet by default: expected failures (bad data, too little data) are reported once, without Prefect's
+    # tracebacks; -v shows every log.
+    configure_environment({"PREFECT_LOGGING_LEVEL": "INFO" if args.verbose else "CRITICAL"})
+    try:
+        if getattr(args, "print_config", False):
+            sys.stdout.write(resolve_config(args).model_dump_json(indent=2) + "\n")
+            return 0
+        if args.command in FLOW_COMMANDS:
+            from tasks.runtime import prestart_prefect_api, quiet_libraries
+
+            prestart_prefect_api()  # overlaps Prefect's temporary API start-up with the imports below
+            quiet_libraries()
+        from flows.cli.commands import COMMANDS
+
+        return COMMANDS[args.command](args)
+    except Exception as exc:  # noqa: BLE001 - expected failures become one message and an exit code
+        code = _expected(exc)
+        if code is None:
+            raise
+        return code
+
+
+def _expected(exc: Exception) -> int | None:
+    """Report an expected failure on stderr and return its exit code (None: not an expected one)."""
+    from data_contracts.report import ContractViolation
+    from models.datasets import DatasetFormatError
+    from models.fetch import FetchError
+    from models.split import InsufficientDataError
+
+    if isinstance(exc, ContractViolation):
+        sys.stderr.write(f"{exc}\n\n{exc.to_markdown()}\n")
+        return 1
+    if isinstance(exc, FetchError | DatasetFormatError | FileNotFoundError | InsufficientDataError | ValueError):
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
+    return None
