@@ -194,3 +194,22 @@ def postgres(require_services) -> Iterator[Postgres]:
         stop_process(server, timeout=30, sig=signal.SIGINT)  # SIGINT: PostgreSQL's fast shutdown
         log.close()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def decisions_in_order():
+    """``check(uri, name)``: each registered version's gate read the champion that the version before it left
+    (the registry lock serialises champion decisions); returns the versions, oldest first."""
+    import mlflow
+
+    def check(uri: str, name: str) -> list:
+        client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+        versions = sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version))
+        champion = "none"
+        for version in versions:
+            assert version.tags["champion_before"] == champion, (version.version, version.tags)
+            if version.tags["promotion"] == "promoted":
+                champion = version.version
+        return versions
+
+    return check

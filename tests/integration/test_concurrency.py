@@ -36,25 +36,31 @@ def test_processes_opening_a_new_store_at_once_all_succeed(tmp_path: Path):
 
 
 @pytest.mark.slow
-def test_two_onboardings_at_once_on_a_fresh_sqlite_store(tmp_path: Path, synthetic_dir: Path):
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-           "PREFECT_HOME": str(tmp_path / "prefect"), "TRANSFERREC_DATA_DIR": str(tmp_path / "cache")}
+def test_two_refreshes_of_one_domain_at_once_decide_one_after_the_other(tmp_path: Path, synthetic_dir: Path,
+                                                                       decisions_in_order):
+    """Two onboardings of one domain on a fresh SQLite store at once (the nightly schedule and a data-landed
+    event): both finish, and the champion decisions are serialised: the second gate sees the first's champion."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PREFECT_HOME": str(tmp_path / "prefect"),
+           "TRANSFERREC_DATA_DIR": str(tmp_path / "cache")}
+    env.pop("PREFECT_API_URL", None)
     # Prefect's own first start on a fresh home races too (its notes: one warm-up first); warm it once.
     warm = subprocess.run([sys.executable, "-c", "from prefect import flow\nflow(lambda: 1)()"], env=env,
                           capture_output=True, text=True, timeout=300)
     assert warm.returncode == 0, warm.stderr[-1500:]
-    procs = {domain: subprocess.Popen(
-        [str(BIN / "transferrec"), "onboard", "--data", str(synthetic_dir), "--target-domain", domain,
-         "--target-fraction", "0.3", "--top-single", "1", "--dim", "8", "--max-epochs", "3", "--json"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
-        for domain in ("games", "music")}
-    outputs = {domain: p.communicate(timeout=600) for domain, p in procs.items()}
-    for domain, p in procs.items():
-        assert p.returncode == 0, outputs[domain][1][-3000:]
-        summary = json.loads(outputs[domain][0].strip().splitlines()[-1])
-        assert summary["target_domain"] == domain
-        mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
-        runs = mlflow.search_runs(experiment_names=[f"transferrec-{domain}"])
+    procs = {seed: subprocess.Popen(
+        [str(BIN / "transferrec"), "onboard", "--data", str(synthetic_dir), "--target-domain", "games",
+         "--target-fraction", "0.3", "--seed", str(seed), "--top-single", "1", "--dim", "8", "--max-epochs", "3",
+         "--json"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+        for seed in (0, 1)}
+    outputs = {seed: p.communicate(timeout=600) for seed, p in procs.items()}
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=["transferrec-games"])
+    for seed, p in procs.items():
+        assert p.returncode == 0, outputs[seed][1][-3000:]
+        summary = json.loads(outputs[seed][0].strip().splitlines()[-1])
         parent = runs[runs["run_id"] == summary["mlflow_run_id"]].iloc[0]
-        assert parent["status"] == "FINISHED"
+        assert parent["status"] == "FINISHED" and parent["tags.seed"] == str(seed)
         assert parent["metrics.test/ndcg_at_10"] == pytest.approx(summary["metrics"]["transfer"]["ndcg_at_10"])
+    versions = decisions_in_order(uri, "transferrec-games")
+    assert len(versions) == 2 and versions[0].tags["promotion"] == "promoted"  # so the second gate met a champion

@@ -15,9 +15,10 @@ import mlflow
 import pytest
 
 from flows.services import free_port, stop_process
+from models.synthetic import generate_retail, write_retail_export
 
 BIN = Path(sys.executable).parent
-SMOKE = ["--target-domain", "games", "--top-single", "1", "--dim", "8", "--max-epochs", "3"]
+SMOKE = ["--target-domain", "garden", "--top-single", "1", "--dim", "8", "--max-epochs", "3"]
 
 
 def api_post(api: str, path: str, body: dict) -> list[dict]:
@@ -51,7 +52,12 @@ def healthy(api: str) -> bool:
 
 
 @pytest.mark.slow
-def test_trigger_and_data_landed_event_run_the_served_deployments(tmp_path: Path, synthetic_dir: Path):
+def test_trigger_and_data_landed_event_run_the_served_deployments(tmp_path: Path, decisions_in_order):
+    """A company's own export: the data team triggers a run with parameters; new data lands and its event runs
+    the refresh. The event's run resolves to the config of `transferrec onboard --data DIR --columns MAP` (all of
+    the target's data, the same training rows), and the three runs' champion decisions come one after the other."""
+    shop = write_retail_export(generate_retail(n_customers=300, products_per_category=20, seed=0), tmp_path / "shop")
+    own = ["--data", str(shop), "--columns", str(shop / "columns.yaml"), *SMOKE]
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -65,34 +71,50 @@ def test_trigger_and_data_landed_event_run_the_served_deployments(tmp_path: Path
             env=env, stdout=logs["server"], stderr=subprocess.STDOUT, start_new_session=True))
         wait_for(lambda: healthy(api), 120, "the Prefect server")
         processes.append(subprocess.Popen(
-            [str(BIN / "transferrec"), "serve", "--data", str(synthetic_dir), *SMOKE, "--no-schedules"],
+            [str(BIN / "transferrec"), "serve", *own, "--no-schedules"],
             env=env, stdout=logs["serve"], stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp_path))
+        # the same onboarding from the command line, side by side with the served runs
+        cli = subprocess.Popen([str(BIN / "transferrec"), "onboard", *own, "--json"], env=env, cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        processes.append(cli)
         wait_for(lambda: len(api_post(api, "/deployments/filter", {})) == 3, 120, "three deployments")
 
         # the data team: a run with parameters, through the CLI
-        done = subprocess.run([str(BIN / "transferrec"), "trigger", "onboard", "--data", str(synthetic_dir), *SMOKE,
-                               "--param", "split.fraction=0.3", "--param", "split.seed=1", "--wait", "300", "--json"],
-                              env=env, capture_output=True, text=True, timeout=400, cwd=tmp_path)
+        done = subprocess.run([str(BIN / "transferrec"), "trigger", "onboard", *own, "--set", "split.seed=1",
+                               "--wait", "400", "--json"],
+                              env=env, capture_output=True, text=True, timeout=500, cwd=tmp_path)
         assert done.returncode == 0, done.stderr[-3000:]
         triggered = json.loads(done.stdout.strip().splitlines()[-1])
         assert triggered["state"] == "COMPLETED" and triggered["url"].endswith(triggered["flow_run_id"])
 
         # new data landed: the event starts the refresh deployment
-        done = subprocess.run([str(BIN / "transferrec"), "notify", "data-landed", "--domain", "games", "--path",
-                               str(synthetic_dir)], env=env, capture_output=True, text=True, timeout=120)
+        done = subprocess.run([str(BIN / "transferrec"), "notify", "data-landed", "--domain", "garden", "--path",
+                               str(shop), "--columns", str(shop / "columns.yaml")],
+                              env=env, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0 and "transferrec.data.landed" in done.stdout, done.stderr[-3000:]
-        refresh = wait_for(lambda: completed_runs(api, "refresh-domain"), 400, "the refresh run")
-        assert refresh[0]["parameters"]["config"]["data"]["path"] == str(synthetic_dir.resolve())
-
-        # both runs are in MLflow, finished, with the triggered run's parameters
-        mlflow.set_tracking_uri(uri)
-        parents = mlflow.search_runs(experiment_names=["transferrec-games"],
-                                     filter_string="attributes.run_name LIKE 'onboard:%'")
-        assert len(parents) == 2 and set(parents["status"]) == {"FINISHED"}
-        assert sorted(parents["tags.seed"]) == ["0", "1"] and "0.3" in set(parents["tags.fraction"])
+        refresh = wait_for(lambda: completed_runs(api, "refresh-domain"), 500, "the refresh run")
+        assert refresh[0]["parameters"]["config"]["data"]["path"] == str(shop.resolve())
+        out, err = cli.communicate(timeout=500)
+        assert cli.returncode == 0, err[-3000:]
     finally:
         for process in reversed(processes):
             stop_process(process)
         for handle in logs.values():
             handle.close()
     assert all(p.poll() is not None for p in processes)
+
+    # every run is in MLflow, finished; the event's run is the command line's run
+    mlflow.set_tracking_uri(uri)
+    parents = mlflow.search_runs(experiment_names=["transferrec-garden"],
+                                 filter_string="attributes.run_name LIKE 'onboard:%'")
+    assert len(parents) == 3 and set(parents["status"]) == {"FINISHED"}
+    by_flow_run = parents.set_index("tags.prefect.flow_run_id")
+    event_run = by_flow_run.loc[refresh[0]["id"]]
+    cli_run = parents.set_index("run_id").loc[json.loads(out.strip().splitlines()[-1])["mlflow_run_id"]]
+    assert event_run["params.split.fraction"] == "1.0" == cli_run["params.split.fraction"]
+    assert event_run["params.split.train_interactions"] == cli_run["params.split.train_interactions"]
+    assert (mlflow.artifacts.load_dict(f"runs:/{event_run['run_id']}/config.json")
+            == mlflow.artifacts.load_dict(f"runs:/{cli_run.name}/config.json"))
+    assert by_flow_run.loc[triggered["flow_run_id"]]["params.split.seed"] == "1"
+    versions = decisions_in_order(uri, "transferrec-garden")
+    assert len(versions) == 3
