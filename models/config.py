@@ -131,7 +131,9 @@ class DataConfig(ContractRules):
     path: Path | None = Field(None, description="a folder of canonical tables; default: the fetched cache")
     url: str | None = Field(None, description="an object-store folder of canonical tables (s3://bucket/prefix, "
                                               "gs://..., az://...); credentials from the environment")
-    columns: dict[str, dict[str, str]] | None = Field(
+    # A path is accepted as input (a deployment parameter or an event carries the map's file) and read into the
+    # mapping by _resolve_location: after validation this is always a mapping or None.
+    columns: dict[str, dict[str, str]] | Path | None = Field(
         None, description="per table, canonical column -> the files' column; given as a mapping or as the path of "
                           "a YAML column map (models.datasets.load_column_map), which is read into the mapping")
     data_dir: Path | None = Field(None, description="fetch cache root; default $TRANSFERREC_DATA_DIR or "

@@ -59,7 +59,7 @@ def register_winner(
     winner, why = choose_winner(reports)
     report = reports[winner]
     name = tracking.registered_model_name(domain)
-    with tracking.decision_lock(run.uri, name):  # one decision at a time per registered model
+    with tracking.registry_lock(run.uri, name):  # one champion decision at a time per registered model
         champion = tracking.alias_version(run.uri, name, tracking.CHAMPION)
         evidence = {"challenger_val_ndcg_at_10": report.val.metrics[METRIC],
                     "challenger_test_ndcg_at_10": report.test.metrics[METRIC]}

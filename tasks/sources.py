@@ -91,55 +91,58 @@ def find_or_train_source(
     dataset, no shared users) keeps all of its data. With ``checkpoints``, a killed training restarted later
     (by any flow that needs the same fingerprint) resumes from its last epoch.
     """
-    log = get_run_logger()
-    found = None if force else tracking.find_version(uri, spec.registered_name, tag="fingerprint",
-                                                      value=spec.fingerprint)
-    if found is not None:
-        log.info("reusing source %s v%s", spec.registered_name, found.version)
-        model = tracking.load_factor_model(uri, f"models:/{spec.registered_name}/{found.version}")
-        profile = tracking.load_profile(uri, str(found.run_id))
-        return SourceModel(spec, model, profile, found.version, trained_now=False, seconds=0.0)
-    experiment_id = tracking.ensure_experiment(uri, SOURCES_EXPERIMENT)
-    target = target or "any"
-    tags = {"role": "source", "target_domain": target, "source": spec.name, "dataset": dataset.name,
-            "fingerprint": spec.fingerprint}
-    if triggered_by:
-        tags["triggered_by_run"] = triggered_by
-    started = time.perf_counter()
-    with tracking.run_context(uri, experiment_id, f"source:{spec.name}:for:{target}", tags=tags) as run_id:
-        tracking.log_params(uri, run_id, {
-            "source_domains": ",".join(spec.domains), "target_domain": target, "val_ratio": config.val_ratio,
-            "seed": config.seed, **{f"model.{k}": v for k, v in config.model.model_dump().items()},
-            **{f"train.{k}": v for k, v in config.train.model_dump().items()},
-        })
-        fit = train_source_model(dataset.interactions, dataset.items, domains=spec.domains, cutoffs=cutoffs,
-                                 model=config.model, train=config.train, val_ratio=config.val_ratio,
-                                 seed=config.seed,
-                                 checkpoint_dir=checkpoints / f"source-{spec.fingerprint}" if checkpoints else None)
-        if fit.resumed_from_epoch is not None:
-            tracking.set_tags(uri, run_id, {"resumed_from_epoch": str(fit.resumed_from_epoch)})
-        profile = source_profile(dataset.interactions, dataset.items, dataset=dataset.name, domains=spec.domains,
-                                 cutoffs=cutoffs, embedder=config.embedder)
-        tracking.log_profile(uri, run_id, profile)
-        model_uri = tracking.log_factor_model(uri, run_id, fit.model)  # before the metrics: see its docstring
-        tracking.log_history(uri, run_id, fit.history)
-        tracking.log_metrics(uri, run_id, {
-            "val/ndcg_at_10": fit.best_val_ndcg, "fit/seconds": fit.seconds, "fit/epochs": fit.epochs_run,
-            "fit/best_epoch": fit.best_epoch, "fit/trainable_parameters": fit.trainable_parameters,
-            "data/users": len(fit.model.user_ids), "data/items": len(fit.model.item_ids),
-        }, model_uri=model_uri)
-        version = tracking.register_model(
-            uri, spec.registered_name, model_uri, run_id=run_id, aliases=[],
-            tags={"fingerprint": spec.fingerprint, "source": spec.name, "target_domain": target,
-                  "source_domains": ",".join(spec.domains), "dataset": dataset.name,
-                  "profile": f"runs:/{run_id}/{tracking.PROFILE_ARTIFACT}",
-                  "time_safe_for": target if cutoffs is not None else "any (no shared users)"},
-            description=f"time-safe source model {spec.name} for target domain {target}",
-        )
-    seconds = time.perf_counter() - started
-    log.info("trained source %s in %.1fs (val NDCG@10 %.4f), registered v%s", spec.name, seconds,
-             fit.best_val_ndcg, version.version)
-    return SourceModel(spec, fit.model, profile, version.version, trained_now=True, seconds=seconds)
+    # Two runs that need this source at once (a schedule and a data-landed event) train it once: the second
+    # waits here, then finds it registered.
+    with tracking.registry_lock(uri, f"{spec.registered_name}-{spec.fingerprint}"):
+        log = get_run_logger()
+        found = None if force else tracking.find_version(uri, spec.registered_name, tag="fingerprint",
+                                                          value=spec.fingerprint)
+        if found is not None:
+            log.info("reusing source %s v%s", spec.registered_name, found.version)
+            model = tracking.load_factor_model(uri, f"models:/{spec.registered_name}/{found.version}")
+            profile = tracking.load_profile(uri, str(found.run_id))
+            return SourceModel(spec, model, profile, found.version, trained_now=False, seconds=0.0)
+        experiment_id = tracking.ensure_experiment(uri, SOURCES_EXPERIMENT)
+        target = target or "any"
+        tags = {"role": "source", "target_domain": target, "source": spec.name, "dataset": dataset.name,
+                "fingerprint": spec.fingerprint}
+        if triggered_by:
+            tags["triggered_by_run"] = triggered_by
+        started = time.perf_counter()
+        with tracking.run_context(uri, experiment_id, f"source:{spec.name}:for:{target}", tags=tags) as run_id:
+            tracking.log_params(uri, run_id, {
+                "source_domains": ",".join(spec.domains), "target_domain": target, "val_ratio": config.val_ratio,
+                "seed": config.seed, **{f"model.{k}": v for k, v in config.model.model_dump().items()},
+                **{f"train.{k}": v for k, v in config.train.model_dump().items()},
+            })
+            fit = train_source_model(dataset.interactions, dataset.items, domains=spec.domains, cutoffs=cutoffs,
+                                     model=config.model, train=config.train, val_ratio=config.val_ratio,
+                                     seed=config.seed,
+                                     checkpoint_dir=checkpoints / f"source-{spec.fingerprint}" if checkpoints else None)
+            if fit.resumed_from_epoch is not None:
+                tracking.set_tags(uri, run_id, {"resumed_from_epoch": str(fit.resumed_from_epoch)})
+            profile = source_profile(dataset.interactions, dataset.items, dataset=dataset.name, domains=spec.domains,
+                                     cutoffs=cutoffs, embedder=config.embedder)
+            tracking.log_profile(uri, run_id, profile)
+            model_uri = tracking.log_factor_model(uri, run_id, fit.model)  # before the metrics: see its docstring
+            tracking.log_history(uri, run_id, fit.history)
+            tracking.log_metrics(uri, run_id, {
+                "val/ndcg_at_10": fit.best_val_ndcg, "fit/seconds": fit.seconds, "fit/epochs": fit.epochs_run,
+                "fit/best_epoch": fit.best_epoch, "fit/trainable_parameters": fit.trainable_parameters,
+                "data/users": len(fit.model.user_ids), "data/items": len(fit.model.item_ids),
+            }, model_uri=model_uri)
+            version = tracking.register_model(
+                uri, spec.registered_name, model_uri, run_id=run_id, aliases=[],
+                tags={"fingerprint": spec.fingerprint, "source": spec.name, "target_domain": target,
+                      "source_domains": ",".join(spec.domains), "dataset": dataset.name,
+                      "profile": f"runs:/{run_id}/{tracking.PROFILE_ARTIFACT}",
+                      "time_safe_for": target if cutoffs is not None else "any (no shared users)"},
+                description=f"time-safe source model {spec.name} for target domain {target}",
+            )
+        seconds = time.perf_counter() - started
+        log.info("trained source %s in %.1fs (val NDCG@10 %.4f), registered v%s", spec.name, seconds,
+                 fit.best_val_ndcg, version.version)
+        return SourceModel(spec, fit.model, profile, version.version, trained_now=True, seconds=seconds)
 
 
 @task(name="registered-sources", cache_policy=NO_CACHE)

@@ -209,7 +209,7 @@ def decisions_in_order():
         for version in versions:
             assert version.tags["champion_before"] == champion, (version.version, version.tags)
             if version.tags["promotion"] == "promoted":
-                champion = version.version
+                champion = str(version.version)
         return versions
 
     return check

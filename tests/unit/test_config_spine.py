@@ -210,13 +210,13 @@ def test_prefect_yaml_is_the_served_deployments():
 
 
 def test_the_registry_lock_orders_decisions_of_one_model(tmp_path):
-    from tasks.tracking import decision_lock
+    from tasks.tracking import registry_lock
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     events: list[tuple[str, float]] = []
 
     def decide(name: str, hold: float) -> None:
-        with decision_lock(uri, "transferrec-garden"):
+        with registry_lock(uri, "transferrec-garden"):
             events.append((f"{name} in", time.monotonic()))
             time.sleep(hold)
             events.append((f"{name} out", time.monotonic()))
@@ -227,12 +227,12 @@ def test_the_registry_lock_orders_decisions_of_one_model(tmp_path):
     decide("b", 0.0)
     first.join()
     assert [e for e, _ in events] == ["a in", "a out", "b in", "b out"]
-    with decision_lock(uri, "transferrec-other"):  # another model is not held up
+    with registry_lock(uri, "transferrec-other"):  # another model is not held up
         pass
     holder = threading.Thread(target=decide, args=("c", 1.0))
     holder.start()
     time.sleep(0.1)
-    with pytest.raises(TimeoutError, match="transferrec-garden"), decision_lock(uri, "transferrec-garden",
+    with pytest.raises(TimeoutError, match="lock of transferrec-garden"), registry_lock(uri, "transferrec-garden",
                                                                                 timeout=0.3):
         pass
     holder.join()
