@@ -42,9 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     from flows.cli import build_parser, resolve_config
     from flows.config import OnboardConfig
     from flows.deployments import data_landed_parameters, data_landed_payload
-    from models.datasets import read_tables
+    from models.data.datasets import read_tables
+    from models.data.synthetic import generate_retail, write_retail_export
     from models.split import split_with
-    from models.synthetic import generate_retail, write_retail_export
 
     with tempfile.TemporaryDirectory() as tmp:
         os.chdir(tmp)

@@ -6,7 +6,8 @@ Usage (after `transferrec fetch movielens-1m`):
 
 Task: per user, the last 20 % of their interactions (all genres) are relevant, the rest are excluded from
 the ranking; every user ranks all 3,883 items of the items table. The model is a 64-dim factor model with
-random weights (the speed does not depend on the weights). Prints the wall time of ``models.evaluation.evaluate_model``
+random weights (the speed does not depend on the weights). Prints the wall time of
+``models.evaluation.ranking.evaluate_model``
 (precision, recall, NDCG, hit rate, MRR, MAP, novelty and coverage at 5, 10 and 20, and the logged-slate
 CTR) next to a straightforward pandas implementation of
 NDCG@10 and recall@10 (long table of scores, anti-join of seen items, group-wise rank), and checks that both
@@ -61,9 +62,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from models.evaluation import build_ranking_task, evaluate_model
+    from models.data.fetch import load_cached
+    from models.evaluation.ranking import build_ranking_task, evaluate_model
     from models.factors import FactorModel
-    from models.fetch import load_cached
     from models.split import temporal_user_split
     from tasks.runtime import default_data_dir
 

@@ -21,7 +21,7 @@ output). Prints a table with the growth factor of each stage per 10x data and wr
 
 ``--out-of-core BATCH_ROWS`` measures the pipeline for data bigger than memory instead: the tables are scanned
 lazily and validated in batches (:mod:`data_contracts.batched`), the split runs bucket by bucket of users on
-disk and the fine-tune reads its training pairs from a shuffled file (:mod:`models.outofcore`); it writes
+disk and the fine-tune reads its training pairs from a shuffled file (:mod:`models.transfer.outofcore`); it writes
 ``scale_out_of_core.json``.
 """
 
@@ -104,9 +104,9 @@ def measure(folder: Path, epochs: int, eval_users: int, seed: int = 0, *, accele
 
     from data_contracts.validation import ContractSettings, validate_tables
     from models.config import FineTuneConfig, SplitConfig, target_train_defaults
-    from models.datasets import read_raw_tables
-    from models.recipes import fine_tune, ranking_tasks
+    from models.data.datasets import read_raw_tables
     from models.split import split_with
+    from models.transfer.recipes import fine_tune, ranking_tasks
 
     out: dict[str, float] = {"rss_start_mb": rss_mb()}
     lap = Laps(out)
@@ -136,12 +136,12 @@ def measure_out_of_core(folder: Path, epochs: int, eval_users: int, seed: int = 
                         accelerator: str = "cpu", strategy: str = "auto") -> dict[str, float]:
     """The same pipeline for data bigger than memory: batched validation of lazy scans
     (:mod:`data_contracts.batched`), the split by user buckets on disk and the fine-tune over the pair file
-    (:mod:`models.outofcore`); scratch files under ``folder / "work"``."""
+    (:mod:`models.transfer.outofcore`); scratch files under ``folder / "work"``."""
     from data_contracts.batched import validate_scans
     from data_contracts.validation import ContractSettings
     from models.config import FineTuneConfig, SplitConfig, target_train_defaults
-    from models.datasets import read_raw_tables
-    from models.outofcore import fine_tune_on_disk, sample_test_task, split_on_disk
+    from models.data.datasets import read_raw_tables
+    from models.transfer.outofcore import fine_tune_on_disk, sample_test_task, split_on_disk
 
     out: dict[str, float] = {"rss_start_mb": rss_mb(), "batch_rows": batch_rows}
     lap = Laps(out)
@@ -166,7 +166,7 @@ def measure_out_of_core(folder: Path, epochs: int, eval_users: int, seed: int = 
 
 def _finish(out: dict[str, float], lap: Laps, model, test_task) -> dict[str, float]:
     """Evaluate ``model`` on ``test_task`` as the last stage; totals and peak memory."""
-    from models.evaluation import evaluate_model
+    from models.evaluation.ranking import evaluate_model
 
     report = evaluate_model(model, test_task, ks=(10,))
     out["eval_users"] = test_task.n_users

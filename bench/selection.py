@@ -40,8 +40,8 @@ def regret(test: dict[str, float], chosen: str) -> float:
 
 def pick_by_val(candidates: list[dict], k: int, margin: float) -> str:
     """What ``--top-k k`` keeps: the best-scored finalist unless another beats it on fine-tuned validation
-    NDCG@10 by more than ``margin`` (:func:`models.similarity.settle_finalists`)."""
-    from models.similarity import settle_finalists
+    NDCG@10 by more than ``margin`` (:func:`models.selection.similarity.settle_finalists`)."""
+    from models.selection.similarity import settle_finalists
 
     finalists = sorted(candidates, key=lambda c: c["rank"])[:k]
     return settle_finalists([c["name"] for c in finalists], {c["name"]: c["val_ndcg_at_10"] for c in finalists},
@@ -52,7 +52,7 @@ def rescore(candidates: list[dict], weights: dict[str, float] | None) -> list[di
     """The candidates ranked again with other weights (signals are stored, nothing is retrained)."""
     import polars as pl
 
-    from models.similarity import rank_candidates
+    from models.selection.similarity import rank_candidates
 
     keep = [{k: v for k, v in c.items() if not k.startswith("contribution/") and k not in
              ("rank", "score", "probe_relative", "support_relative")} for c in candidates]
@@ -61,7 +61,7 @@ def rescore(candidates: list[dict], weights: dict[str, float] | None) -> list[di
 
 
 def target_row(genre: str, fraction: float, seed: int, candidates: list[dict], margin: float) -> dict:
-    from models.similarity import kendall_tau
+    from models.selection.similarity import kendall_tau
 
     test = {c["name"]: c["test_ndcg_at_10"] for c in candidates}
     by_score = [c["name"] for c in sorted(candidates, key=lambda c: c["rank"])]

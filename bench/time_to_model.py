@@ -58,16 +58,16 @@ def startup_costs(env: dict[str, str]) -> dict[str, float]:
 def plain_pipeline(config: Any, sources_file: Path) -> dict[str, float]:
     """The onboarding's computations as plain calls (see the module docstring); seconds per stage."""
     from data_contracts.validation import validate_tables
-    from models.als import fit_als
-    from models.candidates import prepare_source, target_profile
-    from models.datasets import Dataset, read_raw_tables
-    from models.evaluation import evaluate_model
-    from models.fetch import cached_dir
-    from models.recipes import fine_tune, fit_popularity, ranking_tasks, train_scratch, zero_shot_model
-    from models.similarity import PROBE, rank_candidates
-    from models.slices import head_items, item_slice_recall, sliced_means, user_slices
+    from models.data.datasets import Dataset, read_raw_tables
+    from models.data.fetch import cached_dir
+    from models.evaluation.ranking import evaluate_model
+    from models.evaluation.slices import head_items, item_slice_recall, sliced_means, user_slices
+    from models.evaluation.uncertainty import mean_intervals, paired_lift_intervals
+    from models.selection.candidates import prepare_source, target_profile
+    from models.selection.similarity import PROBE, rank_candidates
     from models.split import split_with
-    from models.uncertainty import mean_intervals, paired_lift_intervals
+    from models.transfer.als import fit_als
+    from models.transfer.recipes import fine_tune, fit_popularity, ranking_tasks, train_scratch, zero_shot_model
     from tasks.registry import BASELINES, METRIC
     from tasks.report import HEADLINE
     from tasks.runtime import default_data_dir

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -108,6 +108,23 @@ class OnboardConfig(_Frozen):
     def model(self) -> ModelConfig:
         """The architecture shared by source, transferred and scratch models."""
         return self.sources.model
+
+    def child_run_params(self, source: str, als: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """The params of each model's child run (what tells them apart in the MLflow compare view)."""
+        shared = {"target_domain": self.target_domain, "fraction": self.split.fraction, "seed": self.split.seed,
+                  "dim": self.model.dim}
+        finetune = self.finetune
+        return {
+            "transfer": {**shared, "model": "transfer", "source": source, "family": finetune.family,
+                         "mode": finetune.mode, "item_init": finetune.item_init,
+                         "content_init": finetune.content_init, "adapter_rank": finetune.adapter_rank,
+                         "transferred_lr_scale": finetune.transferred_lr_scale,
+                         **{f"train.{k}": v for k, v in finetune.train.model_dump().items()}},
+            "scratch": {**shared, "model": "scratch", "family": finetune.family,
+                        **{f"train.{k}": v for k, v in self.scratch.model_dump().items()}},
+            "popularity": {**shared, "model": "popularity"},
+            "als": {**shared, "model": "als", **{f"als.{k}": v for k, v in als.items()}},
+        }
 
     def pretrain(self) -> PretrainConfig:
         """The pretraining config of this onboarding's sources."""

@@ -7,9 +7,9 @@ from typing import Any
 from prefect import flow
 
 from flows.config import CurveConfig
-from models.recipes import ranking_tasks
-from models.sources import slug
+from models.selection.sources import slug
 from models.split import InsufficientDataError
+from models.transfer.recipes import ranking_tasks
 from tasks import tracking
 from tasks.curve import curve_point, log_curve, split_fractions
 from tasks.data import load_tables, validate_dataset

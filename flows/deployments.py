@@ -49,7 +49,7 @@ class DeploymentSpec:
 
 def domain_resource(domain: str) -> str:
     """The Prefect resource id of a domain's events."""
-    from models.sources import slug
+    from models.selection.sources import slug
 
     return f"{DOMAIN_RESOURCE}.{slug(domain)}"
 
@@ -57,7 +57,7 @@ def domain_resource(domain: str) -> str:
 def data_landed_payload(domain: str, path: str | Path, columns: Path | None = None) -> dict[str, str]:
     """The payload of a data-landed event: the domain, the data's location (local folders made absolute, as
     the worker must find them) and the column map's path ("" for none)."""
-    from models.datasets import is_object_store
+    from models.data.datasets import is_object_store
 
     location = str(path) if is_object_store(str(path)) else str(Path(path).expanduser().resolve())
     return {"domain": domain, "path": location,

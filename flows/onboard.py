@@ -10,8 +10,8 @@ from prefect.runtime import flow_run
 
 from flows.config import OnboardConfig
 from flows.runners import run_jobs
-from models.recipes import ranking_tasks
-from models.sources import slug
+from models.selection.sources import slug
+from models.transfer.recipes import ranking_tasks
 from tasks import tracking
 from tasks.data import load_tables, split_target, validate_dataset
 from tasks.evaluation import analyse_models, evaluate_models, log_model_runs, off_policy_ctr_report
@@ -22,23 +22,6 @@ from tasks.selection import select_source, settle_selection
 from tasks.setup import prepare_tracking
 from tasks.sources import find_or_train_source, plan_sources, registered_sources
 from tasks.training import fine_tune_source, fit_als_baseline, fit_popularity_baseline, train_scratch_baseline
-
-
-def model_params(config: OnboardConfig, source: str, als: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The params of each model's child run (what distinguishes it in the MLflow compare view)."""
-    shared = {"target_domain": config.target_domain, "fraction": config.split.fraction, "seed": config.split.seed,
-              "dim": config.model.dim}
-    finetune = config.finetune
-    return {
-        "transfer": {**shared, "model": "transfer", "source": source, "family": finetune.family,
-                     "mode": finetune.mode, "item_init": finetune.item_init, "content_init": finetune.content_init,
-                     "adapter_rank": finetune.adapter_rank, "transferred_lr_scale": finetune.transferred_lr_scale,
-                     **tracking.flatten(finetune.train.model_dump(), "train.")},
-        "scratch": {**shared, "model": "scratch", "family": finetune.family,
-                    **tracking.flatten(config.scratch.model_dump(), "train.")},
-        "popularity": {**shared, "model": "popularity"},
-        "als": {**shared, "model": "als", **{f"als.{k}": v for k, v in als.items()}},
-    }
 
 
 def _under(root: Path | None, name: str) -> Path | None:
@@ -119,7 +102,7 @@ def onboard_domain_flow(config: OnboardConfig) -> dict[str, Any]:
                 {"transfer": transfer.model, "popularity": popularity, "als": als.model, "scratch": scratch.model},
                 {"transfer": transfer, "scratch": scratch}, val_task, test_task, config.evaluation)
         with watch("log_register"):
-            reports = log_model_runs(reports, run, model_params(config, selection.chosen, als.params), tags,
+            reports = log_model_runs(reports, run, config.child_run_params(selection.chosen, als.params), tags,
                                      log_models=("transfer", "popularity", "als", "scratch"))
             slices = analyse_models(reports, split, test_task, selection.prepared[selection.chosen].model.user_ids,
                                     run)

@@ -44,8 +44,6 @@ from tasks.setup import prepare_tracking
 @flow(name="onboard-large-domain")
 def onboard_large_domain_flow(config: OnboardConfig) -> dict[str, Any]:
     """Onboard ``config.target_domain`` from data bigger than memory; returns the onboarding summary."""
-    from flows.onboard import model_params
-
     watch = Stopwatch()
     domain, seed, rows = config.target_domain, config.split.seed, batch_rows(config.data)
     data = config.data.model_copy(update={"batch_rows": rows})
@@ -87,7 +85,7 @@ def onboard_large_domain_flow(config: OnboardConfig) -> dict[str, Any]:
                      "scratch": scratch.fit.model}, {"transfer": transfer, "scratch": scratch.fit}, val_task,
                     test_task, config.evaluation)
             with watch("log_register"):
-                reports = log_model_runs(reports, run, model_params(config, selection.chosen, als.params),
+                reports = log_model_runs(reports, run, config.child_run_params(selection.chosen, als.params),
                                          tags, log_models=("transfer", "popularity", "als", "scratch"))
                 registration = None
                 if config.tracking.registry:

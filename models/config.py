@@ -135,7 +135,7 @@ class DataConfig(ContractRules):
     # mapping by _resolve_location: after validation this is always a mapping or None.
     columns: dict[str, dict[str, str]] | Path | None = Field(
         None, description="per table, canonical column -> the files' column; given as a mapping or as the path of "
-                          "a YAML column map (models.datasets.load_column_map), which is read into the mapping")
+                          "a YAML column map (models.data.datasets.load_column_map), which is read into the mapping")
     data_dir: Path | None = Field(None, description="fetch cache root; default $TRANSFERREC_DATA_DIR or "
                                                     "~/.cache/transferrec")
     batch_rows: int | None = Field(None, ge=1, description="read and validate the tables in batches of this many "
@@ -151,7 +151,7 @@ class DataConfig(ContractRules):
         named."""
         if not isinstance(data, dict):
             return data
-        from models.datasets import is_object_store, load_column_map, location_name
+        from models.data.datasets import is_object_store, load_column_map, location_name
 
         data = dict(data)
         path = data.get("path")
@@ -222,7 +222,7 @@ class SelectionConfig(_Frozen):
     val_margin: float = Field(0.02, ge=0.0, description="relative validation NDCG@10 gain a lower-scored finalist "
                                                         "needs to replace the best-scored one (validation is small)")
     weights: dict[str, float] | None = Field(None, description="signal weights of the combined score; default: "
-                                                               "models.similarity.DEFAULT_WEIGHTS")
+                                                               "models.selection.similarity.DEFAULT_WEIGHTS")
 
 
 class TrackingConfig(_Frozen):

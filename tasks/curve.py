@@ -12,12 +12,12 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from models.config import SplitConfig
-from models.curve import plot_curve, time_to_quality
-from models.datasets import Dataset
-from models.evaluation import RankingTask, evaluate_model
+from models.data.datasets import Dataset
+from models.evaluation.curve import plot_curve, time_to_quality
+from models.evaluation.ranking import RankingTask, evaluate_model
 from models.factors import FactorModel
+from models.nets.training import FitResult
 from models.split import InsufficientDataError, TargetSplit, split_with
-from models.training import FitResult
 from tasks import tracking
 
 COLUMNS = (("fraction", "fraction"), ("train", "train_interactions"), ("source", "source"),

@@ -15,8 +15,8 @@ from data_contracts.batched import validate_scans
 from data_contracts.report import ContractReport, ContractViolation
 from data_contracts.validation import ContractSettings, ValidatedTables, validate_tables
 from models.config import DataConfig, SplitConfig
-from models.datasets import Dataset, fingerprint, read_tables
-from models.fetch import cached_dir
+from models.data.datasets import Dataset, fingerprint, read_tables
+from models.data.fetch import cached_dir
 from models.split import TargetSplit, split_with
 from tasks import tracking
 from tasks.runtime import default_data_dir

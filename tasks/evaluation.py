@@ -14,12 +14,18 @@ from prefect.cache_policies import NO_CACHE
 
 from data_contracts.columns import PROPENSITY
 from models.config import EvalConfig
-from models.evaluation import Evaluation, RankingTask, evaluate_model, off_policy_metrics, test_period_impressions
+from models.evaluation.plots import plot_learning_curves, plot_metric_at_k, plot_slices
+from models.evaluation.ranking import (
+    Evaluation,
+    RankingTask,
+    evaluate_model,
+    off_policy_metrics,
+    test_period_impressions,
+)
+from models.evaluation.slices import head_items, item_slice_recall, sliced_means, user_slices
 from models.factors import FactorModel
-from models.plots import plot_learning_curves, plot_metric_at_k, plot_slices
-from models.slices import head_items, item_slice_recall, sliced_means, user_slices
+from models.nets.training import FitResult
 from models.split import TargetSplit
-from models.training import FitResult
 from tasks import tracking
 
 
@@ -93,7 +99,7 @@ def log_model_runs(
 @task(name="analyse-models", cache_policy=NO_CACHE)
 def analyse_models(reports: dict[str, ModelReport], split: TargetSplit, test_task: RankingTask,
                    source_users: np.ndarray | None, run: tracking.TrackingContext) -> dict[str, Any]:
-    """Test metrics by slice (see :mod:`models.slices`) for every model, logged to its child run
+    """Test metrics by slice (see :mod:`models.evaluation.slices`) for every model, logged to its child run
     (``test_slice/<slice>/<metric>``) and as ``slices/slices.json``; plus the plots of the parent run:
     ``plots/learning_curves.png``, ``plots/ndcg_at_k.png`` and ``plots/slices_ndcg_at_10.png``."""
     masks = user_slices(test_task, split.train, source_users)

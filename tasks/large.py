@@ -1,6 +1,6 @@
 """Tasks of the out-of-core onboarding (``onboard-large-domain``): the onboarding's steps over data on disk.
 
-Each task wraps :mod:`data_contracts.batched` or :mod:`models.outofcore`; evaluation, logging, registration and
+Each task wraps :mod:`data_contracts.batched` or :mod:`models.transfer.outofcore`; evaluation, logging, registration and
 the summary are the in-memory onboarding's own tasks, fed with tasks of sampled users.
 """
 
@@ -17,12 +17,14 @@ from prefect.cache_policies import NO_CACHE
 from data_contracts.batched import DEFAULT_BATCH_ROWS, ValidatedScans, validate_scans
 from data_contracts.columns import ITEM_ID
 from data_contracts.report import ContractViolation
-from models.als import AlsResult, fit_als
 from models.config import DataConfig, FineTuneConfig, ModelConfig, SourcesConfig, SplitConfig, TrainConfig
-from models.datasets import domain_stats
-from models.evaluation import RankingTask, build_ranking_task, evaluate_model
+from models.data.datasets import domain_stats
+from models.evaluation.ranking import RankingTask, build_ranking_task, evaluate_model
 from models.factors import FactorModel
-from models.outofcore import (
+from models.nets.training import FitResult
+from models.selection.sources import slug, source_candidates
+from models.transfer.als import AlsResult, fit_als
+from models.transfer.outofcore import (
     DiskFit,
     DiskSplit,
     encoded_train,
@@ -36,8 +38,6 @@ from models.outofcore import (
     train_scratch_on_disk,
     train_source_on_disk,
 )
-from models.sources import slug, source_candidates
-from models.training import FitResult
 from tasks import tracking
 from tasks.data import RawTables, log_contract_reports
 from tasks.selection import Selection

@@ -8,10 +8,11 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from models.config import EvalConfig
-from models.evaluation import RankingTask, evaluate_model
-from models.uncertainty import clears_gate, paired_lift_interval
+from models.evaluation.ranking import RankingTask, evaluate_model
+from models.evaluation.uncertainty import clears_gate, paired_lift_interval
 from tasks import tracking
 from tasks.evaluation import ModelReport
+from tasks.locks import registry_lock
 
 BASELINES = ("popularity", "als", "scratch")
 METRIC = "ndcg_at_10"
@@ -59,7 +60,7 @@ def register_winner(
     winner, why = choose_winner(reports)
     report = reports[winner]
     name = tracking.registered_model_name(domain)
-    with tracking.registry_lock(run.uri, name):  # one champion decision at a time per registered model
+    with registry_lock(run.uri, name):  # one champion decision at a time per registered model
         champion = tracking.alias_version(run.uri, name, tracking.CHAMPION)
         evidence = {"challenger_val_ndcg_at_10": report.val.metrics[METRIC],
                     "challenger_test_ndcg_at_10": report.test.metrics[METRIC]}

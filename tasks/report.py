@@ -8,7 +8,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from models.uncertainty import Interval, mean_intervals, paired_lift_intervals
+from models.evaluation.uncertainty import Interval, mean_intervals, paired_lift_intervals
 from tasks import tracking
 from tasks.evaluation import ModelReport
 from tasks.registry import BASELINES, METRIC, Registration

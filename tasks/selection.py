@@ -9,13 +9,13 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from models.candidates import PreparedSource, prepare_source, target_profile
 from models.config import FineTuneConfig, SelectionConfig, SourcesConfig
-from models.evaluation import RankingTask, evaluate_model
-from models.recipes import zero_shot_model
-from models.similarity import PROBE, rank_candidates, settle_finalists
+from models.evaluation.ranking import RankingTask, evaluate_model
+from models.nets.training import FitResult
+from models.selection.candidates import PreparedSource, prepare_source, target_profile
+from models.selection.similarity import PROBE, rank_candidates, settle_finalists
 from models.split import TargetSplit
-from models.training import FitResult
+from models.transfer.recipes import zero_shot_model
 from tasks import tracking
 from tasks.sources import SourceModel
 

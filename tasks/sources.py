@@ -10,14 +10,15 @@ import polars as pl
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from models.candidates import source_profile
 from models.config import SourcesConfig
-from models.datasets import Dataset
+from models.data.datasets import Dataset
 from models.factors import FactorModel
-from models.profiles import DomainProfile
-from models.recipes import train_source_model
-from models.sources import source_candidates, source_fingerprint, source_model_name
+from models.selection.candidates import source_profile
+from models.selection.profiles import DomainProfile
+from models.selection.sources import source_candidates, source_fingerprint, source_model_name
+from models.transfer.recipes import train_source_model
 from tasks import tracking
+from tasks.locks import registry_lock
 
 SOURCES_EXPERIMENT = "transferrec-sources"
 
@@ -93,7 +94,7 @@ def find_or_train_source(
     """
     # Two runs that need this source at once (a schedule and a data-landed event) train it once: the second
     # waits here, then finds it registered.
-    with tracking.registry_lock(uri, f"{spec.registered_name}-{spec.fingerprint}"):
+    with registry_lock(uri, f"{spec.registered_name}-{spec.fingerprint}"):
         log = get_run_logger()
         found = None if force else tracking.find_version(uri, spec.registered_name, tag="fingerprint",
                                                           value=spec.fingerprint)

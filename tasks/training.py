@@ -8,14 +8,14 @@ import numpy as np
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from models.als import AlsResult, fit_als
-from models.candidates import PreparedSource
 from models.config import FineTuneConfig, ModelConfig, ModelFamily, TrainConfig
-from models.evaluation import RankingTask
+from models.evaluation.ranking import RankingTask
 from models.factors import FactorModel
-from models.recipes import fine_tune, fit_popularity, train_scratch
+from models.nets.training import FitResult
+from models.selection.candidates import PreparedSource
 from models.split import TargetSplit
-from models.training import FitResult
+from models.transfer.als import AlsResult, fit_als
+from models.transfer.recipes import fine_tune, fit_popularity, train_scratch
 
 
 def _resumed(fit: FitResult) -> str:

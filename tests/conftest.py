@@ -42,7 +42,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def synthetic_dataset():
     """Four domains x 40 items, 300 users who share their taste across domains."""
-    from models.synthetic import generate_multidomain
+    from models.data.synthetic import generate_multidomain
 
     return generate_multidomain(n_users=300, items_per_domain=40, interactions_per_domain=12.0, seed=0)
 
@@ -50,7 +50,7 @@ def synthetic_dataset():
 @pytest.fixture(scope="session")
 def synthetic_dir(tmp_path_factory, synthetic_dataset) -> Path:
     """The synthetic dataset written as canonical Parquet tables."""
-    from models.datasets import write_canonical_dir
+    from models.data.datasets import write_canonical_dir
 
     return write_canonical_dir(synthetic_dataset, tmp_path_factory.mktemp("synthetic") / "data")
 

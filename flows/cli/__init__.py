@@ -51,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
 def _expected(exc: Exception) -> int | None:
     """Report an expected failure on stderr and return its exit code (None: not an expected one)."""
     from data_contracts.report import ContractViolation
-    from models.datasets import DatasetFormatError
-    from models.fetch import FetchError
+    from models.data.datasets import DatasetFormatError
+    from models.data.fetch import FetchError
     from models.split import InsufficientDataError
 
     if isinstance(exc, ContractViolation):

@@ -15,7 +15,7 @@ from flows.cli.parser import resolve_config
 
 
 def fetch(args: argparse.Namespace) -> int:
-    from models.fetch import fetch_movielens
+    from models.data.fetch import fetch_movielens
     from tasks.runtime import default_data_dir
 
     target = fetch_movielens(args.dataset, args.data_dir or default_data_dir(), source=args.source, path=args.path,
@@ -26,7 +26,7 @@ def fetch(args: argparse.Namespace) -> int:
 
 
 def synthetic(args: argparse.Namespace) -> int:
-    from models.synthetic import generate_retail, write_retail_export
+    from models.data.synthetic import generate_retail, write_retail_export
 
     out = write_retail_export(generate_retail(n_customers=args.customers, seed=args.seed), args.out)
     sys.stdout.write(f"wrote a synthetic retail export to {out} (column map: {out / 'columns.yaml'})\n")
@@ -34,8 +34,8 @@ def synthetic(args: argparse.Namespace) -> int:
 
 
 def domains(args: argparse.Namespace) -> int:
-    from models.datasets import read_canonical_dir
-    from models.fetch import load_cached
+    from models.data.datasets import read_canonical_dir
+    from models.data.fetch import load_cached
     from tasks.runtime import default_data_dir
 
     data = resolve_config(args)
@@ -53,7 +53,7 @@ def validate(args: argparse.Namespace) -> int:
         return _validate_folder(args, data)
     from data_contracts.conversion import convert_table
     from data_contracts.validation import validate_single_table
-    from models.datasets import apply_column_map, is_object_store, read_table
+    from models.data.datasets import apply_column_map, is_object_store, read_table
 
     if data.batch_rows is not None:
         raise ValueError("--batch-rows validates a folder of tables (omit --table)")
@@ -94,7 +94,7 @@ def _validate_folder(args: argparse.Namespace, data: Any) -> int:
     from data_contracts.batched import validate_scans
     from data_contracts.contracts import ContractViolation
     from data_contracts.validation import validate_tables
-    from models.datasets import is_object_store, read_tables
+    from models.data.datasets import is_object_store, read_tables
 
     location = args.path if is_object_store(args.path) else Path(args.path)
     raw = read_tables(location, data.columns, lazy=data.batch_rows is not None)
@@ -137,7 +137,7 @@ def onboard(args: argparse.Namespace) -> int:
 
 def demo(args: argparse.Namespace) -> int:
     """The README's main job: fetch the demo's dataset when it is a fetchable one, then onboard."""
-    from models.fetch import MOVIELENS, fetch_movielens
+    from models.data.fetch import MOVIELENS, fetch_movielens
     from tasks.runtime import default_data_dir
     from tasks.tracking import default_tracking_uri
 
@@ -180,7 +180,7 @@ def curve(args: argparse.Namespace) -> int:
     await_prefect_api()
     result = data_efficiency_flow(config)
     if args.plot is not None:
-        from models.curve import plot_curve
+        from models.evaluation.curve import plot_curve
 
         args.plot.parent.mkdir(parents=True, exist_ok=True)
         plot_curve(result["points"], args.plot)
@@ -293,7 +293,7 @@ def recommend(args: argparse.Namespace) -> int:
     import mlflow
     import polars as pl
 
-    from models.datasets import DatasetFormatError, read_table
+    from models.data.datasets import DatasetFormatError, read_table
     from tasks.serving import recommend_with
     from tasks.tracking import default_tracking_uri, registered_model_name
 

@@ -13,7 +13,7 @@ from models.config import DataConfig
 
 #: Commands that run a flow in this process (on Prefect's temporary API unless PREFECT_API_URL is set).
 FLOW_COMMANDS = ("onboard", "pretrain", "curve", "demo")
-FETCHABLE = ("movielens-1m", "movielens-100k")  # models.fetch.MOVIELENS (not imported: it reads polars)
+FETCHABLE = ("movielens-1m", "movielens-100k")  # models.data.fetch.MOVIELENS (not imported: it reads polars)
 TABLES = ("interactions", "items", "users", "impressions")  # data_contracts.columns.TABLES
 
 #: Per run command: its config model and options (what ``resolve`` needs); ``demo`` starts from flows.config.DEMO.

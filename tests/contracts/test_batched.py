@@ -10,7 +10,7 @@ import pytest
 from data_contracts.batched import BatchReadError, validate_scans
 from data_contracts.report import ContractViolation
 from data_contracts.validation import ContractSettings, validate_tables
-from models.datasets import read_raw_tables
+from models.data.datasets import read_raw_tables
 
 NOW = 1_800_000_000.0
 

@@ -11,7 +11,7 @@ import pytest
 from flows.cli import main
 from flows.config import CurveConfig
 from flows.curve import data_efficiency_flow
-from models.curve import time_to_quality
+from models.evaluation.curve import time_to_quality
 
 
 def test_time_to_quality_known_answers():

@@ -18,8 +18,8 @@ from flows.config import OnboardConfig, PretrainConfig
 from flows.onboard import onboard_domain_flow
 from flows.pretrain import pretrain_source_flow
 from models.config import DataConfig, SelectionConfig, SourcesConfig
-from models.datasets import write_canonical_dir
-from models.synthetic import generate_multidomain
+from models.data.datasets import write_canonical_dir
+from models.data.synthetic import generate_multidomain
 from tasks.sources import SOURCES_EXPERIMENT
 
 TARGET = "movies"

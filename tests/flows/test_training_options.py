@@ -11,9 +11,9 @@ import pytorch_lightning as pl_lightning
 from flows.config import OnboardConfig, RunnerConfig
 from flows.onboard import onboard_domain_flow
 from models.config import FineTuneConfig, TrackingConfig
-from models.datasets import fingerprint, read_canonical_dir
-from models.recipes import train_scratch
+from models.data.datasets import fingerprint, read_canonical_dir
 from models.split import split_target_domain
+from models.transfer.recipes import train_scratch
 from tasks.runtime import run_key
 
 TARGET = "games"
@@ -77,8 +77,8 @@ def test_a_rerun_resumes_a_killed_model_from_its_checkpoint(synthetic_dir: Path,
 
 def test_off_policy_ctr_comes_from_impressions_with_propensities(synthetic_dataset, mlflow_uri: str,
                                                                  tmp_path: Path):
-    from models.datasets import write_canonical_dir
-    from models.synthetic import generate_multidomain
+    from models.data.datasets import write_canonical_dir
+    from models.data.synthetic import generate_multidomain
 
     # the same synthetic world, now with a popularity-biased impression log of "games" (the last domain)
     logged = generate_multidomain(n_users=300, items_per_domain=40, interactions_per_domain=12.0, seed=0,

@@ -16,7 +16,7 @@ import polars as pl
 import pytest
 
 from flows.services import free_port, stop_process
-from models.datasets import DatasetFormatError, read_canonical_dir, read_raw_tables
+from models.data.datasets import DatasetFormatError, read_canonical_dir, read_raw_tables
 
 BIN = Path(sys.executable).parent
 BUCKET = "warehouse"

@@ -15,7 +15,7 @@ import mlflow
 import pytest
 
 from flows.services import free_port, stop_process
-from models.synthetic import generate_retail, write_retail_export
+from models.data.synthetic import generate_retail, write_retail_export
 
 BIN = Path(sys.executable).parent
 SMOKE = ["--target-domain", "garden", "--top-single", "1", "--dim", "8", "--max-epochs", "3"]

@@ -12,7 +12,7 @@ import mlflow
 import polars as pl
 import pytest
 
-from models.synthetic import generate_retail, write_retail_export
+from models.data.synthetic import generate_retail, write_retail_export
 
 BIN = Path(sys.executable).parent
 

@@ -9,11 +9,11 @@ import pytest
 
 from data_contracts.columns import ITEM_ID
 from models.config import ModelConfig, SplitConfig, TrainConfig
-from models.recipes import catalogue_ids, train_source_model
+from models.data.text import hashed_tfidf, item_texts
+from models.nets.training import FitResult
 from models.split import TargetSplit, split_target_domain
-from models.text import hashed_tfidf, item_texts
-from models.training import FitResult
-from models.transfer import ItemText
+from models.transfer.init import ItemText
+from models.transfer.recipes import catalogue_ids, train_source_model
 
 
 @pytest.fixture(scope="session")

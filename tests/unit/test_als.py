@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.als import AlsGrid, fit_als, fit_als_once
-from models.evaluation import evaluate_model
-from models.recipes import fit_popularity, ranking_tasks
+from models.data.synthetic import generate_multidomain
+from models.evaluation.ranking import evaluate_model
 from models.split import split_target_domain
-from models.synthetic import generate_multidomain
+from models.transfer.als import AlsGrid, fit_als, fit_als_once
+from models.transfer.recipes import fit_popularity, ranking_tasks
 
 
 @pytest.fixture(scope="module")

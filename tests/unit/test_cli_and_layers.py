@@ -116,9 +116,62 @@ def imports_of(path: Path) -> set[str]:
     ("tasks", {"flows"}),
 ])
 def test_imports_go_one_way(layer, forbidden):
-    for path in (ROOT / layer).glob("*.py"):
+    for path in (ROOT / layer).rglob("*.py"):
         bad = imports_of(path) & forbidden
         assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
+
+
+PACKAGES = ("flows", "tasks", "models", "data_contracts")
+
+
+def module_graph() -> dict[str, set[str]]:
+    """Every module of the project -> the project modules it imports (anywhere in the file, lazy imports too)."""
+    modules = {}
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            name = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+            modules[name] = path
+    graph = {}
+    for name, path in modules.items():
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                submodules = {f"{node.module}.{a.name}" for a in node.names} & modules.keys()
+                found |= submodules
+                if len(submodules) < len(node.names):
+                    found.add(node.module)
+        graph[name] = {m for m in found if m in modules and m != name}
+    return graph
+
+
+def test_no_import_cycles():
+    graph = module_graph()
+    state: dict[str, str] = {}
+    cycles: list[list[str]] = []
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = "open"
+        for child in sorted(graph[node]):
+            if state.get(child) == "open":
+                cycles.append([*path[path.index(child):], child])
+            elif child not in state:
+                visit(child, [*path, child])
+        state[node] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+    assert "flows.onboard" in graph and graph["flows.cli.commands"]  # the walk saw the project
+
+
+@pytest.mark.parametrize("package", ["flows", "tasks", "models"])
+def test_no_module_over_500_lines(package):
+    long = {str(p.relative_to(ROOT)): n for p in (ROOT / package).rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > 500}
+    assert not long, f"split these modules: {long}"
 
 
 def test_the_printed_summary_carries_the_lift_and_its_intervals():

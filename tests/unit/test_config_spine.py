@@ -19,7 +19,7 @@ from flows.cli.options import VALUE, config_field, leaf_fields
 from flows.cli.parser import DATA_COMMANDS, RUN_COMMANDS
 from flows.config import DEMO, CurveConfig, OnboardConfig, PretrainConfig
 from models.config import DataConfig
-from models.datasets import parse_column_map
+from models.data.datasets import parse_column_map
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -175,7 +175,7 @@ def test_own_data_resolves_to_one_config_from_every_entry_point(tmp_path, monkey
     import yaml
 
     from flows.deployments import data_landed_parameters, data_landed_payload
-    from models.synthetic import generate_retail, write_retail_export
+    from models.data.synthetic import generate_retail, write_retail_export
 
     monkeypatch.chdir(tmp_path)
     shop = write_retail_export(generate_retail(n_customers=40, products_per_category=5, seed=0), tmp_path / "shop")
@@ -210,7 +210,7 @@ def test_prefect_yaml_is_the_served_deployments():
 
 
 def test_the_registry_lock_orders_decisions_of_one_model(tmp_path):
-    from tasks.tracking import registry_lock
+    from tasks.locks import registry_lock
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     events: list[tuple[str, float]] = []
@@ -239,7 +239,7 @@ def test_the_registry_lock_orders_decisions_of_one_model(tmp_path):
 
 
 def test_commands_that_do_not_train_import_neither_torch_nor_lightning(tmp_path):
-    from models.synthetic import generate_retail, write_retail_export
+    from models.data.synthetic import generate_retail, write_retail_export
 
     shop = write_retail_export(generate_retail(n_customers=40, products_per_category=5, seed=0), tmp_path / "shop")
     script = f"""

@@ -9,16 +9,15 @@ import polars as pl
 import pytest
 
 from data_contracts.contracts import ContractViolation
-from models.datasets import (
+from models.data.datasets import (
     DatasetFormatError,
     fingerprint,
     read_canonical_dir,
-    read_movielens_dir,
-    read_recbole_wheel,
     to_canonical_interactions,
     write_canonical_dir,
 )
-from models.fetch import FetchError, fetch_movielens, is_cached, load_cached
+from models.data.fetch import FetchError, fetch_movielens, is_cached, load_cached
+from models.data.movielens import read_movielens_dir, read_recbole_wheel
 
 RATINGS_1M = "1::1193::5::978300760\n1::661::3::978302109\n2::1193::4::978298413\n"
 MOVIES_1M = "1193::One Flew Over the Cuckoo's Nest (1975)::Drama\n661::James and the Giant Peach (1996)::Animation|Children's|Musical\n"  # noqa: E501

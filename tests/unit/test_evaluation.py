@@ -6,8 +6,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from models.ctr import logged_slate_ctr
-from models.evaluation import build_ranking_task, evaluate_model
+from models.evaluation.ctr import logged_slate_ctr
+from models.evaluation.ranking import build_ranking_task, evaluate_model
 from models.factors import FactorModel, popularity_model
 
 

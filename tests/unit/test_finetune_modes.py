@@ -8,11 +8,11 @@ import pytorch_lightning as pl_lightning
 import torch
 
 from models.config import FineTuneConfig, ModelConfig, TrainConfig
-from models.evaluation import evaluate_model
-from models.lightning import RecommenderModule
-from models.network import MatrixFactorization, TwoTower
-from models.recipes import fine_tune, fit_popularity, initialise_from_source, ranking_tasks, train_scratch
-from models.transfer import content_projection
+from models.evaluation.ranking import evaluate_model
+from models.nets.lightning import RecommenderModule
+from models.nets.network import MatrixFactorization, TwoTower
+from models.transfer.init import content_projection
+from models.transfer.recipes import fine_tune, fit_popularity, initialise_from_source, ranking_tasks, train_scratch
 
 pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
 
@@ -152,8 +152,8 @@ class _Crash(pl_lightning.Callback):
 def test_a_killed_fit_resumes_from_its_last_checkpoint(games_split, tmp_path):
     train = TrainConfig(max_epochs=6, patience=6)
     folder = tmp_path / "ckpt"
-    from models.recipes import catalogue_ids, encode_pairs, validation_data
-    from models.training import fit_network
+    from models.nets.training import fit_network
+    from models.transfer.recipes import catalogue_ids, encode_pairs, validation_data
 
     users = np.sort(games_split.train["user_id"].unique().to_numpy()).astype(object)
     items = catalogue_ids(games_split)
@@ -179,7 +179,7 @@ def test_a_killed_fit_resumes_from_its_last_checkpoint(games_split, tmp_path):
 
 def test_a_checkpoint_of_another_model_is_not_resumed(games_split, tmp_path):
     """Same folder, different shapes (the data or the settings changed): start over, do not crash."""
-    from models.recipes import train_scratch
+    from models.transfer.recipes import train_scratch
 
     folder = tmp_path / "ckpt"
     with pytest.raises(RuntimeError, match="killed"):

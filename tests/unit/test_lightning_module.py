@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from models.lightning import RecommenderModule
-from models.network import MatrixFactorization
+from models.nets.lightning import RecommenderModule
+from models.nets.network import MatrixFactorization
 
 # training_step is driven by hand here, without a Trainer, so self.log() has nowhere to log
 pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
@@ -48,7 +48,7 @@ def test_sampled_softmax_trains_towards_the_positive_items():
 def test_validation_users_are_sampled_above_the_cap():
     import polars as pl
 
-    from models.training import validation_data
+    from models.nets.training import validation_data
 
     holdout = pl.DataFrame({"user_id": [f"u{i}" for i in range(10)], "item_id": ["a"] * 10,
                             "timestamp": list(range(10)), "rating": [5.0] * 10})
@@ -65,7 +65,7 @@ def test_validation_users_are_sampled_above_the_cap():
 
 def test_the_validation_cap_leaves_source_fingerprints_alone():
     from models.config import TrainConfig
-    from models.sources import _train_identity
+    from models.selection.sources import _train_identity
 
     assert "max_val_users" not in _train_identity(TrainConfig())
     assert _train_identity(TrainConfig(max_val_users=10))["max_val_users"] == 10

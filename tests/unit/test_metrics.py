@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.metrics import (
+from models.evaluation.metrics import (
     catalogue_coverage,
     item_self_information,
     per_user_metrics,

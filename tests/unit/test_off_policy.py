@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.ctr import IPS, SNIPS, off_policy_ctr
-from models.synthetic import simulate_impressions, softmax_policy
+from models.data.synthetic import simulate_impressions, softmax_policy
+from models.evaluation.ctr import IPS, SNIPS, off_policy_ctr
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,9 @@ import polars as pl
 import pytest
 
 from models.config import FineTuneConfig, ModelConfig, SplitConfig, TrainConfig
-from models.evaluation import evaluate_model
-from models.outofcore import (
+from models.evaluation.ranking import evaluate_model
+from models.split import InsufficientDataError, split_with
+from models.transfer.outofcore import (
     DiskPairs,
     ShuffledBlocks,
     fine_tune_on_disk,
@@ -18,8 +19,7 @@ from models.outofcore import (
     split_on_disk,
     write_pairs,
 )
-from models.recipes import fine_tune, ranking_tasks, train_source_model
-from models.split import InsufficientDataError, split_with
+from models.transfer.recipes import fine_tune, ranking_tasks, train_source_model
 
 TARGET = "games"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from models.datasets import (
+from models.data.datasets import (
     apply_column_map,
     is_object_store,
     load_column_map,
@@ -15,7 +15,7 @@ from models.datasets import (
     read_canonical_dir,
     read_raw_tables,
 )
-from models.synthetic import RETAIL_COLUMN_MAP, generate_retail, write_retail_export
+from models.data.synthetic import RETAIL_COLUMN_MAP, generate_retail, write_retail_export
 
 
 def test_flat_entries_apply_to_every_table_and_sections_override():
@@ -79,7 +79,7 @@ def test_retail_export_reads_back_to_the_generated_tables(tmp_path: Path):
 
 
 def test_item_texts_use_the_description_when_there_is_one():
-    from models.text import item_texts
+    from models.data.text import item_texts
 
     items = pl.DataFrame({"item_id": ["a"], "domain": ["d"], "title": ["Eco Rake 1"],
                           "genres": pl.Series([None], dtype=pl.String), "description": ["notes of jade"]})

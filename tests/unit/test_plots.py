@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from models.plots import plot_learning_curves, plot_metric_at_k, plot_slices
+from models.evaluation.plots import plot_learning_curves, plot_metric_at_k, plot_slices
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -6,10 +6,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from models.alignment import SOURCE_NAMESPACE, align_source, item_mapping
-from models.candidates import prepare_source, source_profile, target_profile
+from models.data.synthetic import generate_multidomain
+from models.data.text import centroid_similarity, hashed_tfidf, item_texts, nearest_coverage
 from models.factors import FactorModel
-from models.profiles import (
+from models.selection.candidates import prepare_source, source_profile, target_profile
+from models.selection.profiles import (
     DomainProfile,
     behaviour_distances,
     behaviour_stats,
@@ -18,7 +19,7 @@ from models.profiles import (
     item_keys,
     user_support,
 )
-from models.similarity import (
+from models.selection.similarity import (
     DEFAULT_WEIGHTS,
     PROBE,
     SIGNALS,
@@ -26,11 +27,10 @@ from models.similarity import (
     rank_candidates,
     settle_finalists,
 )
-from models.sources import ALL_DOMAINS, ALL_OTHERS, source_candidates
+from models.selection.sources import ALL_DOMAINS, ALL_OTHERS, source_candidates
 from models.split import split_target_domain
-from models.synthetic import generate_multidomain
-from models.text import centroid_similarity, hashed_tfidf, item_texts, nearest_coverage
-from models.transfer import ItemText, content_directions, transfer_init
+from models.transfer.alignment import SOURCE_NAMESPACE, align_source, item_mapping
+from models.transfer.init import ItemText, content_directions, transfer_init
 
 
 def test_gini_known_answers():

@@ -6,9 +6,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from models.evaluation import build_ranking_task
+from models.evaluation.ranking import build_ranking_task
+from models.evaluation.slices import head_items, item_slice_recall, sliced_means, user_slices
 from models.factors import FactorModel
-from models.slices import head_items, item_slice_recall, sliced_means, user_slices
 
 ITEMS = np.array(["i0", "i1", "i2", "i3"], dtype=object)
 

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from models.config import FineTuneConfig, ModelConfig, TrainConfig
-from models.evaluation import evaluate_model
+from models.evaluation.ranking import evaluate_model
 from models.factors import FactorModel
-from models.recipes import (
+from models.transfer.init import target_user_vocabulary, transfer_init
+from models.transfer.recipes import (
     fine_tune,
     fit_popularity,
     initialise_from_source,
@@ -16,7 +17,6 @@ from models.recipes import (
     train_scratch,
     zero_shot_model,
 )
-from models.transfer import target_user_vocabulary, transfer_init
 
 
 def toy_source() -> FactorModel:

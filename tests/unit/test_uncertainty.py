@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.uncertainty import (
+from models.evaluation.uncertainty import (
     Interval,
     clears_gate,
     mean_interval,

@@ -8,7 +8,7 @@ Signals of each candidate (all from the source model and its profile; no raw sou
 * ``content_similarity``: cosine of the mean item-text embeddings of source and target catalogues.
 * ``content_coverage``: mean over target items of the text similarity to their nearest source item.
 * ``popularity_gini_gap``, ``activity_distance``, ``rating_distance``, ``behaviour_distance``: how
-  differently the domains behave (:func:`models.profiles.behaviour_distances`).
+  differently the domains behave (:func:`models.selection.profiles.behaviour_distances`).
 * ``user_support``: mean over target users of log2(1 + their interactions in the source), 0 for users it
   does not know: how much evidence backs the user vectors it hands over (with frozen users, fine-tuning
   cannot improve them, so they bound the final quality).
@@ -34,10 +34,10 @@ import numpy as np
 import polars as pl
 
 from data_contracts.columns import ITEM_ID, USER_ID
+from models.data.text import TextEmbeddings, centroid_similarity, nearest_coverage
 from models.factors import FactorModel
-from models.profiles import DomainProfile, behaviour_distances, user_support
+from models.selection.profiles import DomainProfile, behaviour_distances, user_support
 from models.split import TargetSplit
-from models.text import TextEmbeddings, centroid_similarity, nearest_coverage
 
 PROBE = "zero_shot_val_ndcg_at_10"
 PROBE_RELATIVE = "probe_relative"

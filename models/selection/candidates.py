@@ -1,8 +1,9 @@
 """Turn a registered source (model + profile) into a candidate for one target split.
 
-:func:`prepare_source` aligns the source model to the target's ids (:mod:`models.alignment`), embeds both
-catalogues' item texts in one space (:mod:`models.text`) and computes every similarity signal except the
-probe (:mod:`models.similarity`); the caller then runs the probe with :func:`models.recipes.zero_shot_model`.
+:func:`prepare_source` aligns the source model to the target's ids (:mod:`models.transfer.alignment`), embeds
+both catalogues' item texts in one space (:mod:`models.data.text`) and computes every similarity signal except
+the probe (:mod:`models.selection.similarity`); the caller then runs the probe with
+:func:`models.transfer.recipes.zero_shot_model`.
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ import numpy as np
 import polars as pl
 
 from data_contracts.columns import DOMAIN, ITEM_ID
-from models.alignment import AlignedSource, ItemMatch, align_source, item_mapping
+from models.data.text import EmbedderName, TextEmbeddings, embed_minilm, embed_pair, resolve_embedder
 from models.factors import FactorModel, index_of
-from models.profiles import DomainProfile, build_profile
-from models.similarity import candidate_signals
+from models.selection.profiles import DomainProfile, build_profile
+from models.selection.similarity import candidate_signals
 from models.split import TargetSplit, source_interactions
-from models.text import EmbedderName, TextEmbeddings, embed_minilm, embed_pair, resolve_embedder
-from models.transfer import ItemText
+from models.transfer.alignment import AlignedSource, ItemMatch, align_source, item_mapping
+from models.transfer.init import ItemText
 
 
 def profile_embedder(name: EmbedderName) -> tuple[str, object] | None:

@@ -17,9 +17,9 @@ import polars as pl
 from scipy import sparse
 
 from data_contracts.columns import ITEM_ID, USER_ID
-from models.evaluation import RankingTask, evaluate_model
+from models.evaluation.ranking import RankingTask, evaluate_model
 from models.factors import FactorModel
-from models.training import encode_pairs
+from models.nets.training import encode_pairs
 
 TIE_BREAK = 1e-6
 

@@ -3,7 +3,8 @@
 For every evaluated user (a user with at least one held-out interaction) the model scores **every item of
 the target catalogue**; items the user interacted with in the data the model was given (train, and val when
 evaluating test) are removed from the ranking; the top K are compared with the held-out items (any rating
-counts as relevant). Metrics are defined in :mod:`models.metrics`; CTR estimators in :mod:`models.ctr`.
+counts as relevant). Metrics are defined in :mod:`models.evaluation.metrics`; CTR estimators in
+:mod:`models.evaluation.ctr`.
 Only the data a deployed model would have is excluded: training interactions dropped by the scarcity
 sampling are neither excluded nor relevant.
 """
@@ -17,9 +18,9 @@ import polars as pl
 import torch
 
 from data_contracts.columns import CLICKED, ITEM_ID, PROPENSITY, RATING, TIMESTAMP, USER_ID
-from models.ctr import IPS, SNIPS, CtrResult, OffPolicyResult, logged_slate_ctr, off_policy_ctr
+from models.evaluation.ctr import IPS, SNIPS, CtrResult, OffPolicyResult, logged_slate_ctr, off_policy_ctr
+from models.evaluation.metrics import catalogue_coverage, per_user_metrics, per_user_novelty
 from models.factors import FactorModel, index_of
-from models.metrics import catalogue_coverage, per_user_metrics, per_user_novelty
 
 
 @dataclass(frozen=True)
@@ -194,7 +195,7 @@ def test_period_impressions(impressions: pl.DataFrame, cutoffs: pl.DataFrame, ca
 def off_policy_metrics(model: FactorModel, task: RankingTask, impressions: pl.DataFrame,
                        *, seed: int = 0) -> dict[str, OffPolicyResult]:
     """IPS and SNIPS CTR of the policy "show the model's top-1 item" (seen items excluded, as in the
-    ranking), from logged impressions with a ``propensity`` column (see :mod:`models.ctr`); impressions of
+    ranking), from logged impressions with a ``propensity`` column (see :mod:`models.evaluation.ctr`); impressions of
     users outside ``task`` are not used. Empty when no impression is usable."""
     rows = index_of(task.user_ids, impressions[USER_ID].to_numpy())
     cols = index_of(task.item_ids, impressions[ITEM_ID].to_numpy())

@@ -9,7 +9,7 @@ Item titles carry three *tag words* named after the largest coordinates of ``v_i
 sign), so item text says something about taste and content-only transfer has a signal too. Datasets
 generated with the same ``item_seed`` sell the same items (same ids, vectors, titles) to other users
 (``user_prefix``); a different ``item_seed`` and ``item_prefix`` give other items described with the same
-tag vocabulary: the three transfer regimes of :mod:`models.alignment`.
+tag vocabulary: the three transfer regimes of :mod:`models.transfer.alignment`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 import polars as pl
 
 from data_contracts.columns import DOMAIN, GENRES, ITEM_ID, RATING, TIMESTAMP, TITLE, USER_ID
-from models.datasets import Dataset
+from models.data.datasets import Dataset
 
 DEFAULT_DOMAINS = ("books", "movies", "music", "games")
 _VOCAB = {

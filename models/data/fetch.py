@@ -22,15 +22,8 @@ import urllib.request
 from pathlib import Path
 from typing import Literal
 
-from models.datasets import (
-    Dataset,
-    DatasetFormatError,
-    read_canonical_dir,
-    read_grouplens_zip,
-    read_movielens_dir,
-    read_recbole_wheel,
-    write_canonical_dir,
-)
+from models.data.datasets import Dataset, DatasetFormatError, read_canonical_dir, write_canonical_dir
+from models.data.movielens import read_grouplens_zip, read_movielens_dir, read_recbole_wheel
 
 logger = logging.getLogger(__name__)
 

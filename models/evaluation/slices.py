@@ -18,7 +18,7 @@ import polars as pl
 import torch
 
 from data_contracts.columns import ITEM_ID, USER_ID
-from models.evaluation import RankingTask, score_batches
+from models.evaluation.ranking import RankingTask, score_batches
 from models.factors import FactorModel, index_of
 
 HEAD_SHARE = 0.5

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from models.plots import figure, save
+from models.evaluation.plots import figure, save
 
 MONITOR = "val/ndcg_at_10"
 

@@ -10,7 +10,7 @@ import polars as pl
 
 from data_contracts.columns import DOMAIN
 from models.config import MAX_VAL_USERS, ModelConfig, TrainConfig
-from models.profiles import PROFILE_VERSION
+from models.selection.profiles import PROFILE_VERSION
 
 ALL_OTHERS = "all-others"
 ALL_DOMAINS = "all-domains"

@@ -32,16 +32,16 @@ import torch
 from torch.utils.data import IterableDataset
 
 from data_contracts.columns import DOMAIN, ITEM_ID, TIMESTAMP, USER_ID
-from models.als import EncodedTrain
 from models.config import FineTuneConfig, ModelConfig, SplitConfig, TrainConfig
-from models.evaluation import RankingTask, build_ranking_task
+from models.evaluation.ranking import RankingTask, build_ranking_task
 from models.factors import FactorModel, popularity_model
-from models.lightning import full_validation_ndcg
-from models.network import MatrixFactorization
-from models.recipes import transferred_network
+from models.nets.lightning import full_validation_ndcg
+from models.nets.network import MatrixFactorization
+from models.nets.training import FitResult, fit_network, validation_data
 from models.split import InsufficientDataError, source_cutoffs, split_target_domain, temporal_user_split
-from models.training import FitResult, fit_network, validation_data
-from models.transfer import target_user_vocabulary, transfer_init
+from models.transfer.als import EncodedTrain
+from models.transfer.init import target_user_vocabulary, transfer_init
+from models.transfer.recipes import transferred_network
 
 DEFAULT_BUCKET_ROWS = 2_000_000
 DEFAULT_BLOCK_ROWS = 1_000_000
@@ -147,7 +147,7 @@ def source_split_on_disk(
     val_ratio: float, workdir: Path, batch_rows: int = 1_000_000, bucket_rows: int = DEFAULT_BUCKET_ROWS,
 ) -> DiskSplit:
     """The time-safe interactions of the source ``domains`` (before each user's cutoff), split per user into
-    ``train`` and ``val`` as :func:`models.recipes.train_source_model` splits them.
+    ``train`` and ``val`` as :func:`models.transfer.recipes.train_source_model` splits them.
 
     Raises:
         ValueError: the source domains have no (time-safe) interactions.
@@ -271,7 +271,7 @@ def sample_users(users: np.ndarray, n: int | None, seed: int) -> np.ndarray:
 def ranking_sample(split: DiskSplit, part: Literal["val", "test"], users: np.ndarray
                    ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(holdout rows, seen rows) of ``users`` for the ``val`` or ``test`` task: validation excludes training
-    items, test excludes training and validation items (as :func:`models.recipes.ranking_tasks`)."""
+    items, test excludes training and validation items (as :func:`models.transfer.recipes.ranking_tasks`)."""
     chosen = pl.Series(users, dtype=pl.String).implode()
     holdout = split.scan(part).filter(pl.col(USER_ID).is_in(chosen)).collect(engine="streaming")
     seen_parts = ["train"] if part == "val" else ["train", "val"]
@@ -309,7 +309,7 @@ def _fit(network: MatrixFactorization, pairs: DiskPairs, user_ids: np.ndarray, i
 
 def train_source_on_disk(split: DiskSplit, *, model: ModelConfig, train: TrainConfig, seed: int,
                          batch_rows: int = 1_000_000, block_rows: int = DEFAULT_BLOCK_ROWS) -> DiskFit:
-    """:func:`models.recipes.train_source_model` over a :func:`source_split_on_disk`."""
+    """:func:`models.transfer.recipes.train_source_model` over a :func:`source_split_on_disk`."""
     users, items = split.users("train"), split.catalogue[ITEM_ID].to_numpy().astype(object)
     pairs = write_pairs(split.scan("train"), users, items, split.workdir / "train_pairs.bin", seed=seed,
                         batch_rows=batch_rows, block_rows=block_rows)
@@ -321,7 +321,7 @@ def train_source_on_disk(split: DiskSplit, *, model: ModelConfig, train: TrainCo
 
 def train_scratch_on_disk(split: DiskSplit, *, model: ModelConfig, train: TrainConfig, seed: int,
                           batch_rows: int = 1_000_000, block_rows: int = DEFAULT_BLOCK_ROWS) -> DiskFit:
-    """:func:`models.recipes.train_scratch` (``mf``) over pairs on disk; its pair file (the target's own users
+    """:func:`models.transfer.recipes.train_scratch` (``mf``) over pairs on disk; its pair file (the target's own users
     and catalogue) also serves :func:`encoded_train` (ALS) and :func:`popularity_on_disk`."""
     users, items = split.users("train"), split.catalogue[ITEM_ID].to_numpy().astype(object)
     pairs = write_pairs(split.scan("train"), users, items, split.workdir / "scratch_pairs.bin", seed=seed,
@@ -340,7 +340,7 @@ def encoded_train(split: DiskSplit, pairs: DiskPairs) -> EncodedTrain:
 
 
 def popularity_on_disk(split: DiskSplit) -> FactorModel:
-    """:func:`models.recipes.fit_popularity`: catalogue items by their number of training interactions."""
+    """:func:`models.transfer.recipes.fit_popularity`: catalogue items by their number of training interactions."""
     counts = split.scan("train").group_by(ITEM_ID).len().collect(engine="streaming")
     ordered = split.catalogue.select(ITEM_ID).join(counts, on=ITEM_ID, how="left", maintain_order="left")
     return popularity_model(split.catalogue[ITEM_ID].to_numpy().astype(object),
@@ -351,7 +351,7 @@ def fine_tune_on_disk(
     source: FactorModel, split: DiskSplit, *, config: FineTuneConfig, seed: int, batch_rows: int = 1_000_000,
     block_rows: int = DEFAULT_BLOCK_ROWS,
 ) -> DiskFit:
-    """:func:`models.recipes.fine_tune` (``mf`` family, no item texts) with the training pairs on disk.
+    """:func:`models.transfer.recipes.fine_tune` (``mf`` family, no item texts) with the training pairs on disk.
 
     Raises:
         ValueError: the ``two-tower`` family (it needs the catalogue's texts: not supported here yet).

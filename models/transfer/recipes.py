@@ -19,13 +19,13 @@ import polars as pl
 
 from data_contracts.columns import DOMAIN, ITEM_ID, USER_ID
 from models.config import FineTuneConfig, ModelConfig, ModelFamily, TrainConfig
-from models.evaluation import RankingTask, build_ranking_task
+from models.evaluation.ranking import RankingTask, build_ranking_task
 from models.factors import FactorModel, popularity_model
-from models.lightning import full_validation_ndcg
-from models.network import MatrixFactorization, TwoTower
+from models.nets.lightning import full_validation_ndcg
+from models.nets.network import MatrixFactorization, TwoTower
+from models.nets.training import FitResult, encode_pairs, fit_network, validation_data
 from models.split import TargetSplit, source_interactions, temporal_user_split
-from models.training import FitResult, encode_pairs, fit_network, validation_data
-from models.transfer import ItemText, TransferInit, target_user_vocabulary, transfer_init
+from models.transfer.init import ItemText, TransferInit, target_user_vocabulary, transfer_init
 
 
 def train_source_model(
@@ -43,7 +43,7 @@ def train_source_model(
     """Train a model on the source ``domains``, keeping only interactions before each user's cutoff.
 
     The last ``val_ratio`` of each user's source interactions is held out for early stopping;
-    ``checkpoint_dir`` makes a killed training resumable (see :func:`~models.training.fit_network`).
+    ``checkpoint_dir`` makes a killed training resumable (see :func:`~models.nets.training.fit_network`).
 
     Raises:
         ValueError: when the source domains have no (time-safe) interactions.
@@ -73,8 +73,8 @@ def catalogue_ids(split: TargetSplit) -> np.ndarray:
 
 def initialise_from_source(source: FactorModel, split: TargetSplit, text: ItemText | None = None, *,
                            config: FineTuneConfig | None = None, seed: int = 0) -> TransferInit:
-    """Carry ``source`` (already in the target's id space, see :mod:`models.alignment`) over to the target
-    vocabulary (see :mod:`models.transfer`); ``text`` enables content initialisation of new items, ``config``
+    """Carry ``source`` (already in the target's id space, see :mod:`models.transfer.alignment`) over to the target
+    vocabulary (see :mod:`models.transfer.init`); ``text`` enables content initialisation of new items, ``config``
     picks the new-item strategy and, for the two-tower family, the content tower."""
     config = config or FineTuneConfig()
     items = catalogue_ids(split)
@@ -115,7 +115,7 @@ def fine_tune(source: FactorModel, split: TargetSplit, *, config: FineTuneConfig
     and trains item vectors, item biases, new users (and the content tower); ``adapter`` freezes every weight
     and trains low-rank residual adapters on both towers plus the item biases; ``zero-shot`` trains nothing
     (the initialised model, no trainable parameters). ``checkpoint_dir``: see
-    :func:`~models.training.fit_network`.
+    :func:`~models.nets.training.fit_network`.
     """
     started = time.perf_counter()
     init = initialise_from_source(source, split, text, config=config, seed=seed)

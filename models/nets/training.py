@@ -24,10 +24,10 @@ from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
 from data_contracts.columns import ITEM_ID, USER_ID
 from models.config import TrainConfig
-from models.evaluation import build_ranking_task
+from models.evaluation.ranking import build_ranking_task
 from models.factors import FactorModel, index_of
-from models.lightning import HistoryLogger, HistoryState, RecommenderModule, ValidationData, full_validation_ndcg
-from models.network import MatrixFactorization
+from models.nets.lightning import HistoryLogger, HistoryState, RecommenderModule, ValidationData, full_validation_ndcg
+from models.nets.network import MatrixFactorization
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ def fit_network(
     Args:
         network: the network to train (its rows follow ``user_ids``/``item_ids``); modified in place.
         pairs: training interactions as row indices, or an iterable dataset that yields them batched and
-            shuffled (pairs on disk, :class:`models.outofcore.ShuffledBlocks`).
+            shuffled (pairs on disk, :class:`models.transfer.outofcore.ShuffledBlocks`).
         user_ids: raw ids of the network's user rows.
         item_ids: raw ids of the network's item rows.
         val: validation data for early stopping.
@@ -144,7 +144,7 @@ def fit_network(
                                anchor=anchor, seed=seed if own_random_stream else None)
     initial = full_validation_ndcg(network, val, config.k)
     initial_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
-    if streamed:  # already batched and shuffled (models.outofcore.ShuffledBlocks)
+    if streamed:  # already batched and shuffled (models.transfer.outofcore.ShuffledBlocks)
         train_loader = DataLoader(pairs, batch_size=None)
     else:
         users, items = pairs

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.uncertainty import resample_counts
+from models.evaluation.uncertainty import resample_counts
 
 ESTIMATOR = "logged-slate re-rank"
 

@@ -1,4 +1,4 @@
-"""The LightningModule: trains a :mod:`models.network` network and validates it by NDCG@K.
+"""The LightningModule: trains a :mod:`models.nets.network` network and validates it by NDCG@K.
 
 The module only orchestrates: the network is injected, the loss is a full softmax over the catalogue
 (cross-entropy of the interacted item against every item), and validation ranks the whole catalogue for
@@ -20,9 +20,9 @@ from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.data import DataLoader, TensorDataset
 
-from models.evaluation import Csr
-from models.metrics import per_user_metrics
-from models.network import MatrixFactorization
+from models.evaluation.metrics import per_user_metrics
+from models.evaluation.ranking import Csr
+from models.nets.network import MatrixFactorization
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import numpy as np
 import polars as pl
 
 from data_contracts.columns import ITEM_ID, RATING, TITLE, USER_ID
-from models.text import item_texts
+from models.data.text import item_texts
 
 PROFILE_VERSION = 1
 ACTIVITY_BINS = 14  # log2(interactions per user) in [0, 14)

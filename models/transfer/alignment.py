@@ -6,7 +6,7 @@
   their ``Title (Year)`` key (``item_match="title"``); users of the source are other people, so their ids
   are moved into a namespace of their own (``shared_users=False``) even when the numbers collide.
 * **Neither**: no item matches (``item_match="none"`` or simply no overlap) and no user is shared; only
-  the item texts connect the domains (content transfer in :mod:`models.transfer`).
+  the item texts connect the domains (content transfer in :mod:`models.transfer.init`).
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ def item_mapping(source_items: pl.DataFrame, target_items: pl.DataFrame, *, how:
     """Pairs ``source_id -> target_id`` of the items both catalogues hold (one-to-one).
 
     Args:
-        source_items / target_items: frames with ``item_id`` and ``key`` (see :func:`models.profiles.item_keys`).
+        source_items / target_items: frames with ``item_id`` and ``key`` (see
+            :func:`models.selection.profiles.item_keys`).
         how: ``id`` (same id), ``title`` (same key) or ``none`` (nothing matches).
     """
     empty = pl.DataFrame(schema={"source_id": pl.String, "target_id": pl.String})

@@ -1,0 +1,1 @@
+"""Evaluation: ranking metrics, CTR estimators, intervals, slices, plots, the data-efficiency curve."""

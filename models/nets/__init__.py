@@ -1,0 +1,1 @@
+"""Nets: the networks, the LightningModule and the fit loop."""

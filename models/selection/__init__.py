@@ -1,0 +1,1 @@
+"""Selection: domain profiles, similarity signals, candidates and source identity."""

@@ -1,0 +1,1 @@
+"""Transfer: initialising a target model from a source, training recipes, ALS, training on disk."""
