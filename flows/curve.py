@@ -7,7 +7,6 @@ from typing import Any
 from prefect import flow
 
 from flows.config import CurveConfig
-from models.selection.sources import slug
 from models.split import InsufficientDataError
 from models.transfer.recipes import ranking_tasks
 from tasks import tracking
@@ -25,11 +24,11 @@ def data_efficiency_flow(config: CurveConfig) -> dict[str, Any]:
     """Find or train the sources once, then for each fraction: split, select a source, fine-tune it, train
     scratch, measure; then log the table and the plot."""
     domain = config.target_domain
-    name = f"transferrec-{slug(domain)}-curve"
+    name = tracking.curve_experiment_name(domain)
     uri, experiment_id = prepare_tracking(config.tracking, name)
-    with tracking.run_context(uri, experiment_id, f"curve:{domain}", tags={"target_domain": domain}) as run_id:
-        run = tracking.TrackingContext(uri, experiment_id, name, run_id)
-        tracking.log_params(uri, run_id, tracking.flatten(config.model_dump(mode="json")))
+    with tracking.open_run(uri, experiment_id, name, tracking.curve_run_name(domain),
+                           tags={"target_domain": domain}) as run:
+        run.log_params(tracking.flatten(config.model_dump(mode="json")))
         dataset, data_fingerprint = validate_dataset(load_tables(config.data), config.data, domain, run)
         splits, skipped = split_fractions(dataset, domain, config.split, config.fractions)
         if not splits:
@@ -39,13 +38,11 @@ def data_efficiency_flow(config: CurveConfig) -> dict[str, Any]:
         cutoffs = next(iter(splits.values())).cutoffs
         checkpoints = checkpoint_root(config.tracking.checkpoint_dir, config.tracking.resume)
         sources = {spec.name: find_or_train_source(dataset, cutoffs, spec, config.sources, domain, uri,
-                                                   triggered_by=run_id, checkpoints=checkpoints) for spec in specs}
+                                                   triggered_by=run.run_id, checkpoints=checkpoints) for spec in specs}
         rows = []
         for fraction, split in splits.items():
             val_task, test_task = ranking_tasks(split, click_threshold=config.evaluation.click_threshold)
-            with tracking.run_context(uri, experiment_id, f"fraction:{fraction}", parent_id=run_id,
-                                      tags={"fraction": fraction}) as child:
-                point_run = tracking.TrackingContext(uri, experiment_id, name, child)
+            with run.child(tracking.curve_point_run_name(fraction), tags={"fraction": fraction}) as point_run:
                 selection = select_source(sources, split, val_task, point_run, dataset=dataset.name,
                                           same_dataset=True, config=config.sources, finetune=config.finetune,
                                           selection=config.selection)
@@ -56,9 +53,9 @@ def data_efficiency_flow(config: CurveConfig) -> dict[str, Any]:
                                                  content=selection.prepared[selection.chosen].text.target)
                 row = curve_point(split, fraction, selection.chosen, transfer, scratch,
                                   fit_popularity_baseline(split), test_task)
-                tracking.log_metrics(uri, child, {k: float(v) for k, v in row.items()
-                                                  if isinstance(v, int | float) and not isinstance(v, bool)})
+                point_run.log_metrics({k: float(v) for k, v in row.items()
+                                       if isinstance(v, int | float) and not isinstance(v, bool)})
             rows.append(row)
         markdown = log_curve(rows, run, skipped)
-    return {"mlflow_run_id": run_id, "experiment": name, "target_domain": domain, "points": rows,
+    return {"mlflow_run_id": run.run_id, "experiment": name, "target_domain": domain, "points": rows,
             "skipped": skipped, "table_markdown": markdown, "tracking_uri": uri}

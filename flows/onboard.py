@@ -43,11 +43,10 @@ def onboard_domain_flow(config: OnboardConfig) -> dict[str, Any]:
     tags = {"target_domain": domain, "dataset": config.data.dataset, "fraction": config.split.fraction,
             "seed": seed, "mode": config.finetune.mode, "family": config.finetune.family, "git_commit": git_commit(),
             "prefect.flow_run_id": str(flow_run.id or "")}
-    run_name = f"onboard:{domain}:f{config.split.fraction}:s{seed}"
-    with tracking.run_context(uri, experiment_id, run_name, tags=tags) as run_id:
-        run = tracking.TrackingContext(uri, experiment_id, tracking.experiment_name(domain), run_id)
-        tracking.log_params(uri, run_id, tracking.flatten(config.model_dump(mode="json")))
-        tracking.log_dict(uri, run_id, config.model_dump(mode="json"), "config.json")
+    run_name = tracking.onboard_run_name(domain, config.split.fraction, seed)
+    with tracking.open_run(uri, experiment_id, tracking.experiment_name(domain), run_name, tags=tags) as run:
+        run.log_params(tracking.flatten(config.model_dump(mode="json")))
+        run.log_dict(config.model_dump(mode="json"), "config.json")
         with watch("load"):
             raw = load_tables(config.data)
         with watch("validate"):
@@ -57,7 +56,7 @@ def onboard_domain_flow(config: OnboardConfig) -> dict[str, Any]:
         with watch("split"):
             split = split_target(dataset, domain, config.split)
             val_task, test_task = ranking_tasks(split, click_threshold=config.evaluation.click_threshold)
-        tracking.log_params(uri, run_id, {f"split.{k}": v for k, v in split.summary().items()})
+        run.log_params({f"split.{k}": v for k, v in split.summary().items()})
         with watch("sources"):
             same_dataset = config.sources.data is None
             if same_dataset:  # time-safe sources from the target's own dataset (shared users)
@@ -70,7 +69,7 @@ def onboard_domain_flow(config: OnboardConfig) -> dict[str, Any]:
                 specs = plan_sources(source_data, source_fingerprint, domain, config.split.test_ratio,
                                      config.sources, same_dataset=same_dataset)
                 sources = {spec.name: find_or_train_source(source_data, cutoffs, spec, config.sources, hidden, uri,
-                                                           triggered_by=run_id, checkpoints=checkpoints)
+                                                           triggered_by=run.run_id, checkpoints=checkpoints)
                            for spec in specs}
             else:  # the catalogue alone: registered models and profiles, no raw source data
                 sources = registered_sources(uri, config.sources.data.dataset)

@@ -51,12 +51,11 @@ def onboard_large_domain_flow(config: OnboardConfig) -> dict[str, Any]:
     tags = {"target_domain": domain, "dataset": data.dataset, "fraction": config.split.fraction, "seed": seed,
             "mode": config.finetune.mode, "family": config.finetune.family, "git_commit": git_commit(),
             "out_of_core": "true", "prefect.flow_run_id": str(flow_run.id or "")}
-    run_name = f"onboard:{domain}:f{config.split.fraction}:s{seed}:out-of-core"
-    with tracking.run_context(uri, experiment_id, run_name, tags=tags) as run_id:
-        run = tracking.TrackingContext(uri, experiment_id, tracking.experiment_name(domain), run_id)
-        tracking.log_params(uri, run_id, tracking.flatten(config.model_dump(mode="json")))
-        tracking.log_dict(uri, run_id, config.model_dump(mode="json"), "config.json")
-        workdir = (data.data_dir or default_data_dir()) / "work" / run_id
+    run_name = tracking.onboard_run_name(domain, config.split.fraction, seed, out_of_core=True)
+    with tracking.open_run(uri, experiment_id, tracking.experiment_name(domain), run_name, tags=tags) as run:
+        run.log_params(tracking.flatten(config.model_dump(mode="json")))
+        run.log_dict(config.model_dump(mode="json"), "config.json")
+        workdir = (data.data_dir or default_data_dir()) / "work" / run.run_id
         try:
             with watch("load"):
                 raw = load_tables(data)
@@ -66,7 +65,7 @@ def onboard_large_domain_flow(config: OnboardConfig) -> dict[str, Any]:
                 split = split_large(tables, domain, config.split, workdir / "split", rows)
                 val_task, test_task = sample_ranking_tasks(split, config.evaluation.max_users, seed,
                                                            config.evaluation.click_threshold)
-            tracking.log_params(uri, run_id, {f"split.{k}": v for k, v in
+            run.log_params({f"split.{k}": v for k, v in
                                               split_summary(split, val_task, test_task).items()})
             with watch("sources"):
                 sources = train_large_sources(tables, split, domain, config.sources, workdir / "sources", rows)

@@ -7,10 +7,11 @@ from typing import Any
 from prefect import flow
 
 from flows.config import PretrainConfig
+from tasks import tracking
 from tasks.data import load_tables, split_target, validate_dataset
 from tasks.runtime import checkpoint_root
 from tasks.setup import prepare_tracking
-from tasks.sources import SOURCES_EXPERIMENT, find_or_train_source, plan_sources
+from tasks.sources import find_or_train_source, plan_sources
 
 
 @flow(name="pretrain-source")
@@ -19,7 +20,7 @@ def pretrain_source_flow(config: PretrainConfig) -> dict[str, Any]:
 
     Without ``exclude_domain`` the sources serve targets in another dataset (no users shared, nothing hidden).
     """
-    uri, _ = prepare_tracking(config.tracking, SOURCES_EXPERIMENT)
+    uri, _ = prepare_tracking(config.tracking, tracking.SOURCES_EXPERIMENT)
     target = config.exclude_domain
     raw = load_tables(config.data)
     dataset, data_fingerprint = validate_dataset(raw, config.data, target, None)

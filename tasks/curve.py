@@ -88,15 +88,15 @@ def log_curve(rows: list[dict[str, Any]], run: tracking.TrackingContext,
     """The table (``curve/curve.json``), the plot (``curve/curve.png``), metrics per fraction (step = index);
     skipped fractions are listed under the table."""
     for step, row in enumerate(rows):
-        tracking.log_metrics(run.uri, run.run_id, {
+        run.log_metrics({
             f"curve/{k}": float(v) for k, v in row.items()
             if isinstance(v, int | float) and not isinstance(v, bool) and k != "fraction"}, step=step)
-    tracking.log_table(run.uri, run.run_id, pl.DataFrame(rows, infer_schema_length=None), "curve/curve.json")
+    run.log_table(pl.DataFrame(rows, infer_schema_length=None), "curve/curve.json")
     with tempfile.TemporaryDirectory(prefix="transferrec-curve-") as tmp:
-        tracking.log_artifact(run.uri, run.run_id, plot_curve(rows, Path(tmp) / "curve.png"), "curve")
+        run.log_artifact(plot_curve(rows, Path(tmp) / "curve.png"), "curve")
     markdown = curve_markdown(rows)
     if skipped:
         markdown += "\n\n" + "\n".join(f"- fraction {f}: skipped ({reason})" for f, reason in skipped.items())
-    tracking.log_text(run.uri, run.run_id, markdown, "curve/curve.md")
+    run.log_text(markdown, "curve/curve.md")
     create_markdown_artifact(key="data-efficiency-curve", markdown=markdown, description="transfer vs scratch")
     return markdown

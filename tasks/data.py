@@ -51,10 +51,10 @@ def log_contract_reports(reports: list[ContractReport], run: tracking.TrackingCo
     artifact; returns the markdown."""
     markdown = "\n".join(r.to_markdown() for r in reports)
     if run is not None:
-        tracking.log_text(run.uri, run.run_id, markdown, "contracts/report.md")
-        tracking.log_dict(run.uri, run.run_id, [r.to_dict() for r in reports], "contracts/report.json")
-        tracking.log_params(run.uri, run.run_id, {f"contract.{r.table}.version": r.suite_version for r in reports})
-        tracking.set_tags(run.uri, run.run_id, {"contracts": "failed" if failed else "passed"})
+        run.log_text(markdown, "contracts/report.md")
+        run.log_dict([r.to_dict() for r in reports], "contracts/report.json")
+        run.log_params({f"contract.{r.table}.version": r.suite_version for r in reports})
+        run.set_tags({"contracts": "failed" if failed else "passed"})
     create_markdown_artifact(key="contract-report", markdown=markdown,
                              description="data contract report" + (" (FAILED)" if failed else ""))
     return markdown
@@ -83,8 +83,8 @@ def validate_dataset(
             for table, rows in result.quarantine.items():
                 path = Path(tmp) / f"{table}.parquet"
                 rows.write_parquet(path)
-                tracking.log_artifact(run.uri, run.run_id, path, "contracts/quarantine")
-        tracking.log_metrics(run.uri, run.run_id, {f"contracts/quarantined_{t}": f.height
+                run.log_artifact(path, "contracts/quarantine")
+        run.log_metrics({f"contracts/quarantined_{t}": f.height
                                                    for t, f in result.quarantine.items()})
     for table, rows in result.quarantine.items():
         log.warning("quarantined %d %s row(s)", rows.height, table)

@@ -82,17 +82,17 @@ def log_model_runs(
     logged = {}
     for name, report in reports.items():
         trained_for = report.fit.seconds if report.fit is not None else 0.0
-        with tracking.run_context(run.uri, run.experiment_id, name, parent_id=run.run_id,
-                                  tags={**tags, "role": name}, started_seconds_ago=trained_for) as child:
+        with run.child(name, tags={**tags, "role": name}, started_seconds_ago=trained_for) as child:
             # the model first, then its metrics linked to it in one write (see tracking.log_factor_model)
-            uri = tracking.log_factor_model(run.uri, child, report.model) if name in log_models else None
-            tracking.log_params(run.uri, child, params.get(name, {}))
+            uri = tracking.log_factor_model(child.uri, child.run_id, report.model) if name in log_models else None
+            child.log_params(params.get(name, {}))
             if report.fit is not None:
-                tracking.log_history(run.uri, child, report.fit.history)
-            tracking.log_metrics(run.uri, child, _stage_metrics(report), model_uri=uri)
+                tracking.log_history(child.uri, child.run_id, report.fit.history)
+            child.log_metrics(_stage_metrics(report), model_uri=uri)
             if report.test.ctr is not None:
-                tracking.set_tags(run.uri, child, {"ctr_estimator": report.test.ctr.estimator})
-        logged[name] = ModelReport(report.name, report.model, report.val, report.test, report.fit, child, uri)
+                child.set_tags({"ctr_estimator": report.test.ctr.estimator})
+        logged[name] = ModelReport(report.name, report.model, report.val, report.test, report.fit, child.run_id,
+                                   uri)
     return logged
 
 
@@ -113,7 +113,7 @@ def analyse_models(reports: dict[str, ModelReport], split: TargetSplit, test_tas
             tracking.log_metrics(run.uri, report.run_id, {
                 f"test_slice/{slice_name.replace(':', '.')}/{metric}": value
                 for slice_name, values in slices[name].items() for metric, value in values.items()})
-    tracking.log_dict(run.uri, run.run_id, slices, "slices/slices.json")
+    run.log_dict(slices, "slices/slices.json")
     with tempfile.TemporaryDirectory(prefix="transferrec-plots-") as tmp:
         folder = Path(tmp)
         user_only = {m: {s: v for s, v in per.items() if not s.startswith("items:")} for m, per in slices.items()}
@@ -123,7 +123,7 @@ def analyse_models(reports: dict[str, ModelReport], split: TargetSplit, test_tas
             plot_metric_at_k({n: r.test.metrics for n, r in reports.items()}, folder / "ndcg_at_k.png"),
             plot_slices(user_only, folder / "slices_ndcg_at_10.png"),
         ):
-            tracking.log_artifact(run.uri, run.run_id, path, "plots")
+            run.log_artifact(path, "plots")
     return slices
 
 
@@ -136,7 +136,7 @@ def off_policy_ctr_report(reports: dict[str, ModelReport], impressions: pl.DataF
     if impressions is None or PROPENSITY not in impressions.columns or impressions[PROPENSITY].null_count():
         why = ("no impressions table" if impressions is None else
                "the impressions table has no (complete) propensity column, so no off-policy CTR can be computed")
-        tracking.set_tags(run.uri, run.run_id, {"off_policy_ctr": why})
+        run.set_tags({"off_policy_ctr": why})
         return {"available": False, "why": why}
     logged = test_period_impressions(impressions, split.cutoffs, test_task.item_ids)
     out: dict[str, Any] = {"available": True, "impressions": logged.height, "models": {}}
@@ -148,5 +148,5 @@ def off_policy_ctr_report(reports: dict[str, ModelReport], impressions: pl.DataF
             tracking.log_metrics(run.uri, report.run_id, {
                 f"test/ctr_{k.lower()}{suffix}": getattr(v, field)
                 for k, v in results.items() for suffix, field in sides})
-    tracking.log_dict(run.uri, run.run_id, out, "ctr/off_policy.json")
+    run.log_dict(out, "ctr/off_policy.json")
     return out

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import polars as pl
 from prefect import get_run_logger, task
-from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from data_contracts.batched import DEFAULT_BATCH_ROWS, ValidatedScans, validate_scans
@@ -40,7 +39,7 @@ from models.transfer.outofcore import (
 )
 from tasks import tracking
 from tasks.data import RawTables, log_contract_reports
-from tasks.selection import Selection
+from tasks.selection import Selection, log_selection
 
 
 def batch_rows(config: DataConfig) -> int:
@@ -123,11 +122,7 @@ def probe_large_sources(sources: dict[str, FactorModel], split: DiskSplit, val_t
     chosen = table["name"][0]
     rationale = (f"{chosen}: best zero-shot validation NDCG@10 ({scores[chosen]:.4f}) of {len(scores)} source(s) "
                  "(out-of-core onboarding: the zero-shot probe is the selection signal)")
-    tracking.log_table(run.uri, run.run_id, table, "selection/candidates.json")
-    tracking.log_text(run.uri, run.run_id, rationale, "selection/rationale.txt")
-    tracking.set_tags(run.uri, run.run_id, {"chosen_source": chosen, "selection_rationale": rationale,
-                                           "selection_decided_by": "zero-shot probe"})
-    create_table_artifact(key="source-selection", table=table.to_dicts(), description=rationale)
+    log_selection(run, table, rationale, chosen, "zero-shot probe")
     return Selection(chosen, table, rationale, "zero-shot probe", {}, {})
 
 

@@ -93,7 +93,7 @@ def register_winner(
         version = tracking.register_model(run.uri, name, report.model_uri, run_id=report.run_id or run.run_id,
                                           tags=version_tags, aliases=aliases,
                                           description=f"{winner} model for domain {domain}: {reason}")
-        tracking.set_tags(run.uri, run.run_id, {"registered_model": name, "model_version": version.version,
+        run.set_tags({"registered_model": name, "model_version": version.version,
                                                 "winner": winner, "promotion": version_tags["promotion"]})
     log.info("registered %s v%s (%s) aliases=%s: %s", name, version.version, winner, aliases, reason)
     return Registration(winner, name, version.version, aliases, promote, reason,

@@ -107,7 +107,7 @@ def summarize(
     for name, values in per_model.items():
         if reports[name].run_id:
             tracking.log_metrics(run.uri, reports[name].run_id, values)
-    tracking.log_metrics(run.uri, run.run_id, {
+    run.log_metrics({
         **lift, **parent_intervals, **{f"test/{k}": v for k, v in reports["transfer"].test.metrics.items()},
         **{f"val/{k}": v for k, v in reports["transfer"].val.metrics.items()},
         **{f"time/{k}": v for k, v in timings.items()},
@@ -152,8 +152,8 @@ def summarize(
                 f"{lift['val/lift_ndcg_at_10']:+.1%}, test {lift['test/lift_ndcg_at_10']:+.1%}. Test lift with "
                 f"paired bootstrap intervals (users resampled):\n\n{lift_lines(found)}\n\n"
                 f"Registry: {summary['promotion_reason']}\n")
-    tracking.log_text(run.uri, run.run_id, markdown, "summary.md")
-    tracking.log_text(run.uri, run.run_id, tracking.dumps(summary), "summary.json")
+    run.log_text(markdown, "summary.md")
+    run.log_text(tracking.dumps(summary), "summary.json")
     create_markdown_artifact(key="onboarding-summary", markdown=markdown, description=f"onboarding {target_domain}")
     summary["table_markdown"] = table
     summary["lift_markdown"] = lift_lines(found)

@@ -46,11 +46,13 @@ def resolve_matching(config: SourcesConfig, *, same_dataset: bool) -> tuple[str,
     return item_match, shared
 
 
-def _log_table(run: tracking.TrackingContext, table: pl.DataFrame, rationale: str, chosen: str, signal: str) -> None:
-    tracking.log_table(run.uri, run.run_id, table, "selection/candidates.json")
-    tracking.log_text(run.uri, run.run_id, rationale, "selection/rationale.txt")
-    tracking.set_tags(run.uri, run.run_id, {"chosen_source": chosen, "selection_rationale": rationale[:4000],
-                                           "selection_decided_by": signal})
+def log_selection(run: tracking.TrackingContext, table: pl.DataFrame, rationale: str, chosen: str,
+                  signal: str) -> None:
+    """The candidate table, the rationale and the choice: on the onboarding's run and as a Prefect artifact
+    (both onboardings, in memory and out of core)."""
+    run.log_table(table, "selection/candidates.json")
+    run.log_text(rationale, "selection/rationale.txt")
+    run.set_tags({"chosen_source": chosen, "selection_rationale": rationale[:4000], "selection_decided_by": signal})
     create_table_artifact(key="source-selection", table=table.to_dicts(), description=rationale)
 
 
@@ -76,18 +78,16 @@ def select_source(
         rows.append({"name": name, **signals, "source_version": source.version,
                      "source_domains": ",".join(source.spec.domains), "source_dataset": source.profile.dataset,
                      "embedder": ready.embeddings.embedder if ready.embeddings else "none"})
-        probe_runs[name] = tracking.start_run(run.uri, run.experiment_id, f"probe:{name}", parent_id=run.run_id,
-                                              tags={"role": "candidate", "source": name})
-        tracking.log_metrics(run.uri, probe_runs[name], {
-            **{f"signal/{k}": v for k, v in signals.items() if k != PROBE}, "val/ndcg_at_10": signals[PROBE]})
-        tracking.log_params(run.uri, probe_runs[name], {
-            "source_model": source.spec.registered_name, "source_version": source.version,
-            "item_match": item_match, "shared_users": shared_users})
-        tracking.end_run(run.uri, probe_runs[name])
+        with run.child(tracking.probe_run_name(name), tags={"role": "candidate", "source": name}) as probe_run:
+            probe_run.log_metrics({**{f"signal/{k}": v for k, v in signals.items() if k != PROBE},
+                                   "val/ndcg_at_10": signals[PROBE]})
+            probe_run.log_params({"source_model": source.spec.registered_name, "source_version": source.version,
+                                  "item_match": item_match, "shared_users": shared_users})
+        probe_runs[name] = probe_run.run_id
     table, rationale, signal = rank_candidates(rows, selection.weights)
     chosen = str(table.row(0, named=True)["name"])
     table = table.with_columns(pl.lit(None, dtype=pl.Float64).alias(VAL), pl.lit(None, dtype=pl.Float64).alias(TEST))
-    _log_table(run, table, rationale, chosen, signal)
+    log_selection(run, table, rationale, chosen, signal)
     get_run_logger().info("ranked sources %s; %s", table["name"].to_list(), rationale)
     return Selection(chosen, table, rationale, signal, probe_runs, prepared)
 
@@ -107,7 +107,7 @@ def settle_selection(selection: Selection, fits: dict[str, FitResult], val_task:
                                       return_dtype=pl.Float64).alias(TEST),
     )
     if len(fits) <= 1:
-        _log_table(run, table, selection.rationale, selection.chosen, selection.decided_by)
+        log_selection(run, table, selection.rationale, selection.chosen, selection.decided_by)
         return replace(selection, table=table)
     ranked = [n for n in table.sort("rank")["name"].to_list() if n in scores]
     chosen = settle_finalists(ranked, {n: v for n, (v, _) in scores.items()}, margin=margin)
@@ -115,7 +115,7 @@ def settle_selection(selection: Selection, fits: dict[str, FitResult], val_task:
     rationale = (f"fine-tuned the top {len(fits)} by score; validation NDCG@10 {listed}; kept {chosen} (a lower-"
                  f"scored finalist needs +{margin:.0%} on validation); scoring: {selection.rationale}")
     decided_by = "fine-tuned validation" if chosen != selection.chosen else selection.decided_by
-    _log_table(run, table, rationale, chosen, decided_by)
+    log_selection(run, table, rationale, chosen, decided_by)
     get_run_logger().info("selected source %s: %s", chosen, rationale)
     return replace(selection, chosen=chosen, table=table, rationale=rationale, decided_by=decided_by)
 

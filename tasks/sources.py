@@ -15,12 +15,10 @@ from models.data.datasets import Dataset
 from models.factors import FactorModel
 from models.selection.candidates import source_profile
 from models.selection.profiles import DomainProfile
-from models.selection.sources import source_candidates, source_fingerprint, source_model_name
+from models.selection.sources import source_candidates, source_fingerprint
 from models.transfer.recipes import train_source_model
 from tasks import tracking
 from tasks.locks import registry_lock
-
-SOURCES_EXPERIMENT = "transferrec-sources"
 
 
 @dataclass(frozen=True)
@@ -59,7 +57,7 @@ def plan_sources(dataset: Dataset, data_fingerprint: str, target: str, test_rati
     hidden = target if same_dataset else None
     specs = [
         SourceSpec(
-            name=name, domains=domains, registered_name=source_model_name(dataset.name, hidden, name),
+            name=name, domains=domains, registered_name=tracking.source_model_name(dataset.name, hidden, name),
             fingerprint=source_fingerprint(data_fingerprint=data_fingerprint, target=hidden,
                                            test_ratio=test_ratio if same_dataset else None, domains=domains,
                                            model=config.model, train=config.train, val_ratio=config.val_ratio,
@@ -103,14 +101,14 @@ def find_or_train_source(
             model = tracking.load_factor_model(uri, f"models:/{spec.registered_name}/{found.version}")
             profile = tracking.load_profile(uri, str(found.run_id))
             return SourceModel(spec, model, profile, found.version, trained_now=False, seconds=0.0)
-        experiment_id = tracking.ensure_experiment(uri, SOURCES_EXPERIMENT)
+        experiment_id = tracking.ensure_experiment(uri, tracking.SOURCES_EXPERIMENT)
         target = target or "any"
         tags = {"role": "source", "target_domain": target, "source": spec.name, "dataset": dataset.name,
                 "fingerprint": spec.fingerprint}
         if triggered_by:
             tags["triggered_by_run"] = triggered_by
         started = time.perf_counter()
-        with tracking.run_context(uri, experiment_id, f"source:{spec.name}:for:{target}", tags=tags) as run_id:
+        with tracking.run_context(uri, experiment_id, tracking.source_run_name(spec.name, target), tags=tags) as run_id:
             tracking.log_params(uri, run_id, {
                 "source_domains": ",".join(spec.domains), "target_domain": target, "val_ratio": config.val_ratio,
                 "seed": config.seed, **{f"model.{k}": v for k, v in config.model.model_dump().items()},

@@ -71,14 +71,6 @@ def slug(text: str) -> str:
     return re.sub(r"-+", "-", re.sub(r"[^a-z0-9]+", "-", text.lower())).strip("-")
 
 
-def source_model_name(dataset: str, target: str | None, candidate: str) -> str:
-    """Registered-model name of a source model trained time-safe for ``target`` (``None``: for any target,
-    when the source comes from another dataset)."""
-    if target is None:
-        return f"transferrec-source-{slug(dataset)}-{slug(candidate)}"
-    return f"transferrec-source-{slug(dataset)}-for-{slug(target)}-{slug(candidate)}"
-
-
 def source_fingerprint(
     *,
     data_fingerprint: str,

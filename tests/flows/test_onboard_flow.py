@@ -15,7 +15,7 @@ from flows.cli import main
 from flows.config import OnboardConfig, PretrainConfig
 from flows.onboard import onboard_domain_flow
 from flows.pretrain import pretrain_source_flow
-from tasks.sources import SOURCES_EXPERIMENT
+from tasks.tracking import SOURCES_EXPERIMENT
 
 TARGET = "games"
 MODEL = "transferrec-games"

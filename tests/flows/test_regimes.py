@@ -20,7 +20,7 @@ from flows.pretrain import pretrain_source_flow
 from models.config import DataConfig, SelectionConfig, SourcesConfig
 from models.data.datasets import write_canonical_dir
 from models.data.synthetic import generate_multidomain
-from tasks.sources import SOURCES_EXPERIMENT
+from tasks.tracking import SOURCES_EXPERIMENT
 
 TARGET = "movies"
 
