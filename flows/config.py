@@ -59,6 +59,31 @@ class PretrainConfig(_Frozen):
                    tracking=TrackingConfig(tracking_uri=tracking_uri))
 
 
+#: Options the out-of-core onboarding (flows.onboard_large) cannot honour yet: field -> (unsupported(value), what).
+#: Every other OnboardConfig field works on both backends; tests/unit/test_config_spine.py enumerates them all.
+OUT_OF_CORE_REFUSES: dict[str, tuple[Any, str]] = {
+    "sources.data": (lambda v: v is not None, "sources from another dataset"),
+    "sources.registered_only": (bool, "the registered-source catalogue"),
+    "sources.item_match": (lambda v: v not in ("auto", "id"), "matching items across catalogues"),
+    "sources.shared_users": (lambda v: v is False, "sources whose users are other people"),
+    "sources.embedder": (lambda v: v != "auto", "item-text embeddings"),
+    "finetune.family": (lambda v: v != "mf", "the two-tower family"),
+    "finetune.item_init": (lambda v: v == "content", "content initialisation of new items"),
+    "data.on_violation": (lambda v: v != "fail", "the quarantine policy"),
+    "selection.top_k": (lambda v: v != 1, "several finalists"),
+    "selection.val_margin": (lambda v: v != SelectionConfig().val_margin, "a finalists' margin"),
+    "selection.weights": (lambda v: v is not None, "selection signal weights (the zero-shot probe decides)"),
+    "tracking.checkpoint_dir": (lambda v: v is not None, "resumable checkpoints"),
+    "runner.kind": (lambda v: v not in ("threads", "sequential"), "a Dask or Ray task runner"),
+    "runner.address": (lambda v: v is not None, "a task-runner cluster"),
+    "runner.processes": (bool, "Dask worker processes"),
+    "runner.workers": (lambda v: v != RunnerConfig().workers, "task-runner workers"),
+}
+#: Options only the out-of-core onboarding has.
+IN_MEMORY_REFUSES: dict[str, tuple[Any, str]] = {
+    "evaluation.max_users": (lambda v: v is not None, "evaluation on a sample of users"),
+}
+
 #: The target's data settings that a source dataset (``sources.data``) takes unless it sets its own.
 INHERITED_DATA_FIELDS = ("data_dir", *ContractRules.model_fields)
 
@@ -94,14 +119,21 @@ class OnboardConfig(_Frozen):
         return {**data, "sources": {**sources, "data": {**inherited, **sources["data"]}}}
 
     @model_validator(mode="after")
-    def _out_of_core_options(self) -> OnboardConfig:
-        if self.out_of_core:
-            unsupported = {"sources from another dataset (sources.data)": self.sources.data is not None,
-                           "the two-tower family": self.finetune.family != "mf",
-                           "the quarantine policy": self.data.on_violation != "fail"}
-            found = [name for name, present in unsupported.items() if present]
-            if found:
-                raise ValueError(f"the out-of-core onboarding does not support {', '.join(found)} yet")
+    def _backend_options(self) -> OnboardConfig:
+        """Every option works on the backend the run uses, or the run is refused here, naming the option."""
+        refused, backend = (OUT_OF_CORE_REFUSES, "out-of-core") if self.out_of_core else (IN_MEMORY_REFUSES,
+                                                                                          "in-memory")
+        found = []
+        for path, (unsupported, what) in refused.items():
+            value = self
+            for part in path.split("."):
+                value = getattr(value, part)
+            if unsupported(value):
+                found.append(f"{what} ({path}={value!r})")
+        if found:
+            raise ValueError(f"the {backend} onboarding does not support {'; '.join(found)}"
+                             + (" yet (leave out --out-of-core to use it)" if self.out_of_core else
+                                " (it is an --out-of-core option)"))
         return self
 
     @property

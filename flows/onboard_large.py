@@ -6,8 +6,8 @@ and the target models fine-tuned or trained from shuffled pair files; the baseli
 popularity) likewise. Selection ranks the sources by their zero-shot validation NDCG@10 alone (the in-memory
 similarity signals read whole tables); evaluation, the MLflow child runs, registration through the gate and the
 summary are the in-memory onboarding's, over seeded samples of ``evaluation.max_users`` users. Scratch files
-live under ``<data dir>/work/<run id>`` and are removed at the end. Not here yet: the two-tower family and item
-texts, several finalists, the registered-source catalogue, checkpoints, user slices and off-policy CTR.
+live under ``<data dir>/work/<run id>`` and are removed at the end. What it cannot do yet is refused by the config
+(``flows.config.OUT_OF_CORE_REFUSES``, each naming its option); user slices and off-policy CTR are not computed.
 """
 
 from __future__ import annotations

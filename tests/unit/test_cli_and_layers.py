@@ -65,7 +65,8 @@ def test_out_of_core_arguments(tmp_path):
     config = parsed("--out-of-core", "--batch-rows", "5000", "--eval-users", "300")
     assert config.out_of_core and config.data.batch_rows == 5000 and config.evaluation.max_users == 300
     assert not parsed().out_of_core and parsed().data.batch_rows is None
-    with pytest.raises(ValueError, match="does not support the two-tower family, the quarantine policy"):
+    with pytest.raises(ValueError, match=r"does not support the two-tower family \(finetune.family=.two-tower.\); "
+                                         r"the quarantine policy"):
         parsed("--out-of-core", "--family", "two-tower", "--on-violation", "quarantine")
     with pytest.raises(ValueError, match="on_violation='fail' only"):
         parsed("--batch-rows", "10", "--on-violation", "quarantine")
