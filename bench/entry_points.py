@@ -17,20 +17,10 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def fill(parameters: Any, payload: dict[str, str]) -> Any:
-    """The event payload put into ``{{ event.payload.KEY }}`` templates, as Prefect's trigger does."""
-    if isinstance(parameters, dict):
-        return {k: fill(v, payload) for k, v in parameters.items()}
-    if isinstance(parameters, str) and parameters.startswith("{{ event.payload."):
-        return payload.get(parameters.removeprefix("{{ event.payload.").removesuffix(" }}"), "")
-    return parameters
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     from flows.cli import build_parser, resolve_config
     from flows.config import OnboardConfig
     from flows.deployments import data_landed_parameters, data_landed_payload
+    from flows.deployments import fill_event_templates as fill
     from models.data.datasets import read_tables
     from models.data.synthetic import generate_retail, write_retail_export
     from models.split import split_with

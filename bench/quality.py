@@ -42,9 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     for genre, fraction, seed, summary, seconds in onboard_grid(args.genres, args.fractions, args.seeds,
                                                                 out=args.out, data_dir=args.data_dir,
                                                                 finetune=finetune):
-        row = {**finetune, "genre": genre, "fraction": fraction, "seed": seed, "source": summary["chosen_source"],
-               "seconds": seconds, "lift": summary["lift"]["test/lift_ndcg_at_10"]}
-        for model, metrics in summary["metrics"].items():
+        row = {**finetune, "genre": genre, "fraction": fraction, "seed": seed, "source": summary.chosen_source,
+               "seconds": seconds, "lift": summary.lift["test/lift_ndcg_at_10"]}
+        for model, metrics in summary.metrics.items():
             for key in ("ndcg_at_10", "precision_at_10", "recall_at_10", "ctr_at_3"):
                 row[f"{model}/{key}"] = metrics.get(key)
         rows.append(row)

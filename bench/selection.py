@@ -112,7 +112,7 @@ def run_flows(args: argparse.Namespace) -> list[dict]:
     """Every candidate fine-tuned (top-k above any candidate count) on each target of the grid."""
 
 
-    return [{"genre": genre, "fraction": fraction, "seed": seed, "candidates": summary["candidates"],
+    return [{"genre": genre, "fraction": fraction, "seed": seed, "candidates": summary.candidates,
              "seconds": seconds}
             for genre, fraction, seed, summary, seconds in onboard_grid(
                 args.genres, args.fractions, args.seeds, out=args.out, data_dir=args.data_dir, top_k=99)]

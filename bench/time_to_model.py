@@ -186,10 +186,10 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.repeats):
         start = time.perf_counter()
         summary = onboard_domain_flow(config)
-        result["flow"].append({"wall": time.perf_counter() - start, **summary["timings_seconds"]})
+        result["flow"].append({"wall": time.perf_counter() - start, **summary.timings_seconds})
 
     # the plain path reads the same source weights and profiles from local files
-    wanted = {c["name"] for c in summary["candidates"]}
+    wanted = {c["name"] for c in summary.candidates}
     catalogue = [e for e in source_catalogue(uri, with_stats=False)
                  if e["time_safe_for"] == args.target_domain and e["source"] in wanted]
     assert {e["source"] for e in catalogue} == wanted, (wanted, catalogue)

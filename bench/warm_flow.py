@@ -52,8 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     for i in range(args.runs):
         start = time.perf_counter()
         summary = onboard_domain_flow(config)
-        runs.append({"wall": time.perf_counter() - start, **summary["timings_seconds"],
-                     "test_ndcg_at_10_transfer": summary["metrics"]["transfer"]["ndcg_at_10"]})
+        runs.append({"wall": time.perf_counter() - start, **summary.timings_seconds,
+                     "test_ndcg_at_10_transfer": summary.metrics["transfer"]["ndcg_at_10"]})
         print(f"call {i}: {runs[-1]['wall']:.2f} s" + (" (starts Prefect's API, not counted)" if i == 0 else ""),
               flush=True)
     counted = runs[1:]

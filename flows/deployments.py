@@ -79,6 +79,16 @@ def data_landed_parameters(config: OnboardConfig) -> dict[str, Any]:
     return {"config": payload}
 
 
+def fill_event_templates(parameters: Any, payload: dict[str, str]) -> Any:
+    """``parameters`` with each ``{{ event.payload.KEY }}`` replaced by the payload's value ("" when missing), as
+    Prefect's trigger renders them: what a data-landed event's run receives, for previews and tests."""
+    if isinstance(parameters, dict):
+        return {k: fill_event_templates(v, payload) for k, v in parameters.items()}
+    if isinstance(parameters, str) and parameters.startswith("{{ event.payload."):
+        return payload.get(parameters.removeprefix("{{ event.payload.").removesuffix(" }}"), "")
+    return parameters
+
+
 def deployment_specs(config: OnboardConfig, *, schedules: bool = True) -> list[DeploymentSpec]:
     """The three deployments for ``config`` (its domain and data are the defaults of every run)."""
     landed = {"expect": [DATA_LANDED], "match": {"prefect.resource.id": f"{DOMAIN_RESOURCE}.*"},

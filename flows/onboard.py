@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from prefect import flow
 from prefect.runtime import flow_run
@@ -16,7 +15,7 @@ from tasks import tracking
 from tasks.data import load_tables, split_target, validate_dataset
 from tasks.evaluation import analyse_models, evaluate_models, log_model_runs, off_policy_ctr_report
 from tasks.registry import register_winner
-from tasks.report import summarize
+from tasks.report import OnboardingSummary, summarize
 from tasks.runtime import Stopwatch, checkpoint_root, clear_checkpoints, git_commit, run_key
 from tasks.selection import select_source, settle_selection
 from tasks.setup import prepare_tracking
@@ -29,7 +28,7 @@ def _under(root: Path | None, name: str) -> Path | None:
 
 
 @flow(name="onboard-domain")
-def onboard_domain_flow(config: OnboardConfig) -> dict[str, Any]:
+def onboard_domain_flow(config: OnboardConfig) -> OnboardingSummary:
     """Onboard ``config.target_domain``; returns the summary (metrics per model, chosen source, registry).
     With ``config.out_of_core`` the out-of-core onboarding runs instead, as a subflow."""
     if config.out_of_core:

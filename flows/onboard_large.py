@@ -13,7 +13,6 @@ live under ``<data dir>/work/<run id>`` and are removed at the end. What it cann
 from __future__ import annotations
 
 import shutil
-from typing import Any
 
 from prefect import flow
 from prefect.runtime import flow_run
@@ -36,13 +35,13 @@ from tasks.large import (
     validate_large,
 )
 from tasks.registry import register_winner
-from tasks.report import summarize
+from tasks.report import OnboardingSummary, summarize
 from tasks.runtime import Stopwatch, default_data_dir, git_commit
 from tasks.setup import prepare_tracking
 
 
 @flow(name="onboard-large-domain")
-def onboard_large_domain_flow(config: OnboardConfig) -> dict[str, Any]:
+def onboard_large_domain_flow(config: OnboardConfig) -> OnboardingSummary:
     """Onboard ``config.target_domain`` from data bigger than memory; returns the onboarding summary."""
     watch = Stopwatch()
     domain, seed, rows = config.target_domain, config.split.seed, batch_rows(config.data)

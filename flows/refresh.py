@@ -9,15 +9,14 @@ its paired interval above zero, see :mod:`tasks.registry`).
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect import flow
 
 from flows.config import OnboardConfig
 from flows.onboard import onboard_domain_flow
+from tasks.report import OnboardingSummary
 
 
 @flow(name="refresh-domain")
-def refresh_domain_flow(config: OnboardConfig) -> dict[str, Any]:
+def refresh_domain_flow(config: OnboardConfig) -> OnboardingSummary:
     """One onboarding of ``config.target_domain`` on the data as it is now (see the module docstring)."""
     return onboard_domain_flow(config)

@@ -7,6 +7,7 @@ from typing import Any
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, ConfigDict
 
 from models.evaluation.uncertainty import Interval, mean_intervals, paired_lift_intervals
 from tasks import tracking
@@ -94,12 +95,50 @@ def lifts(reports: dict[str, ModelReport]) -> dict[str, float]:
     return out
 
 
+class OnboardingSummary(BaseModel):
+    """What an onboarding found and decided: the flows return it, the CLI prints it (``--json``: :meth:`to_json`),
+    and ``summary.json`` on the run holds the same fields."""
+
+    model_config = ConfigDict(frozen=True)
+
+    mlflow_run_id: str
+    experiment: str
+    target_domain: str
+    chosen_source: str
+    selection_rationale: str
+    winner: str | None = None
+    registered_model: str | None = None
+    model_version: str | None = None
+    alias: str | None = None
+    aliases: list[str] = []
+    promoted: bool = False
+    promotion_reason: str = "registration disabled"
+    metrics: dict[str, dict[str, float]] = {}  # model -> test metric -> value
+    val_metrics: dict[str, dict[str, float]] = {}
+    lift: dict[str, float] = {}  # e.g. test/lift_ndcg_at_10: over the best baseline
+    lift_intervals: dict[str, dict[str, Any]] = {}  # baseline -> paired bootstrap interval of the test lift
+    intervals: dict[str, dict[str, dict[str, Any]]] = {}  # model -> metric -> interval
+    candidates: list[dict[str, Any]] = []
+    slices: dict[str, Any] = {}
+    off_policy_ctr: dict[str, Any] = {}
+    split: dict[str, Any] = {}
+    ctr_estimator: str | None = None
+    timings_seconds: dict[str, float] = {}
+    training: dict[str, dict[str, Any]] = {}  # model -> parameters, epochs, seconds
+    table_markdown: str = ""
+    lift_markdown: str = ""
+    candidates_markdown: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """The summary as JSON-ready data, without the Markdown renderings."""
+        return self.model_dump(mode="json", exclude={"table_markdown", "lift_markdown", "candidates_markdown"})
+
 @task(name="summarize", cache_policy=NO_CACHE)
 def summarize(
     reports: dict[str, ModelReport], selection: Selection, registration: Registration | None,
     run: tracking.TrackingContext, target_domain: str, split_summary: dict[str, Any], timings: dict[str, float],
     slices: dict[str, Any] | None = None, off_policy: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> OnboardingSummary:
     """Log lifts, the comparison table and the summary JSON to the parent run and as a Prefect artifact."""
     lift = lifts(reports)
     found = intervals(reports)
@@ -117,7 +156,7 @@ def summarize(
         {k: (v if not hasattr(v, "item") else v.item()) for k, v in row.items()}
         for row in selection.table.to_dicts()
     ]
-    summary = {
+    fields = {
         "mlflow_run_id": run.run_id,
         "experiment": run.experiment_name,
         "target_domain": target_domain,
@@ -125,7 +164,7 @@ def summarize(
         "selection_rationale": selection.rationale,
         "winner": registration.winner if registration else None,
         "registered_model": registration.registered_model if registration else None,
-        "model_version": registration.version if registration else None,
+        "model_version": str(registration.version) if registration else None,
         "alias": (tracking.CHAMPION if registration.promoted else tracking.CHALLENGER) if registration else None,
         "aliases": registration.aliases if registration else [],
         "promoted": registration.promoted if registration else False,
@@ -151,11 +190,10 @@ def summarize(
                 f"{sources}\n\n{table}\n\nLift of transfer over the best baseline (NDCG@10): validation "
                 f"{lift['val/lift_ndcg_at_10']:+.1%}, test {lift['test/lift_ndcg_at_10']:+.1%}. Test lift with "
                 f"paired bootstrap intervals (users resampled):\n\n{lift_lines(found)}\n\n"
-                f"Registry: {summary['promotion_reason']}\n")
+                f"Registry: {fields['promotion_reason']}\n")
+    summary = OnboardingSummary(**fields, table_markdown=table, lift_markdown=lift_lines(found),
+                                candidates_markdown=sources)
     run.log_text(markdown, "summary.md")
-    run.log_text(tracking.dumps(summary), "summary.json")
+    run.log_text(tracking.dumps(summary.to_json()), "summary.json")
     create_markdown_artifact(key="onboarding-summary", markdown=markdown, description=f"onboarding {target_domain}")
-    summary["table_markdown"] = table
-    summary["lift_markdown"] = lift_lines(found)
-    summary["candidates_markdown"] = sources
     return summary

@@ -118,7 +118,7 @@ def _validate_folder(args: argparse.Namespace, data: Any) -> int:
     return 0
 
 
-def _run_onboard(config: Any) -> dict[str, Any]:
+def _run_onboard(config: Any) -> Any:
     from flows.onboard import onboard_domain_flow
     from tasks.runtime import await_prefect_api
 
@@ -129,7 +129,7 @@ def _run_onboard(config: Any) -> dict[str, Any]:
 def onboard(args: argparse.Namespace) -> int:
     summary = _run_onboard(resolve_config(args))
     if args.json:
-        print_json({k: v for k, v in summary.items() if not k.endswith("_markdown")})
+        print_json(summary.to_json())
     else:
         print_summary(summary)
     return 0
@@ -149,7 +149,7 @@ def demo(args: argparse.Namespace) -> int:
                      "data (source models are trained first when missing; a few minutes on 2 cores) ...\n")
     summary = _run_onboard(config)
     if args.json:
-        print_json({k: v for k, v in summary.items() if not k.endswith("_markdown")})
+        print_json(summary.to_json())
         return 0
     print_summary(summary)
     sys.stdout.write("\n" + ui_hint(default_tracking_uri()) + "\n")

@@ -13,24 +13,24 @@ def print_json(payload: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(payload, default=str) + "\n")
 
 
-def print_summary(summary: dict[str, Any], out: Any = sys.stdout) -> None:
-    """The human-readable result of an onboarding."""
-    lift = summary["lift"]
+def print_summary(summary: Any, out: Any = sys.stdout) -> None:
+    """The human-readable result of an onboarding (a :class:`tasks.report.OnboardingSummary`)."""
+    lift = summary.lift
     lines = [
-        f"Onboarded domain {summary['target_domain']!r} (MLflow run {summary['mlflow_run_id']})",
-        f"Source: {summary['chosen_source']}: {summary['selection_rationale']}",
+        f"Onboarded domain {summary.target_domain!r} (MLflow run {summary.mlflow_run_id})",
+        f"Source: {summary.chosen_source}: {summary.selection_rationale}",
         "",
-        summary.get("candidates_markdown", ""),
+        summary.candidates_markdown,
         "",
-        summary["table_markdown"],
+        summary.table_markdown,
         "",
         f"Lift of transfer over the best baseline (NDCG@10): validation {lift['val/lift_ndcg_at_10']:+.1%}, "
         f"test {lift['test/lift_ndcg_at_10']:+.1%}; test lift with paired bootstrap 95 % intervals:",
-        summary.get("lift_markdown", ""),
+        summary.lift_markdown,
     ]
-    if summary.get("registered_model"):
-        lines.append(f"Registered {summary['registered_model']} v{summary['model_version']} "
-                     f"({summary['winner']}) aliases {summary['aliases']}: {summary['promotion_reason']}")
+    if summary.registered_model:
+        lines.append(f"Registered {summary.registered_model} v{summary.model_version} "
+                     f"({summary.winner}) aliases {summary.aliases}: {summary.promotion_reason}")
     out.write("\n".join(lines) + "\n")
 
 

@@ -30,7 +30,7 @@ def store(tmp_path_factory, _mlflow_template, synthetic_dir):
     previous = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = uri
     good = onboard_domain_flow(OnboardConfig.smoke(TARGET, synthetic_dir, uri))
-    assert good["promoted"], "the good onboarding should leave a champion behind"
+    assert good.promoted, "the good onboarding should leave a champion behind"
     yield uri, root
     if previous is None:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
@@ -117,7 +117,7 @@ def test_quarantine_goes_on_and_records_what_it_dropped(synthetic_dir, mlflow_ur
                                                           on_violation="quarantine")})
     summary = onboard_domain_flow(config)
     client = mlflow.MlflowClient(mlflow_uri)
-    run = client.get_run(summary["mlflow_run_id"])
+    run = client.get_run(summary.mlflow_run_id)
     assert run.info.status == "FINISHED"
     assert run.data.metrics["contracts/quarantined_interactions"] == 1
     local = client.download_artifacts(run.info.run_id, "contracts/quarantine/interactions.parquet", str(tmp_path))

@@ -44,63 +44,63 @@ def champion(uri: str) -> str | None:
 def test_onboarding_logs_compares_and_registers(synthetic_dir: Path, mlflow_uri: str, tmp_path: Path):
     summary = onboard_domain_flow(OnboardConfig.smoke(TARGET, synthetic_dir, mlflow_uri))
 
-    assert summary["target_domain"] == TARGET
-    assert summary["chosen_source"] in {c["name"] for c in summary["candidates"]}
-    assert set(summary["metrics"]) == {"transfer", "popularity", "als", "scratch"}
-    for metrics in summary["metrics"].values():
+    assert summary.target_domain == TARGET
+    assert summary.chosen_source in {c["name"] for c in summary.candidates}
+    assert set(summary.metrics) == {"transfer", "popularity", "als", "scratch"}
+    for metrics in summary.metrics.values():
         for key in ("ndcg_at_10", "precision_at_10", "recall_at_10", "hit_rate_at_10", "ctr_at_3"):
             assert 0.0 <= metrics[key] <= 1.0
 
     table = runs(mlflow_uri, "transferrec-games")
-    parent = table[table["run_id"] == summary["mlflow_run_id"]].iloc[0]
+    parent = table[table["run_id"] == summary.mlflow_run_id].iloc[0]
     assert parent["status"] == "FINISHED"
     assert parent["tags.target_domain"] == TARGET and parent["params.split.fraction"] == "0.3"
-    children = table[table["tags.mlflow.parentRunId"] == summary["mlflow_run_id"]]
+    children = table[table["tags.mlflow.parentRunId"] == summary.mlflow_run_id]
     names = set(children["tags.mlflow.runName"])
     assert {"transfer", "popularity", "als", "scratch"} <= names
-    assert {f"probe:{c['name']}" for c in summary["candidates"]} <= names
+    assert {f"probe:{c['name']}" for c in summary.candidates} <= names
     assert (children["status"] == "FINISHED").all()
     transfer = children[children["tags.mlflow.runName"] == "transfer"].iloc[0]
     # what the run logged is what the summary reports
-    assert transfer["metrics.test/ndcg_at_10"] == pytest.approx(summary["metrics"]["transfer"]["ndcg_at_10"])
+    assert transfer["metrics.test/ndcg_at_10"] == pytest.approx(summary.metrics["transfer"]["ndcg_at_10"])
     # bootstrap intervals: each headline metric inside its own interval, the lift per baseline with a paired one
     assert transfer["metrics.test/ndcg_at_10_ci_low"] <= transfer["metrics.test/ndcg_at_10"] \
         <= transfer["metrics.test/ndcg_at_10_ci_high"]
-    assert set(summary["lift_intervals"]) == {"popularity", "als", "scratch"}
-    metrics = summary["metrics"]
-    for baseline, interval in summary["lift_intervals"].items():
+    assert set(summary.lift_intervals) == {"popularity", "als", "scratch"}
+    metrics = summary.metrics
+    for baseline, interval in summary.lift_intervals.items():
         assert interval["estimate"] == pytest.approx(
             metrics["transfer"]["ndcg_at_10"] / metrics[baseline]["ndcg_at_10"] - 1, abs=1e-6)
         assert interval["low"] <= interval["estimate"] <= interval["high"]
     assert parent["metrics.test/lift_ndcg_at_10_vs_popularity_ci_low"] == pytest.approx(
-        summary["lift_intervals"]["popularity"]["low"])
+        summary.lift_intervals["popularity"]["low"])
 
     client = mlflow.MlflowClient(mlflow_uri)
     history = client.get_metric_history(transfer["run_id"], "curve/val_ndcg_at_10")
     assert len(history) >= 1 and [m.step for m in history] == sorted(m.step for m in history)
-    artifacts = {a.path for a in client.list_artifacts(summary["mlflow_run_id"])}
+    artifacts = {a.path for a in client.list_artifacts(summary.mlflow_run_id)}
     assert {"summary.json", "summary.md", "config.json", "contracts", "selection", "slices", "plots"} <= artifacts
-    plots = {a.path for a in client.list_artifacts(summary["mlflow_run_id"], "plots")}
+    plots = {a.path for a in client.list_artifacts(summary.mlflow_run_id, "plots")}
     assert plots == {"plots/learning_curves.png", "plots/ndcg_at_k.png", "plots/slices_ndcg_at_10.png"}
     # slices: every test user in exactly one activity group; the groups' user-weighted mean is the overall mean
-    slices = summary["slices"]["transfer"]
+    slices = summary.slices["transfer"]
     activity = [slices[s] for s in ("target_train:cold", "target_train:light", "target_train:warm") if s in slices]
     assert sum(s["users"] for s in activity) == transfer["metrics.test/users"]
     weighted = sum(s["users"] * s["ndcg_at_10"] for s in activity) / sum(s["users"] for s in activity)
-    assert weighted == pytest.approx(summary["metrics"]["transfer"]["ndcg_at_10"])
+    assert weighted == pytest.approx(summary.metrics["transfer"]["ndcg_at_10"])
     assert {"items:head", "items:tail"} <= set(slices)
     # no impressions table: no off-policy CTR, and the summary says why
-    assert summary["off_policy_ctr"] == {"available": False, "why": "no impressions table"}
+    assert summary.off_policy_ctr == {"available": False, "why": "no impressions table"}
     assert any(k.startswith("metrics.test_slice/target_train.") for k, v in transfer.items() if v == v)
 
     # registry: the winner is a challenger; the first transfer winner also becomes champion
-    version = client.get_model_version(MODEL, summary["model_version"])
+    version = client.get_model_version(MODEL, summary.model_version)
     assert "challenger" in version.aliases
-    assert version.tags["winner"] == summary["winner"]
-    assert (champion(mlflow_uri) == summary["model_version"]) == summary["promoted"]
+    assert version.tags["winner"] == summary.winner
+    assert (champion(mlflow_uri) == summary.model_version) == summary.promoted
 
     # the registered model serves top-K through the pyfunc flavour
-    model = mlflow.pyfunc.load_model(f"models:/{MODEL}/{summary['model_version']}")
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL}/{summary.model_version}")
     out = model.predict(pd.DataFrame({"user_id": ["u00001", "someone-new"]}), params={"k": 5})
     assert [len(x) for x in out["item_ids"]] == [5, 5]
     assert all(str(i).startswith("games-") for i in out["item_ids"][0])
@@ -122,7 +122,7 @@ def test_onboarding_logs_compares_and_registers(synthetic_dir: Path, mlflow_uri:
 
     # the source models were registered with their fingerprints
     sources = runs(mlflow_uri, SOURCES_EXPERIMENT)
-    assert len(sources) == len(summary["candidates"]) and (sources["status"] == "FINISHED").all()
+    assert len(sources) == len(summary.candidates) and (sources["status"] == "FINISHED").all()
 
 
 def test_second_onboarding_reuses_sources_and_gates_the_champion(synthetic_dir: Path, mlflow_uri: str, capsys):
@@ -137,27 +137,27 @@ def test_second_onboarding_reuses_sources_and_gates_the_champion(synthetic_dir: 
     assert len(runs(mlflow_uri, SOURCES_EXPERIMENT)) == n_sources  # nothing retrained
     assert versions(mlflow_uri) == ["1", "2"]
     tags = mlflow.MlflowClient(mlflow_uri).get_model_version(MODEL, "2").tags
-    if first["promoted"] and second["winner"] == "transfer":
+    if first.promoted and second.winner == "transfer":
         # the champion was re-evaluated on the second run's test users, with a paired interval of the lift
         assert "champion_test_ndcg_at_10" in tags
         lift, low = float(tags["lift_over_champion"]), float(tags["lift_over_champion_ci_low"])
         assert lift == pytest.approx(float(tags["challenger_test_ndcg_at_10"]) / float(tags["champion_test_ndcg_at_10"])
                                      - 1, abs=1e-5)
-        assert second["promoted"] == (lift > 0 and low > 0)
-    expected = "2" if second["promoted"] else ("1" if first["promoted"] else None)
+        assert second.promoted == (lift > 0 and low > 0)
+    expected = "2" if second.promoted else ("1" if first.promoted else None)
     assert champion(mlflow_uri) == expected
-    assert tags["promotion"] == ("promoted" if second["promoted"] else "not-promoted")
+    assert tags["promotion"] == ("promoted" if second.promoted else "not-promoted")
 
     # `transferrec compare` lines the two runs up, newest first, with what the runs logged
     capsys.readouterr()
     assert main(["compare", "--target-domain", TARGET, "--json"]) == 0
     rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["runs"]
-    assert [r["run_id"] for r in rows] == [second["mlflow_run_id"], first["mlflow_run_id"]]
-    assert rows[0]["test/ndcg_at_10"] == pytest.approx(second["metrics"]["transfer"]["ndcg_at_10"])
+    assert [r["run_id"] for r in rows] == [second.mlflow_run_id, first.mlflow_run_id]
+    assert rows[0]["test/ndcg_at_10"] == pytest.approx(second.metrics["transfer"]["ndcg_at_10"])
     assert [r["seed"] for r in rows] == ["1", "0"] and rows[0]["model_version"] == "2"
     assert rows[0]["promotion"] == tags["promotion"]
     assert main(["compare", "--target-domain", TARGET]) == 0
-    assert second["mlflow_run_id"][:8] in capsys.readouterr().out
+    assert second.mlflow_run_id[:8] in capsys.readouterr().out
 
 
 def write_bad_copy(source: Path, target: Path) -> Path:
@@ -192,7 +192,7 @@ def test_bad_data_fails_the_run_and_touches_nothing(synthetic_dir: Path, mlflow_
     report = Path(client.download_artifacts(failed_id, "contracts/violation.md", str(tmp_path))).read_text()
     assert "rating within the declared scale" in report
     assert versions(mlflow_uri) == before_versions and champion(mlflow_uri) == before_champion
-    assert good["model_version"] in before_versions
+    assert good.model_version in before_versions
 
 
 def test_cli_reports_violations_with_exit_code_1(synthetic_dir: Path, mlflow_uri: str, tmp_path: Path, capsys):

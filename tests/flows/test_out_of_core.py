@@ -28,22 +28,22 @@ def test_out_of_core_onboarding_trains_on_disk_and_registers(synthetic_dir: Path
     })
     summary = onboard_domain_flow(config)
 
-    assert set(summary["metrics"]) == {"transfer", "popularity", "als", "scratch"}
-    assert all(0.0 <= m["ndcg_at_10"] <= 1.0 for m in summary["metrics"].values())
-    assert summary["chosen_source"] in {c["name"] for c in summary["candidates"]}
-    assert summary["model_version"] == "1" and summary["winner"] in summary["metrics"]
+    assert set(summary.metrics) == {"transfer", "popularity", "als", "scratch"}
+    assert all(0.0 <= m["ndcg_at_10"] <= 1.0 for m in summary.metrics.values())
+    assert summary.chosen_source in {c["name"] for c in summary.candidates}
+    assert summary.model_version == "1" and summary.winner in summary.metrics
     # per-user rules: the same test rows as the in-memory split; evaluation on a sample of 150 users
     memory = split_with(synthetic_dataset.interactions, synthetic_dataset.items, domain=TARGET,
                         config=SplitConfig.smoke())
-    logged = mlflow.MlflowClient(mlflow_uri).get_run(summary["mlflow_run_id"])
+    logged = mlflow.MlflowClient(mlflow_uri).get_run(summary.mlflow_run_id)
     assert logged.data.params["split.test_interactions"] == str(memory.test.height)
     assert logged.data.params["split.test_users_evaluated"] == "150"
     assert logged.data.tags["out_of_core"] == "true" and logged.info.status == "FINISHED"
     children = mlflow.search_runs(experiment_names=["transferrec-games"],
-                                  filter_string=f"tags.mlflow.parentRunId = '{summary['mlflow_run_id']}'")
+                                  filter_string=f"tags.mlflow.parentRunId = '{summary.mlflow_run_id}'")
     assert sorted(children["tags.role"]) == ["als", "popularity", "scratch", "transfer"]
     assert (children["status"] == "FINISHED").all() and (children["metrics.test/users"] == 150).all()
-    assert not (tmp_path / "cache" / "work" / summary["mlflow_run_id"]).exists()  # scratch files removed
+    assert not (tmp_path / "cache" / "work" / summary.mlflow_run_id).exists()  # scratch files removed
 
     # bad data: the batched contracts fail the run before anything trains, and the registry is untouched
     bad = tmp_path / "bad"

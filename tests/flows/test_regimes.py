@@ -57,7 +57,7 @@ def runs(uri: str, experiment: str):
 
 
 def by_name(summary: dict) -> dict[str, dict]:
-    return {c["name"]: c for c in summary["candidates"]}
+    return {c["name"]: c for c in summary.candidates}
 
 
 def test_shared_items_disjoint_users(catalogues, mlflow_uri: str, capsys):
@@ -71,7 +71,7 @@ def test_shared_items_disjoint_users(catalogues, mlflow_uri: str, capsys):
     assert len(runs(mlflow_uri, SOURCES_EXPERIMENT)) == trained
     candidates = by_name(summary)
     # the namesake domain of the other shop and the all-domain model are candidates
-    assert {"movies", "all-domains"} <= set(candidates) and summary["chosen_source"] in candidates
+    assert {"movies", "all-domains"} <= set(candidates) and summary.chosen_source in candidates
     for c in candidates.values():
         assert c["user_coverage"] == 0.0  # same id numbers, other people
     assert candidates["movies"]["item_coverage"] == 1.0 and candidates["movies"]["matched_items"] == 30
@@ -79,7 +79,7 @@ def test_shared_items_disjoint_users(catalogues, mlflow_uri: str, capsys):
     assert len(finalists) == 2 and all(c["test_ndcg_at_10"] is not None for c in finalists)
     # carried-over item vectors make a better start than random ones: the fine-tuned transfer beats the same
     # network trained from scratch (by several percent on this data with the 5-epoch smoke budget)
-    assert summary["val_metrics"]["transfer"]["ndcg_at_10"] > summary["val_metrics"]["scratch"]["ndcg_at_10"]
+    assert summary.val_metrics["transfer"]["ndcg_at_10"] > summary.val_metrics["scratch"]["ndcg_at_10"]
 
     # the sources serve any target of another dataset: registered once, with their profile
     client = mlflow.MlflowClient(mlflow_uri)
@@ -104,10 +104,10 @@ def test_nothing_shared_transfers_through_item_text(catalogues, mlflow_uri: str,
     for c in candidates.values():
         assert c["user_coverage"] == 0.0 and c["item_coverage"] == 0.0
         assert c["content_coverage"] > 0.0  # the shared tag vocabulary
-    assert set(summary["metrics"]) == {"transfer", "popularity", "als", "scratch"}
+    assert set(summary.metrics) == {"transfer", "popularity", "als", "scratch"}
     table = runs(mlflow_uri, "transferrec-movies")
-    parent = table[table["run_id"] == summary["mlflow_run_id"]].iloc[0]
-    assert parent["status"] == "FINISHED" and parent["tags.chosen_source"] == summary["chosen_source"]
+    parent = table[table["run_id"] == summary.mlflow_run_id].iloc[0]
+    assert parent["status"] == "FINISHED" and parent["tags.chosen_source"] == summary.chosen_source
 
     # selection from the catalogue alone: the source shop's raw data is gone, its models and profiles remain
     config = cross_config(catalogues["other-items"], catalogues["source"], mlflow_uri)
@@ -128,9 +128,9 @@ def test_shared_users_with_a_configured_combination(synthetic_dir: Path, mlflow_
     assert all(c["user_coverage"] > 0.9 for c in candidates.values())  # genres of one catalogue share users
     ranked = sorted(candidates.values(), key=lambda c: c["rank"])
     assert [c["val_ndcg_at_10"] is not None for c in ranked] == [True, True, True] + [False] * (len(ranked) - 3)
-    assert summary["chosen_source"] in [c["name"] for c in ranked[:3]]
+    assert summary.chosen_source in [c["name"] for c in ranked[:3]]
     for c in ranked:
         assert c["score"] == pytest.approx(sum(v for k, v in c.items() if k.startswith("contribution/")))
     client = mlflow.MlflowClient(mlflow_uri)
-    run = client.get_run(summary["mlflow_run_id"])
-    assert run.data.tags["selection_decided_by"] and run.data.tags["chosen_source"] == summary["chosen_source"]
+    run = client.get_run(summary.mlflow_run_id)
+    assert run.data.tags["selection_decided_by"] and run.data.tags["chosen_source"] == summary.chosen_source

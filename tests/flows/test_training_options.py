@@ -33,15 +33,15 @@ def test_a_two_tower_adapter_onboarding_logs_what_it_trained(synthetic_dir: Path
     summary = onboard_domain_flow(config)
 
     dim = config.model.dim
-    n_items = summary["split"]["catalogue_items"]
+    n_items = summary.split["catalogue_items"]
     # adapter mode: two rank-2 adapters (user and item side) and the item biases, nothing else
-    assert summary["training"]["transfer"]["trainable_parameters"] == 2 * (dim * 2 + 2 * dim) + n_items
-    runs = child_runs(mlflow_uri, summary["mlflow_run_id"])
+    assert summary.training["transfer"]["trainable_parameters"] == 2 * (dim * 2 + 2 * dim) + n_items
+    runs = child_runs(mlflow_uri, summary.mlflow_run_id)
     transfer, scratch = runs["transfer"], runs["scratch"]
     assert (transfer["params.family"], transfer["params.mode"]) == ("two-tower", "adapter")
     assert scratch["params.family"] == "two-tower"
     assert transfer["metrics.fit/trainable_parameters"] < scratch["metrics.fit/trainable_parameters"]
-    assert summary["metrics"]["transfer"]["ndcg_at_10"] > 0
+    assert summary.metrics["transfer"]["ndcg_at_10"] > 0
 
 
 class _Crash(pl_lightning.Callback):
@@ -68,9 +68,9 @@ def test_a_rerun_resumes_a_killed_model_from_its_checkpoint(synthetic_dir: Path,
     summary = onboard_domain_flow(config)
 
     # epoch 0 was checkpointed; epoch 1 died before its checkpoint, so it runs again
-    assert summary["training"]["scratch"]["resumed_from_epoch"] == 1
-    assert summary["training"]["transfer"]["resumed_from_epoch"] is None
-    scratch = child_runs(mlflow_uri, summary["mlflow_run_id"])["scratch"]
+    assert summary.training["scratch"]["resumed_from_epoch"] == 1
+    assert summary.training["transfer"]["resumed_from_epoch"] is None
+    scratch = child_runs(mlflow_uri, summary.mlflow_run_id)["scratch"]
     assert scratch["metrics.fit/resumed_from_epoch"] == 1
     assert not folder.parent.exists()  # a finished run leaves no checkpoints behind
 
@@ -90,13 +90,13 @@ def test_off_policy_ctr_comes_from_impressions_with_propensities(synthetic_datas
 
     summary = onboard_domain_flow(OnboardConfig.smoke(TARGET, data, mlflow_uri))
 
-    found = summary["off_policy_ctr"]
+    found = summary.off_policy_ctr
     assert found["available"] and 0 < found["impressions"] <= n
     for name in ("transfer", "popularity", "als", "scratch"):
         for estimator in ("IPS", "SNIPS"):
             result = found["models"][name][estimator]
             assert result["low"] <= result["ctr"] <= result["high"] and result["estimator"] == estimator
-    transfer = child_runs(mlflow_uri, summary["mlflow_run_id"])["transfer"]
+    transfer = child_runs(mlflow_uri, summary.mlflow_run_id)["transfer"]
     assert transfer["metrics.test/ctr_snips"] == pytest.approx(found["models"]["transfer"]["SNIPS"]["ctr"])
 
 
@@ -113,8 +113,8 @@ def test_parallel_training_gives_the_same_models_as_sequential(synthetic_dir: Pa
     for kind, runner in runners.items():
         parallel = onboard_domain_flow(base.model_copy(update={"runner": runner}))
         for model in ("transfer", "scratch", "als", "popularity"):
-            assert parallel["metrics"][model] == pytest.approx(sequential["metrics"][model], abs=1e-9), (kind, model)
-        assert "train" in parallel["timings_seconds"]
+            assert parallel.metrics[model] == pytest.approx(sequential.metrics[model], abs=1e-9), (kind, model)
+        assert "train" in parallel.timings_seconds
 
 
 def test_task_runner_kinds():

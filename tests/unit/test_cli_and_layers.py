@@ -179,12 +179,16 @@ def test_the_printed_summary_carries_the_lift_and_its_intervals():
     import io
 
     from flows.cli import print_summary
+    from tasks.report import OnboardingSummary
 
     out = io.StringIO()
-    print_summary({"target_domain": "Horror", "mlflow_run_id": "abc", "chosen_source": "all-others",
-                   "selection_rationale": "why", "candidates_markdown": "", "table_markdown": "| table |",
-                   "lift": {"val/lift_ndcg_at_10": 0.345, "test/lift_ndcg_at_10": 0.245},
-                   "lift_markdown": "- over popularity: +24.5% (95 % CI +18.0% .. +31.0%, 900 users)"}, out)
+    summary = OnboardingSummary(
+        target_domain="Horror", mlflow_run_id="abc", experiment="transferrec-horror", chosen_source="all-others",
+        selection_rationale="why", table_markdown="| table |",
+        lift={"val/lift_ndcg_at_10": 0.345, "test/lift_ndcg_at_10": 0.245},
+        lift_markdown="- over popularity: +24.5% (95 % CI +18.0% .. +31.0%, 900 users)")
+    print_summary(summary, out)
+    assert "lift_markdown" not in summary.to_json() and summary.to_json()["target_domain"] == "Horror"
     text = out.getvalue()
     assert "validation +34.5%, test +24.5%" in text and "- over popularity: +24.5% (95 % CI" in text
 

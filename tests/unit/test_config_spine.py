@@ -163,19 +163,10 @@ def test_print_config_prints_the_resolved_config_and_runs_nothing(tmp_path, caps
     assert "split.fraction: Input should be less than or equal to 1" in capsys.readouterr().err
 
 
-def fill_event_templates(parameters: Any, payload: dict[str, str]) -> Any:
-    """What Prefect's trigger does with ``{{ event.payload.KEY }}`` (the orchestration test runs the real one)."""
-    if isinstance(parameters, dict):
-        return {k: fill_event_templates(v, payload) for k, v in parameters.items()}
-    if isinstance(parameters, str) and parameters.startswith("{{ event.payload."):
-        return payload.get(parameters.removeprefix("{{ event.payload.").removesuffix(" }}"), "")
-    return parameters
-
-
 def test_own_data_resolves_to_one_config_from_every_entry_point(tmp_path, monkeypatch):
     import yaml
 
-    from flows.deployments import data_landed_parameters, data_landed_payload
+    from flows.deployments import data_landed_parameters, data_landed_payload, fill_event_templates
     from models.data.synthetic import generate_retail, write_retail_export
 
     monkeypatch.chdir(tmp_path)
