@@ -27,6 +27,7 @@ from tasks.tracking.names import (
     CHAMPION,
     MODEL_ARTIFACT,
     ONBOARD_RUN_PREFIX,
+    SOURCE_PREFIX,
     SOURCES_EXPERIMENT,
     curve_experiment_name,
     curve_point_run_name,
@@ -64,11 +65,12 @@ from tasks.tracking.runs import (
 
 __all__ = [
     "CHALLENGER", "CHAMPION", "MODEL_ARTIFACT", "ONBOARD_RUN_PREFIX", "PROFILE_ARTIFACT", "SIGNATURE",
-    "SOURCES_EXPERIMENT", "RegisteredVersion", "TrackingContext", "alias_version", "client", "curve_experiment_name",
-    "curve_point_run_name", "curve_run_name", "default_tracking_uri", "dumps", "end_run", "ensure_experiment",
-    "experiment_name", "find_version", "flatten", "load_factor_model", "load_profile", "log_artifact", "log_dict",
-    "log_factor_model", "log_history", "log_metrics", "log_params", "log_profile", "log_table", "log_text",
-    "logged_model_id", "onboard_run_name", "open_run", "probe_run_name", "recent_onboardings", "register_model",
-    "registered_model_name", "run_context", "runs_table", "set_alias", "set_tags", "set_version_tags",
-    "source_catalogue", "source_model_name", "source_run_name", "sqlite_dir", "start_run",
+    "SOURCE_PREFIX", "SOURCES_EXPERIMENT", "RegisteredVersion", "TrackingContext", "alias_version", "client",
+    "curve_experiment_name", "curve_point_run_name", "curve_run_name", "default_tracking_uri", "dumps", "end_run",
+    "ensure_experiment", "experiment_name", "find_version", "flatten", "load_factor_model", "load_profile",
+    "log_artifact", "log_dict", "log_factor_model", "log_history", "log_metrics", "log_params", "log_profile",
+    "log_table", "log_text", "logged_model_id", "onboard_run_name", "open_run", "probe_run_name",
+    "recent_onboardings", "register_model", "registered_model_name", "run_context", "runs_table", "set_alias",
+    "set_tags", "set_version_tags", "source_catalogue", "source_model_name", "source_run_name", "sqlite_dir",
+    "start_run",
 ]

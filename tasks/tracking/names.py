@@ -28,12 +28,16 @@ def registered_model_name(domain: str) -> str:
     return f"transferrec-{slug(domain)}"
 
 
+#: Prefix of every source model's registered name (the catalogue lists them by it).
+SOURCE_PREFIX = "transferrec-source-"
+
+
 def source_model_name(dataset: str, target: str | None, candidate: str) -> str:
     """Registered-model name of a source model trained time-safe for ``target`` (``None``: for any target,
     when the source comes from another dataset)."""
     if target is None:
-        return f"transferrec-source-{slug(dataset)}-{slug(candidate)}"
-    return f"transferrec-source-{slug(dataset)}-for-{slug(target)}-{slug(candidate)}"
+        return f"{SOURCE_PREFIX}{slug(dataset)}-{slug(candidate)}"
+    return f"{SOURCE_PREFIX}{slug(dataset)}-for-{slug(target)}-{slug(candidate)}"
 
 
 def onboard_run_name(domain: str, fraction: float, seed: int, *, out_of_core: bool = False) -> str:
@@ -59,10 +63,8 @@ def curve_point_run_name(fraction: float) -> str:
     return f"fraction:{fraction}"
 
 
+#: Registry aliases: the served version, and the newest registered one.
 CHAMPION = "champion"
-
-
 CHALLENGER = "challenger"
-
-
+#: Artifact path of a logged model.
 MODEL_ARTIFACT = "model"

@@ -9,10 +9,8 @@ import mlflow
 import pandas as pd
 
 from tasks.tracking.models import load_profile
-from tasks.tracking.names import ONBOARD_RUN_PREFIX
+from tasks.tracking.names import ONBOARD_RUN_PREFIX, SOURCE_PREFIX
 from tasks.tracking.runs import client
-
-SOURCE_PREFIX = "transferrec-source-"
 
 
 def source_catalogue(uri: str, *, with_stats: bool = True) -> list[dict[str, Any]]:
