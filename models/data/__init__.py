@@ -1,0 +1,1 @@
+"""Data: reading, fetching and generating datasets, item texts."""
