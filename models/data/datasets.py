@@ -11,9 +11,6 @@ MovieLens files are read by :mod:`models.data.movielens`.
 
 from __future__ import annotations
 
-import io
-import logging
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -23,20 +20,12 @@ import polars as pl
 from data_contracts.columns import (
     DESCRIPTION,
     DOMAIN,
-    GENRE_SEPARATOR,
-    GENRES,
     ITEM_ID,
-    RATING,
     TABLE_SCHEMAS,
     TABLES,
-    TIMESTAMP,
-    TITLE,
     USER_ID,
 )
 from data_contracts.validation import convert_strict
-
-logger = logging.getLogger(__name__)
-
 
 
 class DatasetFormatError(ValueError):

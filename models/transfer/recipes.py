@@ -123,23 +123,27 @@ def fine_tune(source: FactorModel, split: TargetSplit, *, config: FineTuneConfig
     init_seconds = time.perf_counter() - started
     val = validation_data(split.val, split.train, user_ids=init.user_ids, item_ids=init.item_ids,
                           max_users=config.train.max_val_users, seed=seed)
+    fit = train_transferred(network, init, encode_pairs(split.train, init.user_ids, init.item_ids), val,
+                            config=config, seed=seed, checkpoint_dir=checkpoint_dir, callbacks=callbacks)
+    return replace(fit, init_seconds=init_seconds)
+
+
+def train_transferred(network: MatrixFactorization, init: TransferInit, pairs: Any, val: Any, *,
+                      config: FineTuneConfig, seed: int, **fit_options: Any) -> FitResult:
+    """The fine-tuning modes, for both kinds of training pairs (arrays in memory, or batches read from a pair
+    file on disk, see :func:`~models.nets.training.fit_network`): ``zero-shot`` scores the initialised network
+    and trains nothing; ``adapter`` adds low-rank adapters and freezes the rest; ``freeze-users`` keeps the users
+    carried over from the source fixed; ``full`` trains every weight."""
     if config.mode == "zero-shot":
         score = full_validation_ndcg(network, val, config.train.k)
-        return FitResult(model=init.as_model("transfer"), history=[], best_epoch=-1, epochs_run=0,
-                         initial_val_ndcg=score, best_val_ndcg=score, seconds=0.0, trainable_parameters=0,
-                         init_seconds=init_seconds)
-    frozen = init.user_from_source if config.mode == "freeze-users" else None
+        return FitResult(model=init.as_model("transfer"), initial_val_ndcg=score, best_val_ndcg=score)
     if config.mode == "adapter":
         network.add_adapters(config.adapter_rank, seed=seed)
         network.freeze_base()
-    fit = fit_network(
-        network, encode_pairs(split.train, init.user_ids, init.item_ids),
-        user_ids=init.user_ids, item_ids=init.item_ids, val=val,
-        config=config.train, seed=seed, frozen_user_rows=frozen, kind="transfer",
-        checkpoint_dir=checkpoint_dir, transferred_lr_scale=config.transferred_lr_scale, anchor=config.anchor,
-        callbacks=callbacks,
-    )
-    return replace(fit, init_seconds=init_seconds)
+    return fit_network(network, pairs, user_ids=init.user_ids, item_ids=init.item_ids, val=val, config=config.train,
+                       seed=seed, kind="transfer",
+                       frozen_user_rows=init.user_from_source if config.mode == "freeze-users" else None,
+                       transferred_lr_scale=config.transferred_lr_scale, anchor=config.anchor, **fit_options)
 
 
 def train_scratch(split: TargetSplit, *, model: ModelConfig, train: TrainConfig, seed: int,
