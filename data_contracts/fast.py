@@ -3,8 +3,11 @@
 great-expectations is the reference: it reads the same JSON suites and writes the reports. It costs about
 2 s on a million rows, while polars needs about a tenth of that, so ``validate_table(engine="auto")``
 first evaluates the suite here and runs great-expectations only when something fails (to report it).
-Only the expectation types the suites use are supported; an unknown type makes the caller fall back to
-great-expectations. The semantics follow great-expectations on pandas, quirks included (a missing value is
+Users edit the suites, so the evaluator is fail-safe: it models the expectation types the suites use and,
+for each, the options listed in ``MODELLED``; an unknown type, an option it does not model set to anything
+but great-expectations' default (``mostly``, ``row_condition``, ``ignore_row_if``...), an unknown top-level
+key, or any error while evaluating (a regex polars cannot compile) raises :class:`Unmodelled`, and the caller
+runs great-expectations instead. The semantics follow great-expectations on pandas, quirks included (a missing value is
 None or NaN; ``expect_column_values_to_be_of_type("int64")`` fails on an integer column with nulls because
 pandas stores it as float64); a test checks that both engines agree on every rule.
 """
@@ -16,16 +19,46 @@ from typing import Any
 
 import polars as pl
 
-SUPPORTED = frozenset({
-    "expect_table_row_count_to_be_between",
-    "expect_column_values_to_not_be_null",
-    "expect_column_values_to_not_match_regex",
-    "expect_column_values_to_be_of_type",
-    "expect_column_values_to_be_between",
-    "expect_compound_columns_to_be_unique",
-    "expect_column_values_to_be_unique",
-    "expect_column_values_to_be_in_set",
-})
+#: The options each expectation type is evaluated with here (any value).
+MODELLED: dict[str, frozenset[str]] = {
+    "expect_table_row_count_to_be_between": frozenset({"min_value", "max_value", "strict_min", "strict_max"}),
+    "expect_column_values_to_not_be_null": frozenset({"column"}),
+    "expect_column_values_to_not_match_regex": frozenset({"column", "regex"}),
+    "expect_column_values_to_be_of_type": frozenset({"column", "type_"}),
+    "expect_column_values_to_be_between": frozenset({"column", "min_value", "max_value", "strict_min",
+                                                     "strict_max"}),
+    "expect_compound_columns_to_be_unique": frozenset({"column_list"}),
+    "expect_column_values_to_be_unique": frozenset({"column"}),
+    "expect_column_values_to_be_in_set": frozenset({"column", "value_set"}),
+}
+SUPPORTED = frozenset(MODELLED)
+#: Options that never change whether an expectation passes (how results are reported or raised: any error
+#: here defers to great-expectations anyway).
+NEUTRAL = frozenset({"result_format", "catch_exceptions"})
+#: great-expectations' defaults of the options not modelled: at these values they change nothing.
+DEFAULTS: dict[str, Any] = {"mostly": 1, "row_condition": None, "condition_parser": None, "windows": None,
+                            "batch_id": None, "ignore_row_if": "all_values_are_missing"}
+#: Top-level keys of an expectation that do not take part in its verdict.
+DESCRIPTIVE = frozenset({"type", "kwargs", "meta", "notes", "description", "id", "rendered_content", "severity"})
+
+
+class Unmodelled(KeyError):
+    """The evaluator cannot give great-expectations' verdict on this expectation: run great-expectations."""
+
+
+def check_modelled(expectation: dict[str, Any]) -> None:
+    """Raise :class:`Unmodelled` unless every key and option of ``expectation`` is evaluated here exactly."""
+    kind, kwargs = expectation["type"], expectation.get("kwargs", {})
+    if kind not in MODELLED:
+        raise Unmodelled(f"expectation type {kind}")
+    unknown = set(expectation) - DESCRIPTIVE
+    for option, value in kwargs.items():
+        if option in MODELLED[kind] or option in NEUTRAL:
+            continue
+        if option not in DEFAULTS or value != DEFAULTS[option]:
+            unknown.add(option)
+    if unknown:
+        raise Unmodelled(f"{kind}: option(s) {sorted(unknown)}")
 
 
 @dataclass(frozen=True)
@@ -99,14 +132,23 @@ def evaluate(frame: pl.DataFrame, expectations: list[dict[str, Any]], parameters
     """Evaluate the (already filtered) suite expectations on ``frame``.
 
     Raises:
-        KeyError: an expectation type this evaluator does not implement (callers fall back to GX).
+        Unmodelled: an expectation, an option or a value this evaluator cannot judge exactly (callers run
+            great-expectations instead).
     """
+    for expectation in expectations:
+        check_modelled(expectation)
+    try:
+        return _evaluate(frame, expectations, parameters)
+    except (pl.exceptions.PolarsError, ValueError, TypeError, KeyError) as error:  # e.g. a regex polars rejects
+        raise Unmodelled(f"{type(error).__name__}: {error}") from error
+
+
+def _evaluate(frame: pl.DataFrame, expectations: list[dict[str, Any]], parameters: dict[str, Any]
+              ) -> list[FastOutcome]:
     outcomes: list[FastOutcome] = []
     column_maps: list[tuple[dict[str, Any], pl.Expr]] = []
     for expectation in expectations:
         kind, kwargs = expectation["type"], expectation["kwargs"]
-        if kind not in SUPPORTED:
-            raise KeyError(kind)
         missing_columns = [c for c in ([kwargs["column"]] if "column" in kwargs else kwargs.get("column_list", []))
                            if c not in frame.columns]
         if missing_columns:
@@ -114,7 +156,8 @@ def evaluate(frame: pl.DataFrame, expectations: list[dict[str, Any]], parameters
         elif kind == "expect_table_row_count_to_be_between":
             low = _resolve(kwargs.get("min_value"), parameters)
             high = _resolve(kwargs.get("max_value"), parameters)
-            ok = (low is None or frame.height >= low) and (high is None or frame.height <= high)
+            ok = ((low is None or (frame.height > low if kwargs.get("strict_min") else frame.height >= low))
+                  and (high is None or (frame.height < high if kwargs.get("strict_max") else frame.height <= high)))
             outcomes.append(FastOutcome(expectation, ok, None))
         elif kind in ("expect_column_values_to_be_unique", "expect_compound_columns_to_be_unique"):
             duplicates = _duplicates(frame, kind, kwargs)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 MAX_SAMPLES = 10
@@ -27,6 +27,10 @@ class RuleFailure:
     detail: str = ""
     severity: Severity = "error"
     rows: tuple[int, ...] | None = field(default=None, repr=False, compare=False)
+    # the same place in the user's words: their file and column name (see ContractViolation.in_user_terms)
+    file: str | None = None
+    their_column: str | None = None
+    sample_places: list[str] = field(default_factory=list)  # per sample row: "part-3.parquet row 1360"
 
     @property
     def row_level(self) -> bool:
@@ -36,10 +40,14 @@ class RuleFailure:
     def describe(self) -> str:
         """One readable line."""
         where = f"{self.table}.{self.column}" if self.column else self.table
+        if self.file or self.their_column:
+            theirs = f"column {self.their_column!r}" if self.their_column else ""
+            where = f"{self.file or self.table}{', ' if self.file and theirs else ''}{theirs} ({where})"
         count = f"{self.unexpected_count} row(s)" if self.unexpected_count is not None else "failed"
         text = f"{where}: rule '{self.rule}' ({self.expectation}): {count}"
         if self.sample_values:
-            pairs = ", ".join(f"row {r}: {v!r}" for r, v in zip(self.sample_rows, self.sample_values, strict=False))
+            places = self.sample_places or [f"row {r}" for r in self.sample_rows]
+            pairs = ", ".join(f"{p}: {v!r}" for p, v in zip(places, self.sample_values, strict=False))
             text += f"; e.g. {pairs}" if self.sample_rows else f"; e.g. {self.sample_values}"
         if self.detail:
             text += f" ({self.detail})"
@@ -49,7 +57,8 @@ class RuleFailure:
         """JSON-ready form (without the full row list)."""
         return {"table": self.table, "column": self.column, "rule": self.rule, "expectation": self.expectation,
                 "unexpected_count": self.unexpected_count, "sample_values": self.sample_values,
-                "sample_rows": self.sample_rows, "detail": self.detail, "severity": self.severity}
+                "sample_rows": self.sample_rows, "detail": self.detail, "severity": self.severity,
+                "file": self.file, "their_column": self.their_column, "sample_places": self.sample_places}
 
 
 @dataclass(frozen=True)
@@ -107,6 +116,17 @@ class ContractReport:
             raise ContractViolation([self])
 
 
+def part_row(row: int, parts: list[tuple[str, int]] | None) -> str:
+    """``row`` of a table read from Parquet parts (``[(part, rows)]`` in reading order) as ``<part> row <n>``
+    (both 0-based like every reported row); ``row <row>`` when there are no parts or it lies beyond them."""
+    start = 0
+    for part, rows in parts or []:
+        if row < start + rows:
+            return f"{part} row {row - start}"
+        start += rows
+    return f"row {row}"
+
+
 class ContractViolation(ValueError):
     """Data broke its contract. ``reports`` holds every table's report; ``str()`` lists each failed rule."""
 
@@ -118,6 +138,22 @@ class ContractViolation(ValueError):
         if note:
             lines.append(f"  {note}")
         super().__init__("\n".join(lines))
+
+    def in_user_terms(self, columns: dict[str, dict[str, str]] | None, files: dict[str, str],
+                      parts: dict[str, list[tuple[str, int]]] | None = None) -> ContractViolation:
+        """The same violation naming each failure's file (``files``: table -> file as the user gave it), column
+        as the user's data calls it (``columns``: table -> {canonical: theirs}, a column map), and, for a table
+        read from a folder of Parquet parts (``parts``: table -> [(part, rows)] in reading order), the part and
+        the row within it of each sample row."""
+        def renamed(failure: RuleFailure) -> RuleFailure:
+            theirs = (columns or {}).get(failure.table, {}).get(failure.column or "")
+            places = [part_row(row, (parts or {}).get(failure.table)) for row in failure.sample_rows]
+            return replace(failure, file=files.get(failure.table), their_column=theirs or failure.column,
+                           sample_places=places if (parts or {}).get(failure.table) else [])
+
+        reports = [replace(r, failures=[renamed(f) for f in r.failures], warnings=[renamed(w) for w in r.warnings])
+                   for r in self.reports]
+        return ContractViolation(reports, self.note)
 
     @property
     def failures(self) -> list[RuleFailure]:

@@ -59,7 +59,7 @@ class PretrainConfig(_Frozen):
                    tracking=TrackingConfig(tracking_uri=tracking_uri))
 
 
-#: Options the out-of-core onboarding (flows.onboard_large) cannot honour yet: field -> (unsupported(value), what).
+#: Options the out-of-core backend (flows.backends.OutOfCore) cannot honour yet: field -> (unsupported(value), what).
 #: Every other OnboardConfig field works on both backends; tests/unit/test_config_spine.py enumerates them all.
 OUT_OF_CORE_REFUSES: dict[str, tuple[Any, str]] = {
     "sources.data": (lambda v: v is not None, "sources from another dataset"),
@@ -70,14 +70,12 @@ OUT_OF_CORE_REFUSES: dict[str, tuple[Any, str]] = {
     "finetune.family": (lambda v: v != "mf", "the two-tower family"),
     "finetune.item_init": (lambda v: v == "content", "content initialisation of new items"),
     "data.on_violation": (lambda v: v != "fail", "the quarantine policy"),
-    "selection.top_k": (lambda v: v != 1, "several finalists"),
-    "selection.val_margin": (lambda v: v != SelectionConfig().val_margin, "a finalists' margin"),
     "selection.weights": (lambda v: v is not None, "selection signal weights (the zero-shot probe decides)"),
     "tracking.checkpoint_dir": (lambda v: v is not None, "resumable checkpoints"),
+    # the fits read pair files from this machine's scratch folder: threads in this process, or one by one
     "runner.kind": (lambda v: v not in ("threads", "sequential"), "a Dask or Ray task runner"),
     "runner.address": (lambda v: v is not None, "a task-runner cluster"),
     "runner.processes": (bool, "Dask worker processes"),
-    "runner.workers": (lambda v: v != RunnerConfig().workers, "task-runner workers"),
 }
 #: Options only the out-of-core onboarding has.
 IN_MEMORY_REFUSES: dict[str, tuple[Any, str]] = {
@@ -102,7 +100,7 @@ class OnboardConfig(_Frozen):
     tracking: TrackingConfig = TrackingConfig()
     runner: RunnerConfig = RunnerConfig()
     out_of_core: bool = Field(False, description="data bigger than memory: read, validate, split and train batch by "
-                                                 "batch on disk (flows.onboard_large; batches of data.batch_rows)")
+                                                 "batch on disk (batches of data.batch_rows; see flows.backends)")
 
     @model_validator(mode="before")
     @classmethod
@@ -140,6 +138,13 @@ class OnboardConfig(_Frozen):
     def model(self) -> ModelConfig:
         """The architecture shared by source, transferred and scratch models."""
         return self.sources.model
+
+    def run_tags(self) -> dict[str, Any]:
+        """The tags of the onboarding's parent run and its child runs (what the MLflow search filters on)."""
+        tags: dict[str, Any] = {"target_domain": self.target_domain, "dataset": self.data.dataset,
+                                "fraction": self.split.fraction, "seed": self.split.seed,
+                                "mode": self.finetune.mode, "family": self.finetune.family}
+        return {**tags, "out_of_core": "true"} if self.out_of_core else tags
 
     def child_run_params(self, source: str, als: dict[str, Any]) -> dict[str, dict[str, Any]]:
         """The params of each model's child run (what tells them apart in the MLflow compare view)."""

@@ -11,11 +11,11 @@ from models.split import InsufficientDataError
 from models.transfer.recipes import ranking_tasks
 from tasks import tracking
 from tasks.curve import curve_point, log_curve, split_fractions
-from tasks.data import load_tables, validate_dataset
+from tasks.data import check_target_domain, load_tables, validate_dataset
 from tasks.runtime import checkpoint_root
 from tasks.selection import select_source
-from tasks.setup import prepare_tracking
-from tasks.sources import find_or_train_source, plan_sources
+from tasks.setup import tracked_run
+from tasks.sources import gather_sources
 from tasks.training import fine_tune_source, fit_popularity_baseline, train_scratch_baseline
 
 
@@ -25,20 +25,17 @@ def data_efficiency_flow(config: CurveConfig) -> dict[str, Any]:
     scratch, measure; then log the table and the plot."""
     domain = config.target_domain
     name = tracking.curve_experiment_name(domain)
-    uri, experiment_id = prepare_tracking(config.tracking, name)
-    with tracking.open_run(uri, experiment_id, name, tracking.curve_run_name(domain),
-                           tags={"target_domain": domain}) as run:
-        run.log_params(tracking.flatten(config.model_dump(mode="json")))
+    check_target_domain(config.data, domain)
+    with tracked_run(config, config.tracking, name, tracking.curve_run_name(domain),
+                     tags={"target_domain": domain}) as run:
         dataset, data_fingerprint = validate_dataset(load_tables(config.data), config.data, domain, run)
         splits, skipped = split_fractions(dataset, domain, config.split, config.fractions)
         if not splits:
             raise InsufficientDataError(f"no fraction of {domain!r} leaves enough data: {skipped}")
         # The test period (and so each user's source cutoff) does not depend on the fraction: one set of sources.
-        specs = plan_sources(dataset, data_fingerprint, domain, config.split.test_ratio, config.sources)
-        cutoffs = next(iter(splits.values())).cutoffs
-        checkpoints = checkpoint_root(config.tracking.checkpoint_dir, config.tracking.resume)
-        sources = {spec.name: find_or_train_source(dataset, cutoffs, spec, config.sources, domain, uri,
-                                                   triggered_by=run.run_id, checkpoints=checkpoints) for spec in specs}
+        sources = gather_sources(dataset, data_fingerprint, domain, next(iter(splits.values())).cutoffs,
+                                 config.split.test_ratio, config.sources, run.uri, triggered_by=run.run_id,
+                                 checkpoints=checkpoint_root(config.tracking.checkpoint_dir, config.tracking.resume))
         rows = []
         for fraction, split in splits.items():
             val_task, test_task = ranking_tasks(split, click_threshold=config.evaluation.click_threshold)
@@ -58,4 +55,4 @@ def data_efficiency_flow(config: CurveConfig) -> dict[str, Any]:
             rows.append(row)
         markdown = log_curve(rows, run, skipped)
     return {"mlflow_run_id": run.run_id, "experiment": name, "target_domain": domain, "points": rows,
-            "skipped": skipped, "table_markdown": markdown, "tracking_uri": uri}
+            "skipped": skipped, "table_markdown": markdown, "tracking_uri": run.uri}

@@ -11,7 +11,7 @@ from tasks import tracking
 from tasks.data import load_tables, split_target, validate_dataset
 from tasks.runtime import checkpoint_root
 from tasks.setup import prepare_tracking
-from tasks.sources import find_or_train_source, plan_sources
+from tasks.sources import gather_sources
 
 
 @flow(name="pretrain-source")
@@ -25,17 +25,15 @@ def pretrain_source_flow(config: PretrainConfig) -> dict[str, Any]:
     raw = load_tables(config.data)
     dataset, data_fingerprint = validate_dataset(raw, config.data, target, None)
     cutoffs = split_target(dataset, target, config.split).cutoffs if target is not None else None
-    specs = plan_sources(dataset, data_fingerprint, target or "", config.split.test_ratio, config.sources,
-                         same_dataset=target is not None)
-    checkpoints = checkpoint_root(config.tracking.checkpoint_dir, config.tracking.resume)
-    sources = [find_or_train_source(dataset, cutoffs, spec, config.sources, target, uri, force=config.force,
-                                    checkpoints=checkpoints) for spec in specs]
+    sources = gather_sources(dataset, data_fingerprint, target or "", cutoffs, config.split.test_ratio,
+                             config.sources, uri, same_dataset=target is not None, force=config.force,
+                             checkpoints=checkpoint_root(config.tracking.checkpoint_dir, config.tracking.resume))
     return {
         "target_domain": config.exclude_domain,
         "sources": [
             {"name": s.spec.name, "registered_model": s.spec.registered_name, "version": s.version,
              "trained_now": s.trained_now, "seconds": round(s.seconds, 2), "domains": s.spec.domains}
-            for s in sources
+            for s in sources.values()
         ],
         "tracking_uri": uri,
     }

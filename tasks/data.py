@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
@@ -12,14 +12,23 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from data_contracts.batched import validate_scans
+from data_contracts.columns import DOMAIN, TABLES
 from data_contracts.report import ContractReport, ContractViolation
 from data_contracts.validation import ContractSettings, ValidatedTables, validate_tables
 from models.config import DataConfig, SplitConfig
-from models.data.datasets import Dataset, fingerprint, read_tables
+from models.data.datasets import (
+    Dataset,
+    check_domain,
+    find_table,
+    fingerprint,
+    is_object_store,
+    parquet_parts,
+    read_tables,
+)
 from models.data.fetch import cached_dir
 from models.split import TargetSplit, split_with
 from tasks import tracking
-from tasks.runtime import default_data_dir
+from tasks.runtime import default_data_dir, retry_transient
 
 
 @dataclass(frozen=True)
@@ -29,9 +38,25 @@ class RawTables:
     name: str
     tables: dict[str, pl.DataFrame | pl.LazyFrame | None]  # lazy scans when read in batches
     source: str
+    files: dict[str, str] = field(default_factory=dict)  # table -> its file or folder, as reports name it
+
+    def in_user_terms(self, violation: ContractViolation, config: DataConfig) -> ContractViolation:
+        """``violation`` naming the user's files, column names (their column map) and Parquet parts."""
+        parts = {table: parquet_parts(Path(path)) for table, path in self.files.items()
+                 if not is_object_store(path) and Path(path).is_dir()}
+        return violation.in_user_terms(config.columns, self.files, parts)
 
 
-@task(name="load-tables", retries=2, retry_delay_seconds=[1, 5], cache_policy=NO_CACHE)
+def table_files(folder: Path | str) -> dict[str, str]:
+    """Where each table of ``folder`` (a local folder or an object-store URL) is, as the reports name it."""
+    if is_object_store(folder):
+        return {table: f"{str(folder).rstrip('/')}/{table}" for table in TABLES}
+    found = {table: find_table(Path(folder), table) for table in TABLES}
+    return {table: str(path) for table, path in found.items() if path is not None}
+
+
+@task(name="load-tables", retries=2, retry_delay_seconds=[1, 5], cache_policy=NO_CACHE,
+      retry_condition_fn=retry_transient)
 def load_tables(config: DataConfig) -> RawTables:
     """Read the tables as stored (columns renamed by ``config.columns``): the object-store ``url``, else the
     folder ``path``, else the fetched cache of ``dataset``. With ``config.batch_rows`` they are lazy scans,
@@ -43,7 +68,24 @@ def load_tables(config: DataConfig) -> RawTables:
                               {k: (v.height if v is not None else None) for k, v in tables.items()})
     else:
         get_run_logger().info("scanning %s at %s in batches of %d rows", config.dataset, folder, config.batch_rows)
-    return RawTables(config.dataset, tables, str(folder))
+    return RawTables(config.dataset, tables, str(folder), table_files(folder))
+
+
+@task(name="check-target-domain", cache_policy=NO_CACHE)
+def check_target_domain(config: DataConfig, domain: str) -> None:
+    """Stop at once, before any experiment exists for it, when ``domain`` is not a domain of the data (reads the
+    items table's domain column only); the error lists the domains there are.
+
+    Raises:
+        UnknownDomain: no item is in ``domain``.
+    """
+    folder = config.url or config.path or cached_dir(config.data_dir or default_data_dir(), config.dataset)
+    items = read_tables(folder, config.columns, lazy=True)["items"]
+    if items is None:
+        return  # the contracts report the missing table
+    theirs = (config.columns or {}).get("items", {}).get(DOMAIN, DOMAIN)
+    local = None if is_object_store(folder) else find_table(Path(folder), "items")
+    check_domain(items, domain, where=str(local or f"{folder} (items)"), column=theirs)
 
 
 def log_contract_reports(reports: list[ContractReport], run: tracking.TrackingContext | None, failed: bool) -> str:
@@ -73,10 +115,11 @@ def validate_dataset(
             result = validate_tables(raw.tables, settings)
         else:
             result = _validate_in_batches(raw, settings, config.batch_rows)
-    except ContractViolation as violation:
+    except ContractViolation as found:
+        violation = raw.in_user_terms(found, config)
         log_contract_reports(violation.reports, run, failed=True)
         log.error("%s", violation)
-        raise
+        raise violation from None
     log_contract_reports(result.reports, run, failed=False)
     if result.quarantine and run is not None:
         with tempfile.TemporaryDirectory(prefix="transferrec-quarantine-") as tmp:

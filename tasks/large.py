@@ -56,10 +56,11 @@ def validate_large(raw: RawTables, config: DataConfig, target_domain: str, run: 
     try:
         result = validate_scans(scans, config.contract_settings(target_domain), workdir=workdir,
                                 batch_rows=batch_rows(config))
-    except ContractViolation as violation:
+    except ContractViolation as found:
+        violation = raw.in_user_terms(found, config)
         log_contract_reports(violation.reports, run, failed=True)
         get_run_logger().error("%s", violation)
-        raise
+        raise violation from None
     log_contract_reports(result.reports, run, failed=False)
     return result
 
@@ -126,11 +127,12 @@ def probe_large_sources(sources: dict[str, FactorModel], split: DiskSplit, val_t
     return Selection(chosen, table, rationale, "zero-shot probe", {}, {})
 
 
-@task(name="fine-tune-on-disk", cache_policy=NO_CACHE)
+@task(name="fine-tune-on-disk", cache_policy=NO_CACHE, task_run_name="fine-tune-on-disk-{name}")
 def fine_tune_large(name: str, source: FactorModel, split: DiskSplit, config: FineTuneConfig, seed: int,
                     rows: int) -> FitResult:
     """Carry the chosen source over and fine-tune it on the target's pairs on disk."""
-    fit = fine_tune_on_disk(source, split, config=config, seed=seed, batch_rows=rows).fit
+    fit = fine_tune_on_disk(source, split, config=config, seed=seed, batch_rows=rows,
+                            pairs_file=f"transfer-{slug(name)}_pairs.bin").fit
     get_run_logger().info("fine-tuned %s on disk: val NDCG@10 %.4f -> %.4f in %d epochs, %.1fs", name,
                           fit.initial_val_ndcg, fit.best_val_ndcg, fit.epochs_run, fit.seconds)
     return fit

@@ -6,6 +6,7 @@ import hashlib
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -38,10 +39,85 @@ ENV_DEFAULTS = {
 }
 
 
+#: Errors a retry cannot fix: the user's paths, permissions and values. I/O tasks retry everything else.
+PERMANENT_ERRORS: tuple[type[BaseException], ...] = (FileNotFoundError, PermissionError, IsADirectoryError,
+                                                    NotADirectoryError, ValueError)
+
+
+def retry_transient(task: object, task_run: object, state: object) -> bool:
+    """A Prefect ``retry_condition_fn``: retry unless the task failed with one of :data:`PERMANENT_ERRORS`
+    (an unreadable folder or a name collision fails at once, with its own message)."""
+    try:
+        error = state.result(raise_on_failure=False)  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - the result cannot be read: retry, as without a condition
+        return True
+    return not isinstance(error, PERMANENT_ERRORS)
+
+
 def configure_environment(overrides: dict[str, str] | None = None) -> None:
     """Set telemetry-off and quiet defaults in ``os.environ`` (existing values win) before Prefect is imported."""
     for key, value in {**ENV_DEFAULTS, **(overrides or {})}.items():
         os.environ.setdefault(key, value)
+
+
+class Interrupted(BaseException):
+    """The process was asked to stop (SIGINT or SIGTERM): raised in the main thread by :func:`handle_signals`'s
+    handler. Not an ``Exception``, so no retry or broad ``except`` swallows it; not a ``KeyboardInterrupt``,
+    which Lightning turns into ``sys.exit(1)``."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal number, as shells report it (130 for SIGINT, 143 for SIGTERM)."""
+        return 128 + self.signum
+
+
+def handle_signals() -> None:
+    """One path for SIGINT and SIGTERM (main thread only): ask every fit in the process to stop at its next
+    batch (``models.nets.training.STOP``) and raise :class:`Interrupted` in the main thread, so the run unwinds:
+    its MLflow run is marked KILLED, nothing is registered, and Prefect's temporary API server is stopped at
+    exit. A second signal ends the process at once."""
+
+    def stop(signum: int, frame: object) -> None:
+        from models.nets.training import STOP
+
+        STOP.set()
+        for each in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(each, signal.SIG_DFL)  # a second signal: the default action, at once
+        raise Interrupted(signum)
+
+    for each in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(each, stop)
+
+
+def _temporary_api_server() -> object:
+    """Prefect's temporary API server, started in its own session: a Ctrl-C at the terminal (SIGINT to the
+    foreground process group) then reaches this process alone, which reports the run's end to the server and
+    stops it at exit; without this the server died first and the engine spent about 80 s retrying it."""
+    import subprocess
+    import sys
+
+    import prefect
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import get_current_settings
+
+    class OwnSessionServer(SubprocessASGIServer):
+        # Prefect 3.9's _run_uvicorn_command, with start_new_session=True
+        def _run_uvicorn_command(self) -> subprocess.Popen:
+            env = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+            return subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent), "--factory",
+                 "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
+                 "--log-level", "error", "--lifespan", "on"],
+                env={**os.environ, **env, **get_current_settings().to_environment_variables(exclude_unset=True)},
+                start_new_session=True)
+
+    # Prefect looks its temporary server up by port (None: any free one); registering ours there first makes
+    # every later SubprocessASGIServer() in this process this one
+    return OwnSessionServer()
 
 
 _PRESTART: threading.Thread | None = None
@@ -56,15 +132,16 @@ def prestart_prefect_api() -> None:
     if os.environ.get("PREFECT_API_URL") or _PRESTART is not None:
         return
 
+    # Prefect's server models warn (pydantic) when imported; matplotlib, imported meanwhile in the main thread,
+    # records every warning raised while it reads its style files and prints them as its own
+    warnings.filterwarnings("ignore", message=r".*attribute with value .* was provided to the `Field\(\)` function")
+
     def start() -> None:
         try:
             from prefect.settings import get_current_settings
 
-            if get_current_settings().api.url:
-                return
-            from prefect.server.api.server import SubprocessASGIServer
-
-            SubprocessASGIServer().start()
+            if not get_current_settings().api.url:
+                _temporary_api_server().start()
         except Exception:  # noqa: BLE001 - the flow call starts (and reports on) the server itself
             return
 

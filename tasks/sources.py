@@ -11,7 +11,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from models.config import SourcesConfig
-from models.data.datasets import Dataset
+from models.data.datasets import FINGERPRINT_ALGORITHM, Dataset, legacy_fingerprint
 from models.factors import FactorModel
 from models.selection.candidates import source_profile
 from models.selection.profiles import DomainProfile
@@ -29,6 +29,7 @@ class SourceSpec:
     domains: list[str]
     registered_name: str
     fingerprint: str
+    legacy_fingerprint: str | None = None  # under the data fingerprint before FINGERPRINT_ALGORITHM
 
 
 @dataclass(frozen=True)
@@ -55,18 +56,33 @@ def plan_sources(dataset: Dataset, data_fingerprint: str, target: str, test_rati
                              top_single=config.top_single, all_others=config.all_others,
                              combinations=config.combinations, same_dataset=same_dataset)
     hidden = target if same_dataset else None
-    specs = [
-        SourceSpec(
-            name=name, domains=domains, registered_name=tracking.source_model_name(dataset.name, hidden, name),
-            fingerprint=source_fingerprint(data_fingerprint=data_fingerprint, target=hidden,
-                                           test_ratio=test_ratio if same_dataset else None, domains=domains,
-                                           model=config.model, train=config.train, val_ratio=config.val_ratio,
-                                           seed=config.seed),
-        )
-        for name, domains in plan.items()
-    ]
+    legacy = legacy_fingerprint(dataset)  # finds sources registered before the stable fingerprint
+
+    def keyed(data: str, domains: list[str]) -> str:
+        return source_fingerprint(data_fingerprint=data, target=hidden, test_ratio=test_ratio if same_dataset else None,
+                                  domains=domains, model=config.model, train=config.train, val_ratio=config.val_ratio,
+                                  seed=config.seed)
+
+    specs = [SourceSpec(name=name, domains=domains,
+                        registered_name=tracking.source_model_name(dataset.name, hidden, name),
+                        fingerprint=keyed(data_fingerprint, domains), legacy_fingerprint=keyed(legacy, domains))
+             for name, domains in plan.items()]
     get_run_logger().info("source candidates for %s: %s", target, [s.name for s in specs])
     return specs
+
+
+def _find_source(uri: str, spec: SourceSpec) -> tracking.RegisteredVersion | None:
+    """The registered version of ``spec`` by its fingerprint; one registered under the legacy data fingerprint is
+    found too and re-tagged with the stable one (once: later runs, on any polars version, find it directly)."""
+    found = tracking.find_version(uri, spec.registered_name, tag="fingerprint", value=spec.fingerprint)
+    if found is not None or spec.legacy_fingerprint is None:
+        return found
+    found = tracking.find_version(uri, spec.registered_name, tag="fingerprint", value=spec.legacy_fingerprint)
+    if found is not None:
+        tracking.set_version_tags(uri, spec.registered_name, found.version, {
+            "fingerprint": spec.fingerprint, "fingerprint_algorithm": FINGERPRINT_ALGORITHM,
+            "fingerprint_legacy": spec.legacy_fingerprint})
+    return found
 
 
 @task(name="find-or-train-source", cache_policy=NO_CACHE)
@@ -94,17 +110,18 @@ def find_or_train_source(
     # waits here, then finds it registered.
     with registry_lock(uri, f"{spec.registered_name}-{spec.fingerprint}"):
         log = get_run_logger()
-        found = None if force else tracking.find_version(uri, spec.registered_name, tag="fingerprint",
-                                                          value=spec.fingerprint)
+        found = None if force else _find_source(uri, spec)
         if found is not None:
-            log.info("reusing source %s v%s", spec.registered_name, found.version)
+            log.info("reusing source %s v%s%s", spec.registered_name, found.version,
+                     " (re-tagged with the stable fingerprint)" if found.tags.get("fingerprint") != spec.fingerprint
+                     else "")
             model = tracking.load_factor_model(uri, f"models:/{spec.registered_name}/{found.version}")
             profile = tracking.load_profile(uri, str(found.run_id))
             return SourceModel(spec, model, profile, found.version, trained_now=False, seconds=0.0)
         experiment_id = tracking.ensure_experiment(uri, tracking.SOURCES_EXPERIMENT)
         target = target or "any"
         tags = {"role": "source", "target_domain": target, "source": spec.name, "dataset": dataset.name,
-                "fingerprint": spec.fingerprint}
+                "fingerprint": spec.fingerprint, "fingerprint_algorithm": FINGERPRINT_ALGORITHM}
         if triggered_by:
             tags["triggered_by_run"] = triggered_by
         started = time.perf_counter()
@@ -132,7 +149,8 @@ def find_or_train_source(
             }, model_uri=model_uri)
             version = tracking.register_model(
                 uri, spec.registered_name, model_uri, run_id=run_id, aliases=[],
-                tags={"fingerprint": spec.fingerprint, "source": spec.name, "target_domain": target,
+                tags={"fingerprint": spec.fingerprint, "fingerprint_algorithm": FINGERPRINT_ALGORITHM,
+                      "source": spec.name, "target_domain": target,
                       "source_domains": ",".join(spec.domains), "dataset": dataset.name,
                       "profile": f"runs:/{run_id}/{tracking.PROFILE_ARTIFACT}",
                       "time_safe_for": target if cutoffs is not None else "any (no shared users)"},
@@ -165,3 +183,20 @@ def registered_sources(uri: str, dataset: str) -> dict[str, SourceModel]:
                                          trained_now=False, seconds=0.0)
     get_run_logger().info("sources of %s from the catalogue: %s", dataset, sorted(sources))
     return sources
+
+
+def gather_sources(dataset: Dataset, data_fingerprint: str, target: str, cutoffs: pl.DataFrame | None,
+                   test_ratio: float, config: SourcesConfig, uri: str, *, same_dataset: bool = True,
+                   force: bool = False, triggered_by: str | None = None,
+                   checkpoints: Path | None = None) -> dict[str, SourceModel]:
+    """Plan the source candidates of ``target`` (:func:`plan_sources`) and find or train each
+    (:func:`find_or_train_source`): every flow that needs sources names and reuses them alike.
+
+    Within the target's dataset (``same_dataset``) the sources hide the target's test period (``cutoffs``);
+    from another dataset nothing is hidden (``cutoffs`` None).
+    """
+    specs = plan_sources(dataset, data_fingerprint, target, test_ratio, config, same_dataset=same_dataset)
+    hidden = target if same_dataset else None
+    return {spec.name: find_or_train_source(dataset, cutoffs, spec, config, hidden, uri, force=force,
+                                            triggered_by=triggered_by, checkpoints=checkpoints)
+            for spec in specs}

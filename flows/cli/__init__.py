@@ -7,8 +7,10 @@ trigger, deployments, notify, compare, recommend, sources, tracking-server, ui.
 * :mod:`flows.cli.commands`: what each command does.
 * :mod:`flows.cli.output`: what they print.
 
-Exit codes: 0 success; 1 the data broke its contract or the pipeline failed; 2 bad usage or unreadable input.
-With ``--json`` the last line on stdout is one JSON object; logs go to stderr.
+Exit codes: 0 success; 1 the data broke its contract or the pipeline failed; 2 bad usage or unreadable input;
+130 / 143 stopped by SIGINT / SIGTERM (the run is marked KILLED, nothing registered). Every error is one line on
+stderr (``--debug`` adds the traceback). With ``--json`` the last line on stdout is one JSON object; logs go
+to stderr.
 """
 
 from __future__ import annotations
@@ -24,12 +26,13 @@ __all__ = ["build_parser", "compare_markdown", "main", "print_summary", "resolve
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``transferrec`` console script."""
     args = build_parser().parse_args(argv)
-    from tasks.runtime import configure_environment
+    from tasks.runtime import Interrupted, configure_environment, handle_signals
 
     # Quiet by default: expected failures (bad data, too little data) are reported once, without Prefect's
     # tracebacks; -v shows every log.
     configure_environment({"PREFECT_LOGGING_LEVEL": "INFO" if args.verbose else "CRITICAL"})
     try:
+        handle_signals()
         if getattr(args, "print_config", False):
             sys.stdout.write(resolve_config(args).model_dump_json(indent=2) + "\n")
             return 0
@@ -41,11 +44,24 @@ def main(argv: list[str] | None = None) -> int:
         from flows.cli.commands import COMMANDS
 
         return COMMANDS[args.command](args)
-    except Exception as exc:  # noqa: BLE001 - expected failures become one message and an exit code
+    except Interrupted as stop:
+        sys.stderr.write(f"{stop}: stopped (a run in progress is marked KILLED in MLflow; nothing was "
+                         "registered)\n")
+        return stop.exit_code
+    except Exception as exc:  # noqa: BLE001 - every failure becomes one message and an exit code
+        if args.debug:
+            import traceback
+
+            traceback.print_exc()
         code = _expected(exc)
         if code is None:
-            raise
+            sys.stderr.write(f"error: {type(exc).__name__}: {_one_line(exc)} (--debug shows the traceback)\n")
+            return 1
         return code
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or repr(exc)
 
 
 def _expected(exc: Exception) -> int | None:
@@ -58,7 +74,10 @@ def _expected(exc: Exception) -> int | None:
     if isinstance(exc, ContractViolation):
         sys.stderr.write(f"{exc}\n\n{exc.to_markdown()}\n")
         return 1
+    if isinstance(exc, PermissionError):
+        sys.stderr.write(f"error: cannot read {exc.filename or 'a file'}: permission denied\n")
+        return 2
     if isinstance(exc, FetchError | DatasetFormatError | FileNotFoundError | InsufficientDataError | ValueError):
-        sys.stderr.write(f"error: {exc}\n")
+        sys.stderr.write(f"error: {_one_line(exc)}\n")
         return 2
     return None

@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Onboard a new recommendation domain by transfer learning from existing domains.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="show Prefect and library logs (stderr)")
+    parser.add_argument("--debug", action="store_true", help="on an error, show its traceback too")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     fetch = sub.add_parser("fetch", help="fetch MovieLens into the data cache",

@@ -84,7 +84,8 @@ class RecommenderModule(pl.LightningModule):
         self.network = network
         # With a seed, the module draws its negatives from its own random stream, so fits running side by side
         # in threads stay reproducible; without, from torch's global stream (seeded per fit).
-        self._negatives = torch.Generator().manual_seed(seed) if seed is not None else None
+        # the fit's own stream of negatives (None: torch's global one); checkpointed by RandomState
+        self.negatives = torch.Generator().manual_seed(seed) if seed is not None else None
         self.val = val
         self._anchored: list[tuple[str, str]] = []  # (parameter name, buffer of its initial value)
         if anchor > 0:  # L2-SP: pull the trainable weights towards where they started (the transferred init)
@@ -134,8 +135,8 @@ class RecommenderModule(pl.LightningModule):
         correction is a constant and drops out; negatives that equal the row's positive are masked.
         """
         net = self.network
-        if self._negatives is not None:
-            negatives = torch.randint(0, net.n_items, (n_neg,), generator=self._negatives).to(users.device)
+        if self.negatives is not None:
+            negatives = torch.randint(0, net.n_items, (n_neg,), generator=self.negatives).to(users.device)
         else:
             negatives = torch.randint(0, net.n_items, (n_neg,), device=users.device)
         u = net.user_vectors(users)  # (B, d)
@@ -182,6 +183,26 @@ class HistoryState(Callback):
         self.history.history = list(state_dict["history"])
         # "elapsed" continues from where the killed fit stopped (the restart itself is not counted)
         self.history.started = time.perf_counter() - float(state_dict["elapsed"])
+
+
+class RandomState(Callback):
+    """Saves the fit's random streams (the batch order's and the negatives' generators, and torch's global one)
+    in every checkpoint and restores them on resume: a resumed fit draws the same batches and negatives as the
+    uninterrupted one from the epoch it resumes at, so it ends with the same weights. The states are uint8
+    tensors (a checkpoint stays loadable with ``weights_only=True``)."""
+
+    def __init__(self, *generators: torch.Generator | None) -> None:
+        self.generators = generators
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generators": [g.get_state() if g is not None else None for g in self.generators],
+                "torch": torch.get_rng_state()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        for generator, state in zip(self.generators, state_dict["generators"], strict=True):
+            if generator is not None and state is not None:
+                generator.set_state(state)
+        torch.set_rng_state(state_dict["torch"])
 
 
 class HistoryLogger(Logger):

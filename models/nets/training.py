@@ -10,10 +10,12 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -26,10 +28,38 @@ from data_contracts.columns import ITEM_ID, USER_ID
 from models.config import TrainConfig
 from models.evaluation.ranking import build_ranking_task
 from models.factors import FactorModel, index_of
-from models.nets.lightning import HistoryLogger, HistoryState, RecommenderModule, ValidationData, full_validation_ndcg
+from models.nets.lightning import (
+    HistoryLogger,
+    HistoryState,
+    RandomState,
+    RecommenderModule,
+    ValidationData,
+    full_validation_ndcg,
+)
 from models.nets.network import MatrixFactorization
 
 logger = logging.getLogger(__name__)
+
+
+#: A stop request for every fit in this process (set by the entry point's SIGINT/SIGTERM handler,
+#: tasks.runtime.handle_signals): each fit, in any thread, stops at its next batch with :class:`FitStopped`.
+STOP = threading.Event()
+
+
+class FitStopped(Exception):
+    """A fit ended early because the process was asked to stop (:data:`STOP`)."""
+
+
+class _StopWhenAsked(pl_lightning.Callback):
+    def _check(self) -> None:
+        if STOP.is_set():
+            raise FitStopped("stopped on request")
+
+    def on_train_batch_start(self, *args: Any, **kwargs: Any) -> None:
+        self._check()
+
+    def on_validation_start(self, *args: Any, **kwargs: Any) -> None:
+        self._check()
 
 
 @dataclass(frozen=True)
@@ -58,13 +88,19 @@ def encode_pairs(frame: pl.DataFrame, user_ids: np.ndarray, item_ids: np.ndarray
 
 def _resume_epoch(checkpoint: Path, module: RecommenderModule) -> int | None:
     """The epoch a fit resumes at from ``checkpoint`` (read once), or None when there is none to resume:
-    missing, unreadable, or holding weights of other shapes than ``module``'s (the data or the settings
-    changed under the same folder; the fit then starts over, with a warning)."""
+    missing, unreadable, holding anything but tensors and plain values, or holding weights of other shapes than
+    ``module``'s (the data or the settings changed under the same folder; the fit then starts over, with a
+    warning).
+
+    The file is read with ``weights_only=True``: a checkpoint is data, never code. Our own checkpoints hold only
+    tensors and plain values (weights, optimiser and loop state, callback state); a file that needs pickled
+    objects was not written by a fit and is ignored, without running anything it carries.
+    """
     if not checkpoint.exists():
         return None
     try:
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    except Exception as error:  # noqa: BLE001 - a truncated or foreign file: start over
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - a truncated, foreign or planted file: start over
         logger.warning("ignoring unreadable checkpoint %s: %s", checkpoint, error)
         return None
     weights, current = saved["state_dict"], module.state_dict()
@@ -144,13 +180,15 @@ def fit_network(
                                anchor=anchor, seed=seed if own_random_stream else None)
     initial = full_validation_ndcg(network, val, config.k)
     initial_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
+    order: torch.Generator | None = None  # the batch order's stream (checkpointed with the negatives')
     if streamed:  # already batched and shuffled (models.transfer.outofcore.ShuffledBlocks)
         train_loader = DataLoader(pairs, batch_size=None)
     else:
         users, items = pairs
+        order = torch.Generator().manual_seed(seed)
         train_loader = DataLoader(
             TensorDataset(torch.from_numpy(users.astype(np.int64)), torch.from_numpy(items.astype(np.int64))),
-            batch_size=min(config.batch_size, len(users)), shuffle=True, generator=torch.Generator().manual_seed(seed),
+            batch_size=min(config.batch_size, len(users)), shuffle=True, generator=order,
         )
     history = HistoryLogger(started)  # "elapsed" per epoch counts from the start of this fit
     monitor = f"val/ndcg_at_{config.k}"
@@ -169,7 +207,8 @@ def fit_network(
             deterministic=config.deterministic, max_epochs=config.max_epochs, logger=history,
             default_root_dir=ckpt_dir,
             callbacks=[EarlyStopping(monitor=monitor, mode="max", patience=config.patience, min_delta=1e-5),
-                       checkpoint, HistoryState(history), *(callbacks or [])],
+                       checkpoint, HistoryState(history), RandomState(order, module.negatives), _StopWhenAsked(),
+                       *(callbacks or [])],
             enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
             log_every_n_steps=max(1, len(train_loader)),
         )
@@ -179,7 +218,8 @@ def fit_network(
             warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty")
             # ShuffledBlocks knows its length; it is read in this process (no loader workers to duplicate it)
             warnings.filterwarnings("ignore", message=r".*IterableDataset. has .__len__. defined")
-            trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val.loader(), ckpt_path=resume_from)
+            trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val.loader(), ckpt_path=resume_from,
+                        weights_only=True)
         epochs = history.epochs()
         best_score = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else float("-inf")
         if best_score > initial and checkpoint.best_model_path:

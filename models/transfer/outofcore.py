@@ -348,9 +348,10 @@ def popularity_on_disk(split: DiskSplit) -> FactorModel:
 
 def fine_tune_on_disk(
     source: FactorModel, split: DiskSplit, *, config: FineTuneConfig, seed: int, batch_rows: int = 1_000_000,
-    block_rows: int = DEFAULT_BLOCK_ROWS,
+    block_rows: int = DEFAULT_BLOCK_ROWS, pairs_file: str = "transfer_pairs.bin",
 ) -> DiskFit:
-    """:func:`models.transfer.recipes.fine_tune` (``mf`` family, no item texts) with the training pairs on disk.
+    """:func:`models.transfer.recipes.fine_tune` (``mf`` family, no item texts) with the training pairs on disk
+    (``pairs_file`` under the split's folder: one per source when several are fine-tuned side by side).
 
     Raises:
         ValueError: the ``two-tower`` family (it needs the catalogue's texts: not supported here yet).
@@ -359,7 +360,7 @@ def fine_tune_on_disk(
         raise ValueError("fine-tuning on disk supports the mf family only")
     items = split.catalogue[ITEM_ID].to_numpy().astype(object)
     users = target_user_vocabulary(source, split.users("train"))
-    pairs = write_pairs(split.scan("train"), users, items, split.workdir / "transfer_pairs.bin", seed=seed,
+    pairs = write_pairs(split.scan("train"), users, items, split.workdir / pairs_file, seed=seed,
                         batch_rows=batch_rows, block_rows=block_rows)
     mapped = pairs.array()
     init = transfer_init(source, user_ids=users, item_ids=items, train_users=mapped[:, 0], train_items=mapped[:, 1],

@@ -43,6 +43,7 @@ from tasks.tracking.queries import recent_onboardings, runs_table, source_catalo
 from tasks.tracking.runs import (
     TrackingContext,
     client,
+    close_abandoned_runs,
     default_tracking_uri,
     dumps,
     end_run,
@@ -57,6 +58,7 @@ from tasks.tracking.runs import (
     log_text,
     logged_model_id,
     open_run,
+    owner_tags,
     run_context,
     set_tags,
     sqlite_dir,
@@ -66,6 +68,7 @@ from tasks.tracking.runs import (
 __all__ = [
     "CHALLENGER", "CHAMPION", "MODEL_ARTIFACT", "ONBOARD_RUN_PREFIX", "PROFILE_ARTIFACT", "SIGNATURE",
     "SOURCE_PREFIX", "SOURCES_EXPERIMENT", "RegisteredVersion", "TrackingContext", "alias_version", "client",
+    "close_abandoned_runs", "owner_tags",
     "curve_experiment_name", "curve_point_run_name", "curve_run_name", "default_tracking_uri", "dumps", "end_run",
     "ensure_experiment", "experiment_name", "find_version", "flatten", "load_factor_model", "load_profile",
     "log_artifact", "log_dict", "log_factor_model", "log_history", "log_metrics", "log_params", "log_profile",

@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import socket
 import time
 import traceback
 from collections.abc import Iterator
@@ -73,20 +74,48 @@ def client(uri: str) -> mlflow.MlflowClient:
     return _client(uri)
 
 
-def ensure_experiment(uri: str, name: str) -> str:
-    """Id of experiment ``name``, created if missing (artifacts beside a SQLite store)."""
+#: Experiment tag naming the domain (as the user wrote it) whose experiment it is.
+DOMAIN_TAG = "transferrec.domain"
+
+
+class NameCollision(ValueError):
+    """Two spellings of a domain map to one experiment and registered model name."""
+
+
+def ensure_experiment(uri: str, name: str, *, domain: str | None = None) -> str:
+    """Id of experiment ``name``, created if missing (artifacts beside a SQLite store).
+
+    With ``domain``, the experiment belongs to that domain as written (tag :data:`DOMAIN_TAG`; an untagged one is
+    claimed): another spelling with the same name (``Garden`` and ``garden``, ``my garden`` and ``my-garden``)
+    is refused, so two domains never share an experiment and a registered model.
+
+    Raises:
+        NameCollision: the experiment belongs to another spelling of the domain.
+        MlflowException: the tracking server refused (e.g. no permission to create experiments).
+    """
     c = client(uri)
     found = c.get_experiment_by_name(name)
-    if found is not None:
-        if found.lifecycle_stage == "deleted":
-            c.restore_experiment(found.experiment_id)
-        return found.experiment_id
-    base = sqlite_dir(uri)
-    location = (base / "mlartifacts" / slug(name)).as_uri() if base else None
-    try:
-        return c.create_experiment(name, artifact_location=location)
-    except MlflowException:  # created concurrently by another process
-        return c.get_experiment_by_name(name).experiment_id
+    if found is None:
+        base = sqlite_dir(uri)
+        location = (base / "mlartifacts" / slug(name)).as_uri() if base else None
+        tags = {DOMAIN_TAG: domain} if domain is not None else None
+        try:
+            return c.create_experiment(name, artifact_location=location, tags=tags)
+        except MlflowException as error:
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":  # not a creation race: say what the server said
+                raise
+        found = c.get_experiment_by_name(name)  # created concurrently by another process
+        if found is None:
+            raise MlflowException(f"experiment {name!r} could not be created or found at {uri}")
+    if found.lifecycle_stage == "deleted":
+        c.restore_experiment(found.experiment_id)
+    owner = found.tags.get(DOMAIN_TAG)
+    if domain is not None and owner is not None and owner != domain:
+        raise NameCollision(f"domain {domain!r} maps to the experiment and registered model {name!r}, which belong "
+                            f"to domain {owner!r}: use that spelling, or a name that differs in letters or digits")
+    if domain is not None and owner is None:
+        c.set_experiment_tag(found.experiment_id, DOMAIN_TAG, domain)
+    return found.experiment_id
 
 
 def _clean_metrics(metrics: dict[str, float]) -> dict[str, float]:
@@ -171,10 +200,55 @@ def end_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
     client(uri).set_terminated(run_id, status=status)
 
 
+#: Tags on a flow's parent run naming the process that runs it and its settings (tasks.runtime.run_key): a
+#: rerun of the same settings finds the run a killed process left RUNNING (:func:`close_abandoned_runs`).
+HOST_TAG, PID_TAG, CONFIG_KEY_TAG = "transferrec.host", "transferrec.pid", "transferrec.config_key"
+
+
+def owner_tags(config_key: str) -> dict[str, str]:
+    """This process's :data:`HOST_TAG`, :data:`PID_TAG` and the run's :data:`CONFIG_KEY_TAG`."""
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()), CONFIG_KEY_TAG: config_key}
+
+
+def _process_gone(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, ValueError):
+        return False  # another user's live process, or no pid recorded: leave it
+    return False
+
+
+def close_abandoned_runs(uri: str, experiment_id: str, config_key: str, *, found_by: str) -> list[str]:
+    """Runs of the experiment left RUNNING by a process of this host that no longer exists (killed with
+    SIGKILL, a lost machine) and started with the same settings: marked KILLED with a ``killed_note``, their
+    RUNNING child runs too. A live run (another process running the same settings now) is left alone.
+    Returns the ids of the parent runs closed."""
+    c, host = client(uri), socket.gethostname()
+    running = c.search_runs([experiment_id], f"attributes.status = 'RUNNING' and tags.`{CONFIG_KEY_TAG}` = "
+                                             f"'{config_key}'")
+    closed = []
+    for run in running:
+        tags = run.data.tags
+        if run.info.run_id == found_by or tags.get(HOST_TAG) != host or not _process_gone(tags.get(PID_TAG, "")):
+            continue
+        note = (f"left RUNNING by process {tags.get(PID_TAG)} on {host}, which ended without closing it; marked "
+                f"KILLED by run {found_by}")
+        children = c.search_runs([experiment_id], f"attributes.status = 'RUNNING' and tags.mlflow.parentRunId = "
+                                                  f"'{run.info.run_id}'")
+        for each in [*children, run]:
+            c.set_tag(each.info.run_id, "killed_note", note)
+            c.set_terminated(each.info.run_id, status="KILLED")
+        closed.append(run.info.run_id)
+    return closed
+
+
 @contextmanager
 def run_context(uri: str, experiment_id: str, name: str, *, parent_id: str | None = None,
                 tags: dict[str, Any] | None = None, started_seconds_ago: float = 0.0) -> Iterator[str]:
-    """A run that ends FINISHED, or FAILED with ``error.txt`` (message and traceback) when the block raises."""
+    """A run that ends FINISHED, or FAILED with ``error.txt`` (message and traceback) when the block raises;
+    KILLED when the process was stopped (a ``BaseException`` that is no error: SIGINT, SIGTERM)."""
     run_id = start_run(uri, experiment_id, name, parent_id=parent_id, tags=tags,
                        started_seconds_ago=started_seconds_ago)
     try:
@@ -187,7 +261,7 @@ def run_context(uri: str, experiment_id: str, name: str, *, parent_id: str | Non
             log_text(uri, run_id, f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}", "error.txt")
             set_tags(uri, run_id, {"error": f"{type(exc).__name__}: {str(exc)[:4000]}"})
         finally:
-            end_run(uri, run_id, "FAILED")
+            end_run(uri, run_id, "FAILED" if isinstance(exc, Exception) else "KILLED")
         raise
     end_run(uri, run_id, "FINISHED")
 

@@ -25,6 +25,7 @@ def test_out_of_core_onboarding_trains_on_disk_and_registers(synthetic_dir: Path
         "sources": base.sources.model_copy(update={"train": base.sources.train.model_copy(update={"max_epochs": 5})}),
         "data": base.data.model_copy(update={"batch_rows": 997, "data_dir": tmp_path / "cache"}),
         "evaluation": base.evaluation.model_copy(update={"max_users": 150}),
+        "selection": base.selection.model_copy(update={"top_k": 2}),  # two finalists fine-tuned side by side
     })
     summary = onboard_domain_flow(config)
 
@@ -32,6 +33,10 @@ def test_out_of_core_onboarding_trains_on_disk_and_registers(synthetic_dir: Path
     assert all(0.0 <= m["ndcg_at_10"] <= 1.0 for m in summary.metrics.values())
     assert summary.chosen_source in {c["name"] for c in summary.candidates}
     assert summary.model_version == "1" and summary.winner in summary.metrics
+    # the same flow as in memory: both finalists fine-tuned on disk, validation and test NDCG@10 recorded
+    finalists = [c for c in summary.candidates if c["val_ndcg_at_10"] is not None]
+    assert len(finalists) == 2 and all(0.0 < c["test_ndcg_at_10"] <= 1.0 for c in finalists)
+    assert summary.chosen_source in {c["name"] for c in finalists}
     # per-user rules: the same test rows as the in-memory split; evaluation on a sample of 150 users
     memory = split_with(synthetic_dataset.interactions, synthetic_dataset.items, domain=TARGET,
                         config=SplitConfig.smoke())
@@ -52,8 +57,9 @@ def test_out_of_core_onboarding_trains_on_disk_and_registers(synthetic_dir: Path
     frame.with_columns(pl.when(pl.int_range(pl.len()) == 1500).then(9.0).otherwise(pl.col("rating"))
                        .alias("rating")).write_parquet(bad / "interactions.parquet")
     pl.read_parquet(synthetic_dir / "items.parquet").write_parquet(bad / "items.parquet")
-    with pytest.raises(ContractViolation, match=r"interactions.rating: rule 'rating within the declared scale'.*"
-                                                r"row 1500"):
+    # in the user's words: the file and the column as the export names them
+    with pytest.raises(ContractViolation, match=r"bad/interactions.parquet, column 'rating' \(interactions.rating\): "
+                                                r"rule 'rating within the declared scale'.*row 1500"):
         onboard_domain_flow(config.model_copy(update={"data": config.data.model_copy(update={"path": bad})}))
     versions = mlflow.MlflowClient(mlflow_uri).search_model_versions("name = 'transferrec-games'")
     assert [str(v.version) for v in versions] == ["1"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -306,3 +307,21 @@ def test_every_option_works_on_both_backends_or_is_refused_by_name(out_of_core):
                 refused.update(named)
     expected = OUT_OF_CORE_REFUSES if out_of_core else IN_MEMORY_REFUSES
     assert refused == set(expected), refused ^ set(expected)
+
+
+def test_both_data_backends_answer_every_step_of_the_one_onboarding_flow():
+    """flows.onboard calls the backend's steps by name and argument: both backends define each step of the
+    Backend protocol with its parameters, and the flow uses no step the protocol lacks."""
+    import inspect
+
+    import flows.onboard
+    from flows.backends import Backend, InMemory, OutOfCore
+
+    steps = {name: list(inspect.signature(member).parameters)
+             for name, member in vars(Backend).items() if inspect.isfunction(member) and not name.startswith("_")}
+    assert {"validate", "split", "sources", "select", "train", "analyse"} <= set(steps)
+    for backend in (InMemory, OutOfCore):
+        for name, parameters in steps.items():
+            assert list(inspect.signature(getattr(backend, name)).parameters) == parameters, (backend, name)
+    called = set(re.findall(r"backend\.(\w+)", inspect.getsource(flows.onboard)))
+    assert called and called <= {*steps, "data"}, called

@@ -132,3 +132,63 @@ def test_a_string_where_a_number_belongs_names_table_column_and_row():
     assert (failure.table, failure.column, failure.sample_rows, failure.sample_values) == (
         "interactions", "rating", [1], ["four"])
     assert "interactions.rating" in str(err.value)
+
+
+def _reference_fingerprint(tables: list[tuple[str, list[dict], dict[str, str]]]) -> str:
+    """FINGERPRINT_ALGORITHM written out in plain Python from its docstring (ints, floats and strings)."""
+    import hashlib
+    import struct
+
+    mask = (1 << 64) - 1
+
+    def mix(x: int) -> int:
+        z = (x + 0x9E3779B97F4A7C15) & mask
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+        return z ^ (z >> 31)
+
+    def word(value: object) -> int:
+        if value is None:
+            return 0x9E3779B97F4A7C15
+        if isinstance(value, str):
+            return mix(int.from_bytes(hashlib.blake2b(value.encode(), digest_size=8).digest(), "little"))
+        if isinstance(value, float):
+            return mix(struct.unpack("<Q", struct.pack("<d", 0.0 if value == 0.0 else value))[0])
+        return mix(value & mask)
+
+    digest = hashlib.sha256(b"transferrec-rows-v1")
+    for name, rows, types in tables:
+        columns = sorted(types)
+        total = 0
+        for row in rows:
+            h = 0
+            for column in columns:
+                h = mix(h ^ word(row[column]))
+            total = (total + h) & mask
+        header = [name, *(f"{c}:{types[c]}" for c in columns), str(len(rows)), str(total)]
+        digest.update("\x1f".join(header).encode())
+    return digest.hexdigest()[:16]
+
+
+def test_the_fingerprint_is_the_documented_algorithm_and_ignores_row_order():
+    """The fingerprint keys every registered source: it must depend on the values alone, never on a library's
+    hashing (polars' hash_rows may change in any release). Checked against the algorithm written out in plain
+    Python, for nulls, -0.0, negative integers and non-ASCII text, and against a pinned value."""
+    from models.data.datasets import Dataset, legacy_fingerprint
+
+    interactions = [{"user_id": "u1", "item_id": "é", "timestamp": -5, "rating": -0.0},
+                    {"user_id": "u2", "item_id": "b", "timestamp": 1_700_000_000, "rating": 4.5},
+                    {"user_id": "u2", "item_id": "é", "timestamp": 3, "rating": None}]
+    items = [{"item_id": "é", "domain": "Garden", "title": None}, {"item_id": "b", "domain": "Toys", "title": "x"}]
+    schema = {"user_id": pl.String, "item_id": pl.String, "timestamp": pl.Int64, "rating": pl.Float64}
+    item_schema = {"item_id": pl.String, "domain": pl.String, "title": pl.String}
+    dataset = Dataset("d", pl.DataFrame(interactions, schema=schema), pl.DataFrame(items, schema=item_schema))
+    expected = _reference_fingerprint([
+        ("interactions", interactions, {"user_id": "str", "item_id": "str", "timestamp": "int", "rating": "float"}),
+        ("items", items, {"item_id": "str", "domain": "str", "title": "str"})])
+    assert fingerprint(dataset) == expected == "8a13406d63a90159"
+    shuffled = Dataset("d", dataset.interactions.reverse().select(reversed(schema)), dataset.items.reverse())
+    assert fingerprint(shuffled) == expected
+    changed = dataset.interactions.with_columns(pl.col("rating").fill_null(0.0))  # null is not 0.0
+    assert fingerprint(Dataset("d", changed, dataset.items)) != expected
+    assert legacy_fingerprint(dataset) != expected  # the migration's key is the other algorithm

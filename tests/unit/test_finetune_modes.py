@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import pytorch_lightning as pl_lightning
@@ -175,6 +177,28 @@ def test_a_killed_fit_resumes_from_its_last_checkpoint(games_split, tmp_path):
     assert not folder.exists()  # finished: the checkpoints are gone
     fresh = fit([])
     assert fresh.resumed_from_epoch is None
+    # the random streams come back with the checkpoint: the resumed fit ends where the uninterrupted one does
+    assert resumed.best_val_ndcg == fresh.best_val_ndcg and resumed.best_epoch == fresh.best_epoch
+    np.testing.assert_array_equal(resumed.model.item_factors, fresh.model.item_factors)
+
+
+class _Planted:
+    """What a hostile checkpoint would carry: unpickling it runs code (here: creates a file)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_planted_checkpoint_runs_no_code_and_the_fit_starts_over(games_split, tmp_path):
+    """A resume checkpoint is read with weights_only=True: a file carrying pickled objects is ignored unopened."""
+    folder, marker = tmp_path / "ckpt", tmp_path / "ran"
+    folder.mkdir()
+    torch.save({"state_dict": {}, "epoch": 3, "payload": _Planted(marker)}, folder / "last.ckpt")
+    fit = train_scratch(games_split, model=ModelConfig(dim=8), train=SHORT, seed=0, checkpoint_dir=folder)
+    assert not marker.exists() and fit.resumed_from_epoch is None and fit.epochs_run > 0
 
 
 def test_a_checkpoint_of_another_model_is_not_resumed(games_split, tmp_path):

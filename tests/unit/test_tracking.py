@@ -60,6 +60,22 @@ def test_find_version_matches_tags(mlflow_uri):
     assert tracking.find_version(mlflow_uri, "missing-model", tag="fingerprint", value="abc") is None
 
 
+def test_a_source_registered_under_the_legacy_fingerprint_is_found_and_re_tagged(mlflow_uri):
+    """Sources registered before the stable data fingerprint stay findable (no retraining after the upgrade);
+    the first lookup re-tags them, so later lookups, on any polars version, match the stable fingerprint."""
+    from tasks.sources import SourceSpec, _find_source
+
+    exp = tracking.ensure_experiment(mlflow_uri, "t")
+    with tracking.run_context(mlflow_uri, exp, "m") as run_id:
+        uri = tracking.log_factor_model(mlflow_uri, run_id, tiny_model())
+    tracking.register_model(mlflow_uri, "src", uri, run_id=run_id, tags={"fingerprint": "old"}, aliases=[])
+    spec = SourceSpec("s", ["A"], "src", fingerprint="new", legacy_fingerprint="old")
+    assert _find_source(mlflow_uri, spec).version == "1"
+    assert tracking.find_version(mlflow_uri, "src", tag="fingerprint", value="new").tags["fingerprint_legacy"] == "old"
+    assert _find_source(mlflow_uri, SourceSpec("s", ["A"], "src", fingerprint="new")).version == "1"
+    assert _find_source(mlflow_uri, SourceSpec("s", ["A"], "src", fingerprint="other", legacy_fingerprint="x")) is None
+
+
 def test_default_tracking_uri_is_sqlite_in_the_working_directory(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert tracking.default_tracking_uri(tmp_path) == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
@@ -78,3 +94,28 @@ def test_metrics_logged_after_the_model_are_linked_to_it(mlflow_uri):
     assert {m.key: m.value for m in linked} == {"test/ndcg_at_10": 0.25, "fit/epochs": 3.0}
     assert tracking.logged_model_id("models:/transferrec-x/1") is None
 
+
+
+def test_domain_names_become_bounded_unique_names_and_a_collision_is_refused(mlflow_uri):
+    """Any domain a user types gives an MLflow name of bounded length (file names under mlartifacts/ too);
+    two spellings that map to one name are refused with a message; MLflow errors other than a creation race
+    are not hidden."""
+    from mlflow.exceptions import MlflowException
+
+    from tasks.tracking.runs import NameCollision
+
+    assert tracking.experiment_name("Horror") == "transferrec-horror"  # existing names do not change
+    long_a, long_b = "garden " * 50, "garden " * 49 + "tools"
+    assert len(tracking.experiment_name(long_a)) <= 80
+    assert tracking.experiment_name(long_a) != tracking.experiment_name(long_b)
+    assert tracking.registered_model_name("!!!") != "transferrec-"
+    assert len(tracking.onboard_run_name("x" * 5000, 0.1, 0)) < 200
+    long_id = tracking.ensure_experiment(mlflow_uri, tracking.experiment_name(long_a), domain=long_a)
+    assert tracking.ensure_experiment(mlflow_uri, tracking.experiment_name(long_a), domain=long_a) == long_id
+
+    tracking.ensure_experiment(mlflow_uri, tracking.experiment_name("Garden"), domain="Garden")
+    for other in ("garden", "GARDEN!"):
+        with pytest.raises(NameCollision, match="belong to domain 'Garden'"):
+            tracking.ensure_experiment(mlflow_uri, tracking.experiment_name(other), domain=other)
+    with pytest.raises(MlflowException, match="exceeds the maximum length"):
+        tracking.ensure_experiment(mlflow_uri, "x" * 600)

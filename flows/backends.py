@@ -1,0 +1,254 @@
+"""The two data backends of ``onboard-domain``: its steps over tables in memory, or over files on disk.
+
+The flow (:mod:`flows.onboard`) is one diagram for both; a backend answers each step (validate, split,
+sources, select, train, analyse) by calling tasks. An option one backend lacks is refused by the config
+(``flows.config.OUT_OF_CORE_REFUSES`` / ``IN_MEMORY_REFUSES``, each naming the option), never dropped here.
+
+- :class:`InMemory` reads the tables whole. Sources come from the target's own dataset (time-safe), from
+  another dataset (``sources.data``) or from the registered catalogue alone (``sources.registered_only``);
+  selection combines the similarity signals with a zero-shot probe; fits resume from checkpoints.
+- :class:`OutOfCore` (``out_of_core``) never holds a table whole: batched contracts, the split by buckets
+  of users on disk, sources and target models trained from shuffled pair files, selection by the zero-shot
+  probe alone and evaluation on seeded samples of ``evaluation.max_users`` users. Its scratch files live under
+  ``<data dir>/work/<run id>`` and are removed when the run ends.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from flows.config import OnboardConfig
+from flows.runners import run_jobs
+from models.config import DataConfig
+from models.data.datasets import Dataset
+from models.evaluation.ranking import RankingTask
+from models.factors import FactorModel
+from models.nets.training import FitResult
+from models.selection.sources import slug
+from models.split import TargetSplit
+from models.transfer.als import AlsResult
+from models.transfer.outofcore import DiskSplit
+from models.transfer.recipes import ranking_tasks
+from tasks import tracking
+from tasks.data import RawTables, load_tables, split_target, validate_dataset
+from tasks.evaluation import ModelReport, analyse_models, off_policy_ctr_report
+from tasks.large import (
+    als_large,
+    batch_rows,
+    fine_tune_large,
+    popularity_large,
+    probe_large_sources,
+    sample_ranking_tasks,
+    scratch_large,
+    split_large,
+    split_summary,
+    train_large_sources,
+    validate_large,
+)
+from tasks.runtime import checkpoint_root, clear_checkpoints, default_data_dir, run_key
+from tasks.selection import Selection, select_source
+from tasks.sources import gather_sources, registered_sources
+from tasks.training import fine_tune_source, fit_als_baseline, fit_popularity_baseline, train_scratch_baseline
+
+
+@dataclass(frozen=True)
+class Target:
+    """The target's split and the ranking tasks every model is scored on."""
+
+    split: TargetSplit | DiskSplit
+    val_task: RankingTask
+    test_task: RankingTask
+    summary: dict[str, Any]  # logged as ``split.*`` params
+
+
+@dataclass(frozen=True)
+class Fits:
+    """The finalists' fine-tunes and the target-only baselines."""
+
+    transfers: dict[str, FitResult]
+    scratch: FitResult
+    als: AlsResult
+    popularity: FactorModel
+
+    def models(self, chosen: str) -> dict[str, FactorModel]:
+        """The compared models, the chosen source's fine-tune as ``transfer``."""
+        return {"transfer": self.transfers[chosen].model, "popularity": self.popularity, "als": self.als.model,
+                "scratch": self.scratch.model}
+
+    def trained(self, chosen: str) -> dict[str, FitResult]:
+        """The trained networks' fits (learning curves, epochs, parameters)."""
+        return {"transfer": self.transfers[chosen], "scratch": self.scratch}
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """What a backend adds beyond the metrics: test metrics by slice and the off-policy CTR (None: not computed)."""
+
+    slices: dict[str, Any] | None = None
+    off_policy: dict[str, Any] | None = None
+
+
+class Backend(Protocol):
+    """The onboarding's steps over one kind of data; a context manager that cleans up when the run ends."""
+
+    data: DataConfig
+
+    def __enter__(self) -> Backend: ...
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: object) -> None: ...
+    def validate(self, raw: RawTables) -> Any: ...
+    def split(self, data: Any) -> Target: ...
+    def sources(self, data: Any, target: Target) -> dict[str, Any]: ...
+    def select(self, sources: dict[str, Any], target: Target) -> Selection: ...
+    def train(self, target: Target, sources: dict[str, Any], selection: Selection) -> Fits: ...
+    def analyse(self, data: Any, target: Target, reports: dict[str, ModelReport], selection: Selection) -> Analysis: ...
+
+
+def backend_for(config: OnboardConfig, run: tracking.TrackingContext) -> Backend:
+    """The backend ``config`` asks for (``out_of_core``)."""
+    return OutOfCore(config, run) if config.out_of_core else InMemory(config, run)
+
+
+@dataclass(frozen=True)
+class Validated:
+    """The validated tables in memory and their fingerprint (what sources and checkpoints are keyed by)."""
+
+    dataset: Dataset
+    fingerprint: str
+
+
+def _under(root: Path | None, name: str) -> Path | None:
+    return root / name if root is not None else None
+
+
+@dataclass
+class InMemory:
+    """The onboarding over tables read whole (see the module docstring)."""
+
+    config: OnboardConfig
+    run: tracking.TrackingContext
+    checkpoints: Path | None = field(default=None, init=False)  # this run's, known once the data is
+
+    @property
+    def data(self) -> DataConfig:
+        return self.config.data
+
+    @property
+    def _root(self) -> Path | None:
+        return checkpoint_root(self.config.tracking.checkpoint_dir, self.config.tracking.resume)
+
+    def __enter__(self) -> InMemory:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: object) -> None:
+        if kind is None:  # a failed or killed run keeps its checkpoints: the rerun resumes from them
+            clear_checkpoints(self.checkpoints)
+
+    def validate(self, raw: RawTables) -> Validated:
+        dataset, fingerprint = validate_dataset(raw, self.config.data, self.config.target_domain, self.run)
+        # a rerun of the same config on the same data finds (and resumes) the killed run's checkpoints
+        self.checkpoints = _under(self._root, f"{run_key(self.config)}-{fingerprint[:12]}")
+        return Validated(dataset, fingerprint)
+
+    def split(self, data: Validated) -> Target:
+        split = split_target(data.dataset, self.config.target_domain, self.config.split)
+        val_task, test_task = ranking_tasks(split, click_threshold=self.config.evaluation.click_threshold)
+        return Target(split, val_task, test_task, split.summary())
+
+    def sources(self, data: Validated, target: Target) -> dict[str, Any]:
+        config, domain = self.config, self.config.target_domain
+        common = {"test_ratio": config.split.test_ratio, "config": config.sources, "uri": self.run.uri,
+                  "triggered_by": self.run.run_id, "checkpoints": self._root}
+        if config.sources.data is None:  # time-safe sources from the target's own dataset (shared users)
+            return gather_sources(data.dataset, data.fingerprint, domain, target.split.cutoffs, **common)
+        if config.sources.registered_only:  # the catalogue alone: registered models and profiles, no raw data
+            return registered_sources(self.run.uri, config.sources.data.dataset)
+        # another dataset: the same contracts, nothing hidden (no user is shared)
+        other, fingerprint = validate_dataset(load_tables(config.sources.data), config.sources.data, None, None)
+        return gather_sources(other, fingerprint, domain, None, same_dataset=False, **common)
+
+    def select(self, sources: dict[str, Any], target: Target) -> Selection:
+        config = self.config
+        return select_source(sources, target.split, target.val_task, self.run, dataset=config.data.dataset,
+                             same_dataset=config.sources.data is None, config=config.sources,
+                             finetune=config.finetune, selection=config.selection)
+
+    def train(self, target: Target, sources: dict[str, Any], selection: Selection) -> Fits:
+        """The finalists' fine-tunes, scratch and ALS side by side on the task runner; then popularity."""
+        config, split, seed = self.config, target.split, self.config.split.seed
+        content = selection.prepared[selection.chosen].text.target  # the same catalogue texts in every candidate
+        jobs: dict[str, tuple[Any, tuple, dict[str, Any]]] = {
+            f"transfer:{name}": (fine_tune_source, (name, selection.prepared[name], split, config.finetune, seed),
+                                 {"checkpoint_dir": _under(self.checkpoints, f"transfer-{slug(name)}")})
+            for name in selection.finalists(config.selection.top_k)}
+        jobs["scratch"] = (train_scratch_baseline, (split, config.model, config.scratch, seed),
+                           {"family": config.finetune.family, "content": content,
+                            "checkpoint_dir": _under(self.checkpoints, "scratch")})
+        jobs["als"] = (fit_als_baseline, (split, target.val_task, seed), {})
+        done = run_jobs(jobs, runner=config.runner)
+        return Fits({key.removeprefix("transfer:"): fit for key, fit in done.items() if key.startswith("transfer:")},
+                    done["scratch"], done["als"], fit_popularity_baseline(split))
+
+    def analyse(self, data: Validated, target: Target, reports: dict[str, ModelReport],
+                selection: Selection) -> Analysis:
+        source_users = selection.prepared[selection.chosen].model.user_ids
+        return Analysis(analyse_models(reports, target.split, target.test_task, source_users, self.run),
+                        off_policy_ctr_report(reports, data.dataset.impressions, target.split, target.test_task,
+                                              self.run))
+
+
+@dataclass
+class OutOfCore:
+    """The onboarding over files on disk, batch by batch (see the module docstring)."""
+
+    config: OnboardConfig
+    run: tracking.TrackingContext
+
+    def __post_init__(self) -> None:
+        self.rows = batch_rows(self.config.data)
+        self.data = self.config.data.model_copy(update={"batch_rows": self.rows})
+        self.workdir = (self.data.data_dir or default_data_dir()) / "work" / self.run.run_id
+
+    def __enter__(self) -> OutOfCore:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: object) -> None:
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def validate(self, raw: RawTables) -> Any:
+        return validate_large(raw, self.data, self.config.target_domain, self.run, self.workdir / "validated")
+
+    def split(self, data: Any) -> Target:
+        config = self.config
+        split = split_large(data, config.target_domain, config.split, self.workdir / "split", self.rows)
+        val_task, test_task = sample_ranking_tasks(split, config.evaluation.max_users, config.split.seed,
+                                                   config.evaluation.click_threshold)
+        return Target(split, val_task, test_task, split_summary(split, val_task, test_task))
+
+    def sources(self, data: Any, target: Target) -> dict[str, Any]:
+        return train_large_sources(data, target.split, self.config.target_domain, self.config.sources,
+                                   self.workdir / "sources", self.rows)
+
+    def select(self, sources: dict[str, Any], target: Target) -> Selection:
+        return probe_large_sources({name: fit.model for name, fit in sources.items()}, target.split,
+                                   target.val_task, self.run, self.config.finetune, self.config.split.seed,
+                                   self.rows)
+
+    def train(self, target: Target, sources: dict[str, Any], selection: Selection) -> Fits:
+        """The finalists' fine-tunes and scratch side by side on the task runner; then ALS over scratch's pair
+        file, and popularity."""
+        config, split, seed, rows = self.config, target.split, self.config.split.seed, self.rows
+        jobs: dict[str, tuple[Any, tuple, dict[str, Any]]] = {
+            f"transfer:{name}": (fine_tune_large, (name, sources[name].model, split, config.finetune, seed, rows),
+                                 {})
+            for name in selection.finalists(config.selection.top_k)}
+        jobs["scratch"] = (scratch_large, (split, config.model, config.scratch, seed, rows), {})
+        done = run_jobs(jobs, runner=config.runner)
+        scratch = done["scratch"]
+        return Fits({key.removeprefix("transfer:"): fit for key, fit in done.items() if key.startswith("transfer:")},
+                    scratch.fit, als_large(split, scratch, target.val_task, seed), popularity_large(split))
+
+    def analyse(self, data: Any, target: Target, reports: dict[str, ModelReport], selection: Selection) -> Analysis:
+        return Analysis()  # slices and off-policy CTR read whole tables: not computed out of core

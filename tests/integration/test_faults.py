@@ -1,0 +1,210 @@
+"""The fault suite: each edge a hostile but fair user reaches, through the real ``transferrec`` command.
+
+Every case ends in one line on stderr (no traceback), a documented exit code, and nothing left running or
+half-written. Small synthetic data and smoke-sized models: the cases are about the edges, not the models.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import polars as pl
+import pytest
+
+BIN = Path(sys.executable).parent
+SMOKE = ["--top-single", "1", "--dim", "8", "--target-fraction", "0.5"]
+# long enough that a signal lands mid-training
+LONG = ["--set", "sources.train.max_epochs=400", "--set", "sources.train.patience=400"]
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+           "PREFECT_HOME": str(tmp_path / "prefect"), "TRANSFERREC_DATA_DIR": str(tmp_path / "cache")}
+    for own in ("PREFECT_API_URL", "PREFECT_LOGGING_LEVEL"):  # a user's shell: the command's own defaults
+        env.pop(own, None)
+    return env
+
+
+def _cli(tmp_path: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "transferrec"), *args], env=_env(tmp_path), capture_output=True, text=True,
+                          cwd=tmp_path, timeout=timeout)
+
+
+def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    """The error line; fails when stderr holds a traceback or more than one line."""
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr[-3000:]
+    return lines[0]
+
+
+def _children(pid: int) -> list[int]:
+    """Every descendant process of ``pid`` (from /proc)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = [], [pid]
+    while frontier:
+        parent = frontier.pop()
+        kids = [p for p, pp in parents.items() if pp == parent]
+        found += kids
+        frontier += kids
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    state = Path(f"/proc/{pid}/stat")
+    return not (state.exists() and state.read_text().rsplit(")", 1)[1].split()[0] == "Z")
+
+
+def _parent_runs(tmp_path: Path, domain: str = "games") -> list:
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(f"transferrec-{domain}")
+    if experiment is None:
+        return []
+    return [r for r in client.search_runs([experiment.experiment_id])
+            if "mlflow.parentRunId" not in r.data.tags]
+
+
+def _start(tmp_path: Path, synthetic_dir: Path, *options: str, until: str) -> subprocess.Popen[str]:
+    """An onboarding in its own process group (as a shell runs a job), returned once a run of experiment
+    ``until`` exists (``transferrec-sources``: a source model is training)."""
+    proc = subprocess.Popen([str(BIN / "transferrec"), "onboard", "--data", str(synthetic_dir), "--target-domain",
+                             "games", *options], env=_env(tmp_path), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=tmp_path, start_new_session=True)
+    deadline = time.monotonic() + 300
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (tmp_path / "mlflow.db").exists():
+            try:
+                experiment = client.get_experiment_by_name(until)
+                if experiment is not None and client.search_runs([experiment.experiment_id]):
+                    return proc
+            except Exception:  # noqa: BLE001 - the store is being created by the run
+                pass
+        time.sleep(0.2)
+    proc.kill()
+    raise AssertionError(f"the onboarding never started training: {proc.communicate()[1][-3000:]}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["SIGINT to the process group", "SIGTERM to the process"])
+def test_a_signal_ends_the_run_within_seconds_and_leaves_nothing_running(tmp_path: Path, synthetic_dir: Path,
+                                                                        how: str):
+    proc = _start(tmp_path, synthetic_dir, *SMOKE, *LONG, until="transferrec-sources")
+    time.sleep(3)  # inside the first epochs
+    helpers = _children(proc.pid)  # Prefect's temporary API server among them
+    assert helpers
+    sent = time.monotonic()
+    if how.startswith("SIGINT"):
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C at a terminal does
+    else:
+        proc.send_signal(signal.SIGTERM)  # what kill, systemd and supervisord do
+    _, stderr = proc.communicate(timeout=60)
+    seconds = time.monotonic() - sent
+    assert proc.returncode == (130 if how.startswith("SIGINT") else 143), stderr[-3000:]
+    assert seconds < 10, seconds
+    line = _one_line_error(subprocess.CompletedProcess([], proc.returncode, "", stderr))
+    assert line.startswith(f"interrupted by {how.split()[0]}")
+    time.sleep(1)
+    assert not [p for p in helpers if _alive(p)], "left running"
+    runs = _parent_runs(tmp_path)
+    assert runs and {r.info.status for r in runs} == {"KILLED"}
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert not client.search_registered_models("name = 'transferrec-games'")
+
+
+@pytest.mark.slow
+def test_a_rerun_closes_the_run_a_killed_process_left_running(tmp_path: Path, synthetic_dir: Path):
+    proc = _start(tmp_path, synthetic_dir, *SMOKE, "--max-epochs", "2", until="transferrec-games")
+    helpers = _children(proc.pid)
+    os.killpg(proc.pid, signal.SIGKILL)  # a lost machine: nothing runs on the way out
+    for pid in helpers:  # its temporary API server runs in a session of its own: a lost machine takes it too
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    [killed] = _parent_runs(tmp_path)
+    assert killed.info.status == "RUNNING"
+    rerun = _cli(tmp_path, "onboard", "--data", str(synthetic_dir), "--target-domain", "games", *SMOKE,
+                 "--max-epochs", "2")  # the same settings
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    runs = {r.info.run_id: r for r in _parent_runs(tmp_path)}
+    assert runs[killed.info.run_id].info.status == "KILLED"
+    assert "left RUNNING by process" in runs[killed.info.run_id].data.tags["killed_note"]
+
+
+@pytest.mark.slow
+def test_bad_inputs_end_in_one_line_in_the_users_words(tmp_path: Path, synthetic_dir: Path):
+    # a mistyped domain: the domains there are, and no experiment made for the typo
+    typo = _cli(tmp_path, "onboard", "--data", str(synthetic_dir), "--target-domain", "gmaes", *SMOKE)
+    assert typo.returncode == 2
+    line = _one_line_error(typo)
+    assert "'gmaes' is not in" in line and "items.parquet" in line and "did you mean 'games'?" in line
+    assert not _parent_runs(tmp_path, "gmaes")
+
+    # a header row repeated inside items.csv (files joined with their headers): refused, naming file and line
+    joined = tmp_path / "joined"
+    joined.mkdir()
+    pl.read_parquet(synthetic_dir / "interactions.parquet").write_parquet(joined / "interactions.parquet")
+    items = pl.read_parquet(synthetic_dir / "items.parquet").cast(pl.String)
+    header = pl.DataFrame({c: [c] for c in items.columns})
+    pl.concat([items.head(50), header, items.slice(50)]).write_csv(joined / "items.csv")
+    repeated = _cli(tmp_path, "onboard", "--data", str(joined), "--target-domain", "games", *SMOKE)
+    assert repeated.returncode == 2
+    line = _one_line_error(repeated)
+    assert "items.csv: data row 51 (line 52) repeats the header" in line
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert not client.search_registered_models("name = 'transferrec-games'")  # nothing registered
+
+    # a corrupt part among many: the part is named
+    parts = tmp_path / "parts"
+    (parts / "interactions").mkdir(parents=True)
+    frame = pl.read_parquet(synthetic_dir / "interactions.parquet")
+    for i, chunk in enumerate(frame.iter_slices(n_rows=frame.height // 10 + 1)):
+        chunk.write_parquet(parts / "interactions" / f"part-{i:02d}.parquet")
+    broken = parts / "interactions" / "part-07.parquet"
+    broken.write_bytes(broken.read_bytes()[:200])
+    pl.read_parquet(synthetic_dir / "items.parquet").write_parquet(parts / "items.parquet")
+    corrupt = _cli(tmp_path, "onboard", "--data", str(parts), "--target-domain", "games", *SMOKE)
+    assert corrupt.returncode == 2
+    assert "part-07.parquet: cannot read this Parquet part (8 of" in _one_line_error(corrupt)
+
+    # a long domain name with spaces: a bounded experiment name (no "File name too long"), and the run works
+    long_name = "outdoor garden furniture and tools " * 9
+    renamed = tmp_path / "renamed"
+    renamed.mkdir()
+    pl.read_parquet(synthetic_dir / "interactions.parquet").write_parquet(renamed / "interactions.parquet")
+    (pl.read_parquet(synthetic_dir / "items.parquet")
+     .with_columns(pl.col("domain").replace({"games": long_name})).write_parquet(renamed / "items.parquet"))
+    result = _cli(tmp_path, "onboard", "--data", str(renamed), "--target-domain", long_name, *SMOKE,
+                  "--max-epochs", "2", "--set", "sources.train.max_epochs=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    names = [e.name for e in client.search_experiments()]
+    assert any(n.startswith("transferrec-outdoor-garden") and len(n) <= 80 for n in names), names
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a chmod 000 folder")
+def test_an_unreadable_folder_is_one_line(tmp_path: Path, synthetic_dir: Path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0)
+    try:
+        result = _cli(tmp_path, "onboard", "--data", str(locked), "--target-domain", "games")
+    finally:
+        locked.chmod(0o755)
+    assert result.returncode == 2
+    assert "permission denied" in _one_line_error(result)
