@@ -100,6 +100,26 @@ def test_missing_dataset_tells_how_to_fetch(capsys, tmp_path):
     assert "transferrec fetch movielens-100k" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("error,code,expected", [
+    (PermissionError(13, "Permission denied", "/srv/shop/items.csv"), 2,
+     "error: cannot read /srv/shop/items.csv: permission denied"),
+    (RuntimeError("the disk\nis full"), 1, "error: RuntimeError: the disk is full (--debug shows the traceback)"),
+])
+def test_every_failure_is_one_line_and_debug_adds_the_traceback(capsys, monkeypatch, tmp_path, error, code, expected):
+    """A folder root cannot be kept out of (tests run as root) stands in for chmod 000: the reader raises what
+    the file system would, and the command reports one line in the user's terms."""
+    from models.data import datasets
+
+    def unreadable(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(datasets, "read_raw_tables", unreadable)
+    assert main(["domains", "--data", str(tmp_path)]) == code
+    assert capsys.readouterr().err.strip() == expected
+    assert main(["--debug", "domains", "--data", str(tmp_path)]) == code
+    assert "Traceback (most recent call last)" in capsys.readouterr().err
+
+
 def imports_of(path: Path) -> set[str]:
     tree = ast.parse(path.read_text())
     names = set()
