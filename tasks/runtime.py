@@ -8,10 +8,11 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -75,31 +76,39 @@ class Interrupted(BaseException):
         return 128 + self.signum
 
 
-def handle_signals() -> None:
+def handle_signals() -> Callable[[], None]:
     """One path for SIGINT and SIGTERM (main thread only): ask every fit in the process to stop at its next
     batch (``models.nets.training.STOP``) and raise :class:`Interrupted` in the main thread, so the run unwinds:
     its MLflow run is marked KILLED, nothing is registered, and Prefect's temporary API server is stopped at
-    exit. A second signal ends the process at once."""
+    exit. A second signal ends the process at once. Returns a function that puts the previous handlers back
+    (for callers in a process that lives on, such as tests)."""
+    previous = {each: signal.getsignal(each) for each in (signal.SIGINT, signal.SIGTERM)}
 
     def stop(signum: int, frame: object) -> None:
         from models.nets.training import STOP
 
         STOP.set()
-        for each in (signal.SIGINT, signal.SIGTERM):
+        for each in previous:
             signal.signal(each, signal.SIG_DFL)  # a second signal: the default action, at once
         raise Interrupted(signum)
 
-    for each in (signal.SIGINT, signal.SIGTERM):
+    for each in previous:
         signal.signal(each, stop)
+
+    def restore() -> None:
+        for each, handler in previous.items():
+            signal.signal(each, handler)
+        training = sys.modules.get("models.nets.training")  # imported only by commands that train
+        if training is not None:
+            training.STOP.clear()
+
+    return restore
 
 
 def _temporary_api_server() -> object:
     """Prefect's temporary API server, started in its own session: a Ctrl-C at the terminal (SIGINT to the
     foreground process group) then reaches this process alone, which reports the run's end to the server and
     stops it at exit; without this the server died first and the engine spent about 80 s retrying it."""
-    import subprocess
-    import sys
-
     import prefect
     from prefect.server.api.server import SubprocessASGIServer
     from prefect.settings import get_current_settings

@@ -31,8 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     # Quiet by default: expected failures (bad data, too little data) are reported once, without Prefect's
     # tracebacks; -v shows every log.
     configure_environment({"PREFECT_LOGGING_LEVEL": "INFO" if args.verbose else "CRITICAL"})
+    restore = None
     try:
-        handle_signals()
+        restore = handle_signals()
         if getattr(args, "print_config", False):
             sys.stdout.write(resolve_config(args).model_dump_json(indent=2) + "\n")
             return 0
@@ -58,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.write(f"error: {type(exc).__name__}: {_one_line(exc)} (--debug shows the traceback)\n")
             return 1
         return code
+    finally:
+        if restore is not None:
+            restore()
 
 
 def _one_line(exc: BaseException) -> str:

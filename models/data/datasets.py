@@ -195,6 +195,10 @@ def read_raw_tables(path: Path, *, lazy: bool = False) -> dict[str, pl.DataFrame
             raise DatasetFormatError(f"{path}: no {table} table ({', '.join(table + s for s in TABLE_SUFFIXES)} "
                                      f"or a folder {table}/ of Parquet parts)")
         tables[table] = None if found is None else scan_table(found) if lazy else read_table(found)
+        if lazy and found is not None and table in ("items", "users") and _table_format(found, None) == "csv":
+            # small tables: read once here for the repeated-header check (a repeated header in the interactions
+            # fails their contract's type conversion, naming the row)
+            _refuse_repeated_header(read_table(found), found)
     return tables
 
 

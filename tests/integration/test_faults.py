@@ -208,3 +208,42 @@ def test_an_unreadable_folder_is_one_line(tmp_path: Path, synthetic_dir: Path):
         locked.chmod(0o755)
     assert result.returncode == 2
     assert "permission denied" in _one_line_error(result)
+
+
+class _Planted:
+    """What a hostile checkpoint carries: unpickling it runs code (here: creates a file)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@pytest.mark.slow
+def test_a_planted_checkpoint_runs_no_code(tmp_path: Path, synthetic_dir: Path):
+    """The checkpoint folder of an onboarding's model is predictable (settings and data); a file planted there
+    before the run is read as data only: its code never runs, the model trains from the start, and the folder
+    is removed when the fit ends (which shows the fit did look there)."""
+    import json
+
+    import torch
+
+    from flows.config import OnboardConfig
+    from models.data.datasets import fingerprint, read_canonical_dir
+    from tasks.runtime import run_key
+
+    options = ["--data", str(synthetic_dir), "--target-domain", "games", *SMOKE, "--max-epochs", "2",
+               "--checkpoint-dir", str(tmp_path / "ckpt")]
+    printed = _cli(tmp_path, "onboard", *options, "--print-config")
+    assert printed.returncode == 0, printed.stderr[-2000:]
+    config = OnboardConfig.model_validate(json.loads(printed.stdout))
+    folder = tmp_path / "ckpt" / f"{run_key(config)}-{fingerprint(read_canonical_dir(synthetic_dir))[:12]}" / "scratch"
+    folder.mkdir(parents=True)
+    marker = tmp_path / "code-ran"
+    torch.save({"state_dict": {}, "epoch": 1, "payload": _Planted(marker)}, folder / "last.ckpt")
+
+    result = _cli(tmp_path, "onboard", *options)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not marker.exists()
+    assert not folder.exists()  # the scratch fit used this folder, then finished and removed it

@@ -220,3 +220,25 @@ def test_orchestration_commands_need_a_prefect_server(capsys, monkeypatch):
     with temporary_settings(restore_defaults={PREFECT_API_URL}):  # the flow tests' harness sets one
         code = main(["notify", "data-landed", "--domain", "Horror", "--path", "/data/new"])
     assert code == 2 and "needs a Prefect server" in capsys.readouterr().err
+
+
+def test_sigterm_and_sigint_take_one_path_and_the_previous_handlers_come_back():
+    import os
+    import signal
+    import time
+
+    from models.nets.training import STOP
+    from tasks.runtime import Interrupted, handle_signals
+
+    before = signal.getsignal(signal.SIGTERM)
+    for signum, code in ((signal.SIGTERM, 143), (signal.SIGINT, 130)):
+        restore = handle_signals()
+        try:
+            with pytest.raises(Interrupted) as stopped:
+                os.kill(os.getpid(), signum)
+                time.sleep(5)  # interrupted at once by the handler
+            assert stopped.value.exit_code == code and STOP.is_set()  # every fit stops at its next batch
+            assert signal.getsignal(signum) == signal.SIG_DFL  # a second signal ends the process at once
+        finally:
+            restore()
+        assert not STOP.is_set() and signal.getsignal(signal.SIGTERM) == before

@@ -192,3 +192,43 @@ def test_the_fingerprint_is_the_documented_algorithm_and_ignores_row_order():
     changed = dataset.interactions.with_columns(pl.col("rating").fill_null(0.0))  # null is not 0.0
     assert fingerprint(Dataset("d", changed, dataset.items)) != expected
     assert legacy_fingerprint(dataset) != expected  # the migration's key is the other algorithm
+
+
+def test_a_repeated_header_row_is_refused_in_memory_and_in_batches(tmp_path: Path, synthetic_dataset):
+    """Two CSV files joined with their headers: the second header would be an item 'item_id' in domain 'domain'."""
+    from models.data.datasets import read_raw_tables
+
+    synthetic_dataset.interactions.head(20).write_csv(tmp_path / "interactions.csv")
+    items = synthetic_dataset.items.select("item_id", "domain")
+    (tmp_path / "items.csv").write_text(items.head(3).write_csv() + items.slice(3, 2).write_csv())
+    for lazy in (False, True):
+        with pytest.raises(DatasetFormatError, match=r"items.csv: data row 4 \(line 5\) repeats the header "
+                                                     r"\(item_id, domain\)"):
+            read_raw_tables(tmp_path, lazy=lazy)
+    (tmp_path / "items.csv").write_text(items.head(5).write_csv())
+    assert read_raw_tables(tmp_path)["items"].height == 5
+
+
+def test_an_unknown_domain_lists_the_domains_there_are():
+    from models.data.datasets import UnknownDomain, check_domain
+
+    items = pl.DataFrame({"item_id": ["a", "b", "c"], "domain": ["garden", "toys", None]})
+    check_domain(items, "toys", where="shop/items.csv", column="category")
+    with pytest.raises(UnknownDomain, match=r"'gardn' is not in shop/items.csv \(column 'category'\); its domains "
+                                            r"are: garden, toys; did you mean 'garden'\?"):
+        check_domain(items.lazy(), "gardn", where="shop/items.csv", column="category")
+
+
+def test_rows_of_a_parquet_folder_are_named_by_part(tmp_path: Path):
+    from data_contracts.report import part_row
+    from models.data.datasets import parquet_parts, read_table
+
+    (tmp_path / "t" / "b").mkdir(parents=True)
+    for name, rows in (("b/1.parquet", 3), ("a.parquet", 2), ("b/0.parquet", 4)):
+        pl.DataFrame({"v": [name] * rows}).write_parquet(tmp_path / "t" / name)
+    parts = parquet_parts(tmp_path / "t")
+    assert parts == [("a.parquet", 2), ("b/0.parquet", 4), ("b/1.parquet", 3)]
+    values = read_table(tmp_path / "t")["v"].to_list()  # the order polars reads them in
+    assert [part_row(i, parts) for i in (0, 2, 5, 6, 9)] == ["a.parquet row 0", "b/0.parquet row 0",
+                                                              "b/0.parquet row 3", "b/1.parquet row 0", "row 9"]
+    assert values == ["a.parquet"] * 2 + ["b/0.parquet"] * 4 + ["b/1.parquet"] * 3
