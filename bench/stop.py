@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from flows.services import descendants, process_alive
+
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
 # long enough that the signal lands in the stage named by each case
@@ -33,30 +35,6 @@ CASES = [
     ("Ctrl-C while the models train side by side", "group", signal.SIGINT, "train",
      ["--max-epochs", "400", "--set", "scratch.patience=400", "--set", "finetune.train.patience=400"]),
 ]
-
-
-def descendants(pid: int) -> list[int]:
-    parents = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-    found, frontier = [], [pid]
-    while frontier:
-        current = frontier.pop()
-        kids = [p for p, parent in parents.items() if parent == current]
-        found += kids
-        frontier += kids
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
 
 
 def reached(uri: str, stage: str) -> bool:
@@ -109,7 +87,7 @@ def run_case(folder: Path, how: str, signum: int, stage: str, options: list[str]
     parents = [r.info.status for r in client.search_runs([experiment.experiment_id])
                if "mlflow.parentRunId" not in r.data.tags] if experiment else []
     return {"exit_code": proc.returncode, "seconds_to_exit": round(seconds, 2),
-            "left_running": [p for p in helpers if alive(p)], "stderr_lines": len(stderr.strip().splitlines()),
+            "left_running": [p for p in helpers if process_alive(p)], "stderr_lines": len(stderr.strip().splitlines()),
             "traceback": "Traceback" in stderr, "run_status": parents, "message": stderr.strip()[-200:]}
 
 

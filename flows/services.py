@@ -76,6 +76,32 @@ def stop_process(process: subprocess.Popen, *, timeout: float = 20.0, sig: int =
         process.wait(timeout=timeout)
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (children, their children...), read from ``/proc`` (Linux)."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    found, frontier = [], [pid]
+    while frontier:
+        current = frontier.pop()
+        kids = [p for p, parent in parents.items() if parent == current]
+        found += kids
+        frontier += kids
+    return found
+
+
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, ended but not yet reaped, does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
 @dataclass(frozen=True)
 class TrackingServer:
     """A shared MLflow tracking server: where runs and registry live (``backend_store_uri``, e.g.

@@ -17,6 +17,8 @@ import mlflow
 import polars as pl
 import pytest
 
+from flows.services import descendants, process_alive
+
 BIN = Path(sys.executable).parent
 SMOKE = ["--top-single", "1", "--dim", "8", "--target-fraction", "0.5"]
 # long enough that a signal lands mid-training
@@ -42,33 +44,6 @@ def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr[-3000:]
     return lines[0]
-
-
-def _children(pid: int) -> list[int]:
-    """Every descendant process of ``pid`` (from /proc)."""
-    parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parents[int(stat.parent.name)] = int(fields[1])
-    found, frontier = [], [pid]
-    while frontier:
-        parent = frontier.pop()
-        kids = [p for p, pp in parents.items() if pp == parent]
-        found += kids
-        frontier += kids
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    state = Path(f"/proc/{pid}/stat")
-    return not (state.exists() and state.read_text().rsplit(")", 1)[1].split()[0] == "Z")
 
 
 def _parent_runs(tmp_path: Path, domain: str = "games") -> list:
@@ -107,7 +82,7 @@ def test_a_signal_ends_the_run_within_seconds_and_leaves_nothing_running(tmp_pat
                                                                         how: str):
     proc = _start(tmp_path, synthetic_dir, *SMOKE, *LONG, until="transferrec-sources")
     time.sleep(3)  # inside the first epochs
-    helpers = _children(proc.pid)  # Prefect's temporary API server among them
+    helpers = descendants(proc.pid)  # Prefect's temporary API server among them
     assert helpers
     sent = time.monotonic()
     if how.startswith("SIGINT"):
@@ -121,7 +96,7 @@ def test_a_signal_ends_the_run_within_seconds_and_leaves_nothing_running(tmp_pat
     line = _one_line_error(subprocess.CompletedProcess([], proc.returncode, "", stderr))
     assert line.startswith(f"interrupted by {how.split()[0]}")
     time.sleep(1)
-    assert not [p for p in helpers if _alive(p)], "left running"
+    assert not [p for p in helpers if process_alive(p)], "left running"
     runs = _parent_runs(tmp_path)
     assert runs and {r.info.status for r in runs} == {"KILLED"}
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -131,10 +106,10 @@ def test_a_signal_ends_the_run_within_seconds_and_leaves_nothing_running(tmp_pat
 @pytest.mark.slow
 def test_a_rerun_closes_the_run_a_killed_process_left_running(tmp_path: Path, synthetic_dir: Path):
     proc = _start(tmp_path, synthetic_dir, *SMOKE, "--max-epochs", "2", until="transferrec-games")
-    helpers = _children(proc.pid)
+    helpers = descendants(proc.pid)
     os.killpg(proc.pid, signal.SIGKILL)  # a lost machine: nothing runs on the way out
     for pid in helpers:  # its temporary API server runs in a session of its own: a lost machine takes it too
-        if _alive(pid):
+        if process_alive(pid):
             os.kill(pid, signal.SIGKILL)
     proc.communicate(timeout=60)
     [killed] = _parent_runs(tmp_path)
