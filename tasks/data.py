@@ -20,12 +20,12 @@ from models.data.datasets import (
     Dataset,
     check_domain,
     find_table,
-    fingerprint,
     is_object_store,
     parquet_parts,
     read_tables,
 )
 from models.data.fetch import cached_dir
+from models.data.fingerprint import fingerprint
 from models.split import TargetSplit, split_with
 from tasks import tracking
 from tasks.runtime import default_data_dir, retry_transient

@@ -11,7 +11,8 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from models.config import SourcesConfig
-from models.data.datasets import FINGERPRINT_ALGORITHM, Dataset, legacy_fingerprint
+from models.data.datasets import Dataset
+from models.data.fingerprint import FINGERPRINT_ALGORITHM, legacy_fingerprint
 from models.factors import FactorModel
 from models.selection.candidates import source_profile
 from models.selection.profiles import DomainProfile

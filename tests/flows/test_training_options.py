@@ -11,7 +11,8 @@ import pytorch_lightning as pl_lightning
 from flows.config import OnboardConfig, RunnerConfig
 from flows.onboard import onboard_domain_flow
 from models.config import FineTuneConfig, TrackingConfig
-from models.data.datasets import fingerprint, read_canonical_dir
+from models.data.datasets import read_canonical_dir
+from models.data.fingerprint import fingerprint
 from models.split import split_target_domain
 from models.transfer.recipes import train_scratch
 from tasks.runtime import run_key

@@ -205,7 +205,8 @@ def test_a_planted_checkpoint_runs_no_code(tmp_path: Path, synthetic_dir: Path):
     import torch
 
     from flows.config import OnboardConfig
-    from models.data.datasets import fingerprint, read_canonical_dir
+    from models.data.datasets import read_canonical_dir
+    from models.data.fingerprint import fingerprint
     from tasks.runtime import run_key
 
     options = ["--data", str(synthetic_dir), "--target-domain", "games", *SMOKE, "--max-epochs", "2",

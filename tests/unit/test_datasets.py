@@ -11,12 +11,12 @@ import pytest
 from data_contracts.contracts import ContractViolation
 from models.data.datasets import (
     DatasetFormatError,
-    fingerprint,
     read_canonical_dir,
     to_canonical_interactions,
     write_canonical_dir,
 )
 from models.data.fetch import FetchError, fetch_movielens, is_cached, load_cached
+from models.data.fingerprint import fingerprint
 from models.data.movielens import read_movielens_dir, read_recbole_wheel
 
 RATINGS_1M = "1::1193::5::978300760\n1::661::3::978302109\n2::1193::4::978298413\n"
@@ -174,7 +174,8 @@ def test_the_fingerprint_is_the_documented_algorithm_and_ignores_row_order():
     """The fingerprint keys every registered source: it must depend on the values alone, never on a library's
     hashing (polars' hash_rows may change in any release). Checked against the algorithm written out in plain
     Python, for nulls, -0.0, negative integers and non-ASCII text, and against a pinned value."""
-    from models.data.datasets import Dataset, legacy_fingerprint
+    from models.data.datasets import Dataset
+    from models.data.fingerprint import legacy_fingerprint
 
     interactions = [{"user_id": "u1", "item_id": "é", "timestamp": -5, "rating": -0.0},
                     {"user_id": "u2", "item_id": "b", "timestamp": 1_700_000_000, "rating": 4.5},
