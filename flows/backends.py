@@ -29,9 +29,10 @@ from models.factors import FactorModel
 from models.nets.training import FitResult
 from models.selection.sources import slug
 from models.split import TargetSplit
-from models.transfer.als import AlsResult
-from models.transfer.outofcore import DiskSplit
-from models.transfer.recipes import ranking_tasks
+from models.transfer.als import EncodedTrain, TunedResult
+from models.transfer.outofcore import DiskSplit, encoded_train
+from models.transfer.peers import PEERS
+from models.transfer.recipes import catalogue_ids, ranking_tasks
 from tasks import tracking
 from tasks.data import RawTables, load_tables, split_target, validate_dataset
 from tasks.evaluation import ModelReport, analyse_models, off_policy_ctr_report
@@ -51,7 +52,13 @@ from tasks.large import (
 from tasks.runtime import checkpoint_root, clear_checkpoints, default_data_dir, run_key
 from tasks.selection import Selection, select_source
 from tasks.sources import gather_sources, registered_sources
-from tasks.training import fine_tune_source, fit_als_baseline, fit_popularity_baseline, train_scratch_baseline
+from tasks.training import (
+    fine_tune_source,
+    fit_als_baseline,
+    fit_peer_baseline,
+    fit_popularity_baseline,
+    train_scratch_baseline,
+)
 
 
 @dataclass(frozen=True)
@@ -70,13 +77,18 @@ class Fits:
 
     transfers: dict[str, FitResult]
     scratch: FitResult
-    als: AlsResult
+    als: TunedResult
     popularity: FactorModel
+    peers: dict[str, TunedResult]  # EASE and ItemKNN (those the catalogue is not too large for)
 
     def models(self, chosen: str) -> dict[str, FactorModel]:
         """The compared models, the chosen source's fine-tune as ``transfer``."""
         return {"transfer": self.transfers[chosen].model, "popularity": self.popularity, "als": self.als.model,
-                "scratch": self.scratch.model}
+                "scratch": self.scratch.model, **{name: peer.model for name, peer in self.peers.items()}}
+
+    def tuned(self) -> dict[str, dict[str, Any]]:
+        """The hyper-parameters the baselines tuned on validation chose."""
+        return {"als": self.als.params, **{name: peer.params for name, peer in self.peers.items()}}
 
     def trained(self, chosen: str) -> dict[str, FitResult]:
         """The trained networks' fits (learning curves, epochs, parameters)."""
@@ -176,7 +188,8 @@ class InMemory:
                              finetune=config.finetune, selection=config.selection)
 
     def train(self, target: Target, sources: dict[str, Any], selection: Selection) -> Fits:
-        """The finalists' fine-tunes, scratch and ALS side by side on the task runner; then popularity."""
+        """The finalists' fine-tunes, scratch, ALS, EASE and ItemKNN side by side on the task runner; then
+        popularity."""
         config, split, seed = self.config, target.split, self.config.split.seed
         content = selection.prepared[selection.chosen].text.target  # the same catalogue texts in every candidate
         jobs: dict[str, tuple[Any, tuple, dict[str, Any]]] = {
@@ -187,9 +200,12 @@ class InMemory:
                            {"family": config.finetune.family, "content": content,
                             "checkpoint_dir": _under(self.checkpoints, "scratch")})
         jobs["als"] = (fit_als_baseline, (split, target.val_task, seed), {})
+        encoded = EncodedTrain.of(split.train, catalogue_ids(split))
+        jobs.update({kind: (fit_peer_baseline, (kind, encoded, target.val_task), {}) for kind in PEERS})
         done = run_jobs(jobs, runner=config.runner)
         return Fits({key.removeprefix("transfer:"): fit for key, fit in done.items() if key.startswith("transfer:")},
-                    done["scratch"], done["als"], fit_popularity_baseline(split))
+                    done["scratch"], done["als"], fit_popularity_baseline(split),
+                    {kind: done[kind] for kind in PEERS if done[kind] is not None})
 
     def analyse(self, data: Validated, target: Target, reports: dict[str, ModelReport],
                 selection: Selection) -> Analysis:
@@ -237,8 +253,8 @@ class OutOfCore:
                                    self.rows)
 
     def train(self, target: Target, sources: dict[str, Any], selection: Selection) -> Fits:
-        """The finalists' fine-tunes and scratch side by side on the task runner; then ALS over scratch's pair
-        file, and popularity."""
+        """The finalists' fine-tunes and scratch side by side on the task runner; then ALS, EASE and ItemKNN
+        over scratch's pair file, and popularity."""
         config, split, seed, rows = self.config, target.split, self.config.split.seed, self.rows
         jobs: dict[str, tuple[Any, tuple, dict[str, Any]]] = {
             f"transfer:{name}": (fine_tune_large, (name, sources[name].model, split, config.finetune, seed, rows),
@@ -247,8 +263,11 @@ class OutOfCore:
         jobs["scratch"] = (scratch_large, (split, config.model, config.scratch, seed, rows), {})
         done = run_jobs(jobs, runner=config.runner)
         scratch = done["scratch"]
+        encoded = encoded_train(split, scratch.pairs)  # the target's pairs as the scratch model read them
+        peers = {kind: fit_peer_baseline(kind, encoded, target.val_task) for kind in PEERS}
         return Fits({key.removeprefix("transfer:"): fit for key, fit in done.items() if key.startswith("transfer:")},
-                    scratch.fit, als_large(split, scratch, target.val_task, seed), popularity_large(split))
+                    scratch.fit, als_large(split, scratch, target.val_task, seed), popularity_large(split),
+                    {kind: peer for kind, peer in peers.items() if peer is not None})
 
     def analyse(self, data: Any, target: Target, reports: dict[str, ModelReport], selection: Selection) -> Analysis:
         return Analysis()  # slices and off-policy CTR read whole tables: not computed out of core

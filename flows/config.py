@@ -146,8 +146,9 @@ class OnboardConfig(_Frozen):
                                 "mode": self.finetune.mode, "family": self.finetune.family}
         return {**tags, "out_of_core": "true"} if self.out_of_core else tags
 
-    def child_run_params(self, source: str, als: dict[str, Any]) -> dict[str, dict[str, Any]]:
-        """The params of each model's child run (what tells them apart in the MLflow compare view)."""
+    def child_run_params(self, source: str, tuned: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """The params of each model's child run (what tells them apart in the MLflow compare view); ``tuned``:
+        the hyper-parameters each tuned baseline chose on validation (``als``, ``ease``, ``itemknn``)."""
         shared = {"target_domain": self.target_domain, "fraction": self.split.fraction, "seed": self.split.seed,
                   "dim": self.model.dim}
         finetune = self.finetune
@@ -160,7 +161,8 @@ class OnboardConfig(_Frozen):
             "scratch": {**shared, "model": "scratch", "family": finetune.family,
                         **{f"train.{k}": v for k, v in self.scratch.model_dump().items()}},
             "popularity": {**shared, "model": "popularity"},
-            "als": {**shared, "model": "als", **{f"als.{k}": v for k, v in als.items()}},
+            **{name: {**shared, "model": name, **{f"{name}.{k}": v for k, v in params.items()}}
+               for name, params in tuned.items()},
         }
 
     def pretrain(self) -> PretrainConfig:

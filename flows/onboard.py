@@ -51,7 +51,7 @@ def onboard_domain_flow(config: OnboardConfig) -> OnboardingSummary:
             reports = evaluate_models(fits.models(selection.chosen), fits.trained(selection.chosen),
                                       target.val_task, target.test_task, config.evaluation)
         with watch("log_register"):
-            reports = log_model_runs(reports, run, config.child_run_params(selection.chosen, fits.als.params), tags,
+            reports = log_model_runs(reports, run, config.child_run_params(selection.chosen, fits.tuned()), tags,
                                      log_models=tuple(reports))
             analysis = backend.analyse(data, target, reports, selection)
             registration = None

@@ -129,13 +129,11 @@ def snapshot_compare(url: str, metric: str, out: Path, *, run_names: list[str], 
     return CompareSnapshot(run_names=header_names, metric=metric, values=row["values"], screenshot=out)
 
 
-MODEL_RUNS = ("transfer", "scratch", "als", "popularity")
-
-
 def onboarding_model_runs(uri: str, target_domain: str) -> tuple[str, list[str], list[str]]:
     """The experiment id, and the model child runs (ids, names; transfer first) of the newest onboarding of
     ``target_domain`` in the store at ``uri``."""
     from tasks import tracking
+    from tasks.registry import BASELINES
     from tasks.tracking import experiment_name
 
     name = experiment_name(target_domain)
@@ -144,7 +142,7 @@ def onboarding_model_runs(uri: str, target_domain: str) -> tuple[str, list[str],
         raise LookupError(f"no onboarding of {target_domain!r} in {uri} (experiment {name!r})")
     children = tracking.runs_table(uri, name, parent_id=parents[0]["run_id"])
     by_name = dict(zip(children["tags.mlflow.runName"], children["run_id"], strict=True))
-    names = [n for n in MODEL_RUNS if n in by_name]
+    names = [n for n in ("transfer", *BASELINES) if n in by_name]
     experiment_id = str(children["experiment_id"].iloc[0])
     return experiment_id, [by_name[n] for n in names], names
 

@@ -22,7 +22,7 @@ from models.evaluation.ranking import RankingTask, build_ranking_task, evaluate_
 from models.factors import FactorModel
 from models.nets.training import FitResult
 from models.selection.sources import slug, source_candidates
-from models.transfer.als import AlsResult, fit_als
+from models.transfer.als import TunedResult, fit_als
 from models.transfer.outofcore import (
     DiskFit,
     DiskSplit,
@@ -148,7 +148,7 @@ def scratch_large(split: DiskSplit, model: ModelConfig, train: TrainConfig, seed
 
 
 @task(name="fit-als-on-disk", cache_policy=NO_CACHE)
-def als_large(split: DiskSplit, scratch: DiskFit, val_task: RankingTask, seed: int) -> AlsResult:
+def als_large(split: DiskSplit, scratch: DiskFit, val_task: RankingTask, seed: int) -> TunedResult:
     """Implicit ALS on the target's pairs (the scratch model's pair file), tuned on validation."""
     return fit_als(encoded_train(split, scratch.pairs), split.catalogue, val_task, seed=seed)
 

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict
 from models.evaluation.uncertainty import Interval, mean_intervals, paired_lift_intervals
 from tasks import tracking
 from tasks.evaluation import ModelReport
-from tasks.registry import BASELINES, METRIC, Registration
+from tasks.registry import METRIC, Registration, baselines
 from tasks.selection import Selection
 
 TABLE_COLUMNS = (("val NDCG@10", "val", "ndcg_at_10"), ("test NDCG@10", "test", "ndcg_at_10"),
@@ -62,7 +62,7 @@ def intervals(reports: dict[str, ModelReport], *, seed: int = 0) -> dict[str, An
     for (name, m), interval in found.items():
         metrics[name][m] = interval
     lift = paired_lift_intervals(reports["transfer"].test.per_user[METRIC],
-                                 {b: reports[b].test.per_user[METRIC] for b in BASELINES if b in reports}, seed=seed)
+                                 {b: reports[b].test.per_user[METRIC] for b in baselines(reports)}, seed=seed)
     return {"metrics": metrics, "lift": lift}
 
 
@@ -90,7 +90,7 @@ def lifts(reports: dict[str, ModelReport]) -> dict[str, float]:
     out = {}
     for stage in ("val", "test"):
         transfer = getattr(reports["transfer"], stage).metrics[METRIC]
-        best = max(getattr(reports[b], stage).metrics[METRIC] for b in BASELINES)
+        best = max(getattr(reports[b], stage).metrics[METRIC] for b in baselines(reports))
         out[f"{stage}/lift_{METRIC}"] = transfer / best - 1.0 if best > 0 else float("nan")
     return out
 

@@ -14,7 +14,8 @@ from models.factors import FactorModel
 from models.nets.training import FitResult
 from models.selection.candidates import PreparedSource
 from models.split import TargetSplit
-from models.transfer.als import AlsResult, fit_als
+from models.transfer.als import EncodedTrain, TunedResult, fit_als
+from models.transfer.peers import PEERS, PeerTooLarge
 from models.transfer.recipes import fine_tune, fit_popularity, train_scratch
 
 
@@ -46,10 +47,23 @@ def train_scratch_baseline(split: TargetSplit, model: ModelConfig, train: TrainC
 
 
 @task(name="fit-als", cache_policy=NO_CACHE)
-def fit_als_baseline(split: TargetSplit, val_task: RankingTask, seed: int) -> AlsResult:
+def fit_als_baseline(split: TargetSplit, val_task: RankingTask, seed: int) -> TunedResult:
     """Implicit ALS on the target data only, tuned on a small grid by validation NDCG@10."""
     result = fit_als(split.train, split.catalogue, val_task, seed=seed)
     get_run_logger().info("als: best %s, val NDCG@10 %.4f", result.params, result.val_ndcg_at_10)
+    return result
+
+
+@task(name="fit-peer", cache_policy=NO_CACHE, task_run_name="fit-{kind}")
+def fit_peer_baseline(kind: str, train: EncodedTrain, val_task: RankingTask) -> TunedResult | None:
+    """A target-only peer (``ease`` or ``itemknn``, :data:`models.transfer.peers.PEERS`) tuned on validation;
+    None, with the reason logged, when the target is too large for it."""
+    try:
+        result = PEERS[kind](train, val_task)
+    except PeerTooLarge as why:
+        get_run_logger().warning("%s not fitted: %s", kind, why)
+        return None
+    get_run_logger().info("%s: best %s, val NDCG@10 %.4f", kind, result.params, result.val_ndcg_at_10)
     return result
 
 

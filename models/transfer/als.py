@@ -35,8 +35,9 @@ class AlsGrid:
 
 
 @dataclass(frozen=True)
-class AlsResult:
-    """The best model, its hyper-parameters and every grid point's validation NDCG@10."""
+class TunedResult:
+    """A target-only baseline tuned on validation (ALS here, EASE and ItemKNN in :mod:`models.transfer.peers`):
+    the best model, its hyper-parameters and every grid point's validation NDCG@10."""
 
     model: FactorModel
     params: dict[str, float]
@@ -88,7 +89,7 @@ def fit_als_once(train: pl.DataFrame, item_ids: np.ndarray, *, factors: int, reg
 
 
 def fit_als(train: pl.DataFrame | EncodedTrain, catalogue: pl.DataFrame, val_task: RankingTask, *,
-            grid: AlsGrid = AlsGrid(), seed: int = 0) -> AlsResult:
+            grid: AlsGrid = AlsGrid(), seed: int = 0) -> TunedResult:
     """Fit every grid point and keep the best by validation NDCG@10 (ties: the earlier, smaller point);
     ``train`` is the training frame, or its pairs already encoded over the catalogue (e.g. from disk)."""
     encoded = train if isinstance(train, EncodedTrain) else EncodedTrain.of(
@@ -103,4 +104,4 @@ def fit_als(train: pl.DataFrame | EncodedTrain, catalogue: pl.DataFrame, val_tas
         if best is None or score > best[2] + 1e-12:
             best = (model, params, score)
     assert best is not None  # the grid is never empty
-    return AlsResult(best[0], best[1], best[2], tried)
+    return TunedResult(best[0], best[1], best[2], tried)

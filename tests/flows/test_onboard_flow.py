@@ -15,6 +15,7 @@ from flows.cli import main
 from flows.config import OnboardConfig, PretrainConfig
 from flows.onboard import onboard_domain_flow
 from flows.pretrain import pretrain_source_flow
+from tasks.registry import BASELINES
 from tasks.tracking import SOURCES_EXPERIMENT
 
 TARGET = "games"
@@ -46,7 +47,7 @@ def test_onboarding_logs_compares_and_registers(synthetic_dir: Path, mlflow_uri:
 
     assert summary.target_domain == TARGET
     assert summary.chosen_source in {c["name"] for c in summary.candidates}
-    assert set(summary.metrics) == {"transfer", "popularity", "als", "scratch"}
+    assert set(summary.metrics) == {"transfer", *BASELINES}
     for metrics in summary.metrics.values():
         for key in ("ndcg_at_10", "precision_at_10", "recall_at_10", "hit_rate_at_10", "ctr_at_3"):
             assert 0.0 <= metrics[key] <= 1.0
@@ -57,7 +58,7 @@ def test_onboarding_logs_compares_and_registers(synthetic_dir: Path, mlflow_uri:
     assert parent["tags.target_domain"] == TARGET and parent["params.split.fraction"] == "0.3"
     children = table[table["tags.mlflow.parentRunId"] == summary.mlflow_run_id]
     names = set(children["tags.mlflow.runName"])
-    assert {"transfer", "popularity", "als", "scratch"} <= names
+    assert {"transfer", *BASELINES} <= names
     assert {f"probe:{c['name']}" for c in summary.candidates} <= names
     assert (children["status"] == "FINISHED").all()
     transfer = children[children["tags.mlflow.runName"] == "transfer"].iloc[0]
@@ -66,7 +67,7 @@ def test_onboarding_logs_compares_and_registers(synthetic_dir: Path, mlflow_uri:
     # bootstrap intervals: each headline metric inside its own interval, the lift per baseline with a paired one
     assert transfer["metrics.test/ndcg_at_10_ci_low"] <= transfer["metrics.test/ndcg_at_10"] \
         <= transfer["metrics.test/ndcg_at_10_ci_high"]
-    assert set(summary.lift_intervals) == {"popularity", "als", "scratch"}
+    assert set(summary.lift_intervals) == set(BASELINES)
     metrics = summary.metrics
     for baseline, interval in summary.lift_intervals.items():
         assert interval["estimate"] == pytest.approx(
@@ -212,7 +213,7 @@ def test_cli_json_last_line(synthetic_dir: Path, mlflow_uri: str, capsys):
     assert {"mlflow_run_id", "target_domain", "chosen_source", "registered_model", "model_version", "alias",
             "metrics", "candidates"} <= set(payload)
     assert payload["registered_model"] == MODEL and payload["alias"] in {"champion", "challenger"}
-    assert {"transfer", "popularity", "als", "scratch"} <= set(payload["metrics"])
+    assert {"transfer", *BASELINES} <= set(payload["metrics"])
 
 
 def test_pretrain_flow_trains_once_then_reuses(synthetic_dir: Path, mlflow_uri: str):

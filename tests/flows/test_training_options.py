@@ -15,6 +15,7 @@ from models.data.datasets import read_canonical_dir
 from models.data.fingerprint import fingerprint
 from models.split import split_target_domain
 from models.transfer.recipes import train_scratch
+from tasks.registry import BASELINES
 from tasks.runtime import run_key
 
 TARGET = "games"
@@ -93,7 +94,7 @@ def test_off_policy_ctr_comes_from_impressions_with_propensities(synthetic_datas
 
     found = summary.off_policy_ctr
     assert found["available"] and 0 < found["impressions"] <= n
-    for name in ("transfer", "popularity", "als", "scratch"):
+    for name in ("transfer", *BASELINES):
         for estimator in ("IPS", "SNIPS"):
             result = found["models"][name][estimator]
             assert result["low"] <= result["ctr"] <= result["high"] and result["estimator"] == estimator
@@ -113,7 +114,7 @@ def test_parallel_training_gives_the_same_models_as_sequential(synthetic_dir: Pa
                "dask-processes": RunnerConfig(kind="dask", workers=2, processes=True)}
     for kind, runner in runners.items():
         parallel = onboard_domain_flow(base.model_copy(update={"runner": runner}))
-        for model in ("transfer", "scratch", "als", "popularity"):
+        for model in ("transfer", *BASELINES):
             assert parallel.metrics[model] == pytest.approx(sequential.metrics[model], abs=1e-9), (kind, model)
         assert "train" in parallel.timings_seconds
 

@@ -13,6 +13,8 @@ import mlflow
 import polars as pl
 import pytest
 
+from tasks.registry import BASELINES
+
 GUIDE = Path(__file__).resolve().parents[2] / "docs" / "guide.md"
 BIN = Path(sys.executable).parent
 EXPECTED_EXIT = {"transferrec validate shop": 1}  # the guide shows this one failing on purpose
@@ -57,7 +59,7 @@ def test_every_walkthrough_command_runs(tmp_path: Path, require_services):
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
     line = outputs["transferrec ui --snapshot garden.png --target-domain garden"].stdout.strip().splitlines()[-1]
     shown = dict(pair.rsplit(" ", 1) for pair in line.split("test/ndcg_at_10 ", 1)[1].split(", "))
-    assert set(shown) == {"transfer", "scratch", "als", "popularity"}
+    assert set(shown) == {"transfer", *BASELINES}
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["transferrec-garden"])
     stored = dict(zip(runs["tags.mlflow.runName"], runs["metrics.test/ndcg_at_10"], strict=True))

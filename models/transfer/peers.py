@@ -1,0 +1,120 @@
+"""The target-only peers a practitioner reaches for on sparse data: EASE and item-item kNN (cosine), each tuned
+on validation NDCG@10 over a small grid, on the same encoded training pairs as implicit ALS.
+
+Both score a user by their training row ``x_u`` (1 where the user interacted with an item) times an
+item-item matrix ``W``: ``score(u, i) = x_u · W[:, i]``. As a :class:`FactorModel` the user factors are the
+rows ``x_u`` and the item factors the columns of ``W`` (dimension = catalogue size), so evaluation, logging,
+registration and serving treat them like every other model. Their size grows with users x items and items x
+items: above :data:`MAX_ITEMS` items or :data:`MAX_CELLS` user-item cells a peer is not fitted
+(:class:`PeerTooLarge`, which the caller reports).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import sparse
+
+from models.evaluation.ranking import RankingTask, evaluate_model
+from models.factors import FactorModel
+from models.transfer.als import TIE_BREAK, EncodedTrain, TunedResult
+
+#: Largest catalogue a peer is fitted on (its item-item matrix: items^2 float32, 400 MB at 10,000 items).
+MAX_ITEMS = 10_000
+#: Largest users x items a peer's dense user rows may take (float32: 800 MB).
+MAX_CELLS = 200_000_000
+
+
+class PeerTooLarge(ValueError):
+    """The target is too large for a dense item-item peer."""
+
+
+@dataclass(frozen=True)
+class PeerGrid:
+    """The hyper-parameters tried: EASE's L2 weight ``lambdas``; ItemKNN's ``neighbours`` kept per item."""
+
+    lambdas: tuple[float, ...] = (10.0, 50.0, 200.0, 1000.0)
+    neighbours: tuple[int, ...] = (20, 100, 400)
+
+
+def _interactions(train: EncodedTrain) -> sparse.csr_matrix:
+    """``X`` (users x items): 1 where the user has a training interaction with the item."""
+    shape = (len(train.user_ids), len(train.item_ids))
+    if len(train.item_ids) > MAX_ITEMS or shape[0] * shape[1] > MAX_CELLS:
+        raise PeerTooLarge(f"{shape[0]:,} users x {shape[1]:,} items is above the dense peers' bound "
+                           f"({MAX_ITEMS:,} items, {MAX_CELLS:,} cells)")
+    x = sparse.csr_matrix((np.ones(len(train.users), dtype=np.float32), (train.users, train.items)), shape=shape)
+    x.sum_duplicates()
+    x.data[:] = 1.0  # presence: a repeated interaction counts once
+    return x
+
+
+def _model(train: EncodedTrain, x: sparse.csr_matrix, weights: np.ndarray, kind: str) -> FactorModel:
+    popularity = np.asarray(x.sum(axis=0)).ravel()
+    return FactorModel(train.user_ids, train.item_ids, x.toarray().astype(np.float32),
+                       np.ascontiguousarray(weights.T, dtype=np.float32),  # item i's factors: column i of W
+                       (TIE_BREAK * np.log1p(popularity)).astype(np.float32), kind=kind)
+
+
+def ease_weights(x: sparse.csr_matrix, l2: float) -> np.ndarray:
+    """EASE (Steck 2019): ``B = argmin |X - XB|^2 + l2 |B|^2`` with ``diag(B) = 0``, in closed form:
+    ``P = (X'X + l2 I)^-1``, ``B_ij = -P_ij / P_jj`` (``i != j``), ``B_jj = 0``. Returns ``B`` (items x items)."""
+    gram = (x.T @ x).toarray().astype(np.float64)
+    gram[np.diag_indices_from(gram)] += l2
+    p = np.linalg.inv(gram)
+    b = -p / np.diag(p)[None, :]
+    b[np.diag_indices_from(b)] = 0.0
+    return b
+
+
+def itemknn_weights(x: sparse.csr_matrix, neighbours: int) -> np.ndarray:
+    """Item-item cosine similarity ``S_ij = |U_i ∩ U_j| / sqrt(|U_i| |U_j|)`` (``U_i``: the users of item ``i``),
+    ``S_ii = 0``, keeping in each column ``j`` its ``neighbours`` largest entries. Returns ``S`` (items x items)."""
+    co = (x.T @ x).toarray().astype(np.float64)
+    norms = np.sqrt(np.diag(co))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s = np.nan_to_num(co / np.outer(norms, norms))
+    s[np.diag_indices_from(s)] = 0.0
+    if neighbours < s.shape[0]:
+        cut = np.partition(s, s.shape[0] - neighbours, axis=0)[s.shape[0] - neighbours]  # per column
+        s[s < cut[None, :]] = 0.0
+    return s
+
+
+def _tune(train: EncodedTrain, val_task: RankingTask, kind: str, name: str, values: tuple,
+          weights: Callable[[sparse.csr_matrix, Any], np.ndarray]) -> TunedResult:
+    x = _interactions(train)
+    tried, best = [], None
+    for value in values:
+        model = _model(train, x, weights(x, value), kind)
+        score = evaluate_model(model, val_task, ks=(10,)).metrics["ndcg_at_10"]
+        tried.append({name: value, "val_ndcg_at_10": score})
+        if best is None or score > best[2] + 1e-12:
+            best = (model, {name: value}, score)
+    assert best is not None  # the grid is never empty
+    return TunedResult(best[0], best[1], best[2], tried)
+
+
+def fit_ease(train: EncodedTrain, val_task: RankingTask, *, grid: PeerGrid = PeerGrid()) -> TunedResult:
+    """EASE at every ``grid.lambdas``, the best on validation NDCG@10 kept (ties: the smaller weight).
+
+    Raises:
+        PeerTooLarge: above the dense bound.
+    """
+    return _tune(train, val_task, "ease", "l2", grid.lambdas, ease_weights)
+
+
+def fit_itemknn(train: EncodedTrain, val_task: RankingTask, *, grid: PeerGrid = PeerGrid()) -> TunedResult:
+    """Cosine item-item kNN at every ``grid.neighbours``, the best on validation NDCG@10 kept.
+
+    Raises:
+        PeerTooLarge: above the dense bound.
+    """
+    return _tune(train, val_task, "itemknn", "neighbours", grid.neighbours, itemknn_weights)
+
+
+#: Every peer by its model name in an onboarding (tasks.registry.BASELINES lists them with the other baselines).
+PEERS: dict[str, Callable[[EncodedTrain, RankingTask], TunedResult]] = {"ease": fit_ease, "itemknn": fit_itemknn}
