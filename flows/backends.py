@@ -37,7 +37,6 @@ from tasks import tracking
 from tasks.data import RawTables, load_tables, split_target, validate_dataset
 from tasks.evaluation import ModelReport, analyse_models, off_policy_ctr_report
 from tasks.large import (
-    als_large,
     batch_rows,
     fine_tune_large,
     popularity_large,
@@ -199,8 +198,8 @@ class InMemory:
         jobs["scratch"] = (train_scratch_baseline, (split, config.model, config.scratch, seed),
                            {"family": config.finetune.family, "content": content,
                             "checkpoint_dir": _under(self.checkpoints, "scratch")})
-        jobs["als"] = (fit_als_baseline, (split, target.val_task, seed), {})
-        encoded = EncodedTrain.of(split.train, catalogue_ids(split))
+        encoded = EncodedTrain.of(split.train, catalogue_ids(split))  # ALS, EASE and ItemKNN read the same pairs
+        jobs["als"] = (fit_als_baseline, (encoded, target.val_task, seed), {})
         jobs.update({kind: (fit_peer_baseline, (kind, encoded, target.val_task), {}) for kind in PEERS})
         done = run_jobs(jobs, runner=config.runner)
         return Fits({key.removeprefix("transfer:"): fit for key, fit in done.items() if key.startswith("transfer:")},
@@ -266,7 +265,7 @@ class OutOfCore:
         encoded = encoded_train(split, scratch.pairs)  # the target's pairs as the scratch model read them
         peers = {kind: fit_peer_baseline(kind, encoded, target.val_task) for kind in PEERS}
         return Fits({key.removeprefix("transfer:"): fit for key, fit in done.items() if key.startswith("transfer:")},
-                    scratch.fit, als_large(split, scratch, target.val_task, seed), popularity_large(split),
+                    scratch.fit, fit_als_baseline(encoded, target.val_task, seed), popularity_large(split),
                     {kind: peer for kind, peer in peers.items() if peer is not None})
 
     def analyse(self, data: Any, target: Target, reports: dict[str, ModelReport], selection: Selection) -> Analysis:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
@@ -38,13 +38,13 @@ class RawTables:
     name: str
     tables: dict[str, pl.DataFrame | pl.LazyFrame | None]  # lazy scans when read in batches
     source: str
-    files: dict[str, str] = field(default_factory=dict)  # table -> its file or folder, as reports name it
 
     def in_user_terms(self, violation: ContractViolation, config: DataConfig) -> ContractViolation:
         """``violation`` naming the user's files, column names (their column map) and Parquet parts."""
-        parts = {table: parquet_parts(Path(path)) for table, path in self.files.items()
+        files = table_files(self.source)
+        parts = {table: parquet_parts(Path(path)) for table, path in files.items()
                  if not is_object_store(path) and Path(path).is_dir()}
-        return violation.in_user_terms(config.columns, self.files, parts)
+        return violation.in_user_terms(config.columns, files, parts)
 
 
 def table_files(folder: Path | str) -> dict[str, str]:
@@ -55,20 +55,26 @@ def table_files(folder: Path | str) -> dict[str, str]:
     return {table: str(path) for table, path in found.items() if path is not None}
 
 
+def data_location(config: DataConfig) -> Path | str:
+    """Where the data is read from: the object-store ``url``, else the folder ``path``, else the fetched cache of
+    ``dataset``."""
+    return config.url or config.path or cached_dir(config.data_dir or default_data_dir(), config.dataset)
+
+
 @task(name="load-tables", retries=2, retry_delay_seconds=[1, 5], cache_policy=NO_CACHE,
       retry_condition_fn=retry_transient)
 def load_tables(config: DataConfig) -> RawTables:
     """Read the tables as stored (columns renamed by ``config.columns``): the object-store ``url``, else the
     folder ``path``, else the fetched cache of ``dataset``. With ``config.batch_rows`` they are lazy scans,
     read batch by batch when validated."""
-    folder = config.url or config.path or cached_dir(config.data_dir or default_data_dir(), config.dataset)
+    folder = data_location(config)
     tables = read_tables(folder, config.columns, lazy=config.batch_rows is not None)
     if config.batch_rows is None:
         get_run_logger().info("read %s from %s: %s", config.dataset, folder,
                               {k: (v.height if v is not None else None) for k, v in tables.items()})
     else:
         get_run_logger().info("scanning %s at %s in batches of %d rows", config.dataset, folder, config.batch_rows)
-    return RawTables(config.dataset, tables, str(folder), table_files(folder))
+    return RawTables(config.dataset, tables, str(folder))
 
 
 @task(name="check-target-domain", cache_policy=NO_CACHE)
@@ -79,7 +85,7 @@ def check_target_domain(config: DataConfig, domain: str) -> None:
     Raises:
         UnknownDomain: no item is in ``domain``.
     """
-    folder = config.url or config.path or cached_dir(config.data_dir or default_data_dir(), config.dataset)
+    folder = data_location(config)
     items = read_tables(folder, config.columns, lazy=True)["items"]
     if items is None:
         return  # the contracts report the missing table

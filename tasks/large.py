@@ -22,11 +22,9 @@ from models.evaluation.ranking import RankingTask, build_ranking_task, evaluate_
 from models.factors import FactorModel
 from models.nets.training import FitResult
 from models.selection.sources import slug, source_candidates
-from models.transfer.als import TunedResult, fit_als
 from models.transfer.outofcore import (
     DiskFit,
     DiskSplit,
-    encoded_train,
     fine_tune_on_disk,
     popularity_on_disk,
     ranking_sample,
@@ -145,12 +143,6 @@ def scratch_large(split: DiskSplit, model: ModelConfig, train: TrainConfig, seed
     get_run_logger().info("scratch on disk: val NDCG@10 %.4f in %d epochs, %.1fs", fit.fit.best_val_ndcg,
                           fit.fit.epochs_run, fit.fit.seconds)
     return fit
-
-
-@task(name="fit-als-on-disk", cache_policy=NO_CACHE)
-def als_large(split: DiskSplit, scratch: DiskFit, val_task: RankingTask, seed: int) -> TunedResult:
-    """Implicit ALS on the target's pairs (the scratch model's pair file), tuned on validation."""
-    return fit_als(encoded_train(split, scratch.pairs), split.catalogue, val_task, seed=seed)
 
 
 @task(name="fit-popularity-on-disk", cache_policy=NO_CACHE)

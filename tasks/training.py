@@ -47,9 +47,10 @@ def train_scratch_baseline(split: TargetSplit, model: ModelConfig, train: TrainC
 
 
 @task(name="fit-als", cache_policy=NO_CACHE)
-def fit_als_baseline(split: TargetSplit, val_task: RankingTask, seed: int) -> TunedResult:
-    """Implicit ALS on the target data only, tuned on a small grid by validation NDCG@10."""
-    result = fit_als(split.train, split.catalogue, val_task, seed=seed)
+def fit_als_baseline(train: EncodedTrain, val_task: RankingTask, seed: int) -> TunedResult:
+    """Implicit ALS on the target's training pairs only (encoded over its catalogue, in memory or mapped from
+    the pair file on disk), tuned on a small grid by validation NDCG@10."""
+    result = fit_als(train, None, val_task, seed=seed)
     get_run_logger().info("als: best %s, val NDCG@10 %.4f", result.params, result.val_ndcg_at_10)
     return result
 

@@ -88,10 +88,11 @@ def fit_als_once(train: pl.DataFrame, item_ids: np.ndarray, *, factors: int, reg
                            alpha=alpha, iterations=iterations, seed=seed)
 
 
-def fit_als(train: pl.DataFrame | EncodedTrain, catalogue: pl.DataFrame, val_task: RankingTask, *,
+def fit_als(train: pl.DataFrame | EncodedTrain, catalogue: pl.DataFrame | None, val_task: RankingTask, *,
             grid: AlsGrid = AlsGrid(), seed: int = 0) -> TunedResult:
     """Fit every grid point and keep the best by validation NDCG@10 (ties: the earlier, smaller point);
-    ``train`` is the training frame, or its pairs already encoded over the catalogue (e.g. from disk)."""
+    ``train`` is the training frame (with its ``catalogue``), or its pairs already encoded over the catalogue
+    (``catalogue`` unused)."""
     encoded = train if isinstance(train, EncodedTrain) else EncodedTrain.of(
         train, catalogue[ITEM_ID].to_numpy().astype(object))
     tried, best = [], None
