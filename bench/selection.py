@@ -24,7 +24,7 @@ import json
 import statistics
 from pathlib import Path
 
-from grid import grid_arguments, onboard_grid  # bench/ is on sys.path when a script here runs
+from grid import cells_of, grid_arguments, onboard_grid  # bench/ is on sys.path when a script here runs
 
 from tasks.runtime import configure_environment, quiet_libraries
 
@@ -115,7 +115,7 @@ def run_flows(args: argparse.Namespace) -> list[dict]:
     return [{"genre": genre, "fraction": fraction, "seed": seed, "candidates": summary.candidates,
              "seconds": seconds}
             for genre, fraction, seed, summary, seconds in onboard_grid(
-                args.genres, args.fractions, args.seeds, out=args.out, data_dir=args.data_dir, top_k=99)]
+                cells_of(args.genres, args.fractions, args.seeds), out=args.out, data_dir=args.data_dir, top_k=99)]
 
 
 def markdown(rows: list[dict]) -> str:

@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from prefect import get_run_logger
+
+from data_contracts.columns import DOMAIN
 from flows.config import OnboardConfig
 from flows.runners import run_jobs
 from models.config import DataConfig
@@ -28,8 +31,9 @@ from models.evaluation.ranking import RankingTask
 from models.factors import FactorModel
 from models.nets.training import FitResult
 from models.selection.sources import slug
-from models.split import TargetSplit
+from models.split import TargetSplit, source_interactions
 from models.transfer.als import EncodedTrain, TunedResult
+from models.transfer.joint import JOINT, JointTrain
 from models.transfer.outofcore import DiskSplit, encoded_train
 from models.transfer.peers import PEERS
 from models.transfer.recipes import catalogue_ids, ranking_tasks
@@ -78,7 +82,7 @@ class Fits:
     scratch: FitResult
     als: TunedResult
     popularity: FactorModel
-    peers: dict[str, TunedResult]  # EASE and ItemKNN (those the catalogue is not too large for)
+    peers: dict[str, TunedResult]  # EASE, ItemKNN and the joint peers (those fitted: see tasks.registry.BASELINES)
 
     def models(self, chosen: str) -> dict[str, FactorModel]:
         """The compared models, the chosen source's fine-tune as ``transfer``."""
@@ -141,6 +145,7 @@ class InMemory:
     config: OnboardConfig
     run: tracking.TrackingContext
     checkpoints: Path | None = field(default=None, init=False)  # this run's, known once the data is
+    joint: JointTrain | None = field(default=None, init=False)  # the joint peers' pairs, with time-safe sources
 
     @property
     def data(self) -> DataConfig:
@@ -173,6 +178,11 @@ class InMemory:
         common = {"test_ratio": config.split.test_ratio, "config": config.sources, "uri": self.run.uri,
                   "triggered_by": self.run.run_id, "checkpoints": self._root}
         if config.sources.data is None:  # time-safe sources from the target's own dataset (shared users)
+            dataset = data.dataset  # the joint peers learn from every other domain's time-safe interactions
+            others = [d for d in dataset.domains()[DOMAIN].to_list() if d != domain]
+            self.joint = JointTrain.of(source_interactions(dataset.interactions, dataset.items, domains=others,
+                                                           cutoffs=target.split.cutoffs),
+                                       target.split.train, catalogue_ids(target.split))
             return gather_sources(data.dataset, data.fingerprint, domain, target.split.cutoffs, **common)
         if config.sources.registered_only:  # the catalogue alone: registered models and profiles, no raw data
             return registered_sources(self.run.uri, config.sources.data.dataset)
@@ -187,8 +197,8 @@ class InMemory:
                              finetune=config.finetune, selection=config.selection)
 
     def train(self, target: Target, sources: dict[str, Any], selection: Selection) -> Fits:
-        """The finalists' fine-tunes, scratch, ALS, EASE and ItemKNN side by side on the task runner; then
-        popularity."""
+        """The finalists' fine-tunes, scratch, ALS, EASE, ItemKNN and (with sources from the target's own
+        dataset) the joint peers side by side on the task runner; then popularity."""
         config, split, seed = self.config, target.split, self.config.split.seed
         content = selection.prepared[selection.chosen].text.target  # the same catalogue texts in every candidate
         jobs: dict[str, tuple[Any, tuple, dict[str, Any]]] = {
@@ -201,10 +211,12 @@ class InMemory:
         encoded = EncodedTrain.of(split.train, catalogue_ids(split))  # ALS, EASE and ItemKNN read the same pairs
         jobs["als"] = (fit_als_baseline, (encoded, target.val_task, seed), {})
         jobs.update({kind: (fit_peer_baseline, (kind, encoded, target.val_task), {}) for kind in PEERS})
+        if self.joint is not None:
+            jobs.update({kind: (fit_peer_baseline, (kind, self.joint, target.val_task, seed), {}) for kind in JOINT})
         done = run_jobs(jobs, runner=config.runner)
         return Fits({key.removeprefix("transfer:"): fit for key, fit in done.items() if key.startswith("transfer:")},
                     done["scratch"], done["als"], fit_popularity_baseline(split),
-                    {kind: done[kind] for kind in PEERS if done[kind] is not None})
+                    {kind: done[kind] for kind in (*PEERS, *JOINT) if done.get(kind) is not None})
 
     def analyse(self, data: Validated, target: Target, reports: dict[str, ModelReport],
                 selection: Selection) -> Analysis:
@@ -253,7 +265,7 @@ class OutOfCore:
 
     def train(self, target: Target, sources: dict[str, Any], selection: Selection) -> Fits:
         """The finalists' fine-tunes and scratch side by side on the task runner; then ALS, EASE and ItemKNN
-        over scratch's pair file, and popularity."""
+        over scratch's pair file, and popularity (no joint peer: see :data:`tasks.registry.BASELINES`)."""
         config, split, seed, rows = self.config, target.split, self.config.split.seed, self.rows
         jobs: dict[str, tuple[Any, tuple, dict[str, Any]]] = {
             f"transfer:{name}": (fine_tune_large, (name, sources[name].model, split, config.finetune, seed, rows),
@@ -264,6 +276,8 @@ class OutOfCore:
         scratch = done["scratch"]
         encoded = encoded_train(split, scratch.pairs)  # the target's pairs as the scratch model read them
         peers = {kind: fit_peer_baseline(kind, encoded, target.val_task) for kind in PEERS}
+        get_run_logger().info("joint peers (%s) not fitted out of core: they read every source interaction into "
+                              "memory", ", ".join(JOINT))
         return Fits({key.removeprefix("transfer:"): fit for key, fit in done.items() if key.startswith("transfer:")},
                     scratch.fit, fit_als_baseline(encoded, target.val_task, seed), popularity_large(split),
                     {kind: peer for kind, peer in peers.items() if peer is not None})

@@ -81,11 +81,14 @@ class CompareSnapshot:
 
 
 def snapshot_compare(url: str, metric: str, out: Path, *, run_names: list[str], timeout_s: float = 90.0,
-                     width: int = 1500, height: int = 1000) -> CompareSnapshot:
+                     width: int | None = None, height: int = 1000) -> CompareSnapshot:
     """Open the compare view at ``url`` in headless Chromium, wait for every run name, scroll the metric table to
     ``metric``, check its name and values are really on screen (not clipped), and save a screenshot to ``out``
-    showing the run details and that row. Raises ``AssertionError`` naming what is missing."""
+    showing the run details and that row (``width``: by default wide enough for every run's column). Raises
+    ``AssertionError`` naming what is missing."""
     from playwright.sync_api import sync_playwright
+
+    width = width or max(1500, 400 + 200 * len(run_names))
 
     out.parent.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
@@ -121,6 +124,9 @@ def snapshot_compare(url: str, metric: str, out: Path, *, run_names: list[str], 
             row = page.evaluate(_ROW_ON_SCREEN, [metric, top])
             if not (row["name_visible"] and row["values_visible"]):
                 raise AssertionError(f"metric row {metric!r} is rendered but not on screen: {row}")
+            if len(row["values"]) != len(header_names):
+                raise AssertionError(f"metric row {metric!r} shows {len(row['values'])} values for "
+                                     f"{len(header_names)} runs (a wider view shows them all)")
             bottom = page.locator(".ReactVirtualized__Grid").nth(1).bounding_box()
             clip = {"x": 0, "y": 0, "width": width, "height": min(height, bottom["y"] + bottom["height"] + 16)}
             page.screenshot(path=str(out), clip=clip)

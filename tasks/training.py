@@ -15,6 +15,7 @@ from models.nets.training import FitResult
 from models.selection.candidates import PreparedSource
 from models.split import TargetSplit
 from models.transfer.als import EncodedTrain, TunedResult, fit_als
+from models.transfer.joint import JOINT, JointTrain
 from models.transfer.peers import PEERS, PeerTooLarge
 from models.transfer.recipes import fine_tune, fit_popularity, train_scratch
 
@@ -56,11 +57,13 @@ def fit_als_baseline(train: EncodedTrain, val_task: RankingTask, seed: int) -> T
 
 
 @task(name="fit-peer", cache_policy=NO_CACHE, task_run_name="fit-{kind}")
-def fit_peer_baseline(kind: str, train: EncodedTrain, val_task: RankingTask) -> TunedResult | None:
-    """A target-only peer (``ease`` or ``itemknn``, :data:`models.transfer.peers.PEERS`) tuned on validation;
-    None, with the reason logged, when the target is too large for it."""
+def fit_peer_baseline(kind: str, train: EncodedTrain | JointTrain, val_task: RankingTask,
+                      seed: int = 0) -> TunedResult | None:
+    """A peer tuned on validation: target-only (``ease``, ``itemknn``: :data:`models.transfer.peers.PEERS`, on
+    the target's pairs) or joint (``joint-als``, ``joint-ease``: :data:`models.transfer.joint.JOINT`, on the
+    time-safe source pairs plus the target's). None, with the reason logged, when the data is too large for it."""
     try:
-        result = PEERS[kind](train, val_task)
+        result = JOINT[kind](train, val_task, seed=seed) if kind in JOINT else PEERS[kind](train, val_task)
     except PeerTooLarge as why:
         get_run_logger().warning("%s not fitted: %s", kind, why)
         return None

@@ -53,31 +53,40 @@ def _interactions(train: EncodedTrain) -> sparse.csr_matrix:
 
 
 def _model(train: EncodedTrain, x: sparse.csr_matrix, weights: np.ndarray, kind: str) -> FactorModel:
-    popularity = np.asarray(x.sum(axis=0)).ravel()
-    return FactorModel(train.user_ids, train.item_ids, x.toarray().astype(np.float32),
+    """The peer over the first ``weights.shape[1]`` items of the catalogue (those it scores)."""
+    scored = weights.shape[1]
+    popularity = np.asarray(x[:, :scored].sum(axis=0)).ravel()
+    return FactorModel(train.user_ids, train.item_ids[:scored], x.toarray().astype(np.float32),
                        np.ascontiguousarray(weights.T, dtype=np.float32),  # item i's factors: column i of W
                        (TIE_BREAK * np.log1p(popularity)).astype(np.float32), kind=kind)
 
 
-def ease_weights(x: sparse.csr_matrix, l2: float) -> np.ndarray:
+def ease_weights(x: sparse.csr_matrix, l2: float, columns: int | None = None) -> np.ndarray:
     """EASE (Steck 2019): ``B = argmin |X - XB|^2 + l2 |B|^2`` with ``diag(B) = 0``, in closed form:
-    ``P = (X'X + l2 I)^-1``, ``B_ij = -P_ij / P_jj`` (``i != j``), ``B_jj = 0``. Returns ``B`` (items x items)."""
+    ``P = (X'X + l2 I)^-1``, ``B_ij = -P_ij / P_jj`` (``i != j``), ``B_jj = 0``. Returns the first ``columns``
+    columns of ``B`` (items x columns; default all), solved through one Cholesky factorisation."""
+    from scipy.linalg import cho_factor, cho_solve
+
     gram = (x.T @ x).toarray().astype(np.float64)
     gram[np.diag_indices_from(gram)] += l2
-    p = np.linalg.inv(gram)
-    b = -p / np.diag(p)[None, :]
-    b[np.diag_indices_from(b)] = 0.0
+    n = gram.shape[0] if columns is None else columns
+    p = cho_solve(cho_factor(gram, overwrite_a=True, check_finite=False), np.eye(gram.shape[0], n),
+                  check_finite=False)
+    b = -p / np.diag(p[:n])[None, :]
+    b[np.arange(n), np.arange(n)] = 0.0
     return b
 
 
-def itemknn_weights(x: sparse.csr_matrix, neighbours: int) -> np.ndarray:
+def itemknn_weights(x: sparse.csr_matrix, neighbours: int, columns: int | None = None) -> np.ndarray:
     """Item-item cosine similarity ``S_ij = |U_i ∩ U_j| / sqrt(|U_i| |U_j|)`` (``U_i``: the users of item ``i``),
-    ``S_ii = 0``, keeping in each column ``j`` its ``neighbours`` largest entries. Returns ``S`` (items x items)."""
+    ``S_ii = 0``, keeping in each column ``j`` its ``neighbours`` largest entries. Returns the first ``columns``
+    columns of ``S`` (items x columns; default all)."""
     co = (x.T @ x).toarray().astype(np.float64)
+    n = co.shape[0] if columns is None else columns
     norms = np.sqrt(np.diag(co))
     with np.errstate(divide="ignore", invalid="ignore"):
-        s = np.nan_to_num(co / np.outer(norms, norms))
-    s[np.diag_indices_from(s)] = 0.0
+        s = np.nan_to_num(co[:, :n] / np.outer(norms, norms[:n]))
+    s[np.arange(n), np.arange(n)] = 0.0
     if neighbours < s.shape[0]:
         cut = np.partition(s, s.shape[0] - neighbours, axis=0)[s.shape[0] - neighbours]  # per column
         s[s < cut[None, :]] = 0.0
@@ -85,11 +94,11 @@ def itemknn_weights(x: sparse.csr_matrix, neighbours: int) -> np.ndarray:
 
 
 def _tune(train: EncodedTrain, val_task: RankingTask, kind: str, name: str, values: tuple,
-          weights: Callable[[sparse.csr_matrix, Any], np.ndarray]) -> TunedResult:
+          weights: Callable[[sparse.csr_matrix, Any, int | None], np.ndarray], columns: int | None) -> TunedResult:
     x = _interactions(train)
     tried, best = [], None
     for value in values:
-        model = _model(train, x, weights(x, value), kind)
+        model = _model(train, x, weights(x, value, columns), kind)
         score = evaluate_model(model, val_task, ks=(10,)).metrics["ndcg_at_10"]
         tried.append({name: value, "val_ndcg_at_10": score})
         if best is None or score > best[2] + 1e-12:
@@ -98,13 +107,15 @@ def _tune(train: EncodedTrain, val_task: RankingTask, kind: str, name: str, valu
     return TunedResult(best[0], best[1], best[2], tried)
 
 
-def fit_ease(train: EncodedTrain, val_task: RankingTask, *, grid: PeerGrid = PeerGrid()) -> TunedResult:
-    """EASE at every ``grid.lambdas``, the best on validation NDCG@10 kept (ties: the smaller weight).
+def fit_ease(train: EncodedTrain, val_task: RankingTask, *, grid: PeerGrid = PeerGrid(),
+             columns: int | None = None) -> TunedResult:
+    """EASE at every ``grid.lambdas``, the best on validation NDCG@10 kept (ties: the smaller weight); the model
+    scores the first ``columns`` items of the catalogue (default all) from the user's whole row.
 
     Raises:
         PeerTooLarge: above the dense bound.
     """
-    return _tune(train, val_task, "ease", "l2", grid.lambdas, ease_weights)
+    return _tune(train, val_task, "ease", "l2", grid.lambdas, ease_weights, columns)
 
 
 def fit_itemknn(train: EncodedTrain, val_task: RankingTask, *, grid: PeerGrid = PeerGrid()) -> TunedResult:
@@ -113,7 +124,7 @@ def fit_itemknn(train: EncodedTrain, val_task: RankingTask, *, grid: PeerGrid = 
     Raises:
         PeerTooLarge: above the dense bound.
     """
-    return _tune(train, val_task, "itemknn", "neighbours", grid.neighbours, itemknn_weights)
+    return _tune(train, val_task, "itemknn", "neighbours", grid.neighbours, itemknn_weights, None)
 
 
 #: Every peer by its model name in an onboarding (tasks.registry.BASELINES lists them with the other baselines).

@@ -56,3 +56,48 @@ def test_a_catalogue_too_large_for_dense_peers_is_refused_with_its_size():
     big = EncodedTrain(np.array(["u"], dtype=object), ids, np.array([0]), np.array([0]))
     with pytest.raises(PeerTooLarge, match="10,001 items"):
         fit_ease(big, None)  # type: ignore[arg-type] - refused before any scoring
+
+
+def test_ease_solved_for_some_columns_equals_those_columns_of_the_full_solution():
+    np.testing.assert_allclose(ease_weights(X, 0.7, columns=2), ease_weights(X, 0.7)[:, :2], atol=1e-10)
+    np.testing.assert_allclose(itemknn_weights(X, 4, columns=3), itemknn_weights(X, 4)[:, :3], atol=1e-12)
+
+
+def _frame(pairs: list[tuple[str, str]]):
+    import polars as pl
+
+    return pl.DataFrame({"user_id": [u for u, _ in pairs], "item_id": [i for _, i in pairs]})
+
+
+def test_joint_pairs_put_the_catalogue_first_and_the_source_only_items_after():
+    from models.transfer.joint import JointTrain
+
+    source = _frame([("a", "s2"), ("b", "s1"), ("b", "t1")])  # t1: a catalogue item also in the source rows
+    joint = JointTrain.of(source, _frame([("a", "t2")]), np.array(["t1", "t2"], dtype=object))
+    assert joint.n_catalogue == 2 and list(joint.encoded.item_ids) == ["t1", "t2", "s1", "s2"]
+    assert list(joint.encoded.user_ids) == ["a", "b"] and len(joint.encoded.users) == 4
+
+
+def test_the_joint_peers_score_the_target_catalogue_from_a_users_source_history():
+    """Training users who watched source item s1 take target item t1, those who watched s2 take t2. A validation
+    user with no target training interaction, only s2 in their source history, gets t2 first from both joint
+    peers (a target-only model cannot tell them apart), and the models keep the target catalogue only."""
+    from models.evaluation.ranking import build_ranking_task
+    from models.transfer.joint import JointTrain, fit_joint_als, fit_joint_ease
+
+    source, train = [], []
+    for n in range(40):
+        s, t = ("s1", "t1") if n % 2 else ("s2", "t2")
+        source.append((f"u{n}", s))
+        train.append((f"u{n}", t))
+    train += [(f"u{n}", "t1") for n in range(1, 40, 2)][:5]  # t1 slightly more popular overall
+    source.append(("new", "s2"))
+    catalogue = np.array(["t1", "t2", "t3"], dtype=object)
+    joint = JointTrain.of(_frame(source), _frame(train), catalogue)
+    val = build_ranking_task(catalogue, _frame([("new", "t2")]).with_columns(rating=None, timestamp=0),
+                             _frame(train).with_columns(rating=None, timestamp=0), click_threshold=4.0)
+    for fit in (fit_joint_ease, fit_joint_als):
+        result = fit(joint, val, seed=0)
+        assert list(result.model.item_ids) == list(catalogue)
+        assert result.model.kind == fit.__name__.removeprefix("fit_").replace("_", "-")
+        assert result.val_ndcg_at_10 == pytest.approx(1.0), (fit.__name__, result.grid)

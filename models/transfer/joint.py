@@ -1,0 +1,89 @@
+"""The joint peers: the non-transfer alternative a team would try first, one model retrained on everything.
+
+A joint model is fitted once on the time-safe interactions of every source domain (each user's interactions
+before their first target test interaction, as the source models see them) together with the target's training
+interactions, over the union of the source items and the target catalogue; it is then scored, evaluated and
+registered on the target catalogue only. Two are fitted, each tuned on validation NDCG@10 over its own grid:
+
+- ``joint-als``: implicit ALS (:mod:`models.transfer.als`);
+- ``joint-ease``: EASE (:mod:`models.transfer.peers`), whose user rows then carry the users' source history.
+
+Where transfer carries a source model's knowledge over by initialisation, a joint model learns source and target
+together; when it wins on validation, the negative-transfer guard registers it instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+import polars as pl
+
+from data_contracts.columns import ITEM_ID, USER_ID
+from models.evaluation.ranking import RankingTask
+from models.factors import FactorModel
+from models.transfer.als import AlsGrid, EncodedTrain, TunedResult, fit_als
+from models.transfer.peers import PeerGrid, fit_ease
+
+
+@dataclass(frozen=True)
+class JointGrid:
+    """The joint peers' grids (chosen on the development genres of ``bench/quality.py``; the held-out genres
+    report them): ALS on the larger joint data prefers few factors and strong confidence; EASE, heavier L2."""
+
+    als: AlsGrid = AlsGrid(factors=(16, 32), regularization=(1.0, 10.0), alpha=(5.0,), iterations=15)
+    ease: PeerGrid = PeerGrid(lambdas=(2000.0, 8000.0, 32000.0))
+
+
+@dataclass(frozen=True)
+class JointTrain:
+    """The joint training pairs: catalogue items first (``n_catalogue`` of them), then the source-only items."""
+
+    encoded: EncodedTrain
+    n_catalogue: int
+
+    @classmethod
+    def of(cls, source: pl.DataFrame, train: pl.DataFrame, catalogue: np.ndarray) -> JointTrain:
+        """Encode the time-safe ``source`` interactions and the target ``train`` ones over the target
+        ``catalogue`` followed by the source items outside it."""
+        catalogue = np.asarray(catalogue, dtype=object)
+        outside = (source.select(ITEM_ID).unique()
+                   .filter(~pl.col(ITEM_ID).is_in(pl.Series(catalogue, dtype=pl.String)))
+                   .sort(ITEM_ID)[ITEM_ID].to_numpy().astype(object))
+        pairs = pl.concat([source.select(USER_ID, ITEM_ID), train.select(USER_ID, ITEM_ID)])
+        return cls(EncodedTrain.of(pairs, np.concatenate([catalogue, outside])), len(catalogue))
+
+
+def on_catalogue(model: FactorModel, n_catalogue: int) -> FactorModel:
+    """``model`` with only its first ``n_catalogue`` items (the target catalogue): what is evaluated, logged
+    and served."""
+    return replace(model, item_ids=model.item_ids[:n_catalogue], item_factors=model.item_factors[:n_catalogue],
+                   item_bias=model.item_bias[:n_catalogue])
+
+
+def _on_catalogue(result: TunedResult, n_catalogue: int, kind: str) -> TunedResult:
+    return replace(result, model=replace(on_catalogue(result.model, n_catalogue), kind=kind))
+
+
+def fit_joint_als(joint: JointTrain, val_task: RankingTask, *, grid: JointGrid = JointGrid(),
+                  seed: int = 0) -> TunedResult:
+    """Implicit ALS on the joint pairs, tuned on the target's validation task, kept on the target catalogue."""
+    return _on_catalogue(fit_als(joint.encoded, None, val_task, grid=grid.als, seed=seed), joint.n_catalogue,
+                         "joint-als")
+
+
+def fit_joint_ease(joint: JointTrain, val_task: RankingTask, *, grid: JointGrid = JointGrid(),
+                   seed: int = 0) -> TunedResult:
+    """EASE on the joint pairs, tuned on the target's validation task, kept on the target catalogue.
+
+    Raises:
+        models.transfer.peers.PeerTooLarge: when the joint catalogue is above the dense bound.
+    """
+    del seed  # closed form
+    return _on_catalogue(fit_ease(joint.encoded, val_task, grid=grid.ease, columns=joint.n_catalogue),
+                         joint.n_catalogue, "joint-ease")
+
+
+#: Every joint peer by its model name in an onboarding (tasks.registry.BASELINES lists them with the others).
+JOINT: dict[str, Callable[..., TunedResult]] = {"joint-als": fit_joint_als, "joint-ease": fit_joint_ease}
