@@ -20,8 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from prefect import get_run_logger
-
 from data_contracts.columns import DOMAIN
 from flows.config import OnboardConfig
 from flows.runners import run_jobs
@@ -43,6 +41,7 @@ from tasks.evaluation import ModelReport, analyse_models, off_policy_ctr_report
 from tasks.large import (
     batch_rows,
     fine_tune_large,
+    joint_pairs_large,
     popularity_large,
     probe_large_sources,
     sample_ranking_tasks,
@@ -237,6 +236,7 @@ class OutOfCore:
         self.rows = batch_rows(self.config.data)
         self.data = self.config.data.model_copy(update={"batch_rows": self.rows})
         self.workdir = (self.data.data_dir or default_data_dir()) / "work" / self.run.run_id
+        self.joint: JointTrain | None = None
 
     def __enter__(self) -> OutOfCore:
         return self
@@ -255,6 +255,7 @@ class OutOfCore:
         return Target(split, val_task, test_task, split_summary(split, val_task, test_task))
 
     def sources(self, data: Any, target: Target) -> dict[str, Any]:
+        self.joint = joint_pairs_large(data, target.split)  # the joint peers' pairs, read before the sources'
         return train_large_sources(data, target.split, self.config.target_domain, self.config.sources,
                                    self.workdir / "sources", self.rows)
 
@@ -265,7 +266,7 @@ class OutOfCore:
 
     def train(self, target: Target, sources: dict[str, Any], selection: Selection) -> Fits:
         """The finalists' fine-tunes and scratch side by side on the task runner; then ALS, EASE and ItemKNN
-        over scratch's pair file, and popularity (no joint peer: see :data:`tasks.registry.BASELINES`)."""
+        over scratch's pair file, the joint peers (below their in-memory bound), and popularity."""
         config, split, seed, rows = self.config, target.split, self.config.split.seed, self.rows
         jobs: dict[str, tuple[Any, tuple, dict[str, Any]]] = {
             f"transfer:{name}": (fine_tune_large, (name, sources[name].model, split, config.finetune, seed, rows),
@@ -276,8 +277,8 @@ class OutOfCore:
         scratch = done["scratch"]
         encoded = encoded_train(split, scratch.pairs)  # the target's pairs as the scratch model read them
         peers = {kind: fit_peer_baseline(kind, encoded, target.val_task) for kind in PEERS}
-        get_run_logger().info("joint peers (%s) not fitted out of core: they read every source interaction into "
-                              "memory", ", ".join(JOINT))
+        if self.joint is not None:
+            peers.update({kind: fit_peer_baseline(kind, self.joint, target.val_task, seed) for kind in JOINT})
         return Fits({key.removeprefix("transfer:"): fit for key, fit in done.items() if key.startswith("transfer:")},
                     scratch.fit, fit_als_baseline(encoded, target.val_task, seed), popularity_large(split),
                     {kind: peer for kind, peer in peers.items() if peer is not None})

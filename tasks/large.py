@@ -22,10 +22,12 @@ from models.evaluation.ranking import RankingTask, build_ranking_task, evaluate_
 from models.factors import FactorModel
 from models.nets.training import FitResult
 from models.selection.sources import slug, source_candidates
+from models.transfer.joint import JointTrain
 from models.transfer.outofcore import (
     DiskFit,
     DiskSplit,
     fine_tune_on_disk,
+    joint_train_on_disk,
     popularity_on_disk,
     ranking_sample,
     sample_users,
@@ -35,6 +37,7 @@ from models.transfer.outofcore import (
     train_scratch_on_disk,
     train_source_on_disk,
 )
+from models.transfer.peers import PeerTooLarge
 from tasks import tracking
 from tasks.data import RawTables, log_contract_reports
 from tasks.selection import Selection, log_selection
@@ -105,6 +108,17 @@ def train_large_sources(tables: ValidatedScans, split: DiskSplit, domain: str, c
         get_run_logger().info("source %s (%s): val NDCG@10 %.4f, %d epochs, %.1fs", name, "+".join(domains),
                               fits[name].best_val_ndcg, fits[name].epochs_run, fits[name].seconds)
     return fits
+
+
+@task(name="joint-pairs", cache_policy=NO_CACHE)
+def joint_pairs_large(tables: ValidatedScans, split: DiskSplit) -> JointTrain | None:
+    """The joint peers' pairs (every other domain's time-safe interactions and the target's training ones);
+    None, with the reason logged, above their in-memory bound."""
+    try:
+        return joint_train_on_disk(tables.tables["interactions"], tables.tables["items"].collect(), split)
+    except PeerTooLarge as why:
+        get_run_logger().warning("joint peers not fitted: %s", why)
+        return None
 
 
 @task(name="probe-sources", cache_policy=NO_CACHE)

@@ -17,8 +17,8 @@ from tasks.locks import registry_lock
 
 #: The models transfer must beat: the target-only popularity, implicit ALS, the same network from scratch, EASE
 #: and item-item kNN, and the joint peers ALS and EASE retrained on the time-safe source data plus the target's
-#: (models.transfer.joint). A peer the data is too large for, or a joint peer without source interactions (sources
-#: from another dataset or the catalogue), is absent from an onboarding.
+#: (models.transfer.joint). A peer the data is too large for, or a joint peer without the target dataset's own
+#: source interactions (sources from another dataset or the catalogue), is absent from an onboarding.
 BASELINES = ("popularity", "als", "scratch", "ease", "itemknn", "joint-als", "joint-ease")
 METRIC = "ndcg_at_10"
 

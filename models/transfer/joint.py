@@ -26,6 +26,9 @@ from models.factors import FactorModel
 from models.transfer.als import AlsGrid, EncodedTrain, TunedResult, fit_als
 from models.transfer.peers import PeerGrid, fit_ease
 
+#: Most source interactions the joint peers read into memory when the onboarding runs out of core (two id columns).
+MAX_JOINT_PAIRS = 20_000_000
+
 
 @dataclass(frozen=True)
 class JointGrid:

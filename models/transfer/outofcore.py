@@ -40,6 +40,8 @@ from models.nets.training import FitResult, fit_network, validation_data
 from models.split import InsufficientDataError, source_cutoffs, split_target_domain, temporal_user_split
 from models.transfer.als import EncodedTrain
 from models.transfer.init import target_user_vocabulary, transfer_init
+from models.transfer.joint import MAX_JOINT_PAIRS, JointTrain
+from models.transfer.peers import PeerTooLarge
 from models.transfer.recipes import train_transferred, transferred_network
 
 DEFAULT_BUCKET_ROWS = 2_000_000
@@ -141,6 +143,34 @@ def source_cutoffs_on_disk(split: DiskSplit) -> pl.DataFrame:
     return source_cutoffs(split.scan("test").select(USER_ID, TIMESTAMP).collect(engine="streaming"))
 
 
+def source_scan(interactions: pl.LazyFrame, catalogue: pl.DataFrame, cutoffs: pl.DataFrame | None) -> pl.LazyFrame:
+    """The interactions with the ``catalogue``'s items, before each user's cutoff when ``cutoffs`` are given
+    (:func:`models.split.source_interactions`, lazily)."""
+    scan = interactions.join(catalogue.lazy().select(ITEM_ID), on=ITEM_ID, how="semi")
+    if cutoffs is None:
+        return scan
+    return (scan.join(cutoffs.lazy(), on=USER_ID, how="left")
+            .filter(pl.col("cutoff").is_null() | (pl.col(TIMESTAMP) < pl.col("cutoff"))).drop("cutoff"))
+
+
+def joint_train_on_disk(interactions: pl.LazyFrame, items: pl.DataFrame, split: DiskSplit, *,
+                        max_pairs: int = MAX_JOINT_PAIRS) -> JointTrain:
+    """The joint peers' pairs (:class:`~models.transfer.joint.JointTrain`): every other domain's time-safe
+    interactions and the target's training ones, read into memory as two id columns.
+
+    Raises:
+        PeerTooLarge: above ``max_pairs`` source interactions (counted on disk first).
+    """
+    others = items.filter(pl.col(DOMAIN) != split.domain)
+    scan = source_scan(interactions, others, source_cutoffs_on_disk(split)).select(USER_ID, ITEM_ID)
+    count = scan.select(pl.len()).collect(engine="streaming").item()
+    if count > max_pairs:
+        raise PeerTooLarge(f"{count:,} source interactions are above the joint peers' in-memory bound "
+                           f"({max_pairs:,})")
+    return JointTrain.of(scan.collect(engine="streaming"), split.scan("train").select(USER_ID, ITEM_ID).collect(),
+                         split.catalogue[ITEM_ID].to_numpy().astype(object))
+
+
 def source_split_on_disk(
     interactions: pl.LazyFrame, items: pl.DataFrame, *, domains: list[str], cutoffs: pl.DataFrame | None,
     val_ratio: float, workdir: Path, batch_rows: int = 1_000_000, bucket_rows: int = DEFAULT_BUCKET_ROWS,
@@ -153,10 +183,7 @@ def source_split_on_disk(
     """
     catalogue = items.filter(pl.col(DOMAIN).is_in(domains)).sort(ITEM_ID)
     shutil.rmtree(workdir, ignore_errors=True)
-    scan = interactions.join(catalogue.lazy().select(ITEM_ID), on=ITEM_ID, how="semi")
-    if cutoffs is not None:
-        scan = (scan.join(cutoffs.lazy(), on=USER_ID, how="left")
-                .filter(pl.col("cutoff").is_null() | (pl.col(TIMESTAMP) < pl.col("cutoff"))).drop("cutoff"))
+    scan = source_scan(interactions, catalogue, cutoffs)
 
     def split_bucket(frame: pl.DataFrame) -> dict[str, pl.DataFrame]:
         train, val = temporal_user_split(frame, holdout_ratio=val_ratio)

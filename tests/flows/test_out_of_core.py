@@ -13,7 +13,6 @@ from flows.config import OnboardConfig
 from flows.onboard import onboard_domain_flow
 from models.config import SplitConfig
 from models.split import split_with
-from models.transfer.joint import JOINT
 from tasks.registry import BASELINES
 
 TARGET = "games"
@@ -31,7 +30,7 @@ def test_out_of_core_onboarding_trains_on_disk_and_registers(synthetic_dir: Path
     })
     summary = onboard_domain_flow(config)
 
-    assert set(summary.metrics) == {"transfer", *BASELINES} - set(JOINT)  # joint peers: in memory only
+    assert set(summary.metrics) == {"transfer", *BASELINES}
     assert all(0.0 <= m["ndcg_at_10"] <= 1.0 for m in summary.metrics.values())
     assert summary.chosen_source in {c["name"] for c in summary.candidates}
     assert summary.model_version == "1" and summary.winner in summary.metrics
@@ -48,7 +47,7 @@ def test_out_of_core_onboarding_trains_on_disk_and_registers(synthetic_dir: Path
     assert logged.data.tags["out_of_core"] == "true" and logged.info.status == "FINISHED"
     children = mlflow.search_runs(experiment_names=["transferrec-games"],
                                   filter_string=f"tags.mlflow.parentRunId = '{summary.mlflow_run_id}'")
-    assert sorted(children["tags.role"]) == sorted({"transfer", *BASELINES} - set(JOINT))
+    assert sorted(children["tags.role"]) == sorted(["transfer", *BASELINES])
     assert (children["status"] == "FINISHED").all() and (children["metrics.test/users"] == 150).all()
     assert not (tmp_path / "cache" / "work" / summary.mlflow_run_id).exists()  # scratch files removed
 

@@ -119,3 +119,32 @@ def test_ddp_ranks_get_equal_disjoint_shares(tmp_path, monkeypatch):
     assert len(seen[0]) == len(seen[1]) == 4 * 125 + 1
     assert not set(seen[0]) & set(seen[1])  # disjoint shares of one shuffled order
     assert len(set(seen[0]) | set(seen[1])) >= 1_003 - 4  # fewer than 2 pairs dropped a block
+
+
+def test_joint_pairs_on_disk_are_the_in_memory_ones_and_bounded(tmp_path, synthetic_dataset):
+    """Every other domain's interactions before each user's first target test interaction, plus the target's
+    training ones: the same pairs over the same items as in memory; above the bound, refused with the count."""
+    from models.split import source_interactions
+    from models.transfer.joint import JointTrain
+    from models.transfer.outofcore import joint_train_on_disk
+    from models.transfer.peers import PeerTooLarge
+    from models.transfer.recipes import catalogue_ids
+
+    data, config = synthetic_dataset, SplitConfig(fraction=1.0, seed=0, min_users=5)
+    whole = split_with(data.interactions, data.items, domain=TARGET, config=config)
+    disk = split_on_disk(data.interactions.lazy(), data.items, domain=TARGET, config=config,
+                         workdir=tmp_path / "split", batch_rows=500, bucket_rows=700)
+    others = [d for d in data.items["domain"].unique().to_list() if d != TARGET]
+    memory = JointTrain.of(source_interactions(data.interactions, data.items, domains=others, cutoffs=whole.cutoffs),
+                           whole.train, catalogue_ids(whole))
+    on_disk = joint_train_on_disk(data.interactions.lazy(), data.items, disk)
+
+    def pairs(joint: JointTrain) -> list[tuple[str, str]]:
+        e = joint.encoded
+        return sorted(zip(e.user_ids[e.users], e.item_ids[e.items], strict=True))
+
+    assert on_disk.n_catalogue == memory.n_catalogue and list(on_disk.encoded.item_ids) == list(memory.encoded.item_ids)
+    assert pairs(on_disk) == pairs(memory)
+    assert len(pairs(memory)) > whole.train.height  # the source interactions are in
+    with pytest.raises(PeerTooLarge, match="source interactions are above"):
+        joint_train_on_disk(data.interactions.lazy(), data.items, disk, max_pairs=10)

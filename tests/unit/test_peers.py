@@ -101,3 +101,17 @@ def test_the_joint_peers_score_the_target_catalogue_from_a_users_source_history(
         assert list(result.model.item_ids) == list(catalogue)
         assert result.model.kind == fit.__name__.removeprefix("fit_").replace("_", "-")
         assert result.val_ndcg_at_10 == pytest.approx(1.0), (fit.__name__, result.grid)
+
+
+@pytest.mark.parametrize(("val", "winner"), [
+    ({"transfer": 0.30, "popularity": 0.20, "joint-ease": 0.25, "ease": 0.10}, "transfer"),
+    ({"transfer": 0.24, "popularity": 0.20, "joint-ease": 0.25, "joint-als": 0.26}, "joint-als"),
+    ({"transfer": 0.20, "popularity": 0.20, "joint-ease": 0.20}, "popularity"),  # a tie is no win; popularity first
+    ({"transfer": 0.21, "popularity": 0.20, "not-a-baseline": 0.90}, "transfer"),
+])
+def test_the_guard_registers_transfer_only_when_it_beats_every_baseline_on_validation(val, winner):
+    from tasks.registry import guard
+
+    chosen, why = guard(val)
+    assert chosen == winner
+    assert ("negative-transfer guard" in why) == (winner != "transfer")
