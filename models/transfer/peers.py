@@ -52,40 +52,44 @@ def _interactions(train: EncodedTrain) -> sparse.csr_matrix:
     return x
 
 
-def _model(train: EncodedTrain, x: sparse.csr_matrix, weights: np.ndarray, kind: str) -> FactorModel:
-    """The peer over the first ``weights.shape[1]`` items of the catalogue (those it scores)."""
+def gram(x: sparse.csr_matrix) -> np.ndarray:
+    """``X'X`` (items x items, float64): co-occurrence counts, the item-item peers' one pass over the data."""
+    return (x.T @ x).toarray().astype(np.float64)
+
+
+def _model(train: EncodedTrain, rows: np.ndarray, popularity: np.ndarray, weights: np.ndarray,
+           kind: str) -> FactorModel:
+    """The peer over the first ``weights.shape[1]`` items of the catalogue (those it scores); ``rows``: the users'
+    dense training rows."""
     scored = weights.shape[1]
-    popularity = np.asarray(x[:, :scored].sum(axis=0)).ravel()
-    return FactorModel(train.user_ids, train.item_ids[:scored], x.toarray().astype(np.float32),
+    return FactorModel(train.user_ids, train.item_ids[:scored], rows,
                        np.ascontiguousarray(weights.T, dtype=np.float32),  # item i's factors: column i of W
-                       (TIE_BREAK * np.log1p(popularity)).astype(np.float32), kind=kind)
+                       (TIE_BREAK * np.log1p(popularity[:scored])).astype(np.float32), kind=kind)
 
 
-def ease_weights(x: sparse.csr_matrix, l2: float, columns: int | None = None) -> np.ndarray:
-    """EASE (Steck 2019): ``B = argmin |X - XB|^2 + l2 |B|^2`` with ``diag(B) = 0``, in closed form:
-    ``P = (X'X + l2 I)^-1``, ``B_ij = -P_ij / P_jj`` (``i != j``), ``B_jj = 0``. Returns the first ``columns``
-    columns of ``B`` (items x columns; default all), solved through one Cholesky factorisation."""
+def ease_weights(g: np.ndarray, l2: float, columns: int | None = None) -> np.ndarray:
+    """EASE (Steck 2019) from the gram ``g = X'X``: ``B = argmin |X - XB|^2 + l2 |B|^2`` with ``diag(B) = 0``, in
+    closed form: ``P = (X'X + l2 I)^-1``, ``B_ij = -P_ij / P_jj`` (``i != j``), ``B_jj = 0``. Returns the first
+    ``columns`` columns of ``B`` (items x columns; default all), solved through one Cholesky factorisation."""
     from scipy.linalg import cho_factor, cho_solve
 
-    gram = (x.T @ x).toarray().astype(np.float64)
-    gram[np.diag_indices_from(gram)] += l2
-    n = gram.shape[0] if columns is None else columns
-    p = cho_solve(cho_factor(gram, overwrite_a=True, check_finite=False), np.eye(gram.shape[0], n),
+    regularised = g + l2 * np.eye(g.shape[0])
+    n = g.shape[0] if columns is None else columns
+    p = cho_solve(cho_factor(regularised, overwrite_a=True, check_finite=False), np.eye(g.shape[0], n),
                   check_finite=False)
     b = -p / np.diag(p[:n])[None, :]
     b[np.arange(n), np.arange(n)] = 0.0
     return b
 
 
-def itemknn_weights(x: sparse.csr_matrix, neighbours: int, columns: int | None = None) -> np.ndarray:
-    """Item-item cosine similarity ``S_ij = |U_i ∩ U_j| / sqrt(|U_i| |U_j|)`` (``U_i``: the users of item ``i``),
-    ``S_ii = 0``, keeping in each column ``j`` its ``neighbours`` largest entries. Returns the first ``columns``
-    columns of ``S`` (items x columns; default all)."""
-    co = (x.T @ x).toarray().astype(np.float64)
-    n = co.shape[0] if columns is None else columns
-    norms = np.sqrt(np.diag(co))
+def itemknn_weights(g: np.ndarray, neighbours: int, columns: int | None = None) -> np.ndarray:
+    """Item-item cosine similarity from the gram ``g = X'X``: ``S_ij = |U_i ∩ U_j| / sqrt(|U_i| |U_j|)`` (``U_i``:
+    the users of item ``i``), ``S_ii = 0``, keeping in each column ``j`` its ``neighbours`` largest entries.
+    Returns the first ``columns`` columns of ``S`` (items x columns; default all)."""
+    n = g.shape[0] if columns is None else columns
+    norms = np.sqrt(np.diag(g))
     with np.errstate(divide="ignore", invalid="ignore"):
-        s = np.nan_to_num(co[:, :n] / np.outer(norms, norms[:n]))
+        s = np.nan_to_num(g[:, :n] / np.outer(norms, norms[:n]))
     s[np.arange(n), np.arange(n)] = 0.0
     if neighbours < s.shape[0]:
         cut = np.partition(s, s.shape[0] - neighbours, axis=0)[s.shape[0] - neighbours]  # per column
@@ -94,11 +98,12 @@ def itemknn_weights(x: sparse.csr_matrix, neighbours: int, columns: int | None =
 
 
 def _tune(train: EncodedTrain, val_task: RankingTask, kind: str, name: str, values: tuple,
-          weights: Callable[[sparse.csr_matrix, Any, int | None], np.ndarray], columns: int | None) -> TunedResult:
+          weights: Callable[[np.ndarray, Any, int | None], np.ndarray], columns: int | None) -> TunedResult:
     x = _interactions(train)
+    g, rows, popularity = gram(x), x.toarray().astype(np.float32), np.asarray(x.sum(axis=0)).ravel()
     tried, best = [], None
     for value in values:
-        model = _model(train, x, weights(x, value, columns), kind)
+        model = _model(train, rows, popularity, weights(g, value, columns), kind)
         score = evaluate_model(model, val_task, ks=(10,)).metrics["ndcg_at_10"]
         tried.append({name: value, "val_ndcg_at_10": score})
         if best is None or score > best[2] + 1e-12:

@@ -8,17 +8,18 @@ from scipy import sparse
 
 from models.config import EvalConfig
 from models.transfer.als import EncodedTrain
-from models.transfer.peers import MAX_ITEMS, PeerTooLarge, ease_weights, fit_ease, fit_itemknn, itemknn_weights
+from models.transfer.peers import MAX_ITEMS, PeerTooLarge, ease_weights, fit_ease, fit_itemknn, gram, itemknn_weights
 from models.transfer.recipes import catalogue_ids, ranking_tasks
 
 X = sparse.csr_matrix(np.array([[1, 1, 0, 0], [1, 0, 1, 0], [0, 1, 1, 1], [1, 1, 1, 0], [0, 0, 1, 1]],
                                dtype=np.float32))
+G = gram(X)
 
 
 def test_ease_is_the_columnwise_ridge_regression_without_the_item_itself():
     """Column j of B solves min |x_j - X_{-j} b|^2 + l2 |b|^2 over the other items (Steck 2019, eq. 1-3)."""
     dense, l2 = X.toarray().astype(np.float64), 0.7
-    b = ease_weights(X, l2)
+    b = ease_weights(G, l2)
     assert np.allclose(np.diag(b), 0.0)
     for j in range(dense.shape[1]):
         others = [i for i in range(dense.shape[1]) if i != j]
@@ -28,12 +29,12 @@ def test_ease_is_the_columnwise_ridge_regression_without_the_item_itself():
 
 
 def test_itemknn_is_cosine_similarity_with_the_k_nearest_kept():
-    s = itemknn_weights(X, neighbours=4)
+    s = itemknn_weights(G, neighbours=4)
     # items 0 and 1: users {0,1,3} and {0,2,3}: 2 shared / sqrt(3 * 3)
     assert s[0, 1] == pytest.approx(2 / 3) and s[1, 0] == pytest.approx(2 / 3)
     # items 0 and 3: users {0,1,3} and {2,4}: nothing shared
     assert s[0, 3] == 0.0 and np.allclose(np.diag(s), 0.0)
-    one = itemknn_weights(X, neighbours=1)  # item 1's nearest: item 0 (2/3 > 2/sqrt(12) > 1/sqrt(6))
+    one = itemknn_weights(G, neighbours=1)  # item 1's nearest: item 0 (2/3 > 2/sqrt(12) > 1/sqrt(6))
     assert (one[:, 1] > 0).sum() == 1 and one[0, 1] == pytest.approx(2 / 3)
 
 
@@ -59,8 +60,8 @@ def test_a_catalogue_too_large_for_dense_peers_is_refused_with_its_size():
 
 
 def test_ease_solved_for_some_columns_equals_those_columns_of_the_full_solution():
-    np.testing.assert_allclose(ease_weights(X, 0.7, columns=2), ease_weights(X, 0.7)[:, :2], atol=1e-10)
-    np.testing.assert_allclose(itemknn_weights(X, 4, columns=3), itemknn_weights(X, 4)[:, :3], atol=1e-12)
+    np.testing.assert_allclose(ease_weights(G, 0.7, columns=2), ease_weights(G, 0.7)[:, :2], atol=1e-10)
+    np.testing.assert_allclose(itemknn_weights(G, 4, columns=3), itemknn_weights(G, 4)[:, :3], atol=1e-12)
 
 
 def _frame(pairs: list[tuple[str, str]]):
