@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from data_contracts.columns import DOMAIN
 from flows.config import OnboardConfig
 from flows.runners import run_jobs
 from models.config import DataConfig
@@ -29,7 +28,7 @@ from models.evaluation.ranking import RankingTask
 from models.factors import FactorModel
 from models.nets.training import FitResult
 from models.selection.sources import slug
-from models.split import TargetSplit, source_interactions
+from models.split import TargetSplit
 from models.transfer.als import EncodedTrain, TunedResult
 from models.transfer.joint import JOINT, JointTrain
 from models.transfer.outofcore import DiskSplit, encoded_train
@@ -177,11 +176,8 @@ class InMemory:
         common = {"test_ratio": config.split.test_ratio, "config": config.sources, "uri": self.run.uri,
                   "triggered_by": self.run.run_id, "checkpoints": self._root}
         if config.sources.data is None:  # time-safe sources from the target's own dataset (shared users)
-            dataset = data.dataset  # the joint peers learn from every other domain's time-safe interactions
-            others = [d for d in dataset.domains()[DOMAIN].to_list() if d != domain]
-            self.joint = JointTrain.of(source_interactions(dataset.interactions, dataset.items, domains=others,
-                                                           cutoffs=target.split.cutoffs),
-                                       target.split.train, catalogue_ids(target.split))
+            # the joint peers learn from every other domain's time-safe interactions and the target's
+            self.joint = JointTrain.of_split(data.dataset.interactions, data.dataset.items, target.split)
             return gather_sources(data.dataset, data.fingerprint, domain, target.split.cutoffs, **common)
         if config.sources.registered_only:  # the catalogue alone: registered models and profiles, no raw data
             return registered_sources(self.run.uri, config.sources.data.dataset)

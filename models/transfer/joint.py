@@ -20,9 +20,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 import polars as pl
 
-from data_contracts.columns import ITEM_ID, USER_ID
+from data_contracts.columns import DOMAIN, ITEM_ID, USER_ID
 from models.evaluation.ranking import RankingTask
 from models.factors import FactorModel
+from models.split import TargetSplit, source_interactions
 from models.transfer.als import AlsGrid, EncodedTrain, TunedResult, fit_als
 from models.transfer.peers import PeerGrid, fit_ease
 
@@ -56,6 +57,14 @@ class JointTrain:
                    .sort(ITEM_ID)[ITEM_ID].to_numpy().astype(object))
         pairs = pl.concat([source.select(USER_ID, ITEM_ID), train.select(USER_ID, ITEM_ID)])
         return cls(EncodedTrain.of(pairs, np.concatenate([catalogue, outside])), len(catalogue))
+
+    @classmethod
+    def of_split(cls, interactions: pl.DataFrame, items: pl.DataFrame, split: TargetSplit) -> JointTrain:
+        """The pairs of every domain but the target's, before each user's cutoff, and the target's training
+        pairs (:func:`models.transfer.outofcore.joint_train_on_disk` reads the same from disk)."""
+        others = items.filter(pl.col(DOMAIN) != split.domain)[DOMAIN].unique().sort().to_list()
+        source = source_interactions(interactions, items, domains=others, cutoffs=split.cutoffs)
+        return cls.of(source, split.train, split.catalogue[ITEM_ID].to_numpy())
 
 
 def on_catalogue(model: FactorModel, n_catalogue: int) -> FactorModel:

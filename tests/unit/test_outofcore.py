@@ -128,15 +128,15 @@ def test_joint_pairs_on_disk_are_the_in_memory_ones_and_bounded(tmp_path, synthe
     from models.transfer.joint import JointTrain
     from models.transfer.outofcore import joint_train_on_disk
     from models.transfer.peers import PeerTooLarge
-    from models.transfer.recipes import catalogue_ids
 
     data, config = synthetic_dataset, SplitConfig(fraction=1.0, seed=0, min_users=5)
     whole = split_with(data.interactions, data.items, domain=TARGET, config=config)
     disk = split_on_disk(data.interactions.lazy(), data.items, domain=TARGET, config=config,
                          workdir=tmp_path / "split", batch_rows=500, bucket_rows=700)
+    memory = JointTrain.of_split(data.interactions, data.items, whole)
     others = [d for d in data.items["domain"].unique().to_list() if d != TARGET]
-    memory = JointTrain.of(source_interactions(data.interactions, data.items, domains=others, cutoffs=whole.cutoffs),
-                           whole.train, catalogue_ids(whole))
+    by_hand = source_interactions(data.interactions, data.items, domains=others, cutoffs=whole.cutoffs)
+    assert len(memory.encoded.users) == by_hand.height + whole.train.height
     on_disk = joint_train_on_disk(data.interactions.lazy(), data.items, disk)
 
     def pairs(joint: JointTrain) -> list[tuple[str, str]]:
