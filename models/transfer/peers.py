@@ -3,9 +3,9 @@ on validation NDCG@10 over a small grid, on the same encoded training pairs as i
 
 Both score a user by their training row ``x_u`` (1 where the user interacted with an item) times an
 item-item matrix ``W``: ``score(u, i) = x_u · W[:, i]``. As a :class:`FactorModel` the user factors are the
-rows ``x_u`` and the item factors the columns of ``W`` (dimension = catalogue size), so evaluation, logging,
-registration and serving treat them like every other model. Their size grows with users x items and items x
-items: above :data:`MAX_ITEMS` items or :data:`MAX_CELLS` user-item cells a peer is not fitted
+scores ``x_u · W`` over the items scored and the item factors the identity (dimension = the items scored), so
+evaluation, logging, registration and serving treat them like every other model. Their size grows with users x
+items and items x items: above :data:`MAX_ITEMS` items or :data:`MAX_CELLS` user-item cells a peer is not fitted
 (:class:`PeerTooLarge`, which the caller reports).
 """
 
@@ -57,13 +57,14 @@ def gram(x: sparse.csr_matrix) -> np.ndarray:
     return (x.T @ x).toarray().astype(np.float64)
 
 
-def _model(train: EncodedTrain, rows: np.ndarray, popularity: np.ndarray, weights: np.ndarray,
+def _model(train: EncodedTrain, x: sparse.csr_matrix, popularity: np.ndarray, weights: np.ndarray,
            kind: str) -> FactorModel:
-    """The peer over the first ``weights.shape[1]`` items of the catalogue (those it scores); ``rows``: the users'
-    dense training rows."""
+    """The peer over the first ``weights.shape[1]`` items of the catalogue (those it scores): each user's scores
+    ``x_u · W`` as their factors and the identity as the items' (dimension = the items scored, however many
+    items the rows span)."""
     scored = weights.shape[1]
-    return FactorModel(train.user_ids, train.item_ids[:scored], rows,
-                       np.ascontiguousarray(weights.T, dtype=np.float32),  # item i's factors: column i of W
+    return FactorModel(train.user_ids, train.item_ids[:scored], np.asarray(x @ weights, dtype=np.float32),
+                       np.eye(scored, dtype=np.float32),
                        (TIE_BREAK * np.log1p(popularity[:scored])).astype(np.float32), kind=kind)
 
 
@@ -100,10 +101,10 @@ def itemknn_weights(g: np.ndarray, neighbours: int, columns: int | None = None) 
 def _tune(train: EncodedTrain, val_task: RankingTask, kind: str, name: str, values: tuple,
           weights: Callable[[np.ndarray, Any, int | None], np.ndarray], columns: int | None) -> TunedResult:
     x = _interactions(train)
-    g, rows, popularity = gram(x), x.toarray().astype(np.float32), np.asarray(x.sum(axis=0)).ravel()
+    g, popularity = gram(x), np.asarray(x.sum(axis=0)).ravel()
     tried, best = [], None
     for value in values:
-        model = _model(train, rows, popularity, weights(g, value, columns), kind)
+        model = _model(train, x, popularity, weights(g, value, columns), kind)
         score = evaluate_model(model, val_task, ks=(10,)).metrics["ndcg_at_10"]
         tried.append({name: value, "val_ndcg_at_10": score})
         if best is None or score > best[2] + 1e-12:

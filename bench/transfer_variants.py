@@ -1,0 +1,134 @@
+"""Ideas to make transfer better, each measured on the product's split against the default fine-tune: fine-tuning
+hyper-parameters, validated blends with a target-only or a joint peer, and item vectors solved in closed form on
+the frozen source user vectors. The ideas docs/benchmarks.md reports as tried (none adopted).
+
+Usage (after `bench/quality.py` has registered the genres' source models in bench/results/mlflow.db):
+
+    python bench/transfer_variants.py --cells Horror:0.1:0 --hyper-parameters
+    python bench/transfer_variants.py --blends --cells \
+        Horror:0.1:0,Crime:0.1:0,Sci-Fi:0.1:0,Thriller:0.1:0,Adventure:0.1:0,Horror:0.3:1,Crime:0.3:1,Thriller:0.3:1
+    python bench/transfer_variants.py --cells Horror:0.1:0,Crime:0.1:0 --closed-form
+
+Every variant starts from the genre's ``all-others`` source (the newest registered version) and prints its
+validation and test NDCG@10 next to the default fine-tune's.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+BLEND_WEIGHTS = tuple(round(0.1 * k, 1) for k in range(11))
+
+
+def blend(a, b, weight: float, catalogue: np.ndarray):
+    """``(1 - weight) * a + weight * b``, each model's scores divided by their spread over all its users (a
+    factor model again: the factors side by side)."""
+    from models.factors import FactorModel
+
+    users = np.union1d(a.user_ids.astype(str), b.user_ids.astype(str)).astype(object)
+    ua, va, ba = a.aligned(users, catalogue)
+    ub, vb, bb = b.aligned(users, catalogue)
+    sa, sb = np.std(ua @ va.T + ba) + 1e-9, np.std(ub @ vb.T + bb) + 1e-9
+    return FactorModel(users, catalogue, np.hstack([ua * (1 - weight) / sa, ub * weight / sb]).astype(np.float32),
+                       np.hstack([va, vb]).astype(np.float32),
+                       ((1 - weight) * ba / sa + weight * bb / sb).astype(np.float32), kind="blend")
+
+
+def closed_form_items(source, split, catalogue: np.ndarray, alpha: float, l2: float):
+    """Item vectors by one ALS item step on the frozen source user vectors (confidence ``1 + alpha``)."""
+    from models.factors import FactorModel, index_of
+
+    u = source.user_factors.astype(np.float64)
+    users = index_of(source.user_ids, split.train["user_id"].to_numpy().astype(object))
+    items = index_of(catalogue, split.train["item_id"].to_numpy().astype(object))
+    keep = (users >= 0) & (items >= 0)
+    users, items = users[keep], items[keep]
+    gram, v = u.T @ u, np.zeros((len(catalogue), u.shape[1]))
+    for i in range(len(catalogue)):
+        seen = np.unique(users[items == i])
+        if len(seen):
+            ui = u[seen]
+            v[i] = np.linalg.solve(gram + alpha * ui.T @ ui + l2 * np.eye(u.shape[1]), (1 + alpha) * ui.sum(0))
+    popularity = np.bincount(items, minlength=len(catalogue))
+    return FactorModel(source.user_ids, catalogue, u.astype(np.float32), v.astype(np.float32),
+                       (1e-6 * np.log1p(popularity)).astype(np.float32), kind="closed-form")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cells", required=True, help="genre:fraction:seed,...")
+    parser.add_argument("--hyper-parameters", action="store_true")
+    parser.add_argument("--blends", action="store_true")
+    parser.add_argument("--closed-form", action="store_true")
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    args = parser.parse_args(argv)
+
+    from mlflow import MlflowClient
+
+    from models.config import DataConfig, FineTuneConfig, SplitConfig, target_train_defaults
+    from models.data.datasets import read_canonical_dir
+    from models.evaluation.ranking import evaluate_model
+    from models.split import split_with
+    from models.transfer.als import EncodedTrain
+    from models.transfer.joint import JointTrain, fit_joint_als, fit_joint_ease
+    from models.transfer.peers import fit_ease
+    from models.transfer.recipes import catalogue_ids, fine_tune, ranking_tasks
+    from tasks import tracking
+    from tasks.data import data_location
+    from tasks.runtime import configure_environment, quiet_libraries
+
+    configure_environment()
+    quiet_libraries()
+    data = read_canonical_dir(data_location(DataConfig()), "movielens-1m")
+    uri = f"sqlite:///{(args.out / 'mlflow.db').resolve()}"
+    client = MlflowClient(uri)
+    for cell in args.cells.split(","):
+        genre, fraction, seed = cell.split(":")
+        split = split_with(data.interactions, data.items, domain=genre,
+                           config=SplitConfig(fraction=float(fraction), seed=int(seed)))
+        val, test = ranking_tasks(split, click_threshold=4.0)
+        catalogue = catalogue_ids(split)
+        name = tracking.source_model_name("movielens-1m", genre, "all-others")
+        version = max(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
+        source = tracking.load_factor_model(uri, f"models:/{name}/{version}")
+
+        def score(model, val=val, test=test) -> str:
+            return (f"val {evaluate_model(model, val).metrics['ndcg_at_10']:.4f}  "
+                    f"test {evaluate_model(model, test).metrics['ndcg_at_10']:.4f}")
+
+        transfer = fine_tune(source, split, config=FineTuneConfig(), seed=int(seed)).model
+        print(f"{cell}  default fine-tune: {score(transfer)}", flush=True)
+        if args.hyper_parameters:
+            defaults = target_train_defaults()
+            for label, mode, train in (("full mode", {"mode": "full"}, {}), ("lr 0.003", {}, {"lr": 0.003}),
+                                       ("lr 0.03", {}, {"lr": 0.03}), ("l2 1e-4", {}, {"l2": 1e-4}),
+                                       ("weight decay 1e-4", {}, {"weight_decay": 1e-4}),
+                                       ("patience 6", {}, {"patience": 6}),
+                                       ("random item init", {"item_init": "random"}, {})):
+                config = FineTuneConfig(**mode, train=defaults.model_copy(update=train))
+                print(f"  {label}: {score(fine_tune(source, split, config=config, seed=int(seed)).model)}", flush=True)
+        if args.blends:
+            joint = JointTrain.of_split(data.interactions, data.items, split)
+            others = {"ease": fit_ease(EncodedTrain.of(split.train, catalogue), val).model,
+                      "joint-ease": fit_joint_ease(joint, val).model,
+                      "joint-als": fit_joint_als(joint, val, seed=int(seed)).model}
+            for peer, model in others.items():
+                tried = [(w, evaluate_model(blend(transfer, model, w, catalogue), val).metrics["ndcg_at_10"])
+                         for w in BLEND_WEIGHTS]
+                weight = max(tried, key=lambda t: t[1])[0]
+                print(f"  {peer}: {score(model)}; blend at the validated weight {weight}: "
+                      f"{score(blend(transfer, model, weight, catalogue))}", flush=True)
+        if args.closed_form:
+            tried = [(a, l2, closed_form_items(source, split, catalogue, a, l2)) for a in (1.0, 5.0, 20.0, 80.0)
+                     for l2 in (1.0, 10.0, 100.0)]
+            a, l2, model = max(tried, key=lambda t: evaluate_model(t[2], val).metrics["ndcg_at_10"])
+            print(f"  closed-form item vectors (alpha {a}, l2 {l2}, best on validation): {score(model)}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
