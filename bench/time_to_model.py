@@ -12,7 +12,7 @@ Measures, with the source models already registered:
 * ``flow``: the flow called again in this (warm) process: stage timings;
 * ``plain``: the same computations as plain function calls -- read the tables, the contracts' polars
   evaluator (great-expectations only runs when a rule fails, as in the flow), split, source weights from local
-  files, selection (profiles, zero-shot probe, ranking), the fine-tune and the three baselines (threads, as
+  files, selection (profiles, zero-shot probe, ranking), the fine-tune and every baseline (threads, as
   in the flow), evaluation with the bootstrap intervals, and slices -- with no Prefect, no MLflow, no plots
   and no registry;
 * start-up pieces: ``import flows.onboard``, and the first flow call of a fresh process (Prefect's
@@ -66,7 +66,9 @@ def plain_pipeline(config: Any, sources_file: Path) -> dict[str, float]:
     from models.selection.candidates import prepare_source, target_profile
     from models.selection.similarity import PROBE, rank_candidates
     from models.split import split_with
-    from models.transfer.als import fit_als
+    from models.transfer.als import EncodedTrain, fit_als
+    from models.transfer.joint import JOINT, JointTrain
+    from models.transfer.peers import PEERS
     from models.transfer.recipes import fine_tune, fit_popularity, ranking_tasks, train_scratch, zero_shot_model
     from tasks.registry import BASELINES, METRIC
     from tasks.report import HEADLINE
@@ -108,19 +110,23 @@ def plain_pipeline(config: Any, sources_file: Path) -> dict[str, float]:
     chosen = str(table.row(0, named=True)["name"])
     lap("select")
     seed = config.split.seed
+    encoded = EncodedTrain.of(split.train, split.catalogue["item_id"].to_numpy().astype(object))
+    joint = JointTrain.of_split(dataset.interactions, dataset.items, split)
     with ThreadPoolExecutor(max_workers=4) as pool:
         jobs = {
             "transfer": pool.submit(fine_tune, prepared[chosen].model, split, config=config.finetune, seed=seed,
                                     text=prepared[chosen].text),
             "scratch": pool.submit(train_scratch, split, model=config.model, train=config.scratch, seed=seed,
                                    family=config.finetune.family, content=prepared[chosen].text.target),
-            "als": pool.submit(fit_als, split.train, split.catalogue, val_task, seed=seed),
+            "als": pool.submit(fit_als, encoded, None, val_task, seed=seed),
+            **{kind: pool.submit(fit, encoded, val_task) for kind, fit in PEERS.items()},
+            **{kind: pool.submit(fit, joint, val_task, seed=seed) for kind, fit in JOINT.items()},
         }
         fits = {name: job.result() for name, job in jobs.items()}
     popularity = fit_popularity(split)
     lap("train")
-    models = {"transfer": fits["transfer"].model, "popularity": popularity, "als": fits["als"].model,
-              "scratch": fits["scratch"].model}
+    models = {"transfer": fits["transfer"].model, "popularity": popularity, "scratch": fits["scratch"].model,
+              **{name: fits[name].model for name in ("als", *PEERS, *JOINT)}}
     reports = {name: (evaluate_model(m, val_task, ks=config.evaluation.ks, ctr_k=config.evaluation.ctr_k),
                       evaluate_model(m, test_task, ks=config.evaluation.ks, ctr_k=config.evaluation.ctr_k))
                for name, m in models.items()}
