@@ -67,10 +67,10 @@ def register_winner(
 ) -> Registration:
     """Register the winner with alias ``challenger``; move ``champion`` only when it earns it.
 
-    ``champion`` moves when the winner is the transferred model (so it beat every baseline on validation) and,
-    if a champion exists, it beats that champion re-evaluated now on this run's test users: relative NDCG@10
-    lift above ``margin`` *and* its paired bootstrap 95 % interval above zero. Anything raised before the
-    aliases are set leaves the registry as it was.
+    The winner is what the guard picks on validation: transfer when it beats every baseline, else the best
+    baseline (a joint peer, say). ``champion`` moves to it when there is no champion yet, or when it beats the
+    champion re-evaluated now on this run's test users: relative NDCG@10 lift above ``margin`` *and* its paired
+    bootstrap 95 % interval above zero. Anything raised before the aliases are set leaves the registry as it was.
     """
     log = get_run_logger()
     winner, why = choose_winner(reports)
@@ -80,9 +80,7 @@ def register_winner(
         champion = tracking.alias_version(run.uri, name, tracking.CHAMPION)
         evidence = {"challenger_val_ndcg_at_10": report.val.metrics[METRIC],
                     "challenger_test_ndcg_at_10": report.test.metrics[METRIC]}
-        if winner != "transfer":
-            promote, reason = False, why
-        elif champion is None:
+        if champion is None:
             promote, reason = True, f"{why}; no champion yet"
         else:
             current = tracking.load_factor_model(run.uri, f"models:/{name}/{champion.version}")

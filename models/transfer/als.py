@@ -63,8 +63,9 @@ class EncodedTrain:
 
 
 def fit_als_encoded(train: EncodedTrain, *, factors: int, regularization: float, alpha: float, iterations: int,
-                    seed: int) -> FactorModel:
-    """One implicit-ALS fit on encoded training pairs."""
+                    seed: int, threads: int = 0) -> FactorModel:
+    """One implicit-ALS fit on encoded training pairs, on ``threads`` threads (0: every core). Each user's and each
+    item's solve is its own, so the factors do not depend on the thread count (unit test)."""
     from implicit.cpu.als import AlternatingLeastSquares
     from threadpoolctl import threadpool_limits
 
@@ -73,7 +74,7 @@ def fit_als_encoded(train: EncodedTrain, *, factors: int, regularization: float,
     counts.sum_duplicates()
     with threadpool_limits(1, "blas"):  # implicit's own threads; a multi-threaded BLAS would fight them
         model = AlternatingLeastSquares(factors=factors, regularization=regularization, alpha=alpha,
-                                        iterations=iterations, random_state=seed, num_threads=1)
+                                        iterations=iterations, random_state=seed, num_threads=threads)
         model.fit(counts, show_progress=False)
     popularity = np.bincount(train.items, minlength=len(train.item_ids)).astype(np.float32)
     return FactorModel(train.user_ids, train.item_ids, np.asarray(model.user_factors, dtype=np.float32),

@@ -94,7 +94,7 @@ def test_onboarding_logs_compares_and_registers(synthetic_dir: Path, mlflow_uri:
     assert summary.off_policy_ctr == {"available": False, "why": "no impressions table"}
     assert any(k.startswith("metrics.test_slice/target_train.") for k, v in transfer.items() if v == v)
 
-    # registry: the winner is a challenger; the first transfer winner also becomes champion
+    # registry: the winner is a challenger; the first winner also becomes champion
     version = client.get_model_version(MODEL, summary.model_version)
     assert "challenger" in version.aliases
     assert version.tags["winner"] == summary.winner
@@ -138,7 +138,7 @@ def test_second_onboarding_reuses_sources_and_gates_the_champion(synthetic_dir: 
     assert len(runs(mlflow_uri, SOURCES_EXPERIMENT)) == n_sources  # nothing retrained
     assert versions(mlflow_uri) == ["1", "2"]
     tags = mlflow.MlflowClient(mlflow_uri).get_model_version(MODEL, "2").tags
-    if first.promoted and second.winner == "transfer":
+    if first.promoted:  # whichever model won the second run's guard
         # the champion was re-evaluated on the second run's test users, with a paired interval of the lift
         assert "champion_test_ndcg_at_10" in tags
         lift, low = float(tags["lift_over_champion"]), float(tags["lift_over_champion_ci_low"])

@@ -41,3 +41,14 @@ def test_users_without_a_vector_get_the_popular_items(split):
     counts = dict(split.train.group_by("item_id").len().iter_rows())
     fifth = sorted(counts.values(), reverse=True)[4]
     assert all(counts.get(item, 0) >= fifth for item in cold)  # the five most popular (ties either way)
+
+
+def test_the_factors_do_not_depend_on_the_thread_count(split):
+    from models.transfer.als import EncodedTrain, fit_als_encoded
+
+    encoded = EncodedTrain.of(split.train, split.catalogue["item_id"].to_numpy().astype(object))
+    fits = [fit_als_encoded(encoded, factors=16, regularization=1.0, alpha=5.0, iterations=8, seed=3, threads=t)
+            for t in (1, 2, 0)]
+    for other in fits[1:]:
+        np.testing.assert_array_equal(other.user_factors, fits[0].user_factors)
+        np.testing.assert_array_equal(other.item_factors, fits[0].item_factors)
