@@ -18,11 +18,14 @@ depend on fraction or seed, source models trained for one target domain serve ev
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 import polars as pl
 
 from data_contracts.columns import DOMAIN, ITEM_ID, TIMESTAMP, USER_ID
 from models.config import SplitConfig
+
+Frame = TypeVar("Frame", pl.DataFrame, pl.LazyFrame)
 
 _RANK = "_rank_in_user"
 
@@ -171,20 +174,32 @@ def source_cutoffs(test: pl.DataFrame) -> pl.DataFrame:
     return test.group_by(USER_ID).agg(pl.col(TIMESTAMP).min().alias("cutoff")).sort(USER_ID)
 
 
-def time_safe_source(interactions: pl.DataFrame, cutoffs: pl.DataFrame) -> pl.DataFrame:
-    """Drop every interaction at or after its user's cutoff; users without a cutoff keep all of theirs."""
-    joined = interactions.join(cutoffs, on=USER_ID, how="left", validate="m:1")
+def _beside(frame: pl.DataFrame | pl.LazyFrame, other: pl.DataFrame) -> pl.DataFrame | pl.LazyFrame:
+    """``other`` lazy when ``frame`` is, to be joined with it."""
+    return other.lazy() if isinstance(frame, pl.LazyFrame) else other
+
+
+def time_safe_source(interactions: Frame, cutoffs: pl.DataFrame) -> Frame:
+    """Drop every interaction at or after its user's cutoff; users without a cutoff keep all of theirs (in
+    memory, or lazily over files on disk)."""
+    joined = interactions.join(_beside(interactions, cutoffs), on=USER_ID, how="left", validate="m:1")
     return joined.filter(pl.col("cutoff").is_null() | (pl.col(TIMESTAMP) < pl.col("cutoff"))).drop("cutoff")
 
 
+def other_domains(items: pl.DataFrame, domain: str) -> list[str]:
+    """Every domain of ``items`` but ``domain``: what the joint peers learn from."""
+    return items.filter(pl.col(DOMAIN) != domain)[DOMAIN].unique().sort().to_list()
+
+
 def source_interactions(
-    interactions: pl.DataFrame,
+    interactions: Frame,
     items: pl.DataFrame,
     *,
     domains: list[str],
     cutoffs: pl.DataFrame | None,
-) -> pl.DataFrame:
-    """Interactions of the source ``domains``, made time-safe with ``cutoffs`` when given."""
+) -> Frame:
+    """Interactions of the source ``domains``, made time-safe with ``cutoffs`` when given (a frame, or a lazy
+    scan)."""
     source_items = items.filter(pl.col(DOMAIN).is_in(domains)).select(ITEM_ID)
-    frame = interactions.join(source_items, on=ITEM_ID, how="semi")
+    frame = interactions.join(_beside(interactions, source_items), on=ITEM_ID, how="semi")
     return time_safe_source(frame, cutoffs) if cutoffs is not None else frame

@@ -20,10 +20,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 import polars as pl
 
-from data_contracts.columns import DOMAIN, ITEM_ID, USER_ID
+from data_contracts.columns import ITEM_ID, USER_ID
 from models.evaluation.ranking import RankingTask
 from models.factors import FactorModel
-from models.split import TargetSplit, source_interactions
+from models.split import TargetSplit, other_domains, source_interactions
 from models.transfer.als import AlsGrid, EncodedTrain, TunedResult, fit_als
 from models.transfer.peers import PeerGrid, fit_ease
 
@@ -62,8 +62,8 @@ class JointTrain:
     def of_split(cls, interactions: pl.DataFrame, items: pl.DataFrame, split: TargetSplit) -> JointTrain:
         """The pairs of every domain but the target's, before each user's cutoff, and the target's training
         pairs (:func:`models.transfer.outofcore.joint_train_on_disk` reads the same from disk)."""
-        others = items.filter(pl.col(DOMAIN) != split.domain)[DOMAIN].unique().sort().to_list()
-        source = source_interactions(interactions, items, domains=others, cutoffs=split.cutoffs)
+        source = source_interactions(interactions, items, domains=other_domains(items, split.domain),
+                                     cutoffs=split.cutoffs)
         return cls.of(source, split.train, split.catalogue[ITEM_ID].to_numpy())
 
 

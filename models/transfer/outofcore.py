@@ -37,7 +37,14 @@ from models.evaluation.ranking import RankingTask, build_ranking_task
 from models.factors import FactorModel, popularity_model
 from models.nets.network import MatrixFactorization
 from models.nets.training import FitResult, fit_network, validation_data
-from models.split import InsufficientDataError, source_cutoffs, split_target_domain, temporal_user_split
+from models.split import (
+    InsufficientDataError,
+    other_domains,
+    source_cutoffs,
+    source_interactions,
+    split_target_domain,
+    temporal_user_split,
+)
 from models.transfer.als import EncodedTrain
 from models.transfer.init import target_user_vocabulary, transfer_init
 from models.transfer.joint import MAX_JOINT_PAIRS, JointTrain
@@ -143,16 +150,6 @@ def source_cutoffs_on_disk(split: DiskSplit) -> pl.DataFrame:
     return source_cutoffs(split.scan("test").select(USER_ID, TIMESTAMP).collect(engine="streaming"))
 
 
-def source_scan(interactions: pl.LazyFrame, catalogue: pl.DataFrame, cutoffs: pl.DataFrame | None) -> pl.LazyFrame:
-    """The interactions with the ``catalogue``'s items, before each user's cutoff when ``cutoffs`` are given
-    (:func:`models.split.source_interactions`, lazily)."""
-    scan = interactions.join(catalogue.lazy().select(ITEM_ID), on=ITEM_ID, how="semi")
-    if cutoffs is None:
-        return scan
-    return (scan.join(cutoffs.lazy(), on=USER_ID, how="left")
-            .filter(pl.col("cutoff").is_null() | (pl.col(TIMESTAMP) < pl.col("cutoff"))).drop("cutoff"))
-
-
 def joint_train_on_disk(interactions: pl.LazyFrame, items: pl.DataFrame, split: DiskSplit, *,
                         max_pairs: int = MAX_JOINT_PAIRS) -> JointTrain:
     """The joint peers' pairs (:class:`~models.transfer.joint.JointTrain`): every other domain's time-safe
@@ -161,8 +158,8 @@ def joint_train_on_disk(interactions: pl.LazyFrame, items: pl.DataFrame, split: 
     Raises:
         PeerTooLarge: above ``max_pairs`` source interactions (counted on disk first).
     """
-    others = items.filter(pl.col(DOMAIN) != split.domain)
-    scan = source_scan(interactions, others, source_cutoffs_on_disk(split)).select(USER_ID, ITEM_ID)
+    scan = source_interactions(interactions, items, domains=other_domains(items, split.domain),
+                               cutoffs=source_cutoffs_on_disk(split)).select(USER_ID, ITEM_ID)
     count = scan.select(pl.len()).collect(engine="streaming").item()
     if count > max_pairs:
         raise PeerTooLarge(f"{count:,} source interactions are above the joint peers' in-memory bound "
@@ -183,7 +180,7 @@ def source_split_on_disk(
     """
     catalogue = items.filter(pl.col(DOMAIN).is_in(domains)).sort(ITEM_ID)
     shutil.rmtree(workdir, ignore_errors=True)
-    scan = source_scan(interactions, catalogue, cutoffs)
+    scan = source_interactions(interactions, items, domains=domains, cutoffs=cutoffs)
 
     def split_bucket(frame: pl.DataFrame) -> dict[str, pl.DataFrame]:
         train, val = temporal_user_split(frame, holdout_ratio=val_ratio)
