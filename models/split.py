@@ -182,7 +182,9 @@ def _beside(frame: pl.DataFrame | pl.LazyFrame, other: pl.DataFrame) -> pl.DataF
 def time_safe_source(interactions: Frame, cutoffs: pl.DataFrame) -> Frame:
     """Drop every interaction at or after its user's cutoff; users without a cutoff keep all of theirs (in
     memory, or lazily over files on disk)."""
-    joined = interactions.join(_beside(interactions, cutoffs), on=USER_ID, how="left", validate="m:1")
+    lazy = isinstance(interactions, pl.LazyFrame)  # a streaming join checks nothing: cutoffs are one row per user
+    joined = interactions.join(_beside(interactions, cutoffs), on=USER_ID, how="left",
+                               **({} if lazy else {"validate": "m:1"}))
     return joined.filter(pl.col("cutoff").is_null() | (pl.col(TIMESTAMP) < pl.col("cutoff"))).drop("cutoff")
 
 
