@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from models.blas import one_blas_thread
 from models.config import FineTuneConfig, ModelConfig, ModelFamily, TrainConfig
 from models.evaluation.ranking import RankingTask
 from models.factors import FactorModel
@@ -20,11 +23,22 @@ from models.transfer.peers import PEERS, PeerTooLarge
 from models.transfer.recipes import fine_tune, fit_popularity, train_scratch
 
 
+def _one_blas_thread(fit: Callable) -> Callable:
+    """The fit, its tuning and its validation scoring with BLAS on one thread, whichever runner runs it: matrix
+    products' last bits follow BLAS's thread count, so a fit beside others would otherwise not reproduce alone."""
+    @functools.wraps(fit)
+    def fitted(*args, **kwargs):
+        with one_blas_thread():
+            return fit(*args, **kwargs)
+    return fitted
+
+
 def _resumed(fit: FitResult) -> str:
     return f" (resumed at epoch {fit.resumed_from_epoch})" if fit.resumed_from_epoch is not None else ""
 
 
 @task(name="fine-tune", cache_policy=NO_CACHE, task_run_name="fine-tune-{name}")
+@_one_blas_thread
 def fine_tune_source(name: str, source: PreparedSource, split: TargetSplit, config: FineTuneConfig,
                      seed: int, checkpoint_dir: Path | None = None) -> FitResult:
     """Carry a source (aligned to the target) over and fine-tune it (mode and family from ``config``)."""
@@ -36,6 +50,7 @@ def fine_tune_source(name: str, source: PreparedSource, split: TargetSplit, conf
 
 
 @task(name="train-scratch", cache_policy=NO_CACHE)
+@_one_blas_thread
 def train_scratch_baseline(split: TargetSplit, model: ModelConfig, train: TrainConfig, seed: int, *,
                            family: ModelFamily = "mf", content: np.ndarray | None = None,
                            checkpoint_dir: Path | None = None) -> FitResult:
@@ -48,6 +63,7 @@ def train_scratch_baseline(split: TargetSplit, model: ModelConfig, train: TrainC
 
 
 @task(name="fit-als", cache_policy=NO_CACHE)
+@_one_blas_thread
 def fit_als_baseline(train: EncodedTrain, val_task: RankingTask, seed: int) -> TunedResult:
     """Implicit ALS on the target's training pairs only (encoded over its catalogue, in memory or mapped from
     the pair file on disk), tuned on a small grid by validation NDCG@10."""
@@ -57,6 +73,7 @@ def fit_als_baseline(train: EncodedTrain, val_task: RankingTask, seed: int) -> T
 
 
 @task(name="fit-peer", cache_policy=NO_CACHE, task_run_name="fit-{kind}")
+@_one_blas_thread
 def fit_peer_baseline(kind: str, train: EncodedTrain | JointTrain, val_task: RankingTask,
                       seed: int = 0) -> TunedResult | None:
     """A peer tuned on validation: target-only (``ease``, ``itemknn``: :data:`models.transfer.peers.PEERS`, on
@@ -72,6 +89,7 @@ def fit_peer_baseline(kind: str, train: EncodedTrain | JointTrain, val_task: Ran
 
 
 @task(name="fit-popularity", cache_policy=NO_CACHE)
+@_one_blas_thread
 def fit_popularity_baseline(split: TargetSplit) -> FactorModel:
     """Most-interacted target items first."""
     return fit_popularity(split)

@@ -17,6 +17,7 @@ import polars as pl
 from scipy import sparse
 
 from data_contracts.columns import ITEM_ID, USER_ID
+from models.blas import one_blas_thread
 from models.evaluation.ranking import RankingTask, evaluate_model
 from models.factors import FactorModel
 from models.nets.training import encode_pairs
@@ -67,12 +68,10 @@ def fit_als_encoded(train: EncodedTrain, *, factors: int, regularization: float,
     """One implicit-ALS fit on encoded training pairs, on ``threads`` threads (0: every core). Each user's and each
     item's solve is its own, so the factors do not depend on the thread count (unit test)."""
     from implicit.cpu.als import AlternatingLeastSquares
-    from threadpoolctl import threadpool_limits
-
     counts = sparse.csr_matrix((np.ones(len(train.users), dtype=np.float32), (train.users, train.items)),
                                shape=(len(train.user_ids), len(train.item_ids)))
     counts.sum_duplicates()
-    with threadpool_limits(1, "blas"):  # implicit's own threads; a multi-threaded BLAS would fight them
+    with one_blas_thread():  # implicit's own threads; a multi-threaded BLAS would fight them (and move Y'Y's last bits)
         model = AlternatingLeastSquares(factors=factors, regularization=regularization, alpha=alpha,
                                         iterations=iterations, random_state=seed, num_threads=threads)
         model.fit(counts, show_progress=False)

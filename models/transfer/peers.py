@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from scipy import sparse
 
+from models.blas import one_blas_thread
 from models.evaluation.ranking import RankingTask, evaluate_model
 from models.factors import FactorModel
 from models.transfer.als import TIE_BREAK, EncodedTrain, TunedResult
@@ -76,8 +77,9 @@ def ease_weights(g: np.ndarray, l2: float, columns: int | None = None) -> np.nda
 
     regularised = g + l2 * np.eye(g.shape[0])
     n = g.shape[0] if columns is None else columns
-    p = cho_solve(cho_factor(regularised, overwrite_a=True, check_finite=False), np.eye(g.shape[0], n),
-                  check_finite=False)
+    with one_blas_thread():  # the factorisation's last bits follow BLAS's thread count
+        p = cho_solve(cho_factor(regularised, overwrite_a=True, check_finite=False), np.eye(g.shape[0], n),
+                      check_finite=False)
     b = -p / np.diag(p[:n])[None, :]
     b[np.arange(n), np.arange(n)] = 0.0
     return b

@@ -52,3 +52,38 @@ def test_the_factors_do_not_depend_on_the_thread_count(split):
     for other in fits[1:]:
         np.testing.assert_array_equal(other.user_factors, fits[0].user_factors)
         np.testing.assert_array_equal(other.item_factors, fits[0].item_factors)
+
+
+def test_overlapping_fits_keep_blas_on_one_thread_until_the_last_one_leaves():
+    """OpenBLAS's thread count is process-wide: a fit leaving its block must not give the other fits still running
+    their BLAS threads back (``Y'Y`` then changes in its last bits, and a tie in a ranking can flip)."""
+    import threading
+
+    from threadpoolctl import threadpool_limits
+
+    from models.blas import one_blas_thread
+
+    y = np.random.default_rng(0).standard_normal((4000, 32)).astype(np.float32)
+    with threadpool_limits(1, "blas"):
+        one_thread = y.T @ y
+    if np.array_equal(y.T @ y, one_thread):
+        pytest.skip("BLAS runs Y'Y alike on this machine's threads")
+    entered, leave_first, first_left, seen = threading.Event(), threading.Event(), threading.Event(), []
+
+    def first():
+        with one_blas_thread():
+            entered.set()
+            leave_first.wait(10)
+        first_left.set()
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    entered.wait(10)
+    with one_blas_thread():
+        leave_first.set()
+        first_left.wait(10)
+        seen.append(y.T @ y)  # the first block has left; this one is still running
+    thread.join(10)
+    assert first_left.is_set()
+    np.testing.assert_array_equal(seen[0], one_thread)
+    assert not np.array_equal(y.T @ y, one_thread)  # the process's own setting is back
