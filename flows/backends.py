@@ -198,11 +198,12 @@ class InMemory:
         content = selection.prepared[selection.chosen].text.target  # the same catalogue texts in every candidate
         jobs: dict[str, tuple[Any, tuple, dict[str, Any]]] = {
             f"transfer:{name}": (fine_tune_source, (name, selection.prepared[name], split, config.finetune, seed),
-                                 {"checkpoint_dir": _under(self.checkpoints, f"transfer-{slug(name)}")})
+                                 {"checkpoint_dir": _under(self.checkpoints, f"transfer-{slug(name)}"),
+                                  "run": self.run})
             for name in selection.finalists(config.selection.top_k)}
         jobs["scratch"] = (train_scratch_baseline, (split, config.model, config.scratch, seed),
                            {"family": config.finetune.family, "content": content,
-                            "checkpoint_dir": _under(self.checkpoints, "scratch")})
+                            "checkpoint_dir": _under(self.checkpoints, "scratch"), "run": self.run})
         encoded = EncodedTrain.of(split.train, catalogue_ids(split))  # ALS, EASE and ItemKNN read the same pairs
         jobs["als"] = (fit_als_baseline, (encoded, target.val_task, seed), {})
         jobs.update({kind: (fit_peer_baseline, (kind, encoded, target.val_task), {}) for kind in PEERS})

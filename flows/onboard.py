@@ -20,11 +20,15 @@ from tasks.runtime import Stopwatch, git_commit
 from tasks.selection import settle_selection
 from tasks.setup import tracked_run
 
+#: The flow's stages in order (its progress lines and Prefect progress artifact count them).
+STAGES = ("load", "validate", "split", "sources", "select", "train", "settle", "evaluate", "log_register")
+
 
 @flow(name="onboard-domain")
 def onboard_domain_flow(config: OnboardConfig) -> OnboardingSummary:
     """Onboard ``config.target_domain``; returns the summary (metrics per model, chosen source, registry)."""
-    watch, domain = Stopwatch(), config.target_domain
+    domain = config.target_domain
+    watch = Stopwatch(f"onboard {domain}", STAGES)
     tags = {**config.run_tags(), "git_commit": git_commit(), "prefect.flow_run_id": str(flow_run.id or "")}
     run_name = tracking.onboard_run_name(domain, config.split.fraction, config.split.seed,
                                          out_of_core=config.out_of_core)
@@ -59,5 +63,6 @@ def onboard_domain_flow(config: OnboardConfig) -> OnboardingSummary:
                 registration = register_winner(reports, domain, target.test_task, run, config.evaluation,
                                                margin=config.tracking.promotion_margin,
                                                tags={**tags, "source": selection.chosen})
+        watch.finish()
         return summarize(reports, selection, registration, run, domain, target.summary, watch.seconds,
                          analysis.slices, analysis.off_policy)

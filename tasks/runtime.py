@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TextIO
 
 from pydantic import BaseModel
 
@@ -181,6 +182,20 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"(mlflow|sqlalchemy|great_expectations)")
 
 
+def show_progress(stream: TextIO | None = None) -> None:
+    """Every fit's per-epoch line (:data:`models.nets.training.progress`) on ``stream`` (stderr by default), so a
+    long training is never silent; called once by the entry point."""
+    from models.nets.training import progress
+
+    if not any(getattr(handler, "transferrec_progress", False) for handler in progress.handlers):
+        handler = logging.StreamHandler(stream or sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.transferrec_progress = True  # type: ignore[attr-defined]
+        progress.addHandler(handler)
+    progress.setLevel(logging.INFO)
+    progress.propagate = False  # once, whatever the root logger's handlers
+
+
 def default_data_dir() -> Path:
     """``$TRANSFERREC_DATA_DIR`` or ``~/.cache/transferrec``."""
     env = os.environ.get("TRANSFERREC_DATA_DIR")
@@ -209,13 +224,51 @@ def clear_checkpoints(folder: Path | None) -> None:
 
 
 class Stopwatch:
-    """Wall time per named stage: ``with watch("fine_tune"): ...``; ``watch.seconds`` holds the totals."""
+    """Wall time per named stage: ``with watch("fine_tune"): ...``; ``watch.seconds`` holds the totals.
 
-    def __init__(self) -> None:
+    With a ``label`` (and the flow's ``stages`` in order), each stage's start is also reported: a progress line
+    (:data:`models.nets.training.progress`) and a Prefect progress artifact (key ``progress-<label>``) that
+    moves with the stages, so the flow run's page shows how far it is.
+    """
+
+    def __init__(self, label: str | None = None, stages: tuple[str, ...] = ()) -> None:
         self.seconds: dict[str, float] = {}
+        self.label, self.stages = label, stages
+        self.started = time.perf_counter()
+        self._artifact: Any = None
+
+    def _report(self, stage: str) -> None:
+        from models.nets.training import progress
+
+        done = self.stages.index(stage) if stage in self.stages else len(self.seconds)
+        total = max(len(self.stages), done + 1)
+        progress.info(f"[{self.label}] {stage} (stage {done + 1}/{total}, {time.perf_counter() - self.started:.0f}s)")
+        try:  # the page of the flow run; a tracking hiccup here never stops a run
+            from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+            description = f"{self.label}: {stage}"
+            if self._artifact is None:
+                key = "progress-" + "".join(c if c.isalnum() else "-" for c in self.label.lower())[:80]
+                self._artifact = create_progress_artifact(100.0 * done / total, key=key, description=description)
+            else:
+                update_progress_artifact(self._artifact, 100.0 * done / total, description=description)
+        except Exception as error:  # noqa: BLE001 - e.g. no flow run context (a plain call)
+            logging.getLogger(__name__).debug("progress artifact not updated: %s", error)
+
+    def finish(self) -> None:
+        """Mark the progress artifact complete."""
+        if self._artifact is not None:
+            try:
+                from prefect.artifacts import update_progress_artifact
+
+                update_progress_artifact(self._artifact, 100.0, description=f"{self.label}: done")
+            except Exception as error:  # noqa: BLE001
+                logging.getLogger(__name__).debug("progress artifact not updated: %s", error)
 
     @contextmanager
     def __call__(self, stage: str) -> Iterator[None]:
+        if self.label is not None:
+            self._report(stage)
         started = time.perf_counter()
         try:
             yield

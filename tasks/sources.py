@@ -134,7 +134,8 @@ def find_or_train_source(
             })
             fit = train_source_model(dataset.interactions, dataset.items, domains=spec.domains, cutoffs=cutoffs,
                                      model=config.model, train=config.train, val_ratio=config.val_ratio,
-                                     seed=config.seed,
+                                     seed=config.seed, label=f"source:{spec.name}",
+                                     on_epoch=tracking.live_curve(uri, run_id, f"source:{spec.name}"),
                                      checkpoint_dir=checkpoints / f"source-{spec.fingerprint}" if checkpoints else None)
             if fit.resumed_from_epoch is not None:
                 tracking.set_tags(uri, run_id, {"resumed_from_epoch": str(fit.resumed_from_epoch)})

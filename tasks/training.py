@@ -21,6 +21,7 @@ from models.transfer.als import EncodedTrain, TunedResult, fit_als
 from models.transfer.joint import JOINT, JointTrain
 from models.transfer.peers import PEERS, PeerTooLarge
 from models.transfer.recipes import fine_tune, fit_popularity, train_scratch
+from tasks import tracking
 
 
 def _one_blas_thread(fit: Callable) -> Callable:
@@ -40,9 +41,13 @@ def _resumed(fit: FitResult) -> str:
 @task(name="fine-tune", cache_policy=NO_CACHE, task_run_name="fine-tune-{name}")
 @_one_blas_thread
 def fine_tune_source(name: str, source: PreparedSource, split: TargetSplit, config: FineTuneConfig,
-                     seed: int, checkpoint_dir: Path | None = None) -> FitResult:
-    """Carry a source (aligned to the target) over and fine-tune it (mode and family from ``config``)."""
-    fit = fine_tune(source.model, split, config=config, seed=seed, text=source.text, checkpoint_dir=checkpoint_dir)
+                     seed: int, checkpoint_dir: Path | None = None,
+                     run: tracking.TrackingContext | None = None) -> FitResult:
+    """Carry a source (aligned to the target) over and fine-tune it (mode and family from ``config``); with
+    ``run``, its curves appear on that run while it trains."""
+    label = f"transfer:{name}"
+    fit = fine_tune(source.model, split, config=config, seed=seed, text=source.text, checkpoint_dir=checkpoint_dir,
+                    label=label, on_epoch=run.live_curve(label) if run is not None else None)
     get_run_logger().info("fine-tuned %s (%s, %s, %d trainable parameters): val NDCG@10 %.4f -> %.4f in %d "
                           "epochs, %.1fs%s", name, config.family, config.mode, fit.trainable_parameters,
                           fit.initial_val_ndcg, fit.best_val_ndcg, fit.epochs_run, fit.seconds, _resumed(fit))
@@ -53,10 +58,13 @@ def fine_tune_source(name: str, source: PreparedSource, split: TargetSplit, conf
 @_one_blas_thread
 def train_scratch_baseline(split: TargetSplit, model: ModelConfig, train: TrainConfig, seed: int, *,
                            family: ModelFamily = "mf", content: np.ndarray | None = None,
-                           checkpoint_dir: Path | None = None) -> FitResult:
-    """The same architecture (``family``; ``content``: catalogue text embeddings) on the target data only."""
+                           checkpoint_dir: Path | None = None,
+                           run: tracking.TrackingContext | None = None) -> FitResult:
+    """The same architecture (``family``; ``content``: catalogue text embeddings) on the target data only; with
+    ``run``, its curves appear on that run while it trains."""
     fit = train_scratch(split, model=model, train=train, seed=seed, family=family, content=content,
-                        checkpoint_dir=checkpoint_dir)
+                        checkpoint_dir=checkpoint_dir, label="scratch",
+                        on_epoch=run.live_curve("scratch") if run is not None else None)
     get_run_logger().info("scratch (%s): val NDCG@10 %.4f in %d epochs, %.1fs%s", family, fit.best_val_ndcg,
                           fit.epochs_run, fit.seconds, _resumed(fit))
     return fit

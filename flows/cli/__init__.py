@@ -38,10 +38,12 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(resolve_config(args).model_dump_json(indent=2) + "\n")
             return 0
         if args.command in FLOW_COMMANDS:
-            from tasks.runtime import prestart_prefect_api, quiet_libraries
+            from tasks.runtime import prestart_prefect_api, quiet_libraries, show_progress
 
             prestart_prefect_api()  # overlaps Prefect's temporary API start-up with the imports below
             quiet_libraries()
+            if not args.quiet:
+                show_progress()
         from flows.cli.commands import COMMANDS
 
         return COMMANDS[args.command](args)

@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="show Prefect and library logs (stderr)")
     parser.add_argument("--debug", action="store_true", help="on an error, show its traceback too")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no per-epoch progress lines (by default every fit prints one per epoch on stderr)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     fetch = sub.add_parser("fetch", help="fetch MovieLens into the data cache",

@@ -13,6 +13,7 @@ import tempfile
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,9 @@ from models.nets.lightning import (
 from models.nets.network import MatrixFactorization
 
 logger = logging.getLogger(__name__)
+#: One line per epoch of every fit (source, fine-tune, scratch); the entry point decides where it goes (the CLI:
+#: stderr), so a long training is never silent.
+progress = logging.getLogger("transferrec.progress")
 
 
 #: A stop request for every fit in this process (set by the entry point's SIGINT/SIGTERM handler,
@@ -60,6 +64,55 @@ class _StopWhenAsked(pl_lightning.Callback):
 
     def on_validation_start(self, *args: Any, **kwargs: Any) -> None:
         self._check()
+
+
+@dataclass(frozen=True)
+class EpochReport:
+    """How a fit stands after one epoch (``eta``: an upper bound, the epochs left at the mean epoch time; early
+    stopping may end the fit sooner)."""
+
+    label: str
+    epoch: int  # 1-based
+    max_epochs: int
+    loss: float
+    val_ndcg: float
+    best_val_ndcg: float
+    k: int
+    elapsed: float
+    eta: float
+
+    def line(self) -> str:
+        return (f"[{self.label}] epoch {self.epoch}/{self.max_epochs}  loss {self.loss:.4f}  "
+                f"val NDCG@{self.k} {self.val_ndcg:.4f} (best {self.best_val_ndcg:.4f})  {self.elapsed:.1f}s  "
+                f"ETA <= {self.eta:.0f}s")
+
+
+class _EpochProgress(pl_lightning.Callback):
+    """Reports every epoch: a :data:`progress` line, then ``on_epoch`` (e.g. live curves in the tracking store)."""
+
+    def __init__(self, label: str, k: int, history: HistoryLogger,
+                 on_epoch: Callable[[EpochReport], None] | None) -> None:
+        self.label, self.k, self.history, self.on_epoch = label, k, history, on_epoch
+        self.best = float("-inf")
+
+    def on_train_epoch_end(self, trainer: pl_lightning.Trainer, module: pl_lightning.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        metrics = trainer.callback_metrics
+        value = metrics.get(f"val/ndcg_at_{self.k}")
+        if value is None:
+            return
+        ndcg = float(value)
+        self.best = max(self.best, ndcg)
+        epoch = trainer.current_epoch + 1
+        elapsed = time.perf_counter() - self.history.started
+        left = max(trainer.max_epochs - epoch, 0) if trainer.max_epochs and trainer.max_epochs > 0 else 0
+        report = EpochReport(self.label, epoch, int(trainer.max_epochs or epoch),
+                             float(metrics.get("train/loss", float("nan"))), ndcg, self.best, self.k, elapsed,
+                             elapsed / epoch * left)
+        progress.info(report.line())
+        if self.on_epoch is not None:
+            self.on_epoch(report)
 
 
 @dataclass(frozen=True)
@@ -143,6 +196,8 @@ def fit_network(
     anchor: float = 0.0,
     callbacks: list[pl_lightning.Callback] | None = None,
     own_random_stream: bool = True,
+    label: str | None = None,
+    on_epoch: Callable[[EpochReport], None] | None = None,
 ) -> FitResult:
     """Fit ``network`` on (user row, item row) pairs with early stopping on validation NDCG@k.
 
@@ -165,6 +220,8 @@ def fit_network(
         callbacks: extra Lightning callbacks.
         own_random_stream: sampled negatives from the fit's own generator (reproducible when fits run in
             parallel threads) rather than torch's global one.
+        label: the fit's name in its per-epoch :data:`progress` lines (default: ``kind``).
+        on_epoch: called with an :class:`EpochReport` after every epoch.
 
     Raises:
         ValueError: when there is no training pair.
@@ -208,7 +265,7 @@ def fit_network(
             default_root_dir=ckpt_dir,
             callbacks=[EarlyStopping(monitor=monitor, mode="max", patience=config.patience, min_delta=1e-5),
                        checkpoint, HistoryState(history), RandomState(order, module.negatives), _StopWhenAsked(),
-                       *(callbacks or [])],
+                       _EpochProgress(label or kind, config.k, history, on_epoch), *(callbacks or [])],
             enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
             log_every_n_steps=max(1, len(train_loader)),
         )

@@ -39,11 +39,13 @@ def train_source_model(
     val_ratio: float = 0.1,
     seed: int = 0,
     checkpoint_dir: Path | None = None,
+    **fit_options: Any,
 ) -> FitResult:
     """Train a model on the source ``domains``, keeping only interactions before each user's cutoff.
 
     The last ``val_ratio`` of each user's source interactions is held out for early stopping;
-    ``checkpoint_dir`` makes a killed training resumable (see :func:`~models.nets.training.fit_network`).
+    ``checkpoint_dir`` makes a killed training resumable; ``fit_options``: ``label``, ``on_epoch`` (see
+    :func:`~models.nets.training.fit_network`).
 
     Raises:
         ValueError: when the source domains have no (time-safe) interactions.
@@ -59,7 +61,7 @@ def train_source_model(
         network, encode_pairs(fit_part, user_ids, item_ids), user_ids=user_ids, item_ids=item_ids,
         val=validation_data(val_part, fit_part, user_ids=user_ids, item_ids=item_ids, max_users=train.max_val_users,
                             seed=seed), config=train, seed=seed,
-        kind="source", checkpoint_dir=checkpoint_dir,
+        kind="source", checkpoint_dir=checkpoint_dir, **fit_options,
         # sources train one at a time; the global stream keeps registered sources (and the numbers measured
         # with them) reproducible
         own_random_stream=False,
@@ -107,15 +109,14 @@ def transferred_network(init: TransferInit, config: FineTuneConfig, text: ItemTe
 
 
 def fine_tune(source: FactorModel, split: TargetSplit, *, config: FineTuneConfig, seed: int,
-              text: ItemText | None = None, checkpoint_dir: Path | None = None,
-              callbacks: list[Any] | None = None) -> FitResult:
+              text: ItemText | None = None, checkpoint_dir: Path | None = None, **fit_options: Any) -> FitResult:
     """Transfer ``source`` to the target and train on the target training data.
 
     Modes: ``full`` trains every weight; ``freeze-users`` keeps the users carried over from the source fixed
     and trains item vectors, item biases, new users (and the content tower); ``adapter`` freezes every weight
     and trains low-rank residual adapters on both towers plus the item biases; ``zero-shot`` trains nothing
-    (the initialised model, no trainable parameters). ``checkpoint_dir``: see
-    :func:`~models.nets.training.fit_network`.
+    (the initialised model, no trainable parameters). ``checkpoint_dir`` and ``fit_options`` (``label``,
+    ``on_epoch``, ``callbacks``): see :func:`~models.nets.training.fit_network`.
     """
     started = time.perf_counter()
     init = initialise_from_source(source, split, text, config=config, seed=seed)
@@ -124,7 +125,7 @@ def fine_tune(source: FactorModel, split: TargetSplit, *, config: FineTuneConfig
     val = validation_data(split.val, split.train, user_ids=init.user_ids, item_ids=init.item_ids,
                           max_users=config.train.max_val_users, seed=seed)
     fit = train_transferred(network, init, encode_pairs(split.train, init.user_ids, init.item_ids), val,
-                            config=config, seed=seed, checkpoint_dir=checkpoint_dir, callbacks=callbacks)
+                            config=config, seed=seed, checkpoint_dir=checkpoint_dir, **fit_options)
     return replace(fit, init_seconds=init_seconds)
 
 
@@ -148,11 +149,13 @@ def train_transferred(network: MatrixFactorization, init: TransferInit, pairs: A
 
 def train_scratch(split: TargetSplit, *, model: ModelConfig, train: TrainConfig, seed: int,
                   family: ModelFamily = "mf", content: np.ndarray | None = None,
-                  checkpoint_dir: Path | None = None, callbacks: list[Any] | None = None) -> FitResult:
+                  checkpoint_dir: Path | None = None, **fit_options: Any) -> FitResult:
     """The same network trained on the target training data only (random initialisation).
 
     Args:
         family: ``mf`` or ``two-tower`` (then ``content``, the catalogue's text embeddings, is required).
+        fit_options: ``checkpoint_dir``'s companions (``label``, ``on_epoch``, ``callbacks``): see
+            :func:`~models.nets.training.fit_network`.
 
     Raises:
         ValueError: for the two-tower family without ``content``.
@@ -170,7 +173,7 @@ def train_scratch(split: TargetSplit, *, model: ModelConfig, train: TrainConfig,
         network, encode_pairs(split.train, users, items), user_ids=users, item_ids=items,
         val=validation_data(split.val, split.train, user_ids=users, item_ids=items, max_users=train.max_val_users,
                             seed=seed), config=train, seed=seed,
-        kind="scratch", checkpoint_dir=checkpoint_dir, callbacks=callbacks,
+        kind="scratch", checkpoint_dir=checkpoint_dir, **fit_options,
     )
 
 

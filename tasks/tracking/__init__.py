@@ -41,6 +41,7 @@ from tasks.tracking.names import (
 )
 from tasks.tracking.queries import recent_onboardings, runs_table, source_catalogue
 from tasks.tracking.runs import (
+    LIVE_PREFIX,
     TrackingContext,
     client,
     close_abandoned_runs,
@@ -49,6 +50,7 @@ from tasks.tracking.runs import (
     end_run,
     ensure_experiment,
     flatten,
+    live_curve,
     log_artifact,
     log_dict,
     log_history,
@@ -66,11 +68,12 @@ from tasks.tracking.runs import (
 )
 
 __all__ = [
-    "CHALLENGER", "CHAMPION", "MODEL_ARTIFACT", "ONBOARD_RUN_PREFIX", "PROFILE_ARTIFACT", "SIGNATURE",
+    "CHALLENGER", "CHAMPION", "LIVE_PREFIX", "MODEL_ARTIFACT", "ONBOARD_RUN_PREFIX", "PROFILE_ARTIFACT", "SIGNATURE",
     "SOURCE_PREFIX", "SOURCES_EXPERIMENT", "RegisteredVersion", "TrackingContext", "alias_version", "client",
     "close_abandoned_runs", "owner_tags",
     "curve_experiment_name", "curve_point_run_name", "curve_run_name", "default_tracking_uri", "dumps", "end_run",
-    "ensure_experiment", "experiment_name", "find_version", "flatten", "load_factor_model", "load_profile",
+    "ensure_experiment", "experiment_name", "find_version", "flatten", "live_curve", "load_factor_model",
+    "load_profile",
     "log_artifact", "log_dict", "log_factor_model", "log_history", "log_metrics", "log_params", "log_profile",
     "log_table", "log_text", "logged_model_id", "onboard_run_name", "open_run", "probe_run_name",
     "recent_onboardings", "register_model", "registered_model_name", "run_context", "runs_table", "set_alias",

@@ -16,7 +16,7 @@ import os
 import socket
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import cache
@@ -167,6 +167,30 @@ def log_history(uri: str, run_id: str, history: list[dict[str, float]], *, prefi
         client(uri).log_batch(run_id, metrics=batch[start:start + 500], synchronous=True)
 
 
+#: Prefix of the curves logged while a fit trains (``live/<fit>/train_loss``, ``live/<fit>/val_ndcg_at_10``);
+#: the finished fit's curves go to its own run under ``curve/`` (:func:`log_history`).
+LIVE_PREFIX = "live/"
+
+
+def live_curve(uri: str, run_id: str, label: str) -> Callable[[Any], None]:
+    """An ``on_epoch`` for :func:`models.nets.training.fit_network`: each epoch's training loss and validation
+    score on the run while the fit trains (step = epoch), so the MLflow UI shows the curves before the end.
+    Logged asynchronously (a fit does not wait on the store); a failed write is logged and never stops a fit."""
+    key = f"{LIVE_PREFIX}{slug(label)}/"
+
+    def log(report: Any) -> None:
+        now = int(time.time() * 1000)
+        metrics = [Metric(f"{key}{name}", float(value), now, report.epoch)
+                   for name, value in (("train_loss", report.loss), (f"val_ndcg_at_{report.k}", report.val_ndcg))
+                   if not math.isnan(value)]
+        try:
+            client(uri).log_batch(run_id, metrics=metrics, synchronous=False)
+        except MlflowException as error:
+            logger.warning("live curve of %s not logged: %s", label, error)
+
+    return log
+
+
 def log_dict(uri: str, run_id: str, data: Any, artifact_file: str) -> None:
     """A JSON/YAML artifact."""
     client(uri).log_dict(run_id, data, artifact_file)
@@ -196,7 +220,8 @@ def start_run(uri: str, experiment_id: str, name: str, *, parent_id: str | None 
 
 
 def end_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
-    """Mark a run FINISHED, FAILED or KILLED."""
+    """Mark a run FINISHED, FAILED or KILLED, once what was logged asynchronously (:func:`live_curve`) is in."""
+    mlflow.flush_async_logging()
     client(uri).set_terminated(run_id, status=status)
 
 
@@ -300,6 +325,9 @@ class TrackingContext:
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         log_artifact(self.uri, self.run_id, path, artifact_path)
+
+    def live_curve(self, label: str) -> Callable[[Any], None]:
+        return live_curve(self.uri, self.run_id, label)
 
     @contextmanager
     def child(self, name: str, *, tags: dict[str, Any] | None = None,

@@ -15,6 +15,7 @@ from flows.cli import main
 from flows.config import OnboardConfig, PretrainConfig
 from flows.onboard import onboard_domain_flow
 from flows.pretrain import pretrain_source_flow
+from models.selection.sources import slug
 from tasks.registry import BASELINES
 from tasks.tracking import SOURCES_EXPERIMENT
 
@@ -79,6 +80,16 @@ def test_onboarding_logs_compares_and_registers(synthetic_dir: Path, mlflow_uri:
     client = mlflow.MlflowClient(mlflow_uri)
     history = client.get_metric_history(transfer["run_id"], "curve/val_ndcg_at_10")
     assert len(history) >= 1 and [m.step for m in history] == sorted(m.step for m in history)
+    # the same curve was on the parent run while the fit trained (step = epoch, from 1)
+    live = client.get_metric_history(summary.mlflow_run_id,
+                                     f"live/transfer-{slug(summary.chosen_source)}/val_ndcg_at_10")
+    assert sorted((m.step, m.value) for m in live) == [(m.step + 1, pytest.approx(m.value)) for m in history]
+    assert client.get_metric_history(summary.mlflow_run_id, "live/scratch/train_loss")
+    # the flow run's progress artifact went through every stage to the end
+    from prefect.artifacts import Artifact
+
+    artifact = Artifact.get("progress-onboard-games")
+    assert artifact is not None and artifact.data == 100.0 and artifact.description == "onboard games: done"
     artifacts = {a.path for a in client.list_artifacts(summary.mlflow_run_id)}
     assert {"summary.json", "summary.md", "config.json", "contracts", "selection", "slices", "plots"} <= artifacts
     plots = {a.path for a in client.list_artifacts(summary.mlflow_run_id, "plots")}

@@ -7,6 +7,7 @@ half-written. Small synthetic data and smoke-sized models: the cases are about t
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import pytest
 from flows.services import descendants, process_alive
 
 BIN = Path(sys.executable).parent
+PROGRESS = re.compile(r"^\[[^\]]+\] (epoch \d+/\d+ |\w+ \(stage \d+/\d+, )")
 SMOKE = ["--top-single", "1", "--dim", "8", "--target-fraction", "0.5"]
 # long enough that a signal lands mid-training
 LONG = ["--set", "sources.train.max_epochs=400", "--set", "sources.train.patience=400"]
@@ -39,11 +41,13 @@ def _cli(tmp_path: Path, *args: str, timeout: float = 600) -> subprocess.Complet
 
 
 def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
-    """The error line; fails when stderr holds a traceback or more than one line."""
+    """The error line; fails when stderr holds a traceback or more than one line besides the run's progress
+    lines (``[onboard games] validate (stage 2/9, 1s)``, ``[scratch] epoch 3/20 ...``), which come before it."""
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr[-3000:]
-    return lines[0]
+    assert lines and not PROGRESS.match(lines[-1]), result.stderr[-3000:]
+    assert all(PROGRESS.match(line) for line in lines[:-1]), result.stderr[-3000:]
+    return lines[-1]
 
 
 def _parent_runs(tmp_path: Path, domain: str = "games") -> list:

@@ -69,3 +69,38 @@ def test_the_validation_cap_leaves_source_fingerprints_alone():
 
     assert "max_val_users" not in _train_identity(TrainConfig())
     assert _train_identity(TrainConfig(max_val_users=10))["max_val_users"] == 10
+
+
+def test_every_epoch_reports_one_progress_line_and_its_numbers(games_split):
+    """A long fit is never silent: one line per epoch (model, epoch, loss, validation NDCG, elapsed, ETA), and the
+    same numbers to ``on_epoch`` (the live curves) as the fit's own history."""
+    import logging
+
+    from models.config import ModelConfig, TrainConfig
+    from models.nets.training import progress
+    from models.transfer.recipes import train_scratch
+
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    handler, level = Collect(), progress.level
+    progress.addHandler(handler)
+    progress.setLevel(logging.INFO)
+    reports = []
+    try:
+        fit = train_scratch(games_split, model=ModelConfig(dim=8), train=TrainConfig(max_epochs=6, patience=6),
+                            seed=0, label="scratch-test", on_epoch=reports.append)
+    finally:
+        progress.removeHandler(handler)
+        progress.setLevel(level)
+    assert len(lines) == len(reports) == fit.epochs_run == 6
+    assert [r.epoch for r in reports] == [1, 2, 3, 4, 5, 6]
+    assert [r.val_ndcg for r in reports] == pytest.approx([e["val/ndcg_at_10"] for e in fit.history])
+    assert [r.loss for r in reports] == pytest.approx([e["train/loss"] for e in fit.history])
+    assert [r.best_val_ndcg for r in reports] == pytest.approx(np.maximum.accumulate([r.val_ndcg for r in reports]))
+    assert reports[-1].eta == 0 and all(r.eta >= 0 for r in reports)
+    assert lines[0].startswith("[scratch-test] epoch 1/6  loss ") and "val NDCG@10 " in lines[0]
+    assert lines[0].endswith("s") and "ETA <= " in lines[0]
