@@ -15,6 +15,7 @@ sources, select, train, analyse) by calling tasks. An option one backend lacks i
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,15 @@ from models.transfer.outofcore import DiskSplit, encoded_train
 from models.transfer.peers import PEERS
 from models.transfer.recipes import catalogue_ids, ranking_tasks
 from tasks import tracking
-from tasks.data import RawTables, load_tables, split_target, validate_dataset
+from tasks.data import (
+    RawTables,
+    data_location,
+    load_tables,
+    source_lineage,
+    split_lineage,
+    split_target,
+    validate_dataset,
+)
 from tasks.evaluation import ModelReport, analyse_models, off_policy_ctr_report
 from tasks.large import (
     batch_rows,
@@ -114,6 +123,7 @@ class Backend(Protocol):
     def validate(self, raw: RawTables) -> Any: ...
     def split(self, data: Any) -> Target: ...
     def sources(self, data: Any, target: Target) -> dict[str, Any]: ...
+    def lineage(self, target: Target, sources: dict[str, Any]) -> list[tracking.DatasetRecord]: ...
     def select(self, sources: dict[str, Any], target: Target) -> Selection: ...
     def train(self, target: Target, sources: dict[str, Any], selection: Selection) -> Fits: ...
     def analyse(self, data: Any, target: Target, reports: dict[str, ModelReport], selection: Selection) -> Analysis: ...
@@ -185,6 +195,20 @@ class InMemory:
         other, fingerprint = validate_dataset(load_tables(config.sources.data), config.sources.data, None, None)
         return gather_sources(other, fingerprint, domain, None, same_dataset=False, **common)
 
+    def lineage(self, target: Target, sources: dict[str, Any]) -> list[tracking.DatasetRecord]:
+        """The target's parts and each source's training data, for the run's datasets in MLflow."""
+        config = self.config
+        location = str(data_location(config.data))
+        if config.sources.data is None:
+            source_location = location
+        elif config.sources.registered_only:  # the catalogue alone: the registry is where they were read
+            source_location = self.run.uri
+        else:
+            source_location = str(data_location(config.sources.data))
+        return [*split_lineage(target.split, location, config.split.model_dump_json()),
+                *source_lineage({name: source.spec.fingerprint for name, source in sources.items()},
+                                source_location)]
+
     def select(self, sources: dict[str, Any], target: Target) -> Selection:
         config = self.config
         return select_source(sources, target.split, target.val_task, self.run, dataset=config.data.dataset,
@@ -255,6 +279,14 @@ class OutOfCore:
         self.joint = joint_pairs_large(data, target.split)  # the joint peers' pairs, read before the sources'
         return train_large_sources(data, target.split, self.config.target_domain, self.config.sources,
                                    self.workdir / "sources", self.rows)
+
+    def lineage(self, target: Target, sources: dict[str, Any]) -> list[tracking.DatasetRecord]:
+        """The target's parts and each source's training data (named by where they came from and the settings:
+        out of core their content is not read again to hash it)."""
+        location, settings = str(data_location(self.config.data)), self.config.split.model_dump_json()
+        return [*split_lineage(target.split, location, settings),
+                *source_lineage({name: hashlib.sha256(f"{location}|{settings}|{name}".encode()).hexdigest()[:16]
+                                 for name in sources}, location)]
 
     def select(self, sources: dict[str, Any], target: Target) -> Selection:
         return probe_large_sources({name: fit.model for name, fit in sources.items()}, target.split,

@@ -44,6 +44,8 @@ def onboard_domain_flow(config: OnboardConfig) -> OnboardingSummary:
         run.log_params({f"split.{k}": v for k, v in target.summary.items()})
         with watch("sources"):
             sources = backend.sources(data, target)
+            lineage = backend.lineage(target, sources)
+            run.log_datasets(lineage)
         with watch("select"):
             selection = backend.select(sources, target)
         with watch("train"):  # the finalists' fine-tunes and the baselines
@@ -56,7 +58,7 @@ def onboard_domain_flow(config: OnboardConfig) -> OnboardingSummary:
                                       target.val_task, target.test_task, config.evaluation)
         with watch("log_register"):
             reports = log_model_runs(reports, run, config.child_run_params(selection.chosen, fits.tuned()), tags,
-                                     log_models=tuple(reports))
+                                     log_models=tuple(reports), datasets=lineage, source=selection.chosen)
             analysis = backend.analyse(data, target, reports, selection)
             registration = None
             if config.tracking.registry:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 from prefect import get_run_logger, task
@@ -25,7 +27,7 @@ from models.data.datasets import (
     read_tables,
 )
 from models.data.fetch import cached_dir
-from models.data.fingerprint import fingerprint
+from models.data.fingerprint import fingerprint, frame_fingerprint
 from models.split import TargetSplit, split_with
 from tasks import tracking
 from tasks.runtime import default_data_dir, retry_transient
@@ -157,3 +159,31 @@ def split_target(dataset: Dataset, domain: str, config: SplitConfig) -> TargetSp
     split = split_with(dataset.interactions, dataset.items, domain=domain, config=config)
     get_run_logger().info("split %s: %s", domain, split.summary())
     return split
+
+
+#: The target split's parts as lineage names them: (part, MLflow dataset context).
+SPLIT_PARTS = (("train", "training"), ("val", "validation"), ("test", "test"))
+
+
+def split_lineage(split: TargetSplit | Any, location: str, settings: str) -> list[tracking.DatasetRecord]:
+    """The target's train, validation and test parts as datasets of the run (``target:<part>``). In memory each
+    carries its content fingerprint and the table; a split on disk (:class:`models.transfer.outofcore.DiskSplit`)
+    is named by where it came from, the split ``settings`` and its row count (its content is not read again)."""
+    records = []
+    for part, context in SPLIT_PARTS:
+        frame = getattr(split, part, None)
+        if isinstance(frame, pl.DataFrame):
+            digest = frame_fingerprint(part, frame)
+        else:
+            frame = None
+            rows = split.sizes.get(part, 0)
+            digest = hashlib.sha256(f"{location}|{settings}|{part}|{rows}".encode()).hexdigest()[:16]
+        records.append(tracking.DatasetRecord(f"target:{part}", context, location, digest, frame))
+    return records
+
+
+def source_lineage(fingerprints: dict[str, str], location: str) -> list[tracking.DatasetRecord]:
+    """Each source model's training data (``source:<name>``), by the source's stable fingerprint (its data,
+    domains, cut-offs and settings: what the registry finds it by)."""
+    return [tracking.DatasetRecord(f"source:{name}", "source", location, digest)
+            for name, digest in sorted(fingerprints.items())]

@@ -76,13 +76,18 @@ def _stage_metrics(report: ModelReport) -> dict[str, float]:
 @task(name="log-model-runs", cache_policy=NO_CACHE)
 def log_model_runs(
     reports: dict[str, ModelReport], run: tracking.TrackingContext, params: dict[str, dict[str, Any]],
-    tags: dict[str, str], log_models: tuple[str, ...],
+    tags: dict[str, str], log_models: tuple[str, ...], datasets: list[tracking.DatasetRecord] | None = None,
+    source: str | None = None,
 ) -> dict[str, ModelReport]:
-    """One child run per model: params, per-epoch history, val/test metrics and (for ``log_models``) weights."""
+    """One child run per model: params, per-epoch history, val/test metrics and (for ``log_models``) weights;
+    its datasets: the target's parts of ``datasets`` (and for ``transfer``, the training data of ``source``)."""
     logged = {}
+    target_parts = [d for d in datasets or [] if d.context != "source"]
+    chosen = [d for d in datasets or [] if d.name == f"source:{source}"]
     for name, report in reports.items():
         trained_for = report.fit.seconds if report.fit is not None else 0.0
         with run.child(name, tags={**tags, "role": name}, started_seconds_ago=trained_for) as child:
+            child.log_datasets([*target_parts, *(chosen if name == "transfer" else [])])
             # the model first, then its metrics linked to it in one write (see tracking.log_factor_model)
             uri = tracking.log_factor_model(child.uri, child.run_id, report.model) if name in log_models else None
             child.log_params(params.get(name, {}))

@@ -63,6 +63,14 @@ def _table_digest(name: str, frame: pl.DataFrame) -> bytes:
     return "\x1f".join([*header, str(frame.height), str(total)]).encode()
 
 
+def frame_fingerprint(name: str, frame: pl.DataFrame) -> str:
+    """One table's content hash (16 hex digits) by the same algorithm as :func:`fingerprint` (values alone, not
+    row order, not a library's version): the digest of a split part in the tracking store's lineage."""
+    digest = hashlib.sha256(FINGERPRINT_ALGORITHM.encode())
+    digest.update(_table_digest(name, frame))
+    return digest.hexdigest()[:16]
+
+
 def fingerprint(dataset: Dataset) -> str:
     """A content hash of the interactions and items (16 hex digits) that depends on their values alone: not on
     row order, and not on a library's version (the algorithm is ``FINGERPRINT_ALGORITHM``, defined here).

@@ -42,6 +42,7 @@ from tasks.tracking.names import (
 from tasks.tracking.queries import recent_onboardings, runs_table, source_catalogue
 from tasks.tracking.runs import (
     LIVE_PREFIX,
+    DatasetRecord,
     TrackingContext,
     client,
     close_abandoned_runs,
@@ -52,6 +53,7 @@ from tasks.tracking.runs import (
     flatten,
     live_curve,
     log_artifact,
+    log_datasets,
     log_dict,
     log_history,
     log_metrics,
@@ -69,12 +71,14 @@ from tasks.tracking.runs import (
 
 __all__ = [
     "CHALLENGER", "CHAMPION", "LIVE_PREFIX", "MODEL_ARTIFACT", "ONBOARD_RUN_PREFIX", "PROFILE_ARTIFACT", "SIGNATURE",
-    "SOURCE_PREFIX", "SOURCES_EXPERIMENT", "RegisteredVersion", "TrackingContext", "alias_version", "client",
+    "SOURCE_PREFIX", "SOURCES_EXPERIMENT", "DatasetRecord", "RegisteredVersion", "TrackingContext", "alias_version",
+    "client",
     "close_abandoned_runs", "owner_tags",
     "curve_experiment_name", "curve_point_run_name", "curve_run_name", "default_tracking_uri", "dumps", "end_run",
     "ensure_experiment", "experiment_name", "find_version", "flatten", "live_curve", "load_factor_model",
     "load_profile",
-    "log_artifact", "log_dict", "log_factor_model", "log_history", "log_metrics", "log_params", "log_profile",
+    "log_artifact", "log_datasets", "log_dict", "log_factor_model", "log_history", "log_metrics", "log_params",
+    "log_profile",
     "log_table", "log_text", "logged_model_id", "onboard_run_name", "open_run", "probe_run_name",
     "recent_onboardings", "register_model", "registered_model_name", "run_context", "runs_table", "set_alias",
     "set_tags", "set_version_tags", "source_catalogue", "source_model_name", "source_run_name", "sqlite_dir",

@@ -85,6 +85,25 @@ def test_onboarding_logs_compares_and_registers(synthetic_dir: Path, mlflow_uri:
                                      f"live/transfer-{slug(summary.chosen_source)}/val_ndcg_at_10")
     assert sorted((m.step, m.value) for m in live) == [(m.step + 1, pytest.approx(m.value)) for m in history]
     assert client.get_metric_history(summary.mlflow_run_id, "live/scratch/train_loss")
+    # lineage: the parent run read the target's three parts and every candidate's training data; each model's
+    # run names the parts it was scored on (and the transfer run its source), so the registered version's run does
+    parent_inputs = {d.dataset.name: d for d in client.get_run(summary.mlflow_run_id).inputs.dataset_inputs}
+    assert set(parent_inputs) == {"target:train", "target:val", "target:test",
+                                  *(f"source:{c['name']}" for c in summary.candidates)}
+    contexts = {name: {t.key: t.value for t in d.tags}["mlflow.data.context"] for name, d in parent_inputs.items()}
+    assert contexts["target:train"] == "training" and contexts["target:test"] == "test"
+    for part in ("train", "val", "test"):
+        profile = json.loads(parent_inputs[f"target:{part}"].dataset.profile)
+        assert profile["num_rows"] == summary.split[f"{part}_interactions"]
+    sources_table = runs(mlflow_uri, SOURCES_EXPERIMENT)
+    fingerprints = dict(zip(sources_table["tags.source"], sources_table["tags.fingerprint"], strict=True))
+    for candidate in summary.candidates:
+        assert parent_inputs[f"source:{candidate['name']}"].dataset.digest == fingerprints[candidate["name"]]
+    transfer_inputs = {d.dataset.name for d in client.get_run(transfer["run_id"]).inputs.dataset_inputs}
+    assert transfer_inputs == {"target:train", "target:val", "target:test", f"source:{summary.chosen_source}"}
+    served_run = client.get_model_version(MODEL, summary.model_version).run_id
+    assert {"target:train", "target:val", "target:test"} <= {
+        d.dataset.name for d in client.get_run(served_run).inputs.dataset_inputs}
     # the flow run's progress artifact went through every stage to the end
     from prefect.artifacts import Artifact
 

@@ -45,6 +45,12 @@ def test_out_of_core_onboarding_trains_on_disk_and_registers(synthetic_dir: Path
     assert logged.data.params["split.test_interactions"] == str(memory.test.height)
     assert logged.data.params["split.test_users_evaluated"] == "150"
     assert logged.data.tags["out_of_core"] == "true" and logged.info.status == "FINISHED"
+    # lineage on disk: the three parts by their locations and settings (not re-read to hash), and the sources
+    inputs = {d.dataset.name: d.dataset for d in logged.inputs.dataset_inputs}
+    assert {"target:train", "target:val", "target:test"} <= set(inputs)
+    assert {name for name in inputs if name.startswith("source:")} == {f"source:{c['name']}"
+                                                                       for c in summary.candidates}
+    assert len({inputs[f"target:{part}"].digest for part in ("train", "val", "test")}) == 3
     children = mlflow.search_runs(experiment_names=["transferrec-games"],
                                   filter_string=f"tags.mlflow.parentRunId = '{summary.mlflow_run_id}'")
     assert sorted(children["tags.role"]) == sorted(["transfer", *BASELINES])

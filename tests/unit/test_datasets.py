@@ -195,6 +195,21 @@ def test_the_fingerprint_is_the_documented_algorithm_and_ignores_row_order():
     assert legacy_fingerprint(dataset) != expected  # the migration's key is the other algorithm
 
 
+def test_a_split_parts_digest_is_its_values_alone():
+    """The lineage digest of a split part: the same algorithm on one table (row and column order do not count,
+    a value and the part's name do)."""
+    import hashlib
+
+    from models.data.fingerprint import FINGERPRINT_ALGORITHM, _table_digest, frame_fingerprint
+
+    frame = pl.DataFrame({"user_id": ["u1", "u2", "u2"], "item_id": ["a", "b", "a"], "timestamp": [3, 1, 2]})
+    digest = frame_fingerprint("train", frame)
+    assert digest == hashlib.sha256(FINGERPRINT_ALGORITHM.encode() + _table_digest("train", frame)).hexdigest()[:16]
+    assert frame_fingerprint("train", frame.reverse().select(reversed(frame.columns))) == digest
+    assert frame_fingerprint("test", frame) != digest
+    assert frame_fingerprint("train", frame.with_columns(pl.col("timestamp") + 1)) != digest
+
+
 def test_a_repeated_header_row_is_refused_in_memory_and_in_batches(tmp_path: Path, synthetic_dataset):
     """Two CSV files joined with their headers: the second header would be an item 'item_id' in domain 'domain'."""
     from models.data.datasets import read_raw_tables
