@@ -95,8 +95,16 @@ class FactorModel:
 
     def recommend(self, user_ids: np.ndarray, *, k: int, exclude: dict[str, set[str]] | None = None) -> list[list[str]]:
         """Top-``k`` item ids per user over the model's items, best first, skipping ``exclude[user]``."""
-        u, v, b = self.aligned(np.asarray(user_ids, dtype=object), self.item_ids)
-        scores = u @ v.T + b
+        return self.top_k(user_ids, k=k, exclude=exclude)[0]
+
+    def top_k(self, user_ids: np.ndarray, *, k: int,
+              exclude: dict[str, set[str]] | None = None) -> tuple[list[list[str]], np.ndarray]:
+        """:meth:`recommend` with the scores: item ids per user, best first, and their scores (users x k;
+        ties keep the catalogue order)."""
+        rows = self.user_rows(user_ids)
+        u = np.zeros((len(rows), self.dim), dtype=np.float32)
+        u[rows >= 0] = self.user_factors[rows[rows >= 0]]
+        scores = u @ self.item_factors.T + self.item_bias  # (users, items): aligned() over the model's own items
         if exclude:
             for row, user in enumerate(user_ids):
                 seen = exclude.get(str(user))
@@ -105,7 +113,20 @@ class FactorModel:
                     scores[row, cols[cols >= 0]] = -np.inf
         k = min(k, len(self.item_ids))
         top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        return [[str(self.item_ids[c]) for c in row] for row in top]
+        return [[str(self.item_ids[c]) for c in row] for row in top], np.take_along_axis(scores, top, axis=1)
+
+    def knows(self, user_ids: np.ndarray) -> np.ndarray:
+        """Whether each user has a vector (the others get the item-bias ranking: popularity)."""
+        return self.user_rows(user_ids) >= 0
+
+    def user_rows(self, user_ids: np.ndarray) -> np.ndarray:
+        """The row of each user (-1: unknown), as :func:`index_of` gives it, through an id -> row map built once
+        per model: a serving request of one user costs a look-up, not a join over every user."""
+        rows = self.__dict__.get("_rows")
+        if rows is None:
+            rows = {str(user): row for row, user in enumerate(self.user_ids)}
+            object.__setattr__(self, "_rows", rows)  # a cache beside the fields (frozen: the fields never change)
+        return np.fromiter((rows.get(str(user), -1) for user in user_ids), dtype=np.int64, count=len(user_ids))
 
 
 def popularity_model(item_ids: np.ndarray, counts: np.ndarray) -> FactorModel:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -288,6 +289,35 @@ def sources(args: argparse.Namespace) -> int:
     return 0
 
 
+def serve_model(args: argparse.Namespace) -> int:
+    """``transferrec serve-model``: the registered model over HTTP (MLflow's scoring server, in this process) until
+    Ctrl-C or SIGTERM; exit 1 when the model or alias is missing."""
+    import mlflow
+    import uvicorn
+
+    from tasks.serving import scoring_app
+    from tasks.tracking import default_tracking_uri, registered_model_name
+
+    model_uri = f"models:/{registered_model_name(args.target_domain)}@{args.alias}"
+    try:
+        app = scoring_app(default_tracking_uri(), model_uri)
+    except mlflow.exceptions.MlflowException as error:
+        sys.stderr.write(f"error: cannot load {model_uri}: {str(error).splitlines()[0]}\n")
+        return 1
+    sys.stderr.write(f"serving {model_uri} at http://{args.host}:{args.port}/invocations "
+                     '(POST {"dataframe_records": [{"user_id": "..."}], "params": {"k": 10}}); Ctrl-C stops\n')
+    # uvicorn stops gracefully on SIGINT / SIGTERM (requests in flight finish), then raises the signal again:
+    # here that ends the command with a line, not the run-unwinding handler of the flows
+    for each in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(each, signal.default_int_handler)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", workers=1)
+    except KeyboardInterrupt:
+        pass
+    sys.stderr.write(f"stopped serving {model_uri}\n")
+    return 0
+
+
 def recommend(args: argparse.Namespace) -> int:
     """``transferrec recommend``: exit 2 for an unreadable users file, 1 when the model or alias is missing."""
     import mlflow
@@ -384,5 +414,5 @@ def _snapshot(args: argparse.Namespace, uri: str) -> int:
 
 COMMANDS = {"fetch": fetch, "validate": validate, "synthetic": synthetic, "domains": domains, "pretrain": pretrain,
             "onboard": onboard, "demo": demo, "curve": curve, "serve": serve, "trigger": trigger, "notify": notify,
-            "deployments": deployments, "compare": compare, "recommend": recommend, "sources": sources,
-            "tracking-server": tracking_server, "ui": ui}
+            "deployments": deployments, "compare": compare, "recommend": recommend, "serve-model": serve_model,
+            "sources": sources, "tracking-server": tracking_server, "ui": ui}

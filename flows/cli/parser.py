@@ -169,6 +169,17 @@ def build_parser() -> argparse.ArgumentParser:
     recommend.add_argument("--out", type=Path, required=True, help="output .parquet (or .csv)")
     recommend.add_argument("--alias", default="champion", help="registry alias to serve (default champion)")
 
+    serve_model = sub.add_parser(
+        "serve-model", help="serve a registered model over HTTP (MLflow's scoring server)",
+        description="Load models:/transferrec-<domain>@<alias> once and answer POST /invocations with "
+                    '{"dataframe_records": [{"user_id": "u1"}, ...], "params": {"k": 10}}: per user the top-k '
+                    "item_ids, their scores and fallback (true: the user is unknown to the model and gets the "
+                    "popularity ranking). GET /ping answers when it is ready. Ctrl-C or SIGTERM stops it.")
+    serve_model.add_argument("--target-domain", required=True)
+    serve_model.add_argument("--alias", default="champion", help="registry alias to serve (default champion)")
+    serve_model.add_argument("--host", default="127.0.0.1")
+    serve_model.add_argument("--port", type=int, default=5001)
+
     sources = sub.add_parser("sources", help="list the source catalogue (registered source models + profiles)",
                              description="Every registered source model, newest version, with its domain profile.")
     _json(sources, "the catalogue")

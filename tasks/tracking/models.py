@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
@@ -23,9 +25,33 @@ from tasks.tracking.runs import client, logged_model_id
 
 SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec("string", "user_id")]),
-    outputs=Schema([ColSpec("string", "user_id"), ColSpec(Array("string"), "item_ids")]),
+    outputs=Schema([ColSpec("string", "user_id"), ColSpec(Array("string"), "item_ids"),
+                    ColSpec(Array("double"), "scores"), ColSpec("boolean", "fallback")]),
     params=ParamSchema([ParamSpec("k", "long", 10)]),
 )
+
+#: The code a logged model runs (:mod:`tasks.serving` over :mod:`models.factors`), copied into it as
+#: ``code_paths``: with :func:`serving_requirements` it serves in any environment, not only in this repository.
+SERVING_CODE = ("models/__init__.py", "models/factors.py", "tasks/__init__.py", "tasks/serving.py")
+#: The packages that code imports (pinned to the versions that logged the model).
+SERVING_PACKAGES = ("mlflow", "numpy", "pandas", "polars")
+
+
+def serving_requirements() -> list[str]:
+    """``SERVING_PACKAGES`` pinned to the installed versions."""
+    from importlib.metadata import version
+
+    return [f"{package}=={version(package)}" for package in SERVING_PACKAGES]
+
+
+def _stage_serving_code(folder: Path) -> list[str]:
+    """Copy :data:`SERVING_CODE` under ``folder`` as packages; returns the ``code_paths`` (one per package)."""
+    root = Path(__file__).resolve().parents[2]
+    for relative in SERVING_CODE:
+        target = folder / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(root / relative, target)
+    return sorted({str(folder / Path(relative).parts[0]) for relative in SERVING_CODE})
 
 
 def log_factor_model(uri: str, run_id: str, model: FactorModel) -> str:
@@ -39,6 +65,9 @@ def log_factor_model(uri: str, run_id: str, model: FactorModel) -> str:
     client(uri)
     with tempfile.TemporaryDirectory(prefix="transferrec-model-") as tmp:
         factors = model.save(Path(tmp) / FACTORS_ARTIFACT)
+        code_paths = _stage_serving_code(Path(tmp) / "code")
+        # a known user (the first) when there is one: the example shows a personal answer
+        example = pd.DataFrame({"user_id": [str(model.user_ids[0]) if len(model.user_ids) else "a-new-user"]})
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with mlflow.start_run(run_id=run_id, log_system_metrics=False) as active:
@@ -47,7 +76,9 @@ def log_factor_model(uri: str, run_id: str, model: FactorModel) -> str:
                     python_model=str(Path(__file__).parents[1] / "serving_entry.py"),
                     artifacts={FACTORS_ARTIFACT: str(factors)},
                     signature=SIGNATURE,
-                    pip_requirements=["mlflow", "numpy", "pandas", "polars", "transferrec"],
+                    input_example=example,
+                    pip_requirements=serving_requirements(),
+                    code_paths=code_paths,
                 )
                 run_status = active.info.status
     # start_run(run_id=...) ends the run on exit; restore the running state for the caller.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import mlflow
 import numpy as np
 import pytest
@@ -119,3 +121,47 @@ def test_domain_names_become_bounded_unique_names_and_a_collision_is_refused(mlf
             tracking.ensure_experiment(mlflow_uri, tracking.experiment_name(other), domain=other)
     with pytest.raises(MlflowException, match="exceeds the maximum length"):
         tracking.ensure_experiment(mlflow_uri, "x" * 600)
+
+
+def test_a_logged_model_carries_its_code_and_serves_without_this_repository(mlflow_uri, tmp_path):
+    """Signature, input example, pinned requirements and its own code: loaded by a Python that cannot import this
+    repository (another working directory, the project's install hidden), it answers top-K with scores, and says
+    which users got the popularity fallback."""
+    import json
+    import subprocess
+    import sys
+
+    import mlflow
+
+    model = tiny_model()
+    experiment = tracking.ensure_experiment(mlflow_uri, "serve")
+    with tracking.run_context(mlflow_uri, experiment, "m") as run_id:
+        uri = tracking.log_factor_model(mlflow_uri, run_id, model)
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp_path / "model")))
+    requirements = (local / "requirements.txt").read_text().split()
+    assert {r.split("==")[0] for r in requirements if "==" in r} >= {"mlflow", "numpy", "pandas", "polars"}
+    assert not any(r.startswith("transferrec") for r in requirements)
+    assert (local / "code" / "models" / "factors.py").exists() and (local / "code" / "tasks" / "serving.py").exists()
+    assert (local / "serving_input_example.json").exists()
+    import sysconfig
+
+    # -S: no site hooks, so neither the editable install's finder nor the repository is on the path
+    script = f"""
+import json, sys
+sys.path.append({sysconfig.get_paths()["purelib"]!r})
+import importlib.util
+assert importlib.util.find_spec('flows') is None  # this repository is out of reach
+import mlflow.pyfunc, pandas as pd
+m = mlflow.pyfunc.load_model({str(local)!r})
+out = m.predict(pd.DataFrame({{'user_id': ['u', 'stranger']}}), params={{'k': 2}})
+print(json.dumps({{'items': [list(map(str, x)) for x in out['item_ids']], 'scores': [list(x) for x in out['scores']],
+                  'fallback': out['fallback'].tolist()}}))
+"""
+    env = {k: v for k, v in __import__("os").environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, "-I", "-S", "-c", script], capture_output=True, text=True, cwd=tmp_path,
+                          env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    expected_items, expected_scores = model.top_k(np.array(["u", "stranger"], dtype=object), k=2)
+    assert answer["items"] == expected_items and answer["fallback"] == [False, True]
+    assert np.allclose(answer["scores"], expected_scores)
