@@ -59,6 +59,8 @@ from tasks.large import (
     train_large_sources,
     validate_large,
 )
+from tasks.refit import Refit, refit_winner
+from tasks.registry import choose_winner
 from tasks.runtime import checkpoint_root, clear_checkpoints, default_data_dir, run_key
 from tasks.selection import Selection, select_source
 from tasks.sources import gather_sources, registered_sources
@@ -126,6 +128,8 @@ class Backend(Protocol):
     def lineage(self, target: Target, sources: dict[str, Any]) -> list[tracking.DatasetRecord]: ...
     def select(self, sources: dict[str, Any], target: Target) -> Selection: ...
     def train(self, target: Target, sources: dict[str, Any], selection: Selection) -> Fits: ...
+    def refit(self, reports: dict[str, ModelReport], data: Any, target: Target, fits: Fits,
+              selection: Selection) -> Refit | None: ...
     def analyse(self, data: Any, target: Target, reports: dict[str, ModelReport], selection: Selection) -> Analysis: ...
 
 
@@ -220,7 +224,10 @@ class InMemory:
         dataset) the joint peers side by side on the task runner; then popularity."""
         config, split, seed = self.config, target.split, self.config.split.seed
         content = selection.prepared[selection.chosen].text.target  # the same catalogue texts in every candidate
-        jobs: dict[str, tuple[Any, tuple, dict[str, Any]]] = {
+        jobs: dict[str, tuple[Any, tuple, dict[str, Any]]] = {}
+        if self.joint is not None:  # the longest fits first: the stage ends when the last one does
+            jobs.update({kind: (fit_peer_baseline, (kind, self.joint, target.val_task, seed), {}) for kind in JOINT})
+        jobs |= {
             f"transfer:{name}": (fine_tune_source, (name, selection.prepared[name], split, config.finetune, seed),
                                  {"checkpoint_dir": _under(self.checkpoints, f"transfer-{slug(name)}"),
                                   "run": self.run})
@@ -231,12 +238,25 @@ class InMemory:
         encoded = EncodedTrain.of(split.train, catalogue_ids(split))  # ALS, EASE and ItemKNN read the same pairs
         jobs["als"] = (fit_als_baseline, (encoded, target.val_task, seed), {})
         jobs.update({kind: (fit_peer_baseline, (kind, encoded, target.val_task), {}) for kind in PEERS})
-        if self.joint is not None:
-            jobs.update({kind: (fit_peer_baseline, (kind, self.joint, target.val_task, seed), {}) for kind in JOINT})
         done = run_jobs(jobs, runner=config.runner)
         return Fits({key.removeprefix("transfer:"): fit for key, fit in done.items() if key.startswith("transfer:")},
                     done["scratch"], done["als"], fit_popularity_baseline(split),
                     {kind: done[kind] for kind in (*PEERS, *JOINT) if done.get(kind) is not None})
+
+    def refit(self, reports: dict[str, ModelReport], data: Validated, target: Target, fits: Fits,
+              selection: Selection) -> Refit | None:
+        """The guard's winner refitted on all of the target's data, when it is to be registered and served so
+        (``tracking.registry`` and ``tracking.refit``); None otherwise."""
+        config = self.config
+        if not (config.tracking.registry and config.tracking.refit):
+            return None
+        winner, _ = choose_winner(reports)
+        prepared = selection.prepared[selection.chosen]
+        return refit_winner(winner, target.split, target.val_task, seed=config.split.seed, tuned=fits.tuned(),
+                            fits=fits.trained(selection.chosen), source=prepared, finetune=config.finetune,
+                            model=config.model, scratch=config.scratch, family=config.finetune.family,
+                            content=prepared.text.target, interactions=data.dataset.interactions,
+                            items=data.dataset.items)
 
     def analyse(self, data: Validated, target: Target, reports: dict[str, ModelReport],
                 selection: Selection) -> Analysis:
@@ -311,6 +331,12 @@ class OutOfCore:
         return Fits({key.removeprefix("transfer:"): fit for key, fit in done.items() if key.startswith("transfer:")},
                     scratch.fit, fit_als_baseline(encoded, target.val_task, seed), popularity_large(split),
                     {kind: peer for kind, peer in peers.items() if peer is not None})
+
+    def refit(self, reports: dict[str, ModelReport], data: Any, target: Target, fits: Fits,
+              selection: Selection) -> Refit | None:
+        """None: out of core the evaluated model is served (a refit would read every part into memory); the
+        registered version says so in its ``served`` tag."""
+        return None
 
     def analyse(self, data: Any, target: Target, reports: dict[str, ModelReport], selection: Selection) -> Analysis:
         return Analysis()  # slices and off-policy CTR read whole tables: not computed out of core

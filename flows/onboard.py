@@ -14,6 +14,7 @@ from flows.config import OnboardConfig
 from tasks import tracking
 from tasks.data import check_target_domain, load_tables
 from tasks.evaluation import evaluate_models, log_model_runs
+from tasks.refit import log_refit
 from tasks.registry import register_winner
 from tasks.report import OnboardingSummary, summarize
 from tasks.runtime import Stopwatch, git_commit
@@ -21,7 +22,7 @@ from tasks.selection import settle_selection
 from tasks.setup import tracked_run
 
 #: The flow's stages in order (its progress lines and Prefect progress artifact count them).
-STAGES = ("load", "validate", "split", "sources", "select", "train", "settle", "evaluate", "log_register")
+STAGES = ("load", "validate", "split", "sources", "select", "train", "settle", "evaluate", "refit", "log_register")
 
 
 @flow(name="onboard-domain")
@@ -56,15 +57,18 @@ def onboard_domain_flow(config: OnboardConfig) -> OnboardingSummary:
         with watch("evaluate"):
             reports = evaluate_models(fits.models(selection.chosen), fits.trained(selection.chosen),
                                       target.val_task, target.test_task, config.evaluation)
+        with watch("refit"):  # the guard's winner on all of the target's data: what users will get
+            refit = backend.refit(reports, data, target, fits, selection)
         with watch("log_register"):
             reports = log_model_runs(reports, run, config.child_run_params(selection.chosen, fits.tuned()), tags,
                                      log_models=tuple(reports), datasets=lineage, source=selection.chosen)
             analysis = backend.analyse(data, target, reports, selection)
             registration = None
             if config.tracking.registry:
+                served = None if refit is None else log_refit(refit, reports[refit.winner], run, tags, lineage)
                 registration = register_winner(reports, domain, target.test_task, run, config.evaluation,
                                                margin=config.tracking.promotion_margin,
-                                               tags={**tags, "source": selection.chosen})
+                                               tags={**tags, "source": selection.chosen}, served=served)
         watch.finish()
         return summarize(reports, selection, registration, run, domain, target.summary, watch.seconds,
                          analysis.slices, analysis.off_policy)

@@ -230,6 +230,9 @@ class TrackingConfig(_Frozen):
 
     tracking_uri: str | None = Field(None, description="default: $MLFLOW_TRACKING_URI or ./mlflow.db")
     registry: bool = Field(True, description="register the winner (False: evaluate only)")
+    refit: bool = Field(True, description="serve the winner refitted on all of the target's data (train + "
+                                          "validation + test, with what validation chose); False: serve the "
+                                          "evaluated model, trained on the training split")
     promotion_margin: float = Field(0.0, ge=0.0, description="relative test NDCG@10 gain needed over the champion")
     checkpoint_dir: Path | None = Field(None, description="resumable training checkpoints; default "
                                                           "<data cache>/checkpoints")

@@ -14,6 +14,7 @@ from models.evaluation.uncertainty import clears_gate, paired_lift_interval
 from tasks import tracking
 from tasks.evaluation import ModelReport
 from tasks.locks import registry_lock
+from tasks.refit import Served
 
 #: The models transfer must beat: the target-only popularity, implicit ALS, the same network from scratch, EASE
 #: and item-item kNN, and the joint peers ALS and EASE retrained on the time-safe source data plus the target's
@@ -63,7 +64,7 @@ def choose_winner(reports: dict[str, ModelReport]) -> tuple[str, str]:
 @task(name="register-model", cache_policy=NO_CACHE)
 def register_winner(
     reports: dict[str, ModelReport], domain: str, test_task: RankingTask, run: tracking.TrackingContext,
-    evaluation: EvalConfig, *, margin: float, tags: dict[str, str],
+    evaluation: EvalConfig, *, margin: float, tags: dict[str, str], served: Served | None = None,
 ) -> Registration:
     """Register the winner with alias ``challenger``; move ``champion`` only when it earns it.
 
@@ -71,10 +72,15 @@ def register_winner(
     baseline (a joint peer, say). ``champion`` moves to it when there is no champion yet, or when it beats the
     champion re-evaluated now on this run's test users: relative NDCG@10 lift above ``margin`` *and* its paired
     bootstrap 95 % interval above zero. Anything raised before the aliases are set leaves the registry as it was.
+
+    With ``served`` (the winner refitted on all of the target's data, :mod:`tasks.refit`), the refit's weights are
+    the version and its tags name the evaluated run and model that vouch for them. The gate always compares
+    evaluated models: the champion's evaluated model when it was a refit (its own weights saw test periods).
     """
     log = get_run_logger()
     winner, why = choose_winner(reports)
     report = reports[winner]
+    assert served is None or served.refit.winner == winner, "the refit must be of the guard's winner"
     name = tracking.registered_model_name(domain)
     with registry_lock(run.uri, name):  # one champion decision at a time per registered model
         champion = tracking.alias_version(run.uri, name, tracking.CHAMPION)
@@ -83,7 +89,9 @@ def register_winner(
         if champion is None:
             promote, reason = True, f"{why}; no champion yet"
         else:
-            current = tracking.load_factor_model(run.uri, f"models:/{name}/{champion.version}")
+            # a refit champion is judged by the model its evaluation measured (its weights saw test periods)
+            current = tracking.load_factor_model(
+                run.uri, champion.tags.get("evaluated_model") or f"models:/{name}/{champion.version}")
             champion_eval = evaluate_model(current, test_task, ks=(10,), ctr_k=evaluation.ctr_k)
             lift = paired_lift_interval(report.test.per_user[METRIC], champion_eval.per_user[METRIC])
             evidence.update({"champion_test_ndcg_at_10": champion_eval.metrics[METRIC],
@@ -103,8 +111,17 @@ def register_winner(
                         **{k: f"{v:.6f}" for k, v in evidence.items()}}
         if winner != "transfer":
             version_tags["guard"] = "negative-transfer"
+        model_uri, model_run = report.model_uri, report.run_id or run.run_id
+        if served is not None:  # users get the refit; the evaluated model stays what the numbers speak for
+            model_uri, model_run = served.model_uri, served.run_id
+            version_tags.update({"served": "refit on train+validation+test", "evaluated_run_id":
+                                 served.evaluated_run_id, "evaluated_model": served.evaluated_model_uri,
+                                 **{f"refit_rows_{part}": str(n) for part, n in served.refit.rows.items()}})
+        else:
+            version_tags.update({"served": "evaluated model (trained on the training split)",
+                                 "evaluated_run_id": report.run_id or run.run_id, "evaluated_model": model_uri})
         aliases = [tracking.CHALLENGER] + ([tracking.CHAMPION] if promote else [])
-        version = tracking.register_model(run.uri, name, report.model_uri, run_id=report.run_id or run.run_id,
+        version = tracking.register_model(run.uri, name, model_uri, run_id=model_run,
                                           tags=version_tags, aliases=aliases,
                                           description=f"{winner} model for domain {domain}: {reason}")
         run.set_tags({"registered_model": name, "model_version": version.version,

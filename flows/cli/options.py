@@ -159,6 +159,8 @@ def onboard_options() -> list[Option]:
                "below 1 simulates a new domain's scarce data (e.g. 0.1 on a MovieLens genre)", metavar="F"),
         Option("--seed", ("split.seed",), "seed of the split and of every fit"),
         Option("--no-register", ("tracking.registry",), "evaluate only; leave the registry alone", const=False),
+        Option("--no-refit", ("tracking.refit",), "register the evaluated model as it is (default: the winner "
+               "refitted on all of the target's data, with what validation chose)", const=False),
         Option("--promotion-margin", ("tracking.promotion_margin",), "relative test NDCG@10 gain over the champion "
                "needed to promote"),
         Option("--top-k", ("selection.top_k",), "fine-tune the k best-scored source candidates, keep the best on "

@@ -198,6 +198,7 @@ def fit_network(
     own_random_stream: bool = True,
     label: str | None = None,
     on_epoch: Callable[[EpochReport], None] | None = None,
+    restore_best: bool = True,
 ) -> FitResult:
     """Fit ``network`` on (user row, item row) pairs with early stopping on validation NDCG@k.
 
@@ -222,6 +223,9 @@ def fit_network(
             parallel threads) rather than torch's global one.
         label: the fit's name in its per-epoch :data:`progress` lines (default: ``kind``).
         on_epoch: called with an :class:`EpochReport` after every epoch.
+        restore_best: early stopping and the best epoch's weights (or the initial ones when no epoch beat them);
+            False: exactly ``config.max_epochs`` epochs and the last weights (a refit on all the data, whose
+            epoch count validation chose before: its validation users are in the training data then).
 
     Raises:
         ValueError: when there is no training pair.
@@ -263,7 +267,8 @@ def fit_network(
             num_nodes=config.num_nodes,
             deterministic=config.deterministic, max_epochs=config.max_epochs, logger=history,
             default_root_dir=ckpt_dir,
-            callbacks=[EarlyStopping(monitor=monitor, mode="max", patience=config.patience, min_delta=1e-5),
+            callbacks=[*([EarlyStopping(monitor=monitor, mode="max", patience=config.patience, min_delta=1e-5)]
+                         if restore_best else []),
                        checkpoint, HistoryState(history), RandomState(order, module.negatives), _StopWhenAsked(),
                        _EpochProgress(label or kind, config.k, history, on_epoch), *(callbacks or [])],
             enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
@@ -279,7 +284,10 @@ def fit_network(
                         weights_only=True)
         epochs = history.epochs()
         best_score = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else float("-inf")
-        if best_score > initial and checkpoint.best_model_path:
+        if not restore_best:  # the last epoch's weights, as trained
+            best_epoch = trainer.current_epoch - 1
+            best_score = float(epochs[-1].get(monitor, float("nan"))) if epochs else initial
+        elif best_score > initial and checkpoint.best_model_path:
             state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
             network.load_state_dict({k.removeprefix("network."): v for k, v in state.items()
                                      if k.startswith("network.")})

@@ -35,6 +35,7 @@ from tasks.tracking.names import (
     experiment_name,
     onboard_run_name,
     probe_run_name,
+    refit_run_name,
     registered_model_name,
     source_model_name,
     source_run_name,
@@ -80,7 +81,8 @@ __all__ = [
     "log_artifact", "log_datasets", "log_dict", "log_factor_model", "log_history", "log_metrics", "log_params",
     "log_profile",
     "log_table", "log_text", "logged_model_id", "onboard_run_name", "open_run", "probe_run_name",
-    "recent_onboardings", "register_model", "registered_model_name", "run_context", "runs_table", "set_alias",
+    "recent_onboardings", "refit_run_name", "register_model", "registered_model_name", "run_context", "runs_table",
+    "set_alias",
     "set_tags", "set_version_tags", "source_catalogue", "source_model_name", "source_run_name", "sqlite_dir",
     "start_run",
 ]

@@ -77,6 +77,11 @@ def probe_run_name(source: str) -> str:
     return f"probe:{_label(source)}"
 
 
+def refit_run_name(winner: str) -> str:
+    """The served model refitted on all of the target's data, a child of the onboarding's run: ``refit:<winner>``."""
+    return f"refit:{winner}"
+
+
 def curve_run_name(domain: str) -> str:
     return f"curve:{_label(domain)}"
 

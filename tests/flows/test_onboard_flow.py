@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 import polars as pl
 import pytest
@@ -16,6 +17,7 @@ from flows.config import OnboardConfig, PretrainConfig
 from flows.onboard import onboard_domain_flow
 from flows.pretrain import pretrain_source_flow
 from models.selection.sources import slug
+from tasks import tracking
 from tasks.registry import BASELINES
 from tasks.tracking import SOURCES_EXPERIMENT
 
@@ -128,6 +130,21 @@ def test_onboarding_logs_compares_and_registers(synthetic_dir: Path, mlflow_uri:
     version = client.get_model_version(MODEL, summary.model_version)
     assert "challenger" in version.aliases
     assert version.tags["winner"] == summary.winner
+    # what is served is the winner refitted on all of the target's data; the evaluated run vouches for it
+    winner_run = children[children["tags.mlflow.runName"] == summary.winner].iloc[0]
+    refit = children[children["tags.mlflow.runName"] == f"refit:{summary.winner}"].iloc[0]
+    assert version.run_id == refit["run_id"] and version.tags["evaluated_run_id"] == winner_run["run_id"]
+    assert version.tags["served"].startswith("refit")
+    assert refit["tags.evaluated_run_id"] == winner_run["run_id"]
+    assert refit["metrics.evaluated/test/ndcg_at_10"] == pytest.approx(winner_run["metrics.test/ndcg_at_10"])
+    split = summary.split
+    assert refit["metrics.refit/rows_all"] == split["train_interactions"] + split["val_interactions"] \
+        + split["test_interactions"] == int(version.tags["refit_rows_all"])
+    served = tracking.load_factor_model(mlflow_uri, f"models:/{MODEL}/{summary.model_version}")
+    evaluated = tracking.load_factor_model(mlflow_uri, version.tags["evaluated_model"])
+    assert len(served.user_ids) >= len(evaluated.user_ids)  # it has seen the validation and test users too
+    assert not np.array_equal(served.item_bias, evaluated.item_bias) or len(served.user_ids) > len(
+        evaluated.user_ids)
     assert (champion(mlflow_uri) == summary.model_version) == summary.promoted
 
     # the registered model serves top-K through the pyfunc flavour

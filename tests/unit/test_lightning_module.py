@@ -104,3 +104,17 @@ def test_every_epoch_reports_one_progress_line_and_its_numbers(games_split):
     assert reports[-1].eta == 0 and all(r.eta >= 0 for r in reports)
     assert lines[0].startswith("[scratch-test] epoch 1/6  loss ") and "val NDCG@10 " in lines[0]
     assert lines[0].endswith("s") and "ETA <= " in lines[0]
+
+
+def test_a_refit_trains_the_chosen_epochs_to_the_end_and_keeps_the_last_weights(games_split):
+    """restore_best=False: no early stopping, no return to an earlier epoch (the refit's validation users are in
+    its training data), and the same weights from the same seed."""
+    from models.config import ModelConfig, TrainConfig
+    from models.transfer.recipes import train_scratch
+
+    config = TrainConfig(max_epochs=4, patience=1)  # patience 1 would stop early if it applied
+    fit = train_scratch(games_split, model=ModelConfig(dim=8), train=config, seed=0, restore_best=False)
+    assert fit.epochs_run == 4 and fit.best_epoch == 3
+    assert fit.best_val_ndcg == pytest.approx(fit.history[-1]["val/ndcg_at_10"])
+    again = train_scratch(games_split, model=ModelConfig(dim=8), train=config, seed=0, restore_best=False)
+    np.testing.assert_array_equal(fit.model.user_factors, again.model.user_factors)

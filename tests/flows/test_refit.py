@@ -1,0 +1,81 @@
+"""Refit before serving: every kind of winner trained again on train + validation + test with what validation
+chose (real fits on the synthetic data; the task runs under the session's Prefect test server)."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from models.config import FineTuneConfig, ModelConfig, TrainConfig
+from models.selection.candidates import prepare_source, source_profile, target_profile
+from models.split import split_target_domain
+from models.transfer.als import AlsGrid, EncodedTrain, fit_als
+from models.transfer.joint import JointGrid, JointTrain, fit_joint_als, fit_joint_ease
+from models.transfer.peers import PeerGrid, fit_ease, fit_itemknn
+from models.transfer.recipes import (
+    catalogue_ids,
+    fine_tune,
+    ranking_tasks,
+    train_scratch,
+    train_source_model,
+)
+from models.transfer.refit import all_data_split
+from tasks.refit import refit_winner
+
+SOURCES = ["books", "movies", "music"]
+
+
+@pytest.fixture(scope="module")
+def onboarding(synthetic_dataset):
+    data = synthetic_dataset
+    split = split_target_domain(data.interactions, data.items, domain="games", fraction=0.3, seed=0)
+    val, _ = ranking_tasks(split, click_threshold=4.0)
+    source = train_source_model(data.interactions, data.items, domains=SOURCES, cutoffs=split.cutoffs,
+                                model=ModelConfig(dim=8), train=TrainConfig(max_epochs=4, patience=4), seed=0)
+    profile = source_profile(data.interactions, data.items, dataset="synthetic", domains=SOURCES,
+                             cutoffs=split.cutoffs, embedder="hashed")
+    prepared = prepare_source(source.model, profile, split, target_profile(split, "synthetic", "hashed"),
+                              item_match="id", shared_users=True, embedder="hashed")
+    train = TrainConfig(max_epochs=6, patience=6)
+    finetune = FineTuneConfig(train=train)
+    fits = {"transfer": fine_tune(prepared.model, split, config=finetune, seed=0, text=prepared.text),
+            "scratch": train_scratch(split, model=ModelConfig(dim=8), train=train, seed=0)}
+    encoded = EncodedTrain.of(split.train, catalogue_ids(split))
+    joint = JointTrain.of_split(data.interactions, data.items, split)
+    grid = JointGrid(als=AlsGrid(factors=(4, 8), regularization=(1.0,), alpha=(5.0,), iterations=4),
+                     ease=PeerGrid(lambdas=(50.0, 500.0)))
+    tuned = {"als": fit_als(encoded, None, val, grid=AlsGrid(factors=(4, 8), regularization=(0.1,), alpha=(1.0,),
+                                                                iterations=4), seed=0).params,
+             "ease": fit_ease(encoded, val).params, "itemknn": fit_itemknn(encoded, val).params,
+             "joint-als": fit_joint_als(joint, val, grid=grid, seed=0).params,
+             "joint-ease": fit_joint_ease(joint, val, grid=grid).params}
+    return data, split, val, prepared, finetune, train, fits, tuned
+
+
+@pytest.mark.parametrize("winner", ["transfer", "scratch", "popularity", "als", "ease", "itemknn", "joint-als",
+                                    "joint-ease"])
+def test_the_winner_is_refitted_on_every_target_interaction_with_what_validation_chose(onboarding, winner):
+    data, split, val, prepared, finetune, train, fits, tuned = onboarding
+    refit = refit_winner(winner, split, val, seed=0, tuned=tuned, fits=fits, source=prepared, finetune=finetune,
+                         model=ModelConfig(dim=8), scratch=train, family="mf", content=None,
+                         interactions=data.interactions, items=data.items)
+    everything = pl.concat([split.train, split.val, split.test])
+    assert refit.rows == {"train": split.train.height, "val": split.val.height, "test": split.test.height,
+                          "all": everything.height}
+    assert all_data_split(split).train.height == everything.height
+    served, catalogue = refit.model, catalogue_ids(split)
+    assert list(served.item_ids) == list(catalogue)  # the same items, scored for users of every period
+    if winner == "popularity":  # counts over every interaction, not only the training split's
+        counts = everything.group_by("item_id").len()
+        expected = dict(zip(counts["item_id"], np.log1p(counts["len"].to_numpy()), strict=True))
+        assert np.allclose(served.item_bias, [expected.get(i, 0.0) for i in catalogue])
+        return
+    # the users seen only in validation or test now have vectors of their own
+    later_only = set(everything["user_id"]) - set(split.train["user_id"])
+    assert later_only and later_only <= set(served.user_ids)
+    if winner in ("transfer", "scratch"):  # the epochs validation chose, trained to the end
+        epochs = max(fits[winner].best_epoch + 1, 0)
+        assert refit.params["epochs"] == epochs
+    else:  # the grid point validation chose, not tuned again
+        assert refit.params == tuned[winner]
