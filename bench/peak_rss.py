@@ -15,6 +15,7 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,7 +24,10 @@ def measure(command: list[str], *, interval: float = 0.1) -> dict[str, float]:
     import psutil
 
     start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # stderr to a file: a pipe nobody reads while the command runs would fill (64 KB) with its progress lines
+    # and stop it
+    log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - read back below
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, text=True)
     root = psutil.Process(process.pid)
     peak_tree = peak_single = 0
     processes = 0
@@ -42,7 +46,8 @@ def measure(command: list[str], *, interval: float = 0.1) -> dict[str, float]:
             peak_tree, peak_single = max(peak_tree, sum(sizes)), max(peak_single, max(sizes))
             processes = max(processes, len(sizes))
         time.sleep(interval)
-    stderr = process.stderr.read() if process.stderr else ""
+    log.seek(0)
+    stderr = log.read()
     if process.wait() != 0:
         raise SystemExit(f"{command} failed with {process.returncode}:\n{stderr[-3000:]}")
     return {"wall_s": time.perf_counter() - start, "peak_rss_tree_mb": peak_tree / 2**20,

@@ -62,7 +62,8 @@ def run_case(folder: Path, how: str, signum: int, stage: str, options: list[str]
     for own in ("PREFECT_API_URL", "PREFECT_LOGGING_LEVEL"):
         env.pop(own, None)
     shop = folder / "shop"
-    proc = subprocess.Popen([str(BIN / "transferrec"), "onboard", "--data", str(shop), "--columns",
+    # -q: no progress lines (a pipe read only at the end would fill), so stderr holds what the stop printed
+    proc = subprocess.Popen([str(BIN / "transferrec"), "-q", "onboard", "--data", str(shop), "--columns",
                              str(shop / "columns.yaml"), "--target-domain", "garden", *options], env=env, cwd=folder,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.monotonic() + 600

@@ -62,7 +62,8 @@ def _parent_runs(tmp_path: Path, domain: str = "games") -> list:
 def _start(tmp_path: Path, synthetic_dir: Path, *options: str, until: str) -> subprocess.Popen[str]:
     """An onboarding in its own process group (as a shell runs a job), returned once a run of experiment
     ``until`` exists (``transferrec-sources``: a source model is training)."""
-    proc = subprocess.Popen([str(BIN / "transferrec"), "onboard", "--data", str(synthetic_dir), "--target-domain",
+    # -q: this pipe is read only at the end, and a long training's progress lines could fill it
+    proc = subprocess.Popen([str(BIN / "transferrec"), "-q", "onboard", "--data", str(synthetic_dir), "--target-domain",
                              "games", *options], env=_env(tmp_path), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=tmp_path, start_new_session=True)
     deadline = time.monotonic() + 300
