@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     result["overhead_flow"] = best["flow"]["wall"] / plain_total - 1
     (out / "time_to_model.json").write_text(json.dumps(result, indent=2))
 
-    stages = ["load", "validate", "split", "sources", "select", "train", "settle", "evaluate", "slices",
+    stages = ["load", "validate", "split", "sources", "select", "train", "settle", "evaluate", "slices", "refit",
               "log_register"]
     print(f"time to model: {args.dataset} {args.target_domain} at {args.fraction:.0%}, best of {args.repeats} "
           f"(seconds)\n")
