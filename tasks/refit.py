@@ -62,7 +62,7 @@ def refit_winner(
         params = {"epochs": 0 if train is None else train.max_epochs, "mode": config.mode}
         fitted = fine_tune(source.model, whole, config=config, seed=seed, text=source.text, label="refit:transfer",
                            restore_best=False).model
-    elif winner == "scratch":
+    elif winner == "scratch":  # random initial weights that validated best are not served: one epoch then
         train = fixed_epochs(scratch, fits["scratch"]) or scratch.model_copy(update={"max_epochs": 1,
                                                                                       "patience": 1})
         params = {"epochs": train.max_epochs}

