@@ -1,6 +1,7 @@
 """A registered model served outside this project: a fresh virtual environment built from the model's own
 ``requirements.txt`` (pinned MLflow, numpy, pandas, polars: no torch, no transferrec), which then answers top-k
-through the model's own code, checked against this environment's answer.
+through the model's own code, as a pyfunc and over HTTP (that environment's ``mlflow models serve``), checked
+against this environment's answer.
 
 Downloads ``models:/transferrec-<domain>@<alias>`` from ``--tracking-uri`` (default: MLFLOW_TRACKING_URI, else
 ``./mlflow.db``, as `make demo` writes), creates the environment under a temporary folder (``python -m venv``, then
@@ -37,6 +38,43 @@ def _timed(command: list[str], **options) -> tuple[float, subprocess.CompletedPr
     return time.perf_counter() - started, done
 
 
+def _serve_there(folder: Path, model: str, users: list[str]) -> tuple[float, list[dict]]:
+    """``mlflow models serve`` of the environment's own MLflow over the downloaded model: seconds from the start to
+    the first answer of ``users`` (k = 5), and that answer."""
+    import http.client
+    import os
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    bin_dir = folder / "venv" / "bin"
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    started = time.perf_counter()
+    server = subprocess.Popen([str(bin_dir / "mlflow"), "models", "serve", "-m", model, "--env-manager", "local",
+                               "--host", "127.0.0.1", "--port", str(port)], env=env, cwd=folder,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    body = json.dumps({"dataframe_records": [{"user_id": u} for u in users], "params": {"k": 5}})
+    try:
+        while True:
+            try:
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                connection.request("POST", "/invocations", body=body, headers={"Content-Type": "application/json"})
+                response = connection.getresponse()
+                answer = json.loads(response.read())
+                if response.status != 200:
+                    raise SystemExit(f"the served model answered {response.status}: {answer}")
+                return time.perf_counter() - started, answer["predictions"]
+            except OSError:
+                if server.poll() is not None or time.perf_counter() - started > 300:
+                    raise SystemExit("mlflow models serve did not answer") from None
+                time.sleep(0.5)
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=60)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tracking-uri", help="default: MLFLOW_TRACKING_URI, else ./mlflow.db")
@@ -63,13 +101,17 @@ def main(argv: list[str] | None = None) -> int:
         install_s, _ = _timed([str(python), "-m", "pip", "install", "--quiet", "-r", str(requirements)])
         predict_s, done = _timed([str(python), "-c", PREDICT, local, json.dumps(users)], cwd=folder)
         there = json.loads(done.stdout.strip().splitlines()[-1])
+        serve_s, served = _serve_there(folder, local, users)
     here_items, _ = factors.top_k(np.array(users, dtype=object), k=5)
-    same = there["items"] == here_items and there["fallback"] == [False, False, False, True]
+    same = (there["items"] == here_items and there["fallback"] == [False, False, False, True]
+            and [a["item_ids"] for a in served] == here_items and [a["fallback"] for a in served] == there["fallback"])
     print(f"{model_uri}: requirements {pinned}\n"
           f"| step | seconds |\n|---|---|\n| venv | {venv_s:.1f} |\n"
           f"| pip install -r requirements.txt | {install_s:.1f} |\n"
-          f"| load and predict there | {predict_s:.1f} |\n| total | {venv_s + install_s + predict_s:.1f} |\n"
-          f"same top-5 as here, fallback said for the unknown user: {same}")
+          f"| load and predict there | {predict_s:.1f} |\n"
+          f"| `mlflow models serve` there: start to the first HTTP answer | {serve_s:.1f} |\n"
+          f"| total | {venv_s + install_s + predict_s + serve_s:.1f} |\n"
+          f"same top-5 as here (pyfunc and HTTP), fallback said for the unknown user: {same}")
     return 0 if same else 1
 
 
