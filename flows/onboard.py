@@ -68,7 +68,8 @@ def onboard_domain_flow(config: OnboardConfig) -> OnboardingSummary:
                 served = None if refit is None else log_refit(refit, reports[refit.winner], run, tags, lineage)
                 registration = register_winner(reports, domain, target.test_task, run, config.evaluation,
                                                margin=config.tracking.promotion_margin,
-                                               tags={**tags, "source": selection.chosen}, served=served)
+                                               tags={**tags, "source": selection.chosen}, served=served,
+                                               datasets=lineage)
         watch.finish()
         return summarize(reports, selection, registration, run, domain, target.summary, watch.seconds,
                          analysis.slices, analysis.off_policy)

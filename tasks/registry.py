@@ -65,6 +65,7 @@ def choose_winner(reports: dict[str, ModelReport]) -> tuple[str, str]:
 def register_winner(
     reports: dict[str, ModelReport], domain: str, test_task: RankingTask, run: tracking.TrackingContext,
     evaluation: EvalConfig, *, margin: float, tags: dict[str, str], served: Served | None = None,
+    datasets: list[tracking.DatasetRecord] | None = None,
 ) -> Registration:
     """Register the winner with alias ``challenger``; move ``champion`` only when it earns it.
 
@@ -74,8 +75,10 @@ def register_winner(
     bootstrap 95 % interval above zero. Anything raised before the aliases are set leaves the registry as it was.
 
     With ``served`` (the winner refitted on all of the target's data, :mod:`tasks.refit`), the refit's weights are
-    the version and its tags name the evaluated run and model that vouch for them. The gate always compares
-    evaluated models: the champion's evaluated model when it was a refit (its own weights saw test periods).
+    the version and its tags name the evaluated run and model that vouch for them. ``datasets`` (the run's
+    lineage) are tagged on the version too, ``dataset:<name>`` = ``<digest> <location>``, so its page lists
+    them. The gate always compares evaluated models: the champion's evaluated model when it was a refit (its
+    own weights saw test periods).
     """
     log = get_run_logger()
     winner, why = choose_winner(reports)
@@ -120,6 +123,7 @@ def register_winner(
         else:
             version_tags.update({"served": "evaluated model (trained on the training split)",
                                  "evaluated_run_id": report.run_id or run.run_id, "evaluated_model": model_uri})
+        version_tags.update({f"dataset:{d.name}": f"{d.digest} {d.location}"[:4000] for d in datasets or []})
         aliases = [tracking.CHALLENGER] + ([tracking.CHAMPION] if promote else [])
         version = tracking.register_model(run.uri, name, model_uri, run_id=model_run,
                                           tags=version_tags, aliases=aliases,

@@ -103,7 +103,11 @@ def test_onboarding_logs_compares_and_registers(synthetic_dir: Path, mlflow_uri:
         assert parent_inputs[f"source:{candidate['name']}"].dataset.digest == fingerprints[candidate["name"]]
     transfer_inputs = {d.dataset.name for d in client.get_run(transfer["run_id"]).inputs.dataset_inputs}
     assert transfer_inputs == {"target:train", "target:val", "target:test", f"source:{summary.chosen_source}"}
-    served_run = client.get_model_version(MODEL, summary.model_version).run_id
+    served_version = client.get_model_version(MODEL, summary.model_version)
+    # and the version's own page lists them (tags: digest and location)
+    assert {name: served_version.tags[f"dataset:{name}"].split()[0] for name in parent_inputs} == {
+        name: d.dataset.digest for name, d in parent_inputs.items()}
+    served_run = served_version.run_id
     assert {"target:train", "target:val", "target:test"} <= {
         d.dataset.name for d in client.get_run(served_run).inputs.dataset_inputs}
     # the flow run's progress artifact went through every stage to the end
