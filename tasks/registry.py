@@ -76,7 +76,8 @@ def register_winner(
 
     With ``served`` (the winner refitted on all of the target's data, :mod:`tasks.refit`), the refit's weights are
     the version and its tags name the evaluated run and model that vouch for them. ``datasets`` (the run's
-    lineage) are tagged on the version too, ``dataset:<name>`` = ``<digest> <location>``, so its page lists
+    lineage) are tagged on the version too, ``dataset:<name>`` = ``<digest> <location>``
+    (:func:`tasks.tracking.dataset_tag`), so its page lists
     them. The gate always compares evaluated models: the champion's evaluated model when it was a refit (its
     own weights saw test periods).
     """
@@ -123,7 +124,8 @@ def register_winner(
         else:
             version_tags.update({"served": "evaluated model (trained on the training split)",
                                  "evaluated_run_id": report.run_id or run.run_id, "evaluated_model": model_uri})
-        version_tags.update({f"dataset:{d.name}": f"{d.digest} {d.location}"[:4000] for d in datasets or []})
+        version_tags.update({tracking.dataset_tag(d.name): f"{d.digest} {d.location}"[:4000]
+                             for d in datasets or []})
         aliases = [tracking.CHALLENGER] + ([tracking.CHAMPION] if promote else [])
         version = tracking.register_model(run.uri, name, model_uri, run_id=model_run,
                                           tags=version_tags, aliases=aliases,

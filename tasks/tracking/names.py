@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 
 from models.selection.sources import slug
 
@@ -75,6 +76,12 @@ def source_run_name(source: str, target: str) -> str:
 def probe_run_name(source: str) -> str:
     """A candidate's zero-shot probe, a child of the onboarding's run: ``probe:<candidate>``."""
     return f"probe:{_label(source)}"
+
+
+def dataset_tag(dataset: str) -> str:
+    """The model-version tag naming a dataset of its lineage: ``dataset:<name>``, with every character MLflow
+    refuses in a key (``+`` of a combined candidate, ``'`` of a genre) as ``-``."""
+    return "dataset:" + re.sub(r"[^A-Za-z0-9_\-. :/]", "-", dataset)
 
 
 def refit_run_name(winner: str) -> str:

@@ -105,7 +105,7 @@ def test_onboarding_logs_compares_and_registers(synthetic_dir: Path, mlflow_uri:
     assert transfer_inputs == {"target:train", "target:val", "target:test", f"source:{summary.chosen_source}"}
     served_version = client.get_model_version(MODEL, summary.model_version)
     # and the version's own page lists them (tags: digest and location)
-    assert {name: served_version.tags[f"dataset:{name}"].split()[0] for name in parent_inputs} == {
+    assert {name: served_version.tags[tracking.dataset_tag(name)].split()[0] for name in parent_inputs} == {
         name: d.dataset.digest for name, d in parent_inputs.items()}
     served_run = served_version.run_id
     assert {"target:train", "target:val", "target:test"} <= {
