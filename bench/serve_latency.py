@@ -18,7 +18,6 @@ import argparse
 import http.client
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -29,12 +28,6 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _ask(connection: http.client.HTTPConnection, users: list[str], k: int) -> float:
@@ -76,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     def some_users(n: int) -> list[str]:
         return [f"unknown-{i}" if rng.random() < 0.1 else known[int(rng.integers(len(known)))] for i in range(n)]
 
-    port = _free_port()
+    from flows.services import free_port
+
+    port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": args.tracking_uri}
     started = time.perf_counter()
     server = subprocess.Popen([str(BIN / "transferrec"), "serve-model", "--target-domain", args.target_domain,

@@ -43,11 +43,10 @@ def _serve_there(folder: Path, model: str, users: list[str]) -> tuple[float, lis
     the first answer of ``users`` (k = 5), and that answer."""
     import http.client
     import os
-    import socket
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    from flows.services import free_port
+
+    port = free_port()
     bin_dir = folder / "venv" / "bin"
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
     env.pop("MLFLOW_TRACKING_URI", None)

@@ -70,7 +70,6 @@ def test_serve_model_answers_http_requests_like_recommend(tmp_path: Path):
     """`transferrec serve-model` (MLflow's scoring server) answers real HTTP requests: top-k with scores, the
     fallback said for unknown users, the same items as `transferrec recommend`; bad requests get a 400 with a
     reason, and 10,000 users in one request are answered."""
-    import socket
     import time
     import urllib.request
 
@@ -86,9 +85,9 @@ def test_serve_model_answers_http_requests_like_recommend(tmp_path: Path):
                             aliases=["champion"])
     tracking.end_run(uri, run)
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PREFECT_HOME": str(tmp_path / "prefect")}
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    from flows.services import free_port
+
+    port = free_port()
     server = subprocess.Popen([str(BIN / "transferrec"), "serve-model", "--target-domain", "shop", "--port",
                                str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               cwd=tmp_path)
