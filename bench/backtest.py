@@ -7,10 +7,15 @@ data before T. Then score both served models on the target's interactions after 
 before T are excluded from their ranking. Users new after T are scored too: both models give them the
 popularity fallback.
 
+Several cuts (``--before 0.7,0.8,0.9``) and seeds (``--seeds 0,1,2``) give one row each, with the refit's
+NDCG@10 lift over the evaluated model and its paired bootstrap 95 % interval (the product's own), over all
+users after T and over the returning ones (those with interactions before T). ``--out-of-core`` onboards out
+of core, where the refit streams the split's parts.
+
 Datasets: ``retail`` (the seeded synthetic retail export, target ``garden``) and ``movielens-1m`` (a genre,
-``--target-domain``, fetched first). Prints NDCG@10, P@10 and R@10 after T for both, with the users scored,
-and writes ``bench/results/backtest-<dataset>.json``. Each dataset runs in a temporary tracking store;
-MovieLens trains its source models there first, which takes minutes on 2 cores.
+``--target-domain``, fetched first). Prints a table and writes ``bench/results/backtest-<dataset>.json``.
+Each cut runs in a temporary tracking store; MovieLens trains its source models there first, which takes
+minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import json
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 HERE = Path(__file__).resolve().parent
@@ -39,12 +45,22 @@ def cut(dataset, domain: str, before: float):
             target.filter(pl.col(TIMESTAMP) >= t), t)
 
 
+def floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",")]
+
+
+def ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",")]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", choices=("retail", "movielens-1m"), default="retail")
     parser.add_argument("--target-domain", help="default: garden (retail), Horror (movielens-1m)")
-    parser.add_argument("--before", type=float, default=0.8, help="share of the target's interactions before T")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--before", type=floats, default=[0.8],
+                        help="shares of the target's interactions before T, one cut each (e.g. 0.7,0.8,0.9)")
+    parser.add_argument("--seeds", type=ints, default=[0], help="onboarding seeds, each cut onboarded with each")
+    parser.add_argument("--out-of-core", action="store_true", help="onboard out of core (the refit streams)")
     parser.add_argument("--data-dir", type=Path)
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
@@ -57,45 +73,72 @@ def main(argv: list[str] | None = None) -> int:
     from models.data.fetch import cached_dir
     from models.data.synthetic import generate_retail
     from models.evaluation.ranking import build_ranking_task, evaluate_model
+    from models.evaluation.uncertainty import paired_lift_interval
     from tasks.runtime import configure_environment, default_data_dir, quiet_libraries
     from tasks.tracking import load_factor_model, registered_model_name
 
     configure_environment()
     quiet_libraries()
     if args.dataset == "retail":
-        dataset, domain = generate_retail(seed=args.seed), args.target_domain or "garden"
+        dataset, domain = generate_retail(seed=0), args.target_domain or "garden"
     else:
         folder = cached_dir(args.data_dir or default_data_dir(), args.dataset)
         dataset, domain = read_canonical_dir(folder, args.dataset), args.target_domain or "Horror"
-    early, late, t = cut(dataset, domain, args.before)
-    results: dict[str, dict] = {}
-    with tempfile.TemporaryDirectory(prefix="transferrec-backtest-") as tmp:
-        data = write_canonical_dir(early, Path(tmp) / "data")
-        uri = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
-        for refit in (False, True):
-            summary = onboard_domain_flow(OnboardConfig(
-                target_domain=domain, data=DataConfig(dataset=args.dataset, path=data),
-                split=SplitConfig(fraction=1.0, seed=args.seed),
-                tracking=TrackingConfig(tracking_uri=uri, refit=refit, checkpoint_dir=Path(tmp) / "ckpt")))
-            served = load_factor_model(uri, f"models:/{registered_model_name(domain)}/{summary.model_version}")
-            catalogue = early.items.filter(pl.col("domain") == domain)[ITEM_ID].to_numpy().astype(object)
-            seen = early.interactions.join(pl.DataFrame({ITEM_ID: catalogue.astype(str)}), on=ITEM_ID, how="semi")
-            task = build_ranking_task(catalogue, late, seen)
-            scores = evaluate_model(served, task, ks=(10,)).metrics
-            results["refit" if refit else "evaluated model"] = {
-                "winner": summary.winner, "version": summary.model_version,
-                **{m: scores[f"{m}_at_10"] for m in ("ndcg", "precision", "recall")}}
-    users_after = late[USER_ID].n_unique()
-    new_users = len(set(late[USER_ID]) - set(early.interactions[USER_ID]))
-    print(f"{args.dataset}, target {domain}: T = {t} ({args.before:.0%} of the target's interactions before T); "
-          f"after T: {late.height} interactions of {users_after} users ({new_users} new)\n"
-          "| served model | winner | NDCG@10 | P@10 | R@10 |\n|---|---|---|---|---|")
-    for name, row in results.items():
-        print(f"| {name} | {row['winner']} | {row['ndcg']:.4f} | {row['precision']:.4f} | {row['recall']:.4f} |")
+    rows: list[dict] = []
+    for before in args.before:
+        early, late, t = cut(dataset, domain, before)
+        catalogue = early.items.filter(pl.col("domain") == domain)[ITEM_ID].to_numpy().astype(object)
+        seen = early.interactions.join(pl.DataFrame({ITEM_ID: catalogue.astype(str)}), on=ITEM_ID, how="semi")
+        task = build_ranking_task(catalogue, late, seen)
+        known = set(early.interactions[USER_ID])
+        returning = np.array([u in known for u in task.user_ids])
+        with tempfile.TemporaryDirectory(prefix="transferrec-backtest-") as tmp:  # sources trained once per cut
+            data = write_canonical_dir(early, Path(tmp) / "data")
+            uri = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
+            for seed in args.seeds:
+                served = {}
+                for refit in (False, True):
+                    tracking = TrackingConfig(tracking_uri=uri, refit=refit,
+                                              checkpoint_dir=None if args.out_of_core else Path(tmp) / "ckpt")
+                    summary = onboard_domain_flow(OnboardConfig(
+                        target_domain=domain, data=DataConfig(dataset=args.dataset, path=data),
+                        split=SplitConfig(fraction=1.0, seed=seed), tracking=tracking, out_of_core=args.out_of_core))
+                    model = load_factor_model(uri, f"models:/{registered_model_name(domain)}/{summary.model_version}")
+                    result = evaluate_model(model, task, ks=(10,))
+                    served["refit" if refit else "evaluated"] = (summary.winner, result)
+                (winner, evaluated), (_, refitted) = served["evaluated"], served["refit"]
+                lift = paired_lift_interval(refitted.per_user["ndcg_at_10"], evaluated.per_user["ndcg_at_10"])
+                back = paired_lift_interval(refitted.per_user["ndcg_at_10"][returning],
+                                            evaluated.per_user["ndcg_at_10"][returning])
+                rows.append({
+                    "before": before, "t": t, "seed": seed, "winner": winner, "after_interactions": late.height,
+                    "after_users": task.n_users, "returning_users": int(returning.sum()),
+                    **{f"{name}_{m}": result.metrics[f"{m}_at_10"] for name, (_, result) in served.items()
+                       for m in ("ndcg", "precision", "recall")},
+                    "lift": lift.estimate, "lift_low": lift.low, "lift_high": lift.high,
+                    "returning_lift": back.estimate, "returning_lift_low": back.low,
+                    "returning_lift_high": back.high})
+    mode = "out of core" if args.out_of_core else "in memory"
+    print(f"{args.dataset}, target {domain}, {mode}: NDCG@10, P@10 and R@10 after T of the served model, evaluated "
+          "vs refit; lift = refit over evaluated NDCG@10 with its paired 95 % interval (all users after T, and "
+          "those with interactions before T)\n"
+          "| before T | seed | winner | after T: interactions, users (returning) | NDCG@10 | P@10 | R@10 | lift "
+          "| lift, returning users |\n|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['before']:.0%} | {r['seed']} | {r['winner']} | {r['after_interactions']:,}, {r['after_users']:,} "
+              f"({r['returning_users']:,}) | {r['evaluated_ndcg']:.4f} → {r['refit_ndcg']:.4f} | "
+              f"{r['evaluated_precision']:.4f} → {r['refit_precision']:.4f} | "
+              f"{r['evaluated_recall']:.4f} → {r['refit_recall']:.4f} | "
+              f"{r['lift']:+.1%} ({r['lift_low']:+.1%} .. {r['lift_high']:+.1%}) | "
+              f"{r['returning_lift']:+.1%} ({r['returning_lift_low']:+.1%} .. {r['returning_lift_high']:+.1%}) |")
+    lifts = [r["lift"] for r in rows]
+    above = sum(r["lift_low"] > 0 for r in rows)
+    print(f"mean lift {np.mean(lifts):+.1%} over {len(rows)} cut(s) x seed(s); interval above zero in {above}, "
+          f"lift below zero in {sum(x < 0 for x in lifts)}")
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"backtest-{args.dataset}.json").write_text(json.dumps(
-        {"dataset": args.dataset, "target": domain, "t": t, "before": args.before, "after_interactions": late.height,
-         "after_users": users_after, "new_users": new_users, "served": results}, indent=2))
+    suffix = "-out-of-core" if args.out_of_core else ""
+    (args.out / f"backtest-{args.dataset}{suffix}.json").write_text(json.dumps(
+        {"dataset": args.dataset, "target": domain, "out_of_core": args.out_of_core, "rows": rows}, indent=2))
     return 0
 
 

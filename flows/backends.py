@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from data_contracts.batched import ValidatedScans
 from flows.config import OnboardConfig
 from flows.runners import run_jobs
 from models.config import DataConfig
@@ -35,6 +36,7 @@ from models.transfer.joint import JOINT, JointTrain
 from models.transfer.outofcore import DiskSplit, encoded_train
 from models.transfer.peers import PEERS
 from models.transfer.recipes import catalogue_ids, ranking_tasks
+from models.transfer.refit import WholeInMemory, WholeOnDisk
 from tasks import tracking
 from tasks.data import (
     RawTables,
@@ -129,7 +131,7 @@ class Backend(Protocol):
     def select(self, sources: dict[str, Any], target: Target) -> Selection: ...
     def train(self, target: Target, sources: dict[str, Any], selection: Selection) -> Fits: ...
     def refit(self, reports: dict[str, ModelReport], data: Any, target: Target, fits: Fits,
-              selection: Selection) -> Refit | None: ...
+              selection: Selection) -> Refit: ...
     def analyse(self, data: Any, target: Target, reports: dict[str, ModelReport], selection: Selection) -> Analysis: ...
 
 
@@ -244,19 +246,16 @@ class InMemory:
                     {kind: done[kind] for kind in (*PEERS, *JOINT) if done.get(kind) is not None})
 
     def refit(self, reports: dict[str, ModelReport], data: Validated, target: Target, fits: Fits,
-              selection: Selection) -> Refit | None:
-        """The guard's winner refitted on all of the target's data, when it is to be registered and served so
-        (``tracking.registry`` and ``tracking.refit``); None otherwise."""
+              selection: Selection) -> Refit:
+        """The guard's winner refitted on all of the target's data (:mod:`tasks.refit`)."""
         config = self.config
-        if not (config.tracking.registry and config.tracking.refit):
-            return None
         winner, _ = choose_winner(reports)
         prepared = selection.prepared[selection.chosen]
-        return refit_winner(winner, target.split, target.val_task, seed=config.split.seed, tuned=fits.tuned(),
-                            fits=fits.trained(selection.chosen), source=prepared, finetune=config.finetune,
-                            model=config.model, scratch=config.scratch, family=config.finetune.family,
-                            content=prepared.text.target, interactions=data.dataset.interactions,
-                            items=data.dataset.items)
+        whole = WholeInMemory(target.split, data.dataset.interactions, data.dataset.items, text=prepared.text,
+                              family=config.finetune.family)
+        return refit_winner(winner, whole, target.val_task, seed=config.split.seed, tuned=fits.tuned(),
+                            fits=fits.trained(selection.chosen), source=prepared.model, finetune=config.finetune,
+                            model=config.model, scratch=config.scratch)
 
     def analyse(self, data: Validated, target: Target, reports: dict[str, ModelReport],
                 selection: Selection) -> Analysis:
@@ -278,6 +277,7 @@ class OutOfCore:
         self.data = self.config.data.model_copy(update={"batch_rows": self.rows})
         self.workdir = (self.data.data_dir or default_data_dir()) / "work" / self.run.run_id
         self.joint: JointTrain | None = None
+        self.models: dict[str, FactorModel] = {}  # the trained sources, by name
 
     def __enter__(self) -> OutOfCore:
         return self
@@ -309,7 +309,8 @@ class OutOfCore:
                                  for name in sources}, location)]
 
     def select(self, sources: dict[str, Any], target: Target) -> Selection:
-        return probe_large_sources({name: fit.model for name, fit in sources.items()}, target.split,
+        self.models = {name: fit.model for name, fit in sources.items()}  # the chosen one is refitted from
+        return probe_large_sources(self.models, target.split,
                                    target.val_task, self.run, self.config.finetune, self.config.split.seed,
                                    self.rows)
 
@@ -332,11 +333,17 @@ class OutOfCore:
                     scratch.fit, fit_als_baseline(encoded, target.val_task, seed), popularity_large(split),
                     {kind: peer for kind, peer in peers.items() if peer is not None})
 
-    def refit(self, reports: dict[str, ModelReport], data: Any, target: Target, fits: Fits,
-              selection: Selection) -> Refit | None:
-        """None: out of core the evaluated model is served (a refit would read every part into memory); the
-        registered version says so in its ``served`` tag."""
-        return None
+    def refit(self, reports: dict[str, ModelReport], data: ValidatedScans, target: Target, fits: Fits,
+              selection: Selection) -> Refit:
+        """The guard's winner refitted on all of the target's data, streamed from the split's parts as the
+        evaluated fits were (:class:`~models.transfer.refit.WholeOnDisk`)."""
+        config = self.config
+        winner, _ = choose_winner(reports)
+        whole = WholeOnDisk(target.split, data.tables["interactions"], data.tables["items"].collect(),
+                            batch_rows=self.rows)
+        return refit_winner(winner, whole, target.val_task, seed=config.split.seed, tuned=fits.tuned(),
+                            fits=fits.trained(selection.chosen), source=self.models.get(selection.chosen),
+                            finetune=config.finetune, model=config.model, scratch=config.scratch)
 
     def analyse(self, data: Any, target: Target, reports: dict[str, ModelReport], selection: Selection) -> Analysis:
         return Analysis()  # slices and off-policy CTR read whole tables: not computed out of core

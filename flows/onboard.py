@@ -58,7 +58,8 @@ def onboard_domain_flow(config: OnboardConfig) -> OnboardingSummary:
             reports = evaluate_models(fits.models(selection.chosen), fits.trained(selection.chosen),
                                       target.val_task, target.test_task, config.evaluation)
         with watch("refit"):  # the guard's winner on all of the target's data: what users will get
-            refit = backend.refit(reports, data, target, fits, selection)
+            refit = (backend.refit(reports, data, target, fits, selection)
+                     if config.tracking.registry and config.tracking.refit else None)
         with watch("log_register"):
             reports = log_model_runs(reports, run, config.child_run_params(selection.chosen, fits.tuned()), tags,
                                      log_models=tuple(reports), datasets=lineage, source=selection.chosen)

@@ -7,22 +7,15 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import numpy as np
-import polars as pl
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from models.config import FineTuneConfig, ModelConfig, ModelFamily, TrainConfig
+from models.blas import one_blas_thread
+from models.config import FineTuneConfig, ModelConfig, TrainConfig
 from models.evaluation.ranking import RankingTask
 from models.factors import FactorModel
 from models.nets.training import FitResult
-from models.selection.candidates import PreparedSource
-from models.split import TargetSplit
-from models.transfer.als import EncodedTrain, fit_als
-from models.transfer.joint import JOINT, JointTrain
-from models.transfer.peers import PEERS
-from models.transfer.recipes import catalogue_ids, fine_tune, fit_popularity, train_scratch
-from models.transfer.refit import all_data_split, fixed_epochs, one_point_grid
+from models.transfer.refit import WholeTarget, refit_model
 from tasks import tracking
 from tasks.evaluation import ModelReport
 
@@ -40,47 +33,17 @@ class Refit:
 
 @task(name="refit-winner", cache_policy=NO_CACHE)
 def refit_winner(
-    winner: str, split: TargetSplit, val_task: RankingTask, *, seed: int, tuned: dict[str, dict[str, Any]],
-    fits: dict[str, FitResult], source: PreparedSource | None, finetune: FineTuneConfig, model: ModelConfig,
-    scratch: TrainConfig, family: ModelFamily, content: np.ndarray | None, interactions: pl.DataFrame,
-    items: pl.DataFrame,
+    winner: str, whole: WholeTarget, val_task: RankingTask, *, seed: int, tuned: dict[str, dict[str, Any]],
+    fits: dict[str, FitResult], source: FactorModel | None, finetune: FineTuneConfig, model: ModelConfig,
+    scratch: TrainConfig,
 ) -> Refit:
-    """``winner`` trained again on train + validation + test of ``split`` with what validation chose: the tuned
-    peers at their chosen grid point, the networks for their best epoch count (the last epoch's weights, no early
-    stopping), transfer from the same source; popularity counts every interaction. ``val_task`` only satisfies
-    the fits' interface (its users are in the training data now: the score it gives means nothing)."""
+    """``winner`` trained again on every target interaction of ``whole`` (in memory or on disk) with what
+    validation chose (:func:`models.transfer.refit.refit_model`)."""
     started = time.perf_counter()
-    whole = all_data_split(split)
-    params: dict[str, Any] = dict(tuned.get(winner, {}))
-    if winner == "popularity":
-        fitted = fit_popularity(whole)
-    elif winner == "transfer":
-        assert source is not None, "a transfer refit needs the chosen source"
-        train = fixed_epochs(finetune.train, fits["transfer"])
-        config = (finetune.model_copy(update={"mode": "zero-shot"}) if train is None
-                  else finetune.model_copy(update={"train": train}))
-        params = {"epochs": 0 if train is None else train.max_epochs, "mode": config.mode}
-        fitted = fine_tune(source.model, whole, config=config, seed=seed, text=source.text, label="refit:transfer",
-                           restore_best=False).model
-    elif winner == "scratch":  # random initial weights that validated best are not served: one epoch then
-        train = fixed_epochs(scratch, fits["scratch"]) or scratch.model_copy(update={"max_epochs": 1,
-                                                                                      "patience": 1})
-        params = {"epochs": train.max_epochs}
-        fitted = train_scratch(whole, model=model, train=train, seed=seed, family=family, content=content,
-                               label="refit:scratch", restore_best=False).model
-    elif winner == "als":
-        fitted = fit_als(EncodedTrain.of(whole.train, catalogue_ids(whole)), None, val_task,
-                         grid=one_point_grid(winner, params), seed=seed).model
-    elif winner in PEERS:
-        fitted = PEERS[winner](EncodedTrain.of(whole.train, catalogue_ids(whole)), val_task,
-                               grid=one_point_grid(winner, params)).model
-    elif winner in JOINT:
-        joint = JointTrain.of_split(interactions, items, whole)
-        fitted = JOINT[winner](joint, val_task, grid=one_point_grid(winner, params), seed=seed).model
-    else:
-        raise ValueError(f"no refit for {winner!r}")
-    rows = {"train": split.train.height, "val": split.val.height, "test": split.test.height,
-            "all": whole.train.height}
+    with one_blas_thread():  # as the evaluated fits ran (tasks.training): the same arithmetic
+        fitted, params = refit_model(winner, whole, val_task, seed=seed, params=tuned.get(winner, {}), fits=fits,
+                                     source=source, finetune=finetune, model=model, scratch=scratch)
+    rows = whole.rows
     get_run_logger().info("refitted %s on all %d target interactions (%s) in %.1fs", winner, rows["all"], params,
                           time.perf_counter() - started)
     return Refit(winner, fitted, params, rows, time.perf_counter() - started)

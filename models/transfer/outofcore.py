@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -65,10 +65,21 @@ class DiskSplit:
     workdir: Path
     catalogue: pl.DataFrame
     sizes: dict[str, int]
+    train_parts: tuple[Part, ...] = ("train",)  # the folders read as ``train``
 
     def scan(self, part: Part) -> pl.LazyFrame:
-        """The rows of ``part`` (``train``, ``val`` or ``test``)."""
-        return pl.scan_parquet(self.workdir / part / "*.parquet")
+        """The rows of ``part`` (``train``, ``val`` or ``test``); ``train`` reads every folder of
+        ``train_parts``, each with the training part's columns."""
+        if part != "train" or self.train_parts == ("train",):
+            return pl.scan_parquet(self.workdir / part / "*.parquet")
+        columns = pl.scan_parquet(self.workdir / "train" / "*.parquet").collect_schema().names()
+        return pl.concat([pl.scan_parquet(self.workdir / p / "*.parquet").select(columns) for p in self.train_parts])
+
+    def with_all_parts(self) -> DiskSplit:
+        """This split with every target interaction (train, validation and test) read as its training part, as
+        :func:`models.transfer.refit.all_data_split` in memory; validation and test stay for the fits'
+        interfaces (nothing may be chosen or measured on them)."""
+        return replace(self, train_parts=("train", "val", "test"))
 
     def users(self, part: Part) -> np.ndarray:
         """The sorted distinct users of ``part``."""
@@ -343,15 +354,17 @@ def train_source_on_disk(split: DiskSplit, *, model: ModelConfig, train: TrainCo
 
 
 def train_scratch_on_disk(split: DiskSplit, *, model: ModelConfig, train: TrainConfig, seed: int,
-                          batch_rows: int = 1_000_000, block_rows: int = DEFAULT_BLOCK_ROWS) -> DiskFit:
+                          batch_rows: int = 1_000_000, block_rows: int = DEFAULT_BLOCK_ROWS,
+                          pairs_file: str = "scratch_pairs.bin", **fit_options: Any) -> DiskFit:
     """:func:`models.transfer.recipes.train_scratch` (``mf``) over pairs on disk; its pair file (the target's own users
-    and catalogue) also serves :func:`encoded_train` (ALS) and :func:`popularity_on_disk`."""
+    and catalogue) also serves :func:`encoded_train` (ALS) and :func:`popularity_on_disk`. ``fit_options``:
+    ``label``, ``restore_best`` (see :func:`~models.nets.training.fit_network`)."""
     users, items = split.users("train"), split.catalogue[ITEM_ID].to_numpy().astype(object)
-    pairs = write_pairs(split.scan("train"), users, items, split.workdir / "scratch_pairs.bin", seed=seed,
+    pairs = write_pairs(split.scan("train"), users, items, split.workdir / pairs_file, seed=seed,
                         batch_rows=batch_rows, block_rows=block_rows)
     network = MatrixFactorization(len(users), len(items), model.dim, init_std=model.init_std, seed=seed)
     fit = _fit(network, pairs, users, items, _validation(split, users, items, train, seed), train, seed, block_rows,
-               kind="scratch")
+               kind="scratch", **fit_options)
     return DiskFit(fit, pairs)
 
 
@@ -372,10 +385,11 @@ def popularity_on_disk(split: DiskSplit) -> FactorModel:
 
 def fine_tune_on_disk(
     source: FactorModel, split: DiskSplit, *, config: FineTuneConfig, seed: int, batch_rows: int = 1_000_000,
-    block_rows: int = DEFAULT_BLOCK_ROWS, pairs_file: str = "transfer_pairs.bin",
+    block_rows: int = DEFAULT_BLOCK_ROWS, pairs_file: str = "transfer_pairs.bin", **fit_options: Any,
 ) -> DiskFit:
     """:func:`models.transfer.recipes.fine_tune` (``mf`` family, no item texts) with the training pairs on disk
-    (``pairs_file`` under the split's folder: one per source when several are fine-tuned side by side).
+    (``pairs_file`` under the split's folder: one per source when several are fine-tuned side by side);
+    ``fit_options``: ``label``, ``restore_best`` (see :func:`~models.nets.training.fit_network`).
 
     Raises:
         ValueError: the ``two-tower`` family (it needs the catalogue's texts: not supported here yet).
@@ -393,4 +407,4 @@ def fine_tune_on_disk(
     network = transferred_network(init, config, None)
     val = _validation(split, init.user_ids, init.item_ids, config.train, seed)
     batches = ShuffledBlocks(pairs, batch_size=config.train.batch_size, seed=seed, block_rows=block_rows)
-    return DiskFit(train_transferred(network, init, batches, val, config=config, seed=seed), pairs)
+    return DiskFit(train_transferred(network, init, batches, val, config=config, seed=seed, **fit_options), pairs)

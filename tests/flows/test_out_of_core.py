@@ -53,8 +53,20 @@ def test_out_of_core_onboarding_trains_on_disk_and_registers(synthetic_dir: Path
     assert len({inputs[f"target:{part}"].digest for part in ("train", "val", "test")}) == 3
     children = mlflow.search_runs(experiment_names=["transferrec-games"],
                                   filter_string=f"tags.mlflow.parentRunId = '{summary.mlflow_run_id}'")
-    assert sorted(children["tags.role"]) == sorted(["transfer", *BASELINES])
-    assert (children["status"] == "FINISHED").all() and (children["metrics.test/users"] == 150).all()
+    assert sorted(children["tags.role"]) == sorted(["transfer", *BASELINES, "refit"])
+    assert (children["status"] == "FINISHED").all()
+    evaluated = children[children["tags.role"] != "refit"]
+    assert (evaluated["metrics.test/users"] == 150).all()
+    # served: the winner refitted on every part on disk, vouched for by its evaluated run
+    refit = children[children["tags.role"] == "refit"].iloc[0]
+    assert refit["tags.mlflow.runName"] == f"refit:{summary.winner}"
+    split = {k.removeprefix("split."): int(v) for k, v in logged.data.params.items()
+             if k.removeprefix("split.") in ("train_interactions", "val_interactions", "test_interactions")}
+    assert refit["metrics.refit/rows_all"] == sum(split.values())
+    version = mlflow.MlflowClient(mlflow_uri).get_model_version("transferrec-games", summary.model_version)
+    assert version.run_id == refit["run_id"] and version.tags["served"].startswith("refit")
+    winner_run = evaluated[evaluated["tags.role"] == summary.winner].iloc[0]
+    assert version.tags["evaluated_run_id"] == winner_run["run_id"]
     assert not (tmp_path / "cache" / "work" / summary.mlflow_run_id).exists()  # scratch files removed
 
     # bad data: the batched contracts fail the run before anything trains, and the registry is untouched

@@ -1,17 +1,21 @@
 """Refit before serving: every kind of winner trained again on train + validation + test with what validation
-chose (real fits on the synthetic data; the task runs under the session's Prefect test server)."""
+chose, in memory and streamed from the split's parts on disk (real fits on the synthetic data; the task runs
+under the session's Prefect test server)."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import polars as pl
 import pytest
 
-from models.config import FineTuneConfig, ModelConfig, TrainConfig
+from models.config import FineTuneConfig, ModelConfig, SplitConfig, TrainConfig
 from models.selection.candidates import prepare_source, source_profile, target_profile
-from models.split import split_target_domain
+from models.split import split_target_domain, split_with
 from models.transfer.als import AlsGrid, EncodedTrain, fit_als
 from models.transfer.joint import JointGrid, JointTrain, fit_joint_als, fit_joint_ease
+from models.transfer.outofcore import split_on_disk
 from models.transfer.peers import PeerGrid, fit_ease, fit_itemknn
 from models.transfer.recipes import (
     catalogue_ids,
@@ -20,7 +24,7 @@ from models.transfer.recipes import (
     train_scratch,
     train_source_model,
 )
-from models.transfer.refit import all_data_split
+from models.transfer.refit import WholeInMemory, WholeOnDisk, all_data_split
 from tasks.refit import refit_winner
 
 SOURCES = ["books", "movies", "music"]
@@ -50,16 +54,16 @@ def onboarding(synthetic_dataset):
              "ease": fit_ease(encoded, val).params, "itemknn": fit_itemknn(encoded, val).params,
              "joint-als": fit_joint_als(joint, val, grid=grid, seed=0).params,
              "joint-ease": fit_joint_ease(joint, val, grid=grid).params}
-    return data, split, val, prepared, finetune, train, fits, tuned
+    return data, split, val, prepared, finetune, train, fits, tuned, source.model
 
 
 @pytest.mark.parametrize("winner", ["transfer", "scratch", "popularity", "als", "ease", "itemknn", "joint-als",
                                     "joint-ease"])
 def test_the_winner_is_refitted_on_every_target_interaction_with_what_validation_chose(onboarding, winner):
-    data, split, val, prepared, finetune, train, fits, tuned = onboarding
-    refit = refit_winner(winner, split, val, seed=0, tuned=tuned, fits=fits, source=prepared, finetune=finetune,
-                         model=ModelConfig(dim=8), scratch=train, family="mf", content=None,
-                         interactions=data.interactions, items=data.items)
+    data, split, val, prepared, finetune, train, fits, tuned, _ = onboarding
+    whole = WholeInMemory(split, data.interactions, data.items, text=prepared.text)
+    refit = refit_winner(winner, whole, val, seed=0, tuned=tuned, fits=fits, source=prepared.model,
+                         finetune=finetune, model=ModelConfig(dim=8), scratch=train)
     everything = pl.concat([split.train, split.val, split.test])
     assert refit.rows == {"train": split.train.height, "val": split.val.height, "test": split.test.height,
                           "all": everything.height}
@@ -79,4 +83,49 @@ def test_the_winner_is_refitted_on_every_target_interaction_with_what_validation
         # transfer's initial weights are the source's (served as initialised); scratch's are random (one epoch)
         assert refit.params["epochs"] == (chosen if chosen > 0 or winner == "transfer" else 1)
     else:  # the grid point validation chose, not tuned again
+        assert refit.params == tuned[winner]
+
+
+@pytest.fixture(scope="module")
+def on_disk(onboarding, tmp_path_factory):
+    """A target split on disk, and the same rows in memory (the sample of training users is drawn per bucket
+    on disk: the in-memory split takes the disk's training and validation rows; test rows are the same)."""
+    data = onboarding[0]
+    config = SplitConfig(fraction=0.3, seed=0)
+    disk = split_on_disk(data.interactions.lazy(), data.items, domain="games", config=config,
+                         workdir=tmp_path_factory.mktemp("refit") / "split", batch_rows=500, bucket_rows=700)
+    memory = replace(split_with(data.interactions, data.items, domain="games", config=config),
+                     train=disk.scan("train").collect(), val=disk.scan("val").collect())
+    return memory, disk
+
+
+@pytest.mark.parametrize("winner", ["transfer", "scratch", "popularity", "als", "ease", "itemknn", "joint-als",
+                                    "joint-ease"])
+def test_out_of_core_the_winner_is_refitted_from_every_part_on_disk(onboarding, on_disk, winner):
+    data, _, _, _, finetune, train, fits, tuned, source = onboarding
+    memory, disk = on_disk
+    val, _ = ranking_tasks(memory, click_threshold=4.0)
+    options = dict(seed=0, tuned=tuned, fits=fits, source=source, finetune=finetune, model=ModelConfig(dim=8),
+                   scratch=train)
+    refit = refit_winner(winner, WholeOnDisk(disk, data.interactions.lazy(), data.items, batch_rows=500), val,
+                         **options)
+    everything = pl.concat([memory.train, memory.val, memory.test])
+    assert refit.rows == {"train": memory.train.height, "val": memory.val.height, "test": memory.test.height,
+                          "all": everything.height}
+    assert disk.with_all_parts().scan("train").collect().height == everything.height
+    assert disk.scan("train").collect().height == memory.train.height  # the evaluated split is untouched
+    served = refit.model
+    assert list(served.item_ids) == list(catalogue_ids(memory))
+    if winner != "popularity":
+        later_only = set(everything["user_id"]) - set(memory.train["user_id"])
+        assert later_only and later_only <= set(served.user_ids)
+    if winner in ("popularity", "ease", "itemknn", "joint-ease"):  # closed forms: the same model as in memory
+        expected = refit_winner(winner, WholeInMemory(memory, data.interactions, data.items), val, **options).model
+        assert list(served.user_ids) == list(expected.user_ids)
+        np.testing.assert_allclose(served.item_bias, expected.item_bias, atol=1e-6)
+        np.testing.assert_allclose(served.user_factors @ served.item_factors.T,
+                                   expected.user_factors @ expected.item_factors.T, atol=1e-4)
+    elif winner in ("transfer", "scratch"):
+        assert refit.params["epochs"] == max(fits[winner].best_epoch + 1, 0 if winner == "transfer" else 1)
+    else:
         assert refit.params == tuned[winner]
