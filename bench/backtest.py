@@ -1,11 +1,11 @@
 """Does the refit pay? A backtest at a cut date T.
 
 Cut a dataset at the date T below which ``--before`` of the target domain's interactions lie. Onboard the
-target on the data before T twice, with the same seed and settings (all of the target's data, ``fraction``
-1): once serving the evaluated model (``--no-refit``), once serving the winner refitted on all of the target's
-data before T. Then score both served models on the target's interactions after T. Each user's interactions
-before T are excluded from their ranking. Users new after T are scored too: both models give them the
-popularity fallback.
+target on the data before T (all of the target's data, ``fraction`` 1). The registered version serves the
+winner refitted on all of the target's data before T and names the evaluated model it was refitted from (tag
+``evaluated_model``: what ``--no-refit`` would have served). Score both on the target's interactions after T.
+Each user's interactions before T are excluded from their ranking. Users new after T are scored too: both
+models give them the popularity fallback.
 
 Several cuts (``--before 0.7,0.8,0.9``) and seeds (``--seeds 0,1,2``) give one row each, with the refit's
 NDCG@10 lift over the evaluated model and its paired bootstrap 95 % interval (the product's own), over all
@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
 
+    from mlflow import MlflowClient
+
     from data_contracts.columns import ITEM_ID, USER_ID
     from flows.config import OnboardConfig
     from flows.onboard import onboard_domain_flow
@@ -95,17 +97,17 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="transferrec-backtest-") as tmp:  # sources trained once per cut
             data = write_canonical_dir(early, Path(tmp) / "data")
             uri = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
-            for seed in args.seeds:
-                served = {}
-                for refit in (False, True):
-                    tracking = TrackingConfig(tracking_uri=uri, refit=refit,
-                                              checkpoint_dir=None if args.out_of_core else Path(tmp) / "ckpt")
-                    summary = onboard_domain_flow(OnboardConfig(
-                        target_domain=domain, data=DataConfig(dataset=args.dataset, path=data),
-                        split=SplitConfig(fraction=1.0, seed=seed), tracking=tracking, out_of_core=args.out_of_core))
-                    model = load_factor_model(uri, f"models:/{registered_model_name(domain)}/{summary.model_version}")
-                    result = evaluate_model(model, task, ks=(10,))
-                    served["refit" if refit else "evaluated"] = (summary.winner, result)
+            for seed in args.seeds:  # one onboarding: the version serves the refit and names its evaluated model
+                checkpoints = None if args.out_of_core else Path(tmp) / "ckpt"
+                tracking = TrackingConfig(tracking_uri=uri, checkpoint_dir=checkpoints)
+                summary = onboard_domain_flow(OnboardConfig(
+                    target_domain=domain, data=DataConfig(dataset=args.dataset, path=data),
+                    split=SplitConfig(fraction=1.0, seed=seed), tracking=tracking, out_of_core=args.out_of_core))
+                name = registered_model_name(domain)
+                version = MlflowClient(uri).get_model_version(name, summary.model_version)
+                served = {kind: (summary.winner, evaluate_model(load_factor_model(uri, model), task, ks=(10,)))
+                          for kind, model in (("evaluated", version.tags["evaluated_model"]),
+                                              ("refit", f"models:/{name}/{summary.model_version}"))}
                 (winner, evaluated), (_, refitted) = served["evaluated"], served["refit"]
                 lift = paired_lift_interval(refitted.per_user["ndcg_at_10"], evaluated.per_user["ndcg_at_10"])
                 back = paired_lift_interval(refitted.per_user["ndcg_at_10"][returning],

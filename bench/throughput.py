@@ -1,0 +1,82 @@
+"""Training throughput: pairs per second of one network fit (Lightning, the product's fit loop), in memory.
+
+Usage:  python bench/throughput.py [--sizes 1e6,1e7] [--epochs 2] [--batch-size 1024]
+
+For each size n: n seeded (user, item) pairs over n/25 users and n/500 items (the shape of bench/scale.py),
+the default id network (64 dimensions, sampled negatives), trained for --epochs epochs with validation on
+1,000 users after each (a small share of the time). Reports the fit's wall time and pairs/s = n * epochs /
+wall. Prints a table and writes bench/results/throughput.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+
+def sizes(text: str) -> list[int]:
+    return [int(float(x)) for x in text.split(",")]
+
+
+def fit_once(n: int, epochs: int, batch_size: int, seed: int = 0) -> dict:
+    import numpy as np
+    import polars as pl
+
+    from models.blas import one_blas_thread
+    from models.config import ModelConfig, TrainConfig
+    from models.nets.network import MatrixFactorization
+    from models.nets.training import fit_network, validation_data
+
+    rng = np.random.default_rng(seed)
+    n_users, n_items = max(1, n // 25), max(1, n // 500)
+    users, items = rng.integers(0, n_users, n).astype(np.int32), rng.integers(0, n_items, n).astype(np.int32)
+    user_ids = np.array([f"u{i}" for i in range(n_users)], dtype=object)
+    item_ids = np.array([f"i{i}" for i in range(n_items)], dtype=object)
+    held = rng.choice(n_users, size=min(1_000, n_users), replace=False)
+    holdout = pl.DataFrame({"user_id": user_ids[held].astype(str),
+                            "item_id": item_ids[rng.integers(0, n_items, len(held))].astype(str),
+                            "rating": np.full(len(held), 5.0)})
+    seen = pl.DataFrame({"user_id": user_ids[users[:10_000]].astype(str),
+                         "item_id": item_ids[items[:10_000]].astype(str)})
+    val = validation_data(holdout, seen, user_ids=user_ids, item_ids=item_ids)
+    model, train = ModelConfig(), TrainConfig(max_epochs=epochs, patience=epochs, batch_size=batch_size)
+    network = MatrixFactorization(n_users, n_items, model.dim, init_std=model.init_std, seed=seed)
+    started = time.perf_counter()
+    with one_blas_thread():
+        fit = fit_network(network, (users, items), user_ids=user_ids, item_ids=item_ids, val=val, config=train,
+                          seed=seed, kind="scratch", restore_best=False)
+    wall = time.perf_counter() - started
+    return {"pairs": n, "users": n_users, "items": n_items, "epochs": fit.epochs_run, "batch_size": batch_size,
+            "wall_s": round(wall, 3), "pairs_per_s": round(n * fit.epochs_run / wall)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=sizes, default=[1_000_000])
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    args = parser.parse_args(argv)
+    from tasks.runtime import configure_environment, quiet_libraries
+
+    configure_environment()
+    quiet_libraries()
+    rows = [fit_once(n, args.epochs, args.batch_size) for n in args.sizes]
+    print("| pairs | users | items | batch | epochs | fit wall (s) | pairs/s |\n|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['pairs']:,} | {r['users']:,} | {r['items']:,} | {r['batch_size']:,} | {r['epochs']} | "
+              f"{r['wall_s']:.2f} | {r['pairs_per_s']:,} |")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "throughput.json").write_text(json.dumps({"machine": platform.machine(), "rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
