@@ -225,9 +225,10 @@ def write_pairs(
     memory and appended to ``path``."""
     vocab_users = pl.LazyFrame({USER_ID: pl.Series(user_ids, dtype=pl.String)}).with_row_index("_u")
     vocab_items = pl.LazyFrame({ITEM_ID: pl.Series(item_ids, dtype=pl.String)}).with_row_index("_i")
-    encoded = (scan.select(USER_ID, ITEM_ID).join(vocab_users, on=USER_ID, how="inner")
-               .join(vocab_items, on=ITEM_ID, how="inner").select(pl.col("_u").cast(pl.Int32),
-                                                                  pl.col("_i").cast(pl.Int32)))
+    # the rows' own order (a join may reorder them otherwise): the same file, and the same fit, every run
+    encoded = (scan.select(USER_ID, ITEM_ID).join(vocab_users, on=USER_ID, how="inner", maintain_order="left")
+               .join(vocab_items, on=ITEM_ID, how="inner", maintain_order="left")
+               .select(pl.col("_u").cast(pl.Int32), pl.col("_i").cast(pl.Int32)))
     total = int(encoded.select(pl.len()).collect(engine="streaming").item())
     buckets = max(1, math.ceil(total / block_rows))
     rng = np.random.default_rng(seed)
