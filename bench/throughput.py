@@ -1,11 +1,11 @@
 """Training throughput: pairs per second of one network fit (Lightning, the product's fit loop), in memory.
 
-Usage:  python bench/throughput.py [--sizes 1e6,1e7] [--epochs 2] [--batch-size 1024]
+Usage:  python bench/throughput.py [--sizes 1e6,1e7] [--epochs 2] [--batch-size 1024] [--negatives N]
 
 For each size n: n seeded (user, item) pairs over n/25 users and n/500 items (the shape of bench/scale.py),
-the default id network (64 dimensions, sampled negatives), trained for --epochs epochs with validation on
-1,000 users after each (a small share of the time). Reports the fit's wall time and pairs/s = n * epochs /
-wall. Prints a table and writes bench/results/throughput.json.
+the default id network (64 dimensions, 1,024 sampled negatives shared by each batch, or --negatives),
+trained for --epochs epochs with validation on 1,000 users after each (a small share of the time). Reports
+the fit's wall time and pairs/s = n * epochs / wall. Prints a table and writes bench/results/throughput.json.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def sizes(text: str) -> list[int]:
     return [int(float(x)) for x in text.split(",")]
 
 
-def fit_once(n: int, epochs: int, batch_size: int, seed: int = 0) -> dict:
+def fit_once(n: int, epochs: int, batch_size: int, negatives: int | None = None, seed: int = 0) -> dict:
     import numpy as np
     import polars as pl
 
@@ -46,7 +46,8 @@ def fit_once(n: int, epochs: int, batch_size: int, seed: int = 0) -> dict:
     seen = pl.DataFrame({"user_id": user_ids[users[:10_000]].astype(str),
                          "item_id": item_ids[items[:10_000]].astype(str)})
     val = validation_data(holdout, seen, user_ids=user_ids, item_ids=item_ids)
-    model, train = ModelConfig(), TrainConfig(max_epochs=epochs, patience=epochs, batch_size=batch_size)
+    train = TrainConfig(max_epochs=epochs, patience=epochs, batch_size=batch_size)
+    model, train = ModelConfig(), train.model_copy(update={"n_negatives": negatives or train.n_negatives})
     network = MatrixFactorization(n_users, n_items, model.dim, init_std=model.init_std, seed=seed)
     started = time.perf_counter()
     with one_blas_thread():
@@ -54,6 +55,7 @@ def fit_once(n: int, epochs: int, batch_size: int, seed: int = 0) -> dict:
                           seed=seed, kind="scratch", restore_best=False)
     wall = time.perf_counter() - started
     return {"pairs": n, "users": n_users, "items": n_items, "epochs": fit.epochs_run, "batch_size": batch_size,
+            "negatives": train.n_negatives,
             "wall_s": round(wall, 3), "pairs_per_s": round(n * fit.epochs_run / wall)}
 
 
@@ -62,16 +64,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=sizes, default=[1_000_000])
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--negatives", type=int, help="sampled negatives per batch (default: the product's)")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
     from tasks.runtime import configure_environment, quiet_libraries
 
     configure_environment()
     quiet_libraries()
-    rows = [fit_once(n, args.epochs, args.batch_size) for n in args.sizes]
-    print("| pairs | users | items | batch | epochs | fit wall (s) | pairs/s |\n|---|---|---|---|---|---|---|")
+    rows = [fit_once(n, args.epochs, args.batch_size, args.negatives) for n in args.sizes]
+    print("| pairs | users | items | batch | negatives | epochs | fit wall (s) | pairs/s |\n"
+          "|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['pairs']:,} | {r['users']:,} | {r['items']:,} | {r['batch_size']:,} | {r['epochs']} | "
+        print(f"| {r['pairs']:,} | {r['users']:,} | {r['items']:,} | {r['batch_size']:,} | {r['negatives']:,} | "
+              f"{r['epochs']} | "
               f"{r['wall_s']:.2f} | {r['pairs_per_s']:,} |")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "throughput.json").write_text(json.dumps({"machine": platform.machine(), "rows": rows}, indent=2))
