@@ -3,6 +3,11 @@
 Usage (after `transferrec fetch movielens-1m`):
 
     python bench/eval_speed.py [--repeats 3] [--data-dir DIR] [--out bench/results]
+    python bench/eval_speed.py --scale 1e7      # the shape of a 10 M-interaction target, every test user
+
+``--scale N`` times evaluation at the shape of bench/scale.py's target of N interactions instead: N/25 users,
+all of them test users, N/500 items, 20 excluded and 5 relevant items a user (seeded), the same random
+64-dim model and metrics; no pandas comparison.
 
 Task: per user, the last 20 % of their interactions (all genres) are relevant, the rest are excluded from
 the ranking; every user ranks all 3,883 items of the items table. The model is a 64-dim factor model with
@@ -53,12 +58,45 @@ def pandas_ndcg_recall(model, task, k: int = 10) -> tuple[float, float]:
     return float((dcg / ideal).mean()), float((n_hits / n_rel).mean())
 
 
+def at_scale(n: int, repeats: int, out: Path) -> int:
+    """Evaluation of every user of a target of ``n`` interactions' shape (see the module docstring)."""
+    from models.evaluation.ranking import Csr, RankingTask, csr_from_pairs, evaluate_model
+    from models.factors import FactorModel
+
+    n_users, n_items = n // 25, n // 500
+    rng = np.random.default_rng(0)
+    users = np.array([f"u{i}" for i in range(n_users)], dtype=object)
+    items = np.array([f"i{i}" for i in range(n_items)], dtype=object)
+    exclude = csr_from_pairs(np.repeat(np.arange(n_users), 20), rng.integers(0, n_items, 20 * n_users), n_users)
+    relevant = csr_from_pairs(np.repeat(np.arange(n_users), 5), rng.integers(0, n_items, 5 * n_users), n_users)
+    no_impressions = Csr(np.zeros(n_users + 1, dtype=np.int64), np.zeros(0, dtype=np.int64))
+    task = RankingTask(users, items, exclude, relevant, no_impressions, np.zeros(0, dtype=bool))
+    model = FactorModel(users, items, rng.normal(0, 0.1, (n_users, 64)).astype(np.float32),
+                        rng.normal(0, 0.1, (n_items, 64)).astype(np.float32),
+                        rng.normal(0, 1.0, n_items).astype(np.float32))
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        result = evaluate_model(model, task, ks=(5, 10, 20))
+        times.append(time.perf_counter() - started)
+    print(f"| interactions | test users | items | evaluate_model s (best of {repeats}) | NDCG@10 |\n"
+          f"|---|---|---|---|---|\n| {n:,} | {n_users:,} | {n_items:,} | {min(times):.1f} | "
+          f"{result.metrics['ndcg_at_10']:.4f} |")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"eval_speed_scale_{n}.json").write_text(json.dumps(
+        {"interactions": n, "users": n_users, "items": n_items, "seconds": times}, indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--data-dir", type=Path)
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument("--scale", type=float, help="interactions of a synthetic target (see above)")
     args = parser.parse_args(argv)
+    if args.scale:
+        return at_scale(int(args.scale), args.repeats, args.out)
 
     import torch
 

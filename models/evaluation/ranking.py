@@ -38,19 +38,34 @@ class Csr:
         """Number of columns per row."""
         return np.diff(self.indptr)
 
-    def dense(self, rows: np.ndarray, n_cols: int) -> torch.Tensor:
-        """Bool mask (len(rows), n_cols) of the given rows."""
-        mask = torch.zeros((len(rows), n_cols), dtype=torch.bool)
+    def entries(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(position in ``rows``, column) of every entry of the given rows, as int64 arrays."""
         starts, ends = self.indptr[rows], self.indptr[rows + 1]
         lengths = ends - starts
-        if lengths.sum() == 0:
-            return mask
         row_ids = np.repeat(np.arange(len(rows)), lengths)
         # position of each entry: its row's start plus its offset within the row
         offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-        cols = self.indices[np.repeat(starts, lengths) + offsets]
-        mask[torch.from_numpy(row_ids), torch.from_numpy(cols.astype(np.int64))] = True
+        return row_ids.astype(np.int64), self.indices[np.repeat(starts, lengths) + offsets].astype(np.int64)
+
+    def dense(self, rows: np.ndarray, n_cols: int) -> torch.Tensor:
+        """Bool mask (len(rows), n_cols) of the given rows."""
+        mask = torch.zeros((len(rows), n_cols), dtype=torch.bool)
+        row_ids, cols = self.entries(rows)
+        if len(row_ids):
+            mask[torch.from_numpy(row_ids), torch.from_numpy(cols)] = True
         return mask
+
+    def contains(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Whether row ``rows[i]`` holds column ``cols[i, j]``: a bool array shaped like ``cols`` (len(rows), k),
+        found by a sorted search over the rows' entries (no dense (rows x columns) mask)."""
+        row_ids, entry_cols = self.entries(rows)
+        width = int(max(cols.max(initial=0), entry_cols.max(initial=0))) + 1
+        keys = np.sort(row_ids * width + entry_cols)
+        wanted = np.arange(len(rows), dtype=np.int64)[:, None] * width + cols.astype(np.int64)
+        if not len(keys):
+            return np.zeros(cols.shape, dtype=bool)
+        found = np.searchsorted(keys, wanted)
+        return keys[np.minimum(found, len(keys) - 1)] == wanted
 
 
 def csr_from_pairs(rows: np.ndarray, cols: np.ndarray, n_rows: int) -> Csr:
@@ -126,13 +141,17 @@ def score_batches(model: FactorModel, task: RankingTask, batch_size: int = 2048)
         yield rows, u_t[start:start + len(rows)] @ v_t.T + b_t
 
 
-def topk_hits(scores: torch.Tensor, rows: np.ndarray, task: RankingTask, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k columns (after removing excluded items) and their hit matrix for a batch of rows."""
-    scores = scores.masked_fill(task.exclude.dense(rows, len(task.item_ids)), float("-inf"))
+def topk_hits(scores: torch.Tensor, rows: np.ndarray, exclude: Csr, relevant: Csr, k: int
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k columns (after removing the ``exclude`` items) and their hit matrix against ``relevant`` for a
+    batch of ``rows`` (a task's, or validation's). ``scores`` is changed in place (its excluded items set to
+    -inf): no second (rows x items) tensor, no dense masks."""
+    row_ids, cols = exclude.entries(rows)
+    if len(row_ids):
+        scores[torch.from_numpy(row_ids), torch.from_numpy(cols)] = float("-inf")
     k = min(k, scores.shape[1])
-    top = torch.topk(scores, k=k, dim=1).indices
-    hits = torch.gather(task.relevant.dense(rows, len(task.item_ids)), 1, top)
-    return top.numpy(), hits.numpy()
+    top = torch.topk(scores, k=k, dim=1).indices.numpy()
+    return top, relevant.contains(rows, top)
 
 
 @dataclass(frozen=True)
@@ -158,7 +177,12 @@ def evaluate_model(
     seen_counts = np.bincount(task.exclude.indices, minlength=len(task.item_ids))
     tops: list[np.ndarray] = []
     for rows, scores in score_batches(model, task, batch_size):
-        top, hits = topk_hits(scores, rows, task, max_k)
+        # scores of each user's impressions, for the CTR re-ranking (before topk_hits masks the seen items)
+        lengths = task.impressions.lengths()[rows]
+        row_ids = np.repeat(np.arange(len(rows)), lengths)
+        cols = task.impressions.indices[task.impressions.indptr[rows[0]]:task.impressions.indptr[rows[-1] + 1]]
+        slate_scores.append(scores[torch.from_numpy(row_ids), torch.from_numpy(cols)].numpy())
+        top, hits = topk_hits(scores, rows, task.exclude, task.relevant, max_k)
         if hits.shape[1] < max(ks):  # tiny catalogue: pad with misses
             hits = np.pad(hits, ((0, 0), (0, max(ks) - hits.shape[1])))
         for k in ks:
@@ -166,11 +190,6 @@ def evaluate_model(
                 per_user.setdefault(f"{name}_at_{k}", []).append(values)
             per_user.setdefault(f"novelty_at_{k}", []).append(per_user_novelty(top, seen_counts, k))
         tops.append(top)
-        # scores of each user's impressions, for the CTR re-ranking
-        lengths = task.impressions.lengths()[rows]
-        row_ids = np.repeat(np.arange(len(rows)), lengths)
-        cols = task.impressions.indices[task.impressions.indptr[rows[0]]:task.impressions.indptr[rows[-1] + 1]]
-        slate_scores.append(scores[torch.from_numpy(row_ids), torch.from_numpy(cols)].numpy())
     joined = {name: np.concatenate(parts) for name, parts in per_user.items()}
     metrics = {name: float(values.mean()) for name, values in joined.items()}
     every_top = np.concatenate(tops) if tops else np.zeros((0, max_k), dtype=np.int64)
@@ -204,7 +223,7 @@ def off_policy_metrics(model: FactorModel, task: RankingTask, impressions: pl.Da
         return {}
     top1 = np.empty(task.n_users, dtype=np.int64)
     for batch_rows, scores in score_batches(model, task):
-        top, _ = topk_hits(scores, batch_rows, task, 1)
+        top, _ = topk_hits(scores, batch_rows, task.exclude, task.relevant, 1)
         top1[batch_rows] = top[:, 0]
     chosen = (cols[keep] == top1[rows[keep]]).astype(np.float64)
     propensity = impressions[PROPENSITY].to_numpy()[keep]

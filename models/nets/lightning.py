@@ -21,7 +21,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.data import DataLoader, TensorDataset
 
 from models.evaluation.metrics import per_user_metrics
-from models.evaluation.ranking import Csr
+from models.evaluation.ranking import Csr, topk_hits
 from models.nets.network import MatrixFactorization
 
 
@@ -44,9 +44,7 @@ def validation_ndcg(network: MatrixFactorization, val: ValidationData, rows: np.
     with torch.no_grad():
         device = network.item_bias.device
         scores = network.score_users(torch.from_numpy(val.user_index[rows]).to(device)).cpu()
-    scores = scores.masked_fill(val.exclude.dense(rows, val.n_items), float("-inf"))
-    top = torch.topk(scores, k=min(k, val.n_items), dim=1).indices
-    hits = torch.gather(val.relevant.dense(rows, val.n_items), 1, top).numpy()
+    _, hits = topk_hits(scores, rows, val.exclude, val.relevant, k)
     if hits.shape[1] < k:
         hits = np.pad(hits, ((0, 0), (0, k - hits.shape[1])))
     return float(per_user_metrics(hits, val.relevant.lengths()[rows], k)["ndcg"].mean())
