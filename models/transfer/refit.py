@@ -194,8 +194,8 @@ def refit_model(
         return (whole.scratch(model, train, seed, label="refit:scratch", restore_best=False),
                 {"epochs": train.max_epochs})
     if winner == "als":
-        return fit_als(whole.encoded(seed), None, val_task, grid=one_point_grid(winner, params), seed=seed).model, \
-            dict(params)
+        als = fit_als(whole.encoded(seed), None, val_task, grid=one_point_grid(winner, params), seed=seed)
+        return als.model, dict(params)
     if winner in PEERS:
         return PEERS[winner](whole.encoded(seed), val_task, grid=one_point_grid(winner, params)).model, dict(params)
     if winner in JOINT:
