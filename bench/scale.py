@@ -3,7 +3,7 @@ fine-tune (one epoch) -> evaluate, wall time and peak memory per stage.
 
 Usage:
 
-    python bench/scale.py [--sizes 1e6,3e6,1e7] [--eval-users 20000] [--out bench/results]
+    python bench/scale.py [--sizes 1e6,3e6,1e7] [--eval-users N] [--out bench/results]
     python bench/scale.py --out-of-core 1000000 [--sizes 1e6,1e7,3e7]   # data bigger than memory
 
 Per size, users = interactions / 25 and items = interactions / 500 (at least 2,000): 40 k users and 2 k items
@@ -16,8 +16,9 @@ the benchmark measures cost, not quality).
 Each size runs in its own process (so its peak RSS is its own): the data is generated and written as Parquet
 parts first (not timed), then the measured process reads the folder, validates it with the data contracts,
 splits it (the target is 100 % of the domain), fine-tunes for one epoch (``--epochs``), and evaluates the
-test task of a seeded sample of ``--eval-users`` users (full ranking over the whole catalogue: said in the
-output). Prints a table with the growth factor of each stage per 10x data and writes ``scale.json``.
+test task of every test user, or of a seeded sample of ``--eval-users N`` users (full ranking over the whole
+catalogue either way: said in the output). Prints a table with the growth factor of each stage per 10x data
+and writes ``scale.json``.
 
 ``--out-of-core BATCH_ROWS`` measures the pipeline for data bigger than memory instead: the tables are scanned
 lazily and validated in batches (:mod:`data_contracts.batched`), the split runs bucket by bucket of users on
@@ -118,9 +119,10 @@ def measure(folder: Path, epochs: int, eval_users: int, seed: int = 0, *, accele
     lap("validate")
     split = split_with(valid["interactions"], valid["items"], domain=DOMAIN, config=SplitConfig(fraction=1.0))
     del valid
-    users = np.sort(split.test["user_id"].unique().to_numpy())
-    sample = np.random.default_rng(seed).choice(users, size=min(eval_users, len(users)), replace=False)
-    split = replace(split, test=split.test.filter(pl.col("user_id").is_in(sample)))
+    if eval_users:  # a seeded sample of the test users (0: every one)
+        users = np.sort(split.test["user_id"].unique().to_numpy())
+        sample = np.random.default_rng(seed).choice(users, size=min(eval_users, len(users)), replace=False)
+        split = replace(split, test=split.test.filter(pl.col("user_id").is_in(sample)))
     lap("split")
     source = _random_source(folder, seed)
     config = FineTuneConfig(train=target_train_defaults().model_copy(update={
@@ -161,7 +163,7 @@ def measure_out_of_core(folder: Path, epochs: int, eval_users: int, seed: int = 
     fit = fine_tune_on_disk(source, split, config=config, seed=seed, batch_rows=batch_rows).fit
     out["epochs"] = fit.epochs_run
     lap("fine_tune")
-    return _finish(out, lap, fit.model, sample_test_task(split, users=eval_users, seed=seed))
+    return _finish(out, lap, fit.model, sample_test_task(split, users=eval_users or None, seed=seed))
 
 
 def _finish(out: dict[str, float], lap: Laps, model, test_task) -> dict[str, float]:
@@ -192,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1e6,3e6,1e7")
     parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--eval-users", type=int, default=20_000)
+    parser.add_argument("--eval-users", type=int, default=0, help="a seeded sample of N test users (0: every one)")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     parser.add_argument("--accelerator", default="cpu", help="Lightning accelerator of the fine-tune (default cpu)")
     parser.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp (default auto)")
@@ -235,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     mode = f"out of core, batches of {args.out_of_core:,} rows" if args.out_of_core else "in memory"
     print(f"\nscale ({mode}; {args.accelerator}, strategy {args.strategy}): validate -> split -> fine-tune "
           f"({args.epochs} epoch) -> evaluate (test task of "
-          f"{args.eval_users:,} sampled users, full ranking); seconds, peak RSS of the process\n")
+          f"{f'{args.eval_users:,} sampled users' if args.eval_users else 'every test user'}, full ranking); "
+          "seconds, peak RSS of the process\n")
     print("| interactions | users | items | " + " | ".join(stages) + " | peak RSS MB |")
     print("|---|---|---|" + "---|" * (len(stages) + 1))
     for r in results:
