@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     from models.evaluation.ranking import build_ranking_task, evaluate_model
     from models.evaluation.uncertainty import paired_lift_interval
     from tasks.runtime import configure_environment, default_data_dir, quiet_libraries
-    from tasks.tracking import load_factor_model, registered_model_name
+    from tasks.tracking import EVALUATED_MODEL_TAG, load_factor_model, registered_model_name
 
     configure_environment()
     quiet_libraries()
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
                 name = registered_model_name(domain)
                 version = MlflowClient(uri).get_model_version(name, summary.model_version)
                 served = {kind: (summary.winner, evaluate_model(load_factor_model(uri, model), task, ks=(10,)))
-                          for kind, model in (("evaluated", version.tags["evaluated_model"]),
+                          for kind, model in (("evaluated", version.tags[EVALUATED_MODEL_TAG]),
                                               ("refit", f"models:/{name}/{summary.model_version}"))}
                 (winner, evaluated), (_, refitted) = served["evaluated"], served["refit"]
                 lift = paired_lift_interval(refitted.per_user["ndcg_at_10"], evaluated.per_user["ndcg_at_10"])

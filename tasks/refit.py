@@ -69,8 +69,8 @@ def log_refit(refit: Refit, evaluated: ModelReport, run: tracking.TrackingContex
     as training data."""
     assert evaluated.run_id is not None and evaluated.model_uri is not None, "log the evaluated model first"
     name = tracking.refit_run_name(refit.winner)
-    with run.child(name, tags={**tags, "role": "refit", "evaluated_run_id": evaluated.run_id,
-                               "evaluated_model": evaluated.model_uri},
+    with run.child(name, tags={**tags, "role": "refit", tracking.EVALUATED_RUN_TAG: evaluated.run_id,
+                               tracking.EVALUATED_MODEL_TAG: evaluated.model_uri},
                    started_seconds_ago=refit.seconds) as child:
         child.log_datasets([replace(d, context="training") for d in datasets if d.context != "source"])
         model_uri = tracking.log_factor_model(child.uri, child.run_id, refit.model)

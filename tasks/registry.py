@@ -95,7 +95,7 @@ def register_winner(
         else:
             # a refit champion is judged by the model its evaluation measured (its weights saw test periods)
             current = tracking.load_factor_model(
-                run.uri, champion.tags.get("evaluated_model") or f"models:/{name}/{champion.version}")
+                run.uri, champion.tags.get(tracking.EVALUATED_MODEL_TAG) or f"models:/{name}/{champion.version}")
             champion_eval = evaluate_model(current, test_task, ks=(10,), ctr_k=evaluation.ctr_k)
             lift = paired_lift_interval(report.test.per_user[METRIC], champion_eval.per_user[METRIC])
             evidence.update({"champion_test_ndcg_at_10": champion_eval.metrics[METRIC],
@@ -118,12 +118,14 @@ def register_winner(
         model_uri, model_run = report.model_uri, report.run_id or run.run_id
         if served is not None:  # users get the refit; the evaluated model stays what the numbers speak for
             model_uri, model_run = served.model_uri, served.run_id
-            version_tags.update({"served": "refit on train+validation+test", "evaluated_run_id":
-                                 served.evaluated_run_id, "evaluated_model": served.evaluated_model_uri,
+            version_tags.update({"served": "refit on train+validation+test",
+                                 tracking.EVALUATED_RUN_TAG: served.evaluated_run_id,
+                                 tracking.EVALUATED_MODEL_TAG: served.evaluated_model_uri,
                                  **{f"refit_rows_{part}": str(n) for part, n in served.refit.rows.items()}})
         else:
             version_tags.update({"served": "evaluated model (trained on the training split)",
-                                 "evaluated_run_id": report.run_id or run.run_id, "evaluated_model": model_uri})
+                                 tracking.EVALUATED_RUN_TAG: report.run_id or run.run_id,
+                                 tracking.EVALUATED_MODEL_TAG: model_uri})
         version_tags.update({tracking.dataset_tag(d.name): f"{d.digest} {d.location}"[:4000]
                              for d in datasets or []})
         aliases = [tracking.CHALLENGER] + ([tracking.CHAMPION] if promote else [])

@@ -133,7 +133,7 @@ class WholeOnDisk:
     split: DiskSplit  # as evaluated
     interactions: pl.LazyFrame
     items: pl.DataFrame
-    batch_rows: int = 1_000_000
+    batch_rows: int  # rows read per batch, the onboarding's
 
     @property
     def whole(self) -> DiskSplit:

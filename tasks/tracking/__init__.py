@@ -25,6 +25,8 @@ from tasks.tracking.models import (
 from tasks.tracking.names import (
     CHALLENGER,
     CHAMPION,
+    EVALUATED_MODEL_TAG,
+    EVALUATED_RUN_TAG,
     MODEL_ARTIFACT,
     ONBOARD_RUN_PREFIX,
     SOURCE_PREFIX,
@@ -72,7 +74,8 @@ from tasks.tracking.runs import (
 )
 
 __all__ = [
-    "CHALLENGER", "CHAMPION", "LIVE_PREFIX", "MODEL_ARTIFACT", "ONBOARD_RUN_PREFIX", "PROFILE_ARTIFACT", "SIGNATURE",
+    "CHALLENGER", "CHAMPION", "EVALUATED_MODEL_TAG", "EVALUATED_RUN_TAG",
+    "LIVE_PREFIX", "MODEL_ARTIFACT", "ONBOARD_RUN_PREFIX", "PROFILE_ARTIFACT", "SIGNATURE",
     "SOURCE_PREFIX", "SOURCES_EXPERIMENT", "DatasetRecord", "RegisteredVersion", "TrackingContext", "alias_version",
     "client",
     "close_abandoned_runs", "owner_tags",

@@ -100,5 +100,8 @@ def curve_point_run_name(fraction: float) -> str:
 #: Registry aliases: the served version, and the newest registered one.
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+#: Tags of a served version (and of its refit run): the evaluated run and logged model that vouch for it.
+EVALUATED_RUN_TAG = "evaluated_run_id"
+EVALUATED_MODEL_TAG = "evaluated_model"
 #: Artifact path of a logged model.
 MODEL_ARTIFACT = "model"
