@@ -17,8 +17,9 @@ Each size runs in its own process (so its peak RSS is its own): the data is gene
 parts first (not timed), then the measured process reads the folder, validates it with the data contracts,
 splits it (the target is 100 % of the domain), fine-tunes for one epoch (``--epochs``), and evaluates the
 test task of every test user, or of a seeded sample of ``--eval-users N`` users (full ranking over the whole
-catalogue either way: said in the output). Prints a table with the growth factor of each stage per 10x data
-and writes ``scale.json``.
+catalogue either way: said in the output). In memory, one implicit ALS fit (64 factors, 15 iterations) on the
+same training interactions is timed after the stages, as the yardstick of the fine-tune's wall (outside the
+total). Prints a table with the growth factor of each stage per 10x data and writes ``scale.json``.
 
 ``--out-of-core BATCH_ROWS`` measures the pipeline for data bigger than memory instead: the tables are scanned
 lazily and validated in batches (:mod:`data_contracts.batched`), the split runs bucket by bucket of users on
@@ -130,8 +131,18 @@ def measure(folder: Path, epochs: int, eval_users: int, seed: int = 0, *, accele
     fit = fine_tune(source, split, config=config, seed=seed)
     out["epochs"] = fit.epochs_run
     lap("fine_tune")
+    out["fine_tune_batch"], out["fine_tune_negatives"] = fit.batch_size, fit.n_negatives
     _, test_task = ranking_tasks(split, click_threshold=4.0)
-    return _finish(out, lap, fit.model, test_task)
+    out = _finish(out, lap, fit.model, test_task)
+    # the yardstick, after the measured stages (outside their total and peak memory): one implicit ALS fit of
+    # 64 factors and 15 iterations on the same training interactions, on every core
+    from models.transfer.als import fit_als_once
+
+    started = time.perf_counter()
+    fit_als_once(split.train, split.catalogue["item_id"].to_numpy(), factors=64, regularization=0.01, alpha=1.0,
+                 iterations=15, seed=seed)
+    out["als_reference_s"] = time.perf_counter() - started
+    return out
 
 
 def measure_out_of_core(folder: Path, epochs: int, eval_users: int, seed: int = 0, *, batch_rows: int,
@@ -244,6 +255,11 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         print(f"| {r['interactions']:,} | {r['users']:,} | {r['items']:,} | "
               + " | ".join(f"{r[f'{s}_s']:.1f}" for s in stages) + f" | {r['peak_rss_mb']:.0f} |")
+    for r in results:
+        if "als_reference_s" in r:
+            print(f"{r['interactions']:,}: fine-tune {r['fine_tune_s']:.1f} s (batch {r['fine_tune_batch']:,}, "
+                  f"{r['fine_tune_negatives']:,} negatives, {r['epochs']} epoch) against one implicit ALS fit "
+                  f"(64 factors, 15 iterations) on the same training interactions {r['als_reference_s']:.1f} s")
     if len(results) >= 2:
         first, last = results[0], results[-1]
         ratio = last["interactions"] / first["interactions"]

@@ -1,11 +1,15 @@
 """Training throughput: pairs per second of one network fit (Lightning, the product's fit loop), in memory.
 
-Usage:  python bench/throughput.py [--sizes 1e6,1e7] [--epochs 2] [--batch-size 1024] [--negatives N]
+Usage:  python bench/throughput.py [--sizes 1e6,1e7] [--epochs 1] [--fit fine-tune|scratch]
+                                   [--batch-size B] [--negatives N] [--fixed-batch]
 
-For each size n: n seeded (user, item) pairs over n/25 users and n/500 items (the shape of bench/scale.py),
-the default id network (64 dimensions, 1,024 sampled negatives shared by each batch, or --negatives),
-trained for --epochs epochs with validation on 1,000 users after each (a small share of the time). Reports
-the fit's wall time and pairs/s = n * epochs / wall. Prints a table and writes bench/results/throughput.json.
+For each size n: n seeded (user, item) pairs over n/25 users and n/500 items (the shape of bench/scale.py), the
+id network of 64 dimensions trained with the product's target settings (FineTuneConfig().train: batch and sampled
+negatives sized for the data by TrainConfig.sized_for, fused Adam) for --epochs epochs, validation on 1,000 users
+after each (a small share of the time). --fit fine-tune (default) freezes every user row, as a fine-tune from a
+source that knows every user does (bench/scale.py's case); scratch trains them too. --batch-size / --negatives
+override the configured pair, --fixed-batch turns the data-sized batch off. Reports the fit's wall time and
+pairs/s = n * epochs / wall. Prints a table and writes bench/results/throughput.json.
 """
 
 from __future__ import annotations
@@ -25,12 +29,13 @@ def sizes(text: str) -> list[int]:
     return [int(float(x)) for x in text.split(",")]
 
 
-def fit_once(n: int, epochs: int, batch_size: int, negatives: int | None = None, seed: int = 0) -> dict:
+def fit_once(n: int, epochs: int, fit: str = "fine-tune", batch_size: int | None = None,
+             negatives: int | None = None, fixed_batch: bool = False, seed: int = 0) -> dict:
     import numpy as np
     import polars as pl
 
     from models.blas import one_blas_thread
-    from models.config import ModelConfig, TrainConfig
+    from models.config import FineTuneConfig, ModelConfig
     from models.nets.network import MatrixFactorization
     from models.nets.training import fit_network, validation_data
 
@@ -46,37 +51,44 @@ def fit_once(n: int, epochs: int, batch_size: int, negatives: int | None = None,
     seen = pl.DataFrame({"user_id": user_ids[users[:10_000]].astype(str),
                          "item_id": item_ids[items[:10_000]].astype(str)})
     val = validation_data(holdout, seen, user_ids=user_ids, item_ids=item_ids)
-    train = TrainConfig(max_epochs=epochs, patience=epochs, batch_size=batch_size)
-    model, train = ModelConfig(), train.model_copy(update={"n_negatives": negatives or train.n_negatives})
+    overrides = {"max_epochs": epochs, "patience": epochs, "batch_size": batch_size, "n_negatives": negatives,
+                 "steps_per_epoch": None if fixed_batch else FineTuneConfig().train.steps_per_epoch}
+    train = FineTuneConfig().train.model_copy(update={k: v for k, v in overrides.items()
+                                                      if v is not None or k == "steps_per_epoch"})
+    model = ModelConfig()
     network = MatrixFactorization(n_users, n_items, model.dim, init_std=model.init_std, seed=seed)
+    frozen = np.ones(n_users, dtype=bool) if fit == "fine-tune" else None
     started = time.perf_counter()
     with one_blas_thread():
-        fit = fit_network(network, (users, items), user_ids=user_ids, item_ids=item_ids, val=val, config=train,
-                          seed=seed, kind="scratch", restore_best=False)
+        result = fit_network(network, (users, items), user_ids=user_ids, item_ids=item_ids, val=val, config=train,
+                             seed=seed, kind=fit, restore_best=False, frozen_user_rows=frozen)
     wall = time.perf_counter() - started
-    return {"pairs": n, "users": n_users, "items": n_items, "epochs": fit.epochs_run, "batch_size": batch_size,
-            "negatives": train.n_negatives,
-            "wall_s": round(wall, 3), "pairs_per_s": round(n * fit.epochs_run / wall)}
+    return {"pairs": n, "users": n_users, "items": n_items, "fit": fit, "epochs": result.epochs_run,
+            "batch_size": result.batch_size, "negatives": result.n_negatives,
+            "wall_s": round(wall, 3), "pairs_per_s": round(n * result.epochs_run / wall)}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=sizes, default=[1_000_000])
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=1024)
-    parser.add_argument("--negatives", type=int, help="sampled negatives per batch (default: the product's)")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--fit", choices=("fine-tune", "scratch"), default="fine-tune")
+    parser.add_argument("--batch-size", type=int, help="the configured batch (default: the product's)")
+    parser.add_argument("--negatives", type=int, help="the configured sampled negatives (default: the product's)")
+    parser.add_argument("--fixed-batch", action="store_true", help="no data-sized batch (steps_per_epoch=None)")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
     from tasks.runtime import configure_environment, quiet_libraries
 
     configure_environment()
     quiet_libraries()
-    rows = [fit_once(n, args.epochs, args.batch_size, args.negatives) for n in args.sizes]
-    print("| pairs | users | items | batch | negatives | epochs | fit wall (s) | pairs/s |\n"
-          "|---|---|---|---|---|---|---|---|")
+    rows = [fit_once(n, args.epochs, args.fit, args.batch_size, args.negatives, args.fixed_batch)
+            for n in args.sizes]
+    print("| pairs | users | items | fit | batch | negatives | epochs | fit wall (s) | pairs/s |\n"
+          "|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['pairs']:,} | {r['users']:,} | {r['items']:,} | {r['batch_size']:,} | {r['negatives']:,} | "
-              f"{r['epochs']} | "
+        print(f"| {r['pairs']:,} | {r['users']:,} | {r['items']:,} | {r['fit']} | {r['batch_size']:,} | "
+              f"{r['negatives']:,} | {r['epochs']} | "
               f"{r['wall_s']:.2f} | {r['pairs_per_s']:,} |")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "throughput.json").write_text(json.dumps({"machine": platform.machine(), "rows": rows}, indent=2))

@@ -58,7 +58,15 @@ class TrainConfig(_Frozen):
     n_negatives: int = Field(
         1024, ge=0, description="sampled-softmax negatives; 0 or >= catalogue size means full softmax"
     )
-    batch_size: int = Field(1024, ge=1)
+    batch_size: int = Field(1024, ge=1, description="pairs per batch; larger data gets larger batches "
+                                                      "(steps_per_epoch)")
+    steps_per_epoch: int | None = Field(1000, ge=1, description=(
+        "data-sized batches: with more than batch_size x this many training pairs, a batch holds pairs / this "
+        "(rounded up to a power of two, at most max_batch_size) and the sampled negatives shrink in proportion "
+        "(at least min_negatives), so a step costs what it did and an epoch stays near this many steps; "
+        "None: always batch_size and n_negatives"))
+    max_batch_size: int = Field(16384, ge=1, description="largest data-sized batch")
+    min_negatives: int = Field(128, ge=1, description="fewest sampled negatives of a data-sized batch")
     max_epochs: int = Field(40, ge=1)
     patience: int = Field(3, ge=1, description="epochs without val NDCG@10 improvement before stopping")
     k: int = Field(10, ge=1, description="cut-off of the validation NDCG that drives early stopping")
@@ -74,6 +82,20 @@ class TrainConfig(_Frozen):
     @classmethod
     def smoke(cls) -> TrainConfig:
         return cls(max_epochs=5, patience=2, batch_size=256)
+
+    def sized_for(self, n_pairs: int) -> TrainConfig:
+        """This config with the batch and the negatives for ``n_pairs`` training pairs (see ``steps_per_epoch``):
+        unchanged up to ``batch_size * steps_per_epoch`` pairs; above, a power-of-two batch of about
+        ``n_pairs / steps_per_epoch`` pairs, with the negatives cut so that ``batch x negatives`` (the step's
+        logits, whose size decides its cost) stays what the configured pair gives. Full softmax (0) stays full."""
+        if self.steps_per_epoch is None or n_pairs <= self.batch_size * self.steps_per_epoch:
+            return self
+        wanted = -(-n_pairs // self.steps_per_epoch)
+        batch = max(self.batch_size, min(1 << (wanted - 1).bit_length(), self.max_batch_size))
+        negatives = self.n_negatives
+        if negatives:
+            negatives = max(min(negatives, self.min_negatives), negatives * self.batch_size // batch)
+        return self.model_copy(update={"batch_size": batch, "n_negatives": negatives})
 
 
 class FineTuneConfig(_Frozen):

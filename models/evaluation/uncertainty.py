@@ -40,12 +40,19 @@ class Interval:
 def resample_counts(n: int, *, n_bootstrap: int, seed: int, batch: int = 100) -> Iterator[np.ndarray]:
     """The bootstrap resamples of ``n`` users, ``batch`` at a time, as counts (batch, n): how often each user
     was drawn. The draws depend only on ``n``, ``n_bootstrap``, ``seed`` (and ``batch``), so several columns
-    of the same users resampled from these counts are paired, as if resampled together."""
+    of the same users resampled from these counts are paired, as if resampled together.
+
+    The counts are float64 (exact: whole numbers far below 2**53), so ``counts @ values`` is one BLAS product;
+    an integer matrix times a float one takes numpy's slow loop (50x slower at 400 k users). They are counted
+    a resample at a time, whose counts stay in cache."""
     rng = np.random.default_rng(seed)
     for start in range(0, n_bootstrap, batch):
         size = min(batch, n_bootstrap - start)
         picks = rng.integers(0, n, size=(size, n))
-        yield np.bincount((picks + np.arange(size)[:, None] * n).ravel(), minlength=size * n).reshape(size, n)
+        counts = np.empty((size, n), dtype=np.float64)
+        for row, drawn in enumerate(picks):
+            counts[row] = np.bincount(drawn, minlength=n)
+        yield counts
 
 
 def _resampled_means(values: np.ndarray, *, n_bootstrap: int, seed: int) -> np.ndarray:

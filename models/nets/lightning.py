@@ -164,7 +164,10 @@ class RecommenderModule(pl.LightningModule):
         groups = [{"params": [p for p in trainable if id(p) not in transferred], "lr": self.hparams.lr},
                   {"params": [p for p in trainable if id(p) in transferred],
                    "lr": self.hparams.lr * self.hparams.transferred_lr_scale}]
-        return torch.optim.Adam([g for g in groups if g["params"]], weight_decay=self.hparams.weight_decay)
+        # fused: one pass over each tensor instead of one per operation (CPU and CUDA; the same update)
+        fused = all(p.device.type in ("cpu", "cuda") for p in trainable)
+        return torch.optim.Adam([g for g in groups if g["params"]], weight_decay=self.hparams.weight_decay,
+                                fused=fused)
 
 
 class HistoryState(Callback):

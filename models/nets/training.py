@@ -129,6 +129,8 @@ class FitResult:
     trainable_parameters: int = 0
     init_seconds: float = 0.0  # spent before fit_network (e.g. the transfer initialisation)
     resumed_from_epoch: int | None = None  # the epoch a killed fit was resumed at
+    batch_size: int = 0  # as sized for the data (TrainConfig.sized_for)
+    n_negatives: int = 0  # likewise (0: full softmax)
 
 
 def encode_pairs(frame: pl.DataFrame, user_ids: np.ndarray, item_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -224,7 +226,8 @@ def fit_network(
         user_ids: raw ids of the network's user rows.
         item_ids: raw ids of the network's item rows.
         val: validation data for early stopping.
-        config: optimiser, batch, epochs, patience, accelerator.
+        config: optimiser, batch, epochs, patience, accelerator; the batch and the negatives are sized for the
+            number of pairs (:meth:`TrainConfig.sized_for`).
         seed: seeds the data order and Lightning.
         frozen_user_rows: bool per user row; those rows keep their initial vectors.
         kind: recorded on the returned model.
@@ -246,8 +249,13 @@ def fit_network(
         ValueError: when there is no training pair.
     """
     streamed = isinstance(pairs, IterableDataset)
-    if (len(pairs) if streamed else len(pairs[0])) == 0:
+    n_pairs = pairs.n_pairs if streamed else len(pairs[0])
+    if n_pairs == 0:
         raise ValueError("no training interactions to fit on")
+    config = config.sized_for(n_pairs)
+    if streamed and pairs.batch_size != config.batch_size:
+        raise ValueError(f"the streamed batches hold {pairs.batch_size} pairs, the config sizes {config.batch_size} "
+                         "for them: build them with config.sized_for(n).batch_size")
     started = time.perf_counter()
     pl_lightning.seed_everything(seed, workers=True, verbose=False)
     module = RecommenderModule(network, lr=config.lr, weight_decay=config.weight_decay, l2=config.l2,
@@ -325,4 +333,6 @@ def fit_network(
         seconds=time.perf_counter() - started,
         trainable_parameters=module.trainable_parameters(),
         resumed_from_epoch=resumed_at,
+        batch_size=config.batch_size,
+        n_negatives=config.n_negatives,
     )

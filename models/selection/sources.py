@@ -9,7 +9,7 @@ import re
 import polars as pl
 
 from data_contracts.columns import DOMAIN
-from models.config import MAX_VAL_USERS, ModelConfig, TrainConfig
+from models.config import ModelConfig, TrainConfig
 from models.selection.profiles import PROFILE_VERSION
 
 ALL_OTHERS = "all-others"
@@ -93,13 +93,17 @@ def source_fingerprint(
 
 
 HARDWARE_FIELDS = {"accelerator", "devices", "strategy", "num_nodes"}
+#: TrainConfig fields added after source models were first registered (the data-sized batch among them).
+LATER_FIELDS = {"max_val_users", "steps_per_epoch", "max_batch_size", "min_negatives"}
 
 
 def _train_identity(train: TrainConfig) -> dict[str, object]:
     """The training settings that make a model what it is: where it ran is not one of them. The hardware
     fields are written as the fixed values models registered before they were configurable carry, so those
-    models keep their fingerprints (and ``max_val_users`` only counts when it is not the default)."""
-    identity = {**train.model_dump(exclude=HARDWARE_FIELDS | {"max_val_users"}), "accelerator": "cpu", "devices": 1}
-    if train.max_val_users != MAX_VAL_USERS:  # a later field: at its default, older fingerprints stay valid
-        identity["max_val_users"] = train.max_val_users
+    models keep their fingerprints; fields added later (:data:`LATER_FIELDS`) count only away from their
+    defaults, for the same reason."""
+    identity = {**train.model_dump(exclude=HARDWARE_FIELDS | LATER_FIELDS), "accelerator": "cpu", "devices": 1}
+    defaults = TrainConfig.model_fields
+    identity.update({name: getattr(train, name) for name in sorted(LATER_FIELDS)
+                     if getattr(train, name) != defaults[name].default})
     return identity

@@ -275,6 +275,11 @@ class ShuffledBlocks(IterableDataset):
             return torch.distributed.get_rank(), torch.distributed.get_world_size()
         return 0, 1
 
+    @property
+    def n_pairs(self) -> int:
+        """Pairs on file (each epoch reads them all)."""
+        return self.pairs.n
+
     def __len__(self) -> int:
         _, world = self._world()
         return sum(math.ceil(min(self.block_rows, self.pairs.n - s) // world / self.batch_size) for s in self.starts)
@@ -338,7 +343,8 @@ def _validation(split: DiskSplit, user_ids: np.ndarray, item_ids: np.ndarray, tr
 
 def _fit(network: MatrixFactorization, pairs: DiskPairs, user_ids: np.ndarray, item_ids: np.ndarray,
          val: Any, train: TrainConfig, seed: int, block_rows: int, **options: Any) -> FitResult:
-    return fit_network(network, ShuffledBlocks(pairs, batch_size=train.batch_size, seed=seed, block_rows=block_rows),
+    batches = ShuffledBlocks(pairs, batch_size=train.sized_for(pairs.n).batch_size, seed=seed, block_rows=block_rows)
+    return fit_network(network, batches,
                        user_ids=user_ids, item_ids=item_ids, val=val, config=train, seed=seed, **options)
 
 
@@ -407,5 +413,6 @@ def fine_tune_on_disk(
     del mapped
     network = transferred_network(init, config, None)
     val = _validation(split, init.user_ids, init.item_ids, config.train, seed)
-    batches = ShuffledBlocks(pairs, batch_size=config.train.batch_size, seed=seed, block_rows=block_rows)
+    batches = ShuffledBlocks(pairs, batch_size=config.train.sized_for(pairs.n).batch_size, seed=seed,
+                             block_rows=block_rows)
     return DiskFit(train_transferred(network, init, batches, val, config=config, seed=seed, **fit_options), pairs)

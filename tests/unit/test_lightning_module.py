@@ -63,12 +63,14 @@ def test_validation_users_are_sampled_above_the_cap():
     assert set(sampled.user_index) <= set(full.user_index)
 
 
-def test_the_validation_cap_leaves_source_fingerprints_alone():
+def test_later_training_fields_leave_source_fingerprints_alone_at_their_defaults():
     from models.config import TrainConfig
-    from models.selection.sources import _train_identity
+    from models.selection.sources import LATER_FIELDS, _train_identity
 
-    assert "max_val_users" not in _train_identity(TrainConfig())
+    assert not LATER_FIELDS & set(_train_identity(TrainConfig()))
     assert _train_identity(TrainConfig(max_val_users=10))["max_val_users"] == 10
+    assert _train_identity(TrainConfig(steps_per_epoch=None))["steps_per_epoch"] is None
+    assert _train_identity(TrainConfig(min_negatives=64)) != _train_identity(TrainConfig())
 
 
 def test_every_epoch_reports_one_progress_line_and_its_numbers(games_split):
@@ -118,3 +120,38 @@ def test_a_refit_trains_the_chosen_epochs_to_the_end_and_keeps_the_last_weights(
     assert fit.best_val_ndcg == pytest.approx(fit.history[-1]["val/ndcg_at_10"])
     again = train_scratch(games_split, model=ModelConfig(dim=8), train=config, seed=0, restore_best=False)
     np.testing.assert_array_equal(fit.model.user_factors, again.model.user_factors)
+
+
+def test_batches_grow_with_the_data_and_the_negatives_shrink_in_proportion():
+    from models.config import TrainConfig
+
+    config = TrainConfig(batch_size=256, n_negatives=1024, steps_per_epoch=1000, max_batch_size=16384,
+                         min_negatives=128)
+    assert config.sized_for(256_000) == config  # up to batch x steps: as configured
+    grown = config.sized_for(256_001)  # 257 pairs a step -> the next power of two
+    assert (grown.batch_size, grown.n_negatives) == (512, 512)
+    assert (config.sized_for(8_000_000).batch_size, config.sized_for(8_000_000).n_negatives) == (8192, 128)
+    assert config.sized_for(10**9).batch_size == 16384  # capped
+    assert config.sized_for(8_000_000).sized_for(8_000_000) == config.sized_for(8_000_000)  # idempotent
+    assert TrainConfig(n_negatives=0).sized_for(10**7).n_negatives == 0  # full softmax stays full
+    assert TrainConfig(n_negatives=64).sized_for(10**7).n_negatives == 64  # never more than configured
+    assert TrainConfig(steps_per_epoch=None).sized_for(10**9) == TrainConfig(steps_per_epoch=None)
+
+
+def test_a_fit_on_more_pairs_runs_sized_batches(games_split):
+    """The fit reads the sized batch and negatives (one epoch is then about steps_per_epoch steps), and reports
+    them."""
+    from models.config import ModelConfig, TrainConfig
+    from models.transfer.recipes import train_scratch
+
+    n_train = games_split.train.height
+    config = TrainConfig(max_epochs=1, patience=1, batch_size=8, n_negatives=16, steps_per_epoch=n_train // 40,
+                         min_negatives=2)
+    sized = config.sized_for(n_train)
+    assert sized.batch_size > 8 and sized.n_negatives < 16
+    fit = train_scratch(games_split, model=ModelConfig(dim=8), train=config, seed=0, restore_best=False)
+    assert (fit.batch_size, fit.n_negatives) == (sized.batch_size, sized.n_negatives)
+    assert fit.history[-1]["step"] == -(-n_train // sized.batch_size) - 1  # the epoch's optimiser steps, 0-based
+    plain = train_scratch(games_split, model=ModelConfig(dim=8), train=config.model_copy(
+        update={"steps_per_epoch": None}), seed=0, restore_best=False)
+    assert (plain.batch_size, plain.n_negatives) == (8, 16)
