@@ -45,35 +45,52 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 DOMAIN = "new"
 
 
-def generate(n: int, folder: Path, seed: int = 0, parts: int = 8) -> dict[str, int]:
-    """Write the synthetic tables (see the module docstring) under ``folder``; returns the sizes."""
+def generate(n: int, folder: Path, seed: int = 0, parts: int = 8,
+             domains: tuple[str, ...] = (DOMAIN,)) -> dict[str, int]:
+    """Write the synthetic tables (see the module docstring) under ``folder``; returns the sizes. With several
+    ``domains``, each gets ``n`` interactions over its own ``n / 500`` items from the same users, whose taste
+    cluster holds across domains (each domain its own cluster orders): what a model of one domain learns about
+    a user carries to the others."""
     import polars as pl
 
     rng = np.random.default_rng(seed)
     n_users, n_items, clusters = max(1000, n // 25), max(2000, n // 500), 64
     user_cluster = rng.integers(0, clusters, size=n_users)
-    permutations = np.stack([rng.permutation(n_items) for _ in range(clusters)])
-    draws = int(n * 1.3)  # duplicates (user, item) are dropped, then the first n kept
-    users = rng.integers(0, n_users, size=draws)
-    ranks = (n_items * rng.random(draws) ** 3).astype(np.int64)  # long tail: the top 1 % of items get ~21 %
-    personal = rng.random(draws) < 0.5
-    items = np.where(personal, permutations[user_cluster[users], ranks], ranks)
-    interactions = pl.DataFrame({
-        "user_id": pl.Series(users).cast(pl.String).str.pad_start(7, "0").str.replace(r"^", "u"),
-        "item_id": pl.Series(items).cast(pl.String).str.pad_start(6, "0").str.replace(r"^", "i"),
-        "timestamp": 1_700_000_000 + rng.integers(0, 365 * 86400, size=draws),
-        "rating": rng.integers(1, 6, size=draws).astype(np.float64),
-    }).unique(subset=["user_id", "item_id"], keep="first", maintain_order=True).head(n)
+    permutations = [np.stack([(rng if d == 0 else np.random.default_rng([seed, 1_000 + d])).permutation(n_items)
+                              for _ in range(clusters)]) for d in range(len(domains))]
+    # one part per block of users (disjoint, so dropping a part's duplicate pairs drops them all): a part at a
+    # time in memory, at most ~10 M interactions (100 M at once took more than 24 GB)
+    parts = max(parts, -(-n * len(domains) // 10_000_000))
     (folder / "interactions").mkdir(parents=True, exist_ok=True)
-    step = -(-interactions.height // parts)
+    written = 0
     for part in range(parts):
-        interactions.slice(part * step, step).write_parquet(folder / "interactions" / f"part-{part}.parquet")
-    item_ids = pl.Series(np.arange(n_items)).cast(pl.String).str.pad_start(6, "0").str.replace(r"^", "i")
-    pl.DataFrame({"item_id": item_ids, "domain": DOMAIN, "title": "Item " + item_ids,
-                  "genres": "x"}).write_parquet(folder / "items.parquet")
+        low, high = n_users * part // parts, n_users * (part + 1) // parts
+        wanted = n * (part + 1) // parts - n * part // parts
+        draws = int(wanted * 1.3)  # duplicates (user, item) are dropped, then the first wanted kept
+        frames = []
+        for d in range(len(domains)):
+            part_rng = np.random.default_rng([seed, part] if d == 0 else [seed, part, d])
+            users = part_rng.integers(low, high, size=draws)
+            ranks = (n_items * part_rng.random(draws) ** 3).astype(np.int64)  # long tail: top 1 % of items ~21 %
+            personal = part_rng.random(draws) < 0.5
+            items = d * n_items + np.where(personal, permutations[d][user_cluster[users], ranks], ranks)
+            frames.append(pl.DataFrame({
+                "user_id": pl.Series(users).cast(pl.String).str.pad_start(7, "0").str.replace(r"^", "u"),
+                "item_id": pl.Series(items).cast(pl.String).str.pad_start(6, "0").str.replace(r"^", "i"),
+                "timestamp": 1_700_000_000 + part_rng.integers(0, 365 * 86400, size=draws),
+                "rating": part_rng.integers(1, 6, size=draws).astype(np.float64),
+            }).unique(subset=["user_id", "item_id"], keep="first", maintain_order=True).head(wanted))
+            del users, ranks, personal, items
+        interactions = pl.concat(frames)
+        interactions.write_parquet(folder / "interactions" / f"part-{part}.parquet")
+        written += interactions.height
+        del interactions, frames
+    item_ids = pl.Series(np.arange(n_items * len(domains))).cast(pl.String).str.pad_start(6, "0").str.replace(r"^", "i")
+    pl.DataFrame({"item_id": item_ids, "domain": np.repeat(np.array(domains), n_items),
+                  "title": "Item " + item_ids, "genres": "x"}).write_parquet(folder / "items.parquet")
     user_ids = pl.Series(np.arange(n_users)).cast(pl.String).str.pad_start(7, "0").str.replace(r"^", "u")
-    np.save(folder / "source_users.npy", user_ids.to_numpy().astype(object), allow_pickle=True)
-    return {"interactions": interactions.height, "users": n_users, "items": n_items}
+    np.save(folder / "source_users.npy", user_ids.to_numpy().astype(str), allow_pickle=False)
+    return {"interactions": written, "users": n_users, "items": n_items}
 
 
 def rss_mb() -> float:
@@ -194,7 +211,7 @@ def _random_source(folder: Path, seed: int):
     """A source model that knows every user (random 64-dim vectors: the benchmark measures cost, not quality)."""
     from models.factors import FactorModel
 
-    source_users = np.load(folder / "source_users.npy", allow_pickle=True)
+    source_users = np.load(folder / "source_users.npy", allow_pickle=False).astype(object)
     rng = np.random.default_rng(seed)
     return FactorModel(source_users, np.array(["s0", "s1"], dtype=object),
                        rng.normal(scale=0.1, size=(len(source_users), 64)).astype(np.float32),

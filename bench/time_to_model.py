@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pickle
 import subprocess
 import sys
 import tempfile
@@ -63,7 +62,9 @@ def plain_pipeline(config: Any, sources_file: Path) -> dict[str, float]:
     from models.evaluation.ranking import evaluate_model
     from models.evaluation.slices import head_items, item_slice_recall, sliced_means, user_slices
     from models.evaluation.uncertainty import mean_intervals, paired_lift_intervals
+    from models.factors import FactorModel
     from models.selection.candidates import prepare_source, target_profile
+    from models.selection.profiles import DomainProfile
     from models.selection.similarity import PROBE, rank_candidates
     from models.split import split_with
     from models.transfer.als import EncodedTrain, fit_als
@@ -94,7 +95,9 @@ def plain_pipeline(config: Any, sources_file: Path) -> dict[str, float]:
     split = split_with(dataset.interactions, dataset.items, domain=config.target_domain, config=config.split)
     val_task, test_task = ranking_tasks(split, click_threshold=config.evaluation.click_threshold)
     lap("split")
-    sources = pickle.loads(sources_file.read_bytes())  # name -> (FactorModel, DomainProfile)
+    # name -> (FactorModel, DomainProfile), from the folders their own save() wrote (arrays without pickle)
+    sources = {folder.name: (FactorModel.load(folder / "model"), DomainProfile.load(folder / "profile"))
+               for folder in sorted(sources_file.iterdir())}
     lap("sources")
     item_match, shared_users = resolve_matching(config.sources, same_dataset=True)
     target = target_profile(split, dataset.name, config.sources.embedder)
@@ -201,8 +204,10 @@ def main(argv: list[str] | None = None) -> int:
     assert {e["source"] for e in catalogue} == wanted, (wanted, catalogue)
     sources = {e["source"]: (load_factor_model(uri, f"models:/{e['registered_model']}/{e['version']}"),
                              load_profile(uri, e["run_id"])) for e in catalogue}
-    sources_file = store / "sources.pkl"
-    sources_file.write_bytes(pickle.dumps(sources))
+    sources_file = store / "sources"
+    for name, (model, profile) in sources.items():
+        model.save(sources_file / name / "model")
+        profile.save(sources_file / name / "profile")
     for _ in range(args.repeats):
         result["plain"].append(plain_pipeline(config, sources_file))
 

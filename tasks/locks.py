@@ -5,12 +5,11 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import logging
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from tasks.runtime import default_data_dir
+from tasks.runtime import default_data_dir, shared_prefect_api
 from tasks.tracking import sqlite_dir
 
 logger = logging.getLogger(__name__)
@@ -44,7 +43,7 @@ def registry_lock(uri: str, key: str, *, timeout: float | None = None) -> Iterat
                     raise TimeoutError(f"another run held the registry lock of {key} for {timeout:.0f} s") from None
                 time.sleep(0.2)
         try:
-            if os.environ.get("PREFECT_API_URL"):
+            if shared_prefect_api():
                 with _prefect_limit(f"transferrec-registry-{key}", timeout):
                     yield
             else:

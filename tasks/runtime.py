@@ -9,7 +9,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -106,63 +105,110 @@ def handle_signals() -> Callable[[], None]:
     return restore
 
 
-def _temporary_api_server() -> object:
-    """Prefect's temporary API server, started in its own session: a Ctrl-C at the terminal (SIGINT to the
-    foreground process group) then reaches this process alone, which reports the run's end to the server and
-    stops it at exit; without this the server died first and the engine spent about 80 s retrying it."""
-    import prefect
-    from prefect.server.api.server import SubprocessASGIServer
-    from prefect.settings import get_current_settings
-
-    class OwnSessionServer(SubprocessASGIServer):
-        # Prefect 3.9's _run_uvicorn_command, with start_new_session=True
-        def _run_uvicorn_command(self) -> subprocess.Popen:
-            env = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
-            return subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent), "--factory",
-                 "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
-                 "--log-level", "error", "--lifespan", "on"],
-                env={**os.environ, **env, **get_current_settings().to_environment_variables(exclude_unset=True)},
-                start_new_session=True)
-
-    # Prefect looks its temporary server up by port (None: any free one); registering ours there first makes
-    # every later SubprocessASGIServer() in this process this one
-    return OwnSessionServer()
+#: Set (to "1") beside PREFECT_API_URL when that URL is this process's temporary API server (see
+#: :func:`prestart_prefect_api`), not a shared Prefect server: what needs a real server (cross-machine locks,
+#: deployments) goes on without it.
+TEMPORARY_API_ENV = "TRANSFERREC_TEMPORARY_API"
 
 
-_PRESTART: threading.Thread | None = None
+def shared_prefect_api() -> bool:
+    """Whether ``PREFECT_API_URL`` names a shared Prefect server (not this run's temporary one)."""
+    return bool(os.environ.get("PREFECT_API_URL")) and not os.environ.get(TEMPORARY_API_ENV)
+
+
+class _TemporaryApi:
+    """Prefect's temporary API server, started as Prefect starts it (uvicorn over
+    ``prefect.server.api.server:create_app``, UI off) but without importing Prefect's server in this process: its
+    modules cost ~3.6 s of this process's time, which the imports of the command then waited for.
+
+    It runs in a session of its own, so a Ctrl-C at the terminal (SIGINT to the foreground process group)
+    reaches this process alone, which reports the run's end to the server and stops it at exit; without that the
+    server died first and the engine spent about 80 s retrying it. On Linux it is also ended when this process
+    dies (``PR_SET_PDEATHSIG``), so a killed run leaves no server behind."""
+
+    def __init__(self) -> None:
+        import importlib.util
+        import socket
+
+        with socket.socket() as probe:  # a free port
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        prefect_dir = Path(importlib.util.find_spec("prefect").origin).parent  # type: ignore[arg-type, union-attr]
+        env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
+               "PREFECT__SERVER_FINAL": "1"}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect_dir.parent), "--factory",
+             "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
+             "--log-level", "error", "--lifespan", "on"],
+            env=env, start_new_session=True, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+        self.url = f"http://127.0.0.1:{self.port}/api"
+
+    def wait(self, timeout: float) -> None:
+        """Until the server answers its health check.
+
+        Raises:
+            RuntimeError: it exited or did not answer within ``timeout`` seconds.
+        """
+        import urllib.error
+        import urllib.request
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"Prefect's temporary API server exited with code {self.process.returncode}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"Prefect's temporary API server did not answer within {timeout:.0f} s")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def _die_with_parent() -> None:
+    """In the forked child before exec: ask Linux to SIGTERM it when its parent dies (elsewhere: nothing)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+_TEMPORARY: _TemporaryApi | None = None
 
 
 def prestart_prefect_api() -> None:
-    """Start Prefect's temporary API server (a subprocess; ~5-7 s) in the background, so that it comes up while
-    this process imports torch, Lightning and MLflow (~8 s); :func:`await_prefect_api` joins it before the first
-    flow call. Nothing happens when a Prefect server is configured (``PREFECT_API_URL``); any failure is left to
-    the flow call, which starts the server itself."""
-    global _PRESTART
-    if os.environ.get("PREFECT_API_URL") or _PRESTART is not None:
+    """Start Prefect's temporary API server (a subprocess; ~5-7 s) now, so that it comes up while this process
+    imports torch, Lightning and MLflow (~8 s), and point Prefect at it (``PREFECT_API_URL``, with
+    :data:`TEMPORARY_API_ENV`); :func:`await_prefect_api` waits for it before the first flow call. Call it before
+    Prefect is imported (its settings are read then). Nothing happens when a Prefect server is configured
+    (``PREFECT_API_URL``), when Prefect is already imported, or when it already ran; the server is stopped at
+    exit."""
+    global _TEMPORARY
+    if os.environ.get("PREFECT_API_URL") or _TEMPORARY is not None or "prefect" in sys.modules:
         return
+    import atexit
 
-    # Prefect's server models warn (pydantic) when imported; matplotlib, imported meanwhile in the main thread,
-    # records every warning raised while it reads its style files and prints them as its own
-    warnings.filterwarnings("ignore", message=r".*attribute with value .* was provided to the `Field\(\)` function")
-
-    def start() -> None:
-        try:
-            from prefect.settings import get_current_settings
-
-            if not get_current_settings().api.url:
-                _temporary_api_server().start()
-        except Exception:  # noqa: BLE001 - the flow call starts (and reports on) the server itself
-            return
-
-    _PRESTART = threading.Thread(target=start, name="prefect-api-prestart", daemon=True)
-    _PRESTART.start()
+    _TEMPORARY = _TemporaryApi()
+    atexit.register(_TEMPORARY.stop)
+    os.environ["PREFECT_API_URL"] = _TEMPORARY.url
+    os.environ[TEMPORARY_API_ENV] = "1"
 
 
-def await_prefect_api(timeout: float = 120.0) -> None:
-    """Wait for :func:`prestart_prefect_api` (no-op when it was not called)."""
-    if _PRESTART is not None:
-        _PRESTART.join(timeout)
+def await_prefect_api(timeout: float | None = None) -> None:
+    """Wait for :func:`prestart_prefect_api`'s server (no-op when it was not started); ``timeout`` defaults to
+    ``PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS``."""
+    if _TEMPORARY is not None:
+        _TEMPORARY.wait(timeout or float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", 120)))
 
 
 def quiet_libraries() -> None:

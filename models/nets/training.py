@@ -264,16 +264,8 @@ def fit_network(
                                anchor=anchor, seed=seed if own_random_stream else None)
     initial = full_validation_ndcg(network, val, config.k)
     initial_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
-    order: torch.Generator | None = None  # the batch order's stream (checkpointed with the negatives')
-    if streamed:  # already batched and shuffled (models.transfer.outofcore.ShuffledBlocks)
-        train_loader = DataLoader(pairs, batch_size=None)
-    else:
-        users, items = pairs
-        order = torch.Generator().manual_seed(seed)
-        train_loader = DataLoader(
-            _PairTensors(torch.from_numpy(users.astype(np.int64)), torch.from_numpy(items.astype(np.int64))),
-            batch_size=min(config.batch_size, len(users)), shuffle=True, generator=order, collate_fn=_as_batch,
-        )
+    # the batch order's stream (checkpointed with the negatives')
+    order = None if streamed else torch.Generator().manual_seed(seed)
     history = HistoryLogger(started)  # "elapsed" per epoch counts from the start of this fit
     monitor = f"val/ndcg_at_{config.k}"
     with tempfile.TemporaryDirectory(prefix="transferrec-ckpt-") as tmp:
@@ -295,8 +287,18 @@ def fit_network(
                        checkpoint, HistoryState(history), RandomState(order, module.negatives), _StopWhenAsked(),
                        _EpochProgress(label or kind, config.k, history, on_epoch), *(callbacks or [])],
             enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-            log_every_n_steps=max(1, len(train_loader)),
+            log_every_n_steps=max(1, -(-n_pairs // config.batch_size)),  # the metrics are logged per epoch
         )
+        if streamed:  # already batched and shuffled (models.transfer.outofcore.ShuffledBlocks)
+            train_loader = DataLoader(pairs, batch_size=None)
+        else:
+            users, items = pairs
+            # config.batch_size is the global batch: under DDP each of the world's processes takes its share
+            train_loader = DataLoader(
+                _PairTensors(torch.from_numpy(users.astype(np.int64)), torch.from_numpy(items.astype(np.int64))),
+                batch_size=max(1, min(config.batch_size, n_pairs) // trainer.world_size), shuffle=True,
+                generator=order, collate_fn=_as_batch,
+            )
         if resume_from is not None:
             logger.info("resuming %s from %s (epoch %d)", kind, resume_from, resumed_at)
         with warnings.catch_warnings():  # resuming means the folder holds our own checkpoints

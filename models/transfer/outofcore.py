@@ -262,7 +262,9 @@ class ShuffledBlocks(IterableDataset):
     Under DDP every process reads every block in the same order and keeps its share of each (rows ``rank``,
     ``rank + world``, ...), each block first cut to a multiple of the world size (dropping fewer than ``world``
     pairs a block, other ones each epoch): every process then runs the same number of steps, which DDP's
-    gradient all-reduce needs (unequal shares left one process waiting for ever)."""
+    gradient all-reduce needs (unequal shares left one process waiting for ever). ``batch_size`` is the global
+    batch: each of ``world`` processes takes ``batch_size // world`` pairs a step, so a step sees as many pairs
+    as in one process."""
 
     def __init__(self, pairs: DiskPairs, *, batch_size: int, seed: int, block_rows: int = DEFAULT_BLOCK_ROWS):
         self.pairs, self.batch_size, self.seed, self.block_rows = pairs, batch_size, seed, block_rows
@@ -282,7 +284,8 @@ class ShuffledBlocks(IterableDataset):
 
     def __len__(self) -> int:
         _, world = self._world()
-        return sum(math.ceil(min(self.block_rows, self.pairs.n - s) // world / self.batch_size) for s in self.starts)
+        step = max(1, self.batch_size // world)
+        return sum(math.ceil(min(self.block_rows, self.pairs.n - s) // world / step) for s in self.starts)
 
     def __iter__(self):
         rank, world = self._world()
@@ -297,8 +300,9 @@ class ShuffledBlocks(IterableDataset):
                 pairs = pairs[:count // world * world][rank::world]
             # contiguous columns: each batch is a pair of contiguous views
             users, items = (torch.from_numpy(pairs[:, c].astype(np.int64)) for c in (0, 1))
-            for low in range(0, len(users), self.batch_size):
-                yield users[low:low + self.batch_size], items[low:low + self.batch_size]
+            step = max(1, self.batch_size // world)
+            for low in range(0, len(users), step):
+                yield users[low:low + step], items[low:low + step]
 
 
 def sample_users(users: np.ndarray, n: int | None, seed: int) -> np.ndarray:

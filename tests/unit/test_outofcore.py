@@ -114,7 +114,9 @@ def test_ddp_ranks_get_equal_disjoint_shares(tmp_path, monkeypatch):
         monkeypatch.setattr(ShuffledBlocks, "_world", staticmethod(lambda rank=rank: (rank, 2)))
         blocks = ShuffledBlocks(pairs, batch_size=64, seed=3, block_rows=250)
         batches = list(blocks)
-        assert len(batches) == len(blocks) == 4 * 2 + 1  # 125 pairs of each block: 2 batches; the last block 1
+        # the global batch of 64 is 32 a rank: 125 pairs of each block make 4 batches; the last block 1
+        assert len(batches) == len(blocks) == 4 * 4 + 1
+        assert max(len(u) for u, _ in batches) == 32
         seen.append(np.concatenate([u.numpy() for u, _ in batches]))
     assert len(seen[0]) == len(seen[1]) == 4 * 125 + 1
     assert not set(seen[0]) & set(seen[1])  # disjoint shares of one shuffled order
