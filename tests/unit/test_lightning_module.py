@@ -155,3 +155,27 @@ def test_a_fit_on_more_pairs_runs_sized_batches(games_split):
     plain = train_scratch(games_split, model=ModelConfig(dim=8), train=config.model_copy(
         update={"steps_per_epoch": None}), seed=0, restore_best=False)
     assert (plain.batch_size, plain.n_negatives) == (8, 16)
+
+
+def test_when_no_epoch_beats_the_start_the_trainable_weights_return_to_it(games_split):
+    """A fit whose epochs all validate worse than its initial weights ends with those weights (the trainable
+    ones are kept aside; frozen rows never move)."""
+    from models.config import ModelConfig, TrainConfig
+    from models.nets.network import MatrixFactorization
+    from models.nets.training import encode_pairs, fit_network, validation_data
+    from models.transfer.recipes import catalogue_ids, train_scratch
+
+    good = train_scratch(games_split, model=ModelConfig(dim=8), train=TrainConfig(max_epochs=8, patience=8),
+                         seed=0).model
+    net = MatrixFactorization.from_arrays(good.user_factors, good.item_factors, good.item_bias)
+    items = catalogue_ids(games_split)
+    frozen = np.zeros(len(good.user_ids), dtype=bool)
+    frozen[: len(frozen) // 2] = True
+    fit = fit_network(net, encode_pairs(games_split.train, good.user_ids, items), user_ids=good.user_ids,
+                      item_ids=items, val=validation_data(games_split.val, games_split.train,
+                                                          user_ids=good.user_ids, item_ids=items),
+                      config=TrainConfig(lr=100.0, max_epochs=2, patience=1), seed=0, frozen_user_rows=frozen)
+    assert fit.best_epoch == -1 and fit.best_val_ndcg == pytest.approx(fit.initial_val_ndcg)
+    np.testing.assert_array_equal(fit.model.user_factors, good.user_factors)
+    np.testing.assert_array_equal(fit.model.item_factors, good.item_factors)
+    np.testing.assert_array_equal(fit.model.item_bias, good.item_bias)
