@@ -208,7 +208,8 @@ def await_prefect_api(timeout: float | None = None) -> None:
     """Wait for :func:`prestart_prefect_api`'s server (no-op when it was not started); ``timeout`` defaults to
     ``PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS``."""
     if _TEMPORARY is not None:
-        _TEMPORARY.wait(timeout or float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", 120)))
+        key = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+        _TEMPORARY.wait(timeout or float(os.environ.get(key, ENV_DEFAULTS[key])))
 
 
 def quiet_libraries() -> None:

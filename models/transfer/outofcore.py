@@ -345,10 +345,15 @@ def _validation(split: DiskSplit, user_ids: np.ndarray, item_ids: np.ndarray, tr
     return validation_data(holdout, seen, user_ids=user_ids, item_ids=item_ids)
 
 
+def _batches(pairs: DiskPairs, train: TrainConfig, seed: int, block_rows: int) -> ShuffledBlocks:
+    """The pair file's shuffled batches, of the size ``train`` gives this many pairs (``TrainConfig.sized_for``,
+    which fit_network checks them against)."""
+    return ShuffledBlocks(pairs, batch_size=train.sized_for(pairs.n).batch_size, seed=seed, block_rows=block_rows)
+
+
 def _fit(network: MatrixFactorization, pairs: DiskPairs, user_ids: np.ndarray, item_ids: np.ndarray,
          val: Any, train: TrainConfig, seed: int, block_rows: int, **options: Any) -> FitResult:
-    batches = ShuffledBlocks(pairs, batch_size=train.sized_for(pairs.n).batch_size, seed=seed, block_rows=block_rows)
-    return fit_network(network, batches,
+    return fit_network(network, _batches(pairs, train, seed, block_rows),
                        user_ids=user_ids, item_ids=item_ids, val=val, config=train, seed=seed, **options)
 
 
@@ -417,6 +422,5 @@ def fine_tune_on_disk(
     del mapped
     network = transferred_network(init, config, None)
     val = _validation(split, init.user_ids, init.item_ids, config.train, seed)
-    batches = ShuffledBlocks(pairs, batch_size=config.train.sized_for(pairs.n).batch_size, seed=seed,
-                             block_rows=block_rows)
+    batches = _batches(pairs, config.train, seed, block_rows)
     return DiskFit(train_transferred(network, init, batches, val, config=config, seed=seed, **fit_options), pairs)
