@@ -163,27 +163,42 @@ def measure(folder: Path, epochs: int, eval_users: int, seed: int = 0, *, accele
 
 
 def measure_out_of_core(folder: Path, epochs: int, eval_users: int, seed: int = 0, *, batch_rows: int,
-                        accelerator: str = "cpu", strategy: str = "auto") -> dict[str, float]:
+                        accelerator: str = "cpu", strategy: str = "auto", dask_workers: int = 0) -> dict[str, float]:
     """The same pipeline for data bigger than memory: batched validation of lazy scans
     (:mod:`data_contracts.batched`), the split by user buckets on disk and the fine-tune over the pair file
-    (:mod:`models.transfer.outofcore`); scratch files under ``folder / "work"``."""
+    (:mod:`models.transfer.outofcore`); scratch files under ``folder / "work"``. ``dask_workers``: the validation
+    batches and the split's buckets as Prefect tasks on a local Dask cluster of that many worker processes (the
+    onboarding's ``--task-runner dask --dask-processes --runner-workers N``), 0: in this process."""
     from data_contracts.batched import validate_scans
     from data_contracts.validation import ContractSettings
     from models.config import FineTuneConfig, SplitConfig, target_train_defaults
     from models.data.datasets import read_raw_tables
     from models.transfer.outofcore import fine_tune_on_disk, sample_test_task, split_on_disk
 
-    out: dict[str, float] = {"rss_start_mb": rss_mb(), "batch_rows": batch_rows}
+    out: dict[str, float] = {"rss_start_mb": rss_mb(), "batch_rows": batch_rows, "dask_workers": dask_workers}
     lap = Laps(out)
 
+    parts = None
+    if dask_workers:  # the workers report their task runs to one temporary Prefect API (PREFECT_API_URL)
+        from tasks.runtime import await_prefect_api, prestart_prefect_api
+
+        prestart_prefect_api()
+        await_prefect_api()
+        from flows.config import RunnerConfig
+        from flows.runners import PartRunner
+
+        parts = PartRunner(RunnerConfig(kind="dask", workers=dask_workers, processes=True))
     work = folder / "work"
     scans = read_raw_tables(folder, lazy=True)
     lap("load")
     valid = validate_scans(scans, ContractSettings(min_target_interactions=1, target_domain=DOMAIN),
-                           workdir=work / "validated", batch_rows=batch_rows).tables
+                           workdir=work / "validated", batch_rows=batch_rows, mapper=parts).tables
     lap("validate")
     split = split_on_disk(valid["interactions"], valid["items"].collect(), domain=DOMAIN,
-                          config=SplitConfig(fraction=1.0), workdir=work / "split", batch_rows=batch_rows)
+                          config=SplitConfig(fraction=1.0), workdir=work / "split", batch_rows=batch_rows,
+                          mapper=parts)
+    if parts is not None:
+        parts.__exit__(None, None, None)
     lap("split")
     source = _random_source(folder, seed)
     config = FineTuneConfig(train=target_train_defaults().model_copy(update={
@@ -229,13 +244,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-of-core", type=int, metavar="BATCH_ROWS", default=None,
                         help="the out-of-core pipeline (batched validation, split and pairs on disk) with batches "
                              "of BATCH_ROWS rows; default: the in-memory one")
+    parser.add_argument("--dask-workers", type=int, default=0,
+                        help="with --out-of-core: validation batches and split buckets as Prefect tasks on a local "
+                             "Dask cluster of N worker processes (the parent's peak RSS then leaves out the workers')")
     parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # internal: the measured child process
     args = parser.parse_args(argv)
     if args.measure:
         hardware = {"accelerator": args.accelerator, "strategy": args.strategy}
         if args.out_of_core:
             result = measure_out_of_core(args.measure, args.epochs, args.eval_users, batch_rows=args.out_of_core,
-                                         **hardware)
+                                         dask_workers=args.dask_workers, **hardware)
         else:
             result = measure(args.measure, args.epochs, args.eval_users, **hardware)
         print(json.dumps(result))
@@ -248,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
             shape = generate(size, folder)
             done = subprocess.run([sys.executable, __file__, "--measure", str(folder), "--epochs", str(args.epochs),
                                    "--eval-users", str(args.eval_users), "--accelerator", args.accelerator,
-                                   "--strategy", args.strategy,
+                                   "--strategy", args.strategy, "--dask-workers", str(args.dask_workers),
                                    *(["--out-of-core", str(args.out_of_core)] if args.out_of_core else [])],
                                   capture_output=True, text=True)
             if done.returncode != 0:
@@ -258,11 +276,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{size:>10,}: {row['total_s']:.1f} s, peak RSS {row['peak_rss_mb']:.0f} MB", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     name = "scale" if args.accelerator == "cpu" else f"scale_{args.accelerator}_{args.strategy}"
-    name += "_out_of_core.json" if args.out_of_core else ".json"
+    name += "_out_of_core" if args.out_of_core else ""
+    name += f"_dask{args.dask_workers}.json" if args.dask_workers else ".json"
     (args.out / name).write_text(json.dumps(results, indent=2))
 
     stages = ("load", "validate", "split", "fine_tune", "evaluate", "total")
     mode = f"out of core, batches of {args.out_of_core:,} rows" if args.out_of_core else "in memory"
+    mode += f", parts on {args.dask_workers} Dask worker processes" if args.dask_workers else ""
     print(f"\nscale ({mode}; {args.accelerator}, strategy {args.strategy}): validate -> split -> fine-tune "
           f"({args.epochs} epoch) -> evaluate (test task of "
           f"{f'{args.eval_users:,} sampled users' if args.eval_users else 'every test user'}, full ranking); "

@@ -1,13 +1,14 @@
 """Validate tables bigger than memory: the same contracts, one batch at a time.
 
 Each table is read from a lazy scan (a CSV, Parquet file or folder of parts, local or in an object store) in
-batches of ``batch_rows`` rows. Per batch, the schema and type conversion and the suite's row-level rules run
-exactly as in :func:`data_contracts.validation.validate_tables` (row numbers are the table's own, not the
-batch's), and the typed rows go to a Parquet part under ``workdir``. The rules about a whole table (row count,
+batches of ``batch_rows`` rows. Per batch (:func:`check_batch`), the schema and type conversion and the suite's
+row-level rules run exactly as in :func:`data_contracts.validation.validate_tables` (row numbers are the table's
+own, not the batch's), and the typed rows go to a Parquet part under ``workdir``; a :class:`PartMapper` may run the
+batches elsewhere (one Prefect task per batch on a Dask cluster). The rules about a whole table (row count,
 uniqueness, single-interaction users, the target domain's volume) then run as streaming queries over those
-parts. Memory holds one batch, the item ids (for the referential rule) and the hash tables of the uniqueness
-and per-user counts, never a whole table; the reports are the ones the in-memory validation writes (a test
-compares them rule by rule).
+parts. Memory holds one batch (``mapper.width`` when they are spread), the item ids (for the referential rule)
+and the hash tables of the uniqueness and per-user counts, never a whole table; the reports are the ones the
+in-memory validation writes (a test compares them rule by rule).
 
 Only the ``fail`` policy is supported: a quarantine keeps the first copy of a duplicate and drops the later
 ones, which needs the table's order across batches (use the in-memory validation for it).
@@ -16,9 +17,10 @@ ones, which needs the table's order across batches (use the in-memory validation
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import polars as pl
 
@@ -32,6 +34,27 @@ from data_contracts.validation import CHECK_ORDER, UNIQUE_EXPECTATIONS, Contract
 ROW_COUNT = "expect_table_row_count_to_be_between"
 TABLE_WIDE = frozenset({ROW_COUNT, *UNIQUE_EXPECTATIONS})
 DEFAULT_BATCH_ROWS = 1_000_000
+T = TypeVar("T")
+
+
+class PartMapper(Protocol):
+    """Runs ``fn(*args)`` for every ``args`` of ``calls`` and returns the results in that order; ``label`` names
+    the stage. ``width`` is how many parts it is handed at once (the batches or buckets held in memory together).
+    :class:`InOrder` runs them here, one after the other; ``flows.runners.PartRunner`` runs each as a Prefect task
+    on the onboarding's task runner (a Dask cluster spreads them)."""
+
+    width: int
+
+    def __call__(self, fn: Callable[..., T], calls: Sequence[tuple], label: str) -> list[T]: ...
+
+
+class InOrder:
+    """The parts one after the other, in this process."""
+
+    width = 1
+
+    def __call__(self, fn: Callable[..., T], calls: Sequence[tuple], label: str) -> list[T]:
+        return [fn(*args) for args in calls]
 
 
 class BatchReadError(ValueError):
@@ -137,28 +160,63 @@ class _TableResult:
     parts: pl.LazyFrame | None  # None: a required column is missing, nothing was written
 
 
+@dataclass(frozen=True)
+class _BatchResult:
+    """What one batch contributes to its table's report."""
+
+    rows: int  # raw rows read
+    checked: int  # rows that converted and were checked (and written); -1: a required column is missing
+    rules: int
+    failures: list[RuleFailure]
+
+
+def check_batch(table: str, batch: pl.DataFrame, index: int, parameters: dict, known_items: pl.Series | None,
+                engine: str, folder: Path) -> _BatchResult:
+    """One batch of ``table``: types converted, the row-level rules checked, the typed rows written as part
+    ``index`` under ``folder``. Pure but for that file, so batches can run anywhere (see :data:`PartMapper`)."""
+    typed, failures = convert_table(table, batch)
+    if typed is None:  # a required column is missing: the same in every batch
+        return _BatchResult(batch.height, -1, 1, failures)
+    unconvertible = {r for f in failures for r in (f.rows or ())}
+    checked = typed.filter(~pl.col(ROW).is_in(sorted(unconvertible))) if unconvertible else typed
+    report = validate_table(table, checked, parameters=parameters, known_items=known_items, engine=engine,
+                            skip=TABLE_WIDE)
+    canonical(table, checked).with_columns(checked[ROW]).write_parquet(folder / f"part-{index:06d}.parquet")
+    return _BatchResult(batch.height, checked.height, report.checked_rules,
+                        failures + report.failures + report.warnings)
+
+
+def _windows(items: Iterator[T], size: int) -> Iterator[list[T]]:
+    """``items`` in consecutive lists of ``size`` (the last may be shorter)."""
+    window: list[T] = []
+    for item in items:
+        window.append(item)
+        if len(window) == size:
+            yield window
+            window = []
+    if window:
+        yield window
+
+
 def _check_table(
     table: str, scan: pl.LazyFrame, settings: ContractSettings, *, known_items: pl.Series | None,
-    folder: Path, batch_rows: int, now: float | None,
+    folder: Path, batch_rows: int, now: float | None, mapper: PartMapper,
 ) -> _TableResult:
     folder.mkdir(parents=True, exist_ok=True)
     parameters = settings.parameters(now)
     found: dict[tuple, RuleFailure] = {}
     raw_rows = checked_rows = rules = 0
-    for index, batch in enumerate(batches(scan, batch_rows, table)):
-        raw_rows += batch.height
-        typed, failures = convert_table(table, batch)
-        if typed is None:  # a required column is missing: the same in every batch
-            return _TableResult(ContractReport(table, suite_version(table), scan.select(pl.len()).collect().item()
-                                               if batch.width else 0, 1, failures), None)
-        unconvertible = {r for f in failures for r in (f.rows or ())}
-        checked = typed.filter(~pl.col(ROW).is_in(sorted(unconvertible))) if unconvertible else typed
-        report = validate_table(table, checked, parameters=parameters, known_items=known_items,
-                                engine=settings.engine, skip=TABLE_WIDE)
-        _merge(found, failures + report.failures + report.warnings)
-        rules = report.checked_rules
-        checked_rows += checked.height
-        canonical(table, checked).with_columns(checked[ROW]).write_parquet(folder / f"part-{index:06d}.parquet")
+    # read here in order, checked ``mapper.width`` batches at a time by ``mapper``, merged in table order
+    for numbered in _windows(enumerate(batches(scan, batch_rows, table)), mapper.width):
+        calls = [(table, batch, index, parameters, known_items, settings.engine, folder) for index, batch in numbered]
+        for (_, batch), result in zip(numbered, mapper(check_batch, calls, f"validate-{table}"), strict=True):
+            raw_rows += result.rows
+            if result.checked < 0:  # a required column is missing: nothing was written
+                return _TableResult(ContractReport(table, suite_version(table), scan.select(pl.len()).collect().item()
+                                                   if batch.width else 0, 1, result.failures), None)
+            _merge(found, result.failures)
+            rules = result.rules
+            checked_rows += result.checked
     parts = pl.scan_parquet(folder / "*.parquet")
     definition = suite_definition(table)
     wide = [e for e in applicable(definition, [*parts.collect_schema().names(), "_item_in_items"])
@@ -178,7 +236,7 @@ def _check_table(
 
 def validate_scans(
     scans: dict[str, pl.LazyFrame | None], settings: ContractSettings, *, workdir: Path,
-    batch_rows: int = DEFAULT_BATCH_ROWS, now: float | None = None,
+    batch_rows: int = DEFAULT_BATCH_ROWS, now: float | None = None, mapper: PartMapper | None = None,
 ) -> ValidatedScans:
     """Validate every present table batch by batch (see the module docstring).
 
@@ -189,6 +247,7 @@ def validate_scans(
         workdir: where the typed Parquet parts go (one folder per table, replaced when present).
         batch_rows: rows per batch.
         now: the current time for the "not in the future" rule (default: now).
+        mapper: runs the batches' checks (default :class:`InOrder`); the table-wide rules run here.
 
     Raises:
         ContractViolation: a table broke its contract (every table's report attached).
@@ -212,7 +271,7 @@ def validate_scans(
         folder = workdir / table
         shutil.rmtree(folder, ignore_errors=True)
         result = _check_table(table, scan, settings, known_items=known, folder=folder, batch_rows=batch_rows,
-                              now=now)
+                              now=now, mapper=mapper or InOrder())
         reports.append(result.report)
         if result.parts is not None and result.report.success:
             tables[table] = result.parts

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from data_contracts.batched import ValidatedScans
 from flows.config import OnboardConfig
-from flows.runners import run_jobs
+from flows.runners import PartRunner, run_jobs
 from models.config import DataConfig
 from models.data.datasets import Dataset
 from models.evaluation.ranking import RankingTask
@@ -50,6 +50,7 @@ from tasks.data import (
 from tasks.evaluation import ModelReport, analyse_models, off_policy_ctr_report
 from tasks.large import (
     batch_rows,
+    bucket_rows,
     fine_tune_large,
     joint_pairs_large,
     popularity_large,
@@ -286,19 +287,24 @@ class OutOfCore:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def validate(self, raw: RawTables) -> Any:
-        return validate_large(raw, self.data, self.config.target_domain, self.run, self.workdir / "validated")
+        with PartRunner(self.config.runner) as parts:
+            return validate_large(raw, self.data, self.config.target_domain, self.run, self.workdir / "validated",
+                                  parts)
 
     def split(self, data: Any) -> Target:
         config = self.config
-        split = split_large(data, config.target_domain, config.split, self.workdir / "split", self.rows)
+        with PartRunner(config.runner) as parts:
+            split = split_large(data, config.target_domain, config.split, self.workdir / "split", self.rows,
+                                bucket_rows(self.data), parts)
         val_task, test_task = sample_ranking_tasks(split, config.evaluation.max_users, config.split.seed,
                                                    config.evaluation.click_threshold)
         return Target(split, val_task, test_task, split_summary(split, val_task, test_task))
 
     def sources(self, data: Any, target: Target) -> dict[str, Any]:
         self.joint = joint_pairs_large(data, target.split)  # the joint peers' pairs, read before the sources'
-        return train_large_sources(data, target.split, self.config.target_domain, self.config.sources,
-                                   self.workdir / "sources", self.rows)
+        with PartRunner(self.config.runner) as parts:
+            return train_large_sources(data, target.split, self.config.target_domain, self.config.sources,
+                                       self.workdir / "sources", self.rows, bucket_rows(self.data), parts)
 
     def lineage(self, target: Target, sources: dict[str, Any]) -> list[tracking.DatasetRecord]:
         """The target's parts and each source's training data (named by where they came from and the settings:

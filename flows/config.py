@@ -72,14 +72,11 @@ OUT_OF_CORE_REFUSES: dict[str, tuple[Any, str]] = {
     "data.on_violation": (lambda v: v != "fail", "the quarantine policy"),
     "selection.weights": (lambda v: v is not None, "selection signal weights (the zero-shot probe decides)"),
     "tracking.checkpoint_dir": (lambda v: v is not None, "resumable checkpoints"),
-    # the fits read pair files from this machine's scratch folder: threads in this process, or one by one
-    "runner.kind": (lambda v: v not in ("threads", "sequential"), "a Dask or Ray task runner"),
-    "runner.address": (lambda v: v is not None, "a task-runner cluster"),
-    "runner.processes": (bool, "Dask worker processes"),
 }
 #: Options only the out-of-core onboarding has.
 IN_MEMORY_REFUSES: dict[str, tuple[Any, str]] = {
     "evaluation.max_users": (lambda v: v is not None, "evaluation on a sample of users"),
+    "data.bucket_rows": (lambda v: v is not None, "buckets of users for the split"),
 }
 
 #: The target's data settings that a source dataset (``sources.data``) takes unless it sets its own.

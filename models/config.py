@@ -163,6 +163,9 @@ class DataConfig(ContractRules):
     batch_rows: int | None = Field(None, ge=1, description="read and validate the tables in batches of this many "
                                                           "rows (tables bigger than memory; fail policy only); "
                                                           "none: read each table whole")
+    bucket_rows: int | None = Field(None, ge=1, description="out of core: about this many rows per bucket of users "
+                                                           "(the split's unit: one Prefect task each); none: "
+                                                           "models.transfer.outofcore.DEFAULT_BUCKET_ROWS")
 
     @model_validator(mode="before")
     @classmethod

@@ -13,7 +13,7 @@ import polars as pl
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from data_contracts.batched import DEFAULT_BATCH_ROWS, ValidatedScans, validate_scans
+from data_contracts.batched import DEFAULT_BATCH_ROWS, PartMapper, ValidatedScans, validate_scans
 from data_contracts.columns import ITEM_ID
 from data_contracts.report import ContractViolation
 from models.config import DataConfig, FineTuneConfig, ModelConfig, SourcesConfig, SplitConfig, TrainConfig
@@ -24,6 +24,7 @@ from models.nets.training import FitResult
 from models.selection.sources import slug, source_candidates
 from models.transfer.joint import JointTrain
 from models.transfer.outofcore import (
+    DEFAULT_BUCKET_ROWS,
     DiskFit,
     DiskSplit,
     fine_tune_on_disk,
@@ -48,15 +49,20 @@ def batch_rows(config: DataConfig) -> int:
     return config.batch_rows or DEFAULT_BATCH_ROWS
 
 
+def bucket_rows(config: DataConfig) -> int:
+    """The rows per bucket of users of an out-of-core onboarding's splits."""
+    return config.bucket_rows or DEFAULT_BUCKET_ROWS
+
+
 @task(name="validate-in-batches", cache_policy=NO_CACHE)
 def validate_large(raw: RawTables, config: DataConfig, target_domain: str, run: tracking.TrackingContext,
-                   workdir: Path) -> ValidatedScans:
-    """The data contracts, batch by batch; the report is logged as in memory; raises
-    :class:`ContractViolation` when a rule fails."""
+                   workdir: Path, parts: PartMapper | None = None) -> ValidatedScans:
+    """The data contracts, batch by batch (each batch's checks run by ``parts``); the report is logged as in
+    memory; raises :class:`ContractViolation` when a rule fails."""
     scans = {table: frame.lazy() if frame is not None else None for table, frame in raw.tables.items()}
     try:
         result = validate_scans(scans, config.contract_settings(target_domain), workdir=workdir,
-                                batch_rows=batch_rows(config))
+                                batch_rows=batch_rows(config), mapper=parts)
     except ContractViolation as found:
         violation = raw.in_user_terms(found, config)
         log_contract_reports(violation.reports, run, failed=True)
@@ -67,10 +73,12 @@ def validate_large(raw: RawTables, config: DataConfig, target_domain: str, run: 
 
 
 @task(name="split-on-disk", cache_policy=NO_CACHE)
-def split_large(tables: ValidatedScans, domain: str, config: SplitConfig, workdir: Path, rows: int) -> DiskSplit:
-    """The target's leakage-free split, bucket by bucket of users, on disk."""
+def split_large(tables: ValidatedScans, domain: str, config: SplitConfig, workdir: Path, rows: int,
+                buckets: int = DEFAULT_BUCKET_ROWS, parts: PartMapper | None = None) -> DiskSplit:
+    """The target's leakage-free split, bucket by bucket of users of about ``buckets`` rows (each bucket split by
+    ``parts``), on disk."""
     split = split_on_disk(tables.tables["interactions"], tables.tables["items"].collect(), domain=domain,
-                          config=config, workdir=workdir, batch_rows=rows)
+                          config=config, workdir=workdir, batch_rows=rows, bucket_rows=buckets, mapper=parts)
     get_run_logger().info("split %s on disk: %s", domain, split.sizes)
     return split
 
@@ -90,9 +98,11 @@ def sample_ranking_tasks(split: DiskSplit, users: int | None, seed: int, click_t
 
 @task(name="train-sources-on-disk", cache_policy=NO_CACHE)
 def train_large_sources(tables: ValidatedScans, split: DiskSplit, domain: str, config: SourcesConfig,
-                        workdir: Path, rows: int) -> dict[str, FitResult]:
+                        workdir: Path, rows: int, buckets: int = DEFAULT_BUCKET_ROWS,
+                        parts: PartMapper | None = None) -> dict[str, FitResult]:
     """The source candidates of ``domain`` in its own dataset, each trained on its time-safe interactions
-    (before each user's first target test interaction) with the pairs on disk."""
+    (before each user's first target test interaction, split bucket by bucket by ``parts``) with the pairs on
+    disk."""
     interactions, items = tables.tables["interactions"], tables.tables["items"].collect()
     stats = domain_stats(interactions, items.lazy()).collect(engine="streaming")
     plan = source_candidates(stats, domain, candidates=config.candidates, top_single=config.top_single,
@@ -101,7 +111,8 @@ def train_large_sources(tables: ValidatedScans, split: DiskSplit, domain: str, c
     fits = {}
     for name, domains in plan.items():
         source_split = source_split_on_disk(interactions, items, domains=domains, cutoffs=cutoffs,
-                                            val_ratio=config.val_ratio, workdir=workdir / slug(name), batch_rows=rows)
+                                            val_ratio=config.val_ratio, workdir=workdir / slug(name), batch_rows=rows,
+                                            bucket_rows=buckets, mapper=parts)
         fits[name] = train_source_on_disk(source_split, model=config.model, train=config.train, seed=config.seed,
                                           batch_rows=rows).fit
         shutil.rmtree(source_split.workdir, ignore_errors=True)

@@ -39,6 +39,27 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
+class _Backwards:
+    """A part mapper that hands out three parts at a time and runs each window's parts last first (as a cluster
+    may finish them), returning the results in the calls' order."""
+
+    width = 3
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, fn, calls, label):
+        self.calls += len(calls)
+        results = {n: fn(*calls[n]) for n in reversed(range(len(calls)))}
+        return [results[n] for n in range(len(calls))]
+
+
+@pytest.fixture
+def backwards_mapper() -> _Backwards:
+    """A :class:`~data_contracts.batched.PartMapper` that runs the parts out of order."""
+    return _Backwards()
+
+
 @pytest.fixture(scope="session")
 def synthetic_dataset():
     """Four domains x 40 items, 300 users who share their taste across domains."""

@@ -4,7 +4,8 @@
   are read in batches and spread over buckets of users (Parquet parts); each bucket, small enough for memory,
   is split exactly as :func:`models.split.split_target_domain` splits a whole domain. Test and validation are
   per-user rules, so they are the same rows as in memory; the ``fraction`` sample is drawn per bucket (the same
-  share, not the same rows).
+  share, not the same rows). Buckets are independent (:func:`split_folder`): a
+  :class:`~data_contracts.batched.PartMapper` may split them elsewhere, and the parts are the same.
 * :func:`write_pairs`: every training interaction as an ``(user row, item row)`` int32 pair, in a shuffled
   order, in one file (8 bytes an interaction).
 * :class:`ShuffledBlocks`: what the Lightning trainer reads: each epoch visits the file's blocks in a new random
@@ -23,6 +24,7 @@ import math
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,6 +33,7 @@ import polars as pl
 import torch
 from torch.utils.data import IterableDataset
 
+from data_contracts.batched import InOrder, PartMapper
 from data_contracts.columns import DOMAIN, ITEM_ID, TIMESTAMP, USER_ID
 from models.config import FineTuneConfig, ModelConfig, SplitConfig, TrainConfig
 from models.evaluation.ranking import RankingTask, build_ranking_task
@@ -103,29 +106,60 @@ def _by_user_buckets(scan: pl.LazyFrame, workdir: Path, *, batch_rows: int, buck
     return sorted(spread.iterdir()) if spread.exists() else []
 
 
-def _split_buckets(scan: pl.LazyFrame, workdir: Path, parts: tuple[str, ...],
-                   split_bucket: Callable[[pl.DataFrame], dict[str, pl.DataFrame | int]], *, batch_rows: int,
-                   bucket_rows: int) -> dict[str, int]:
-    """Split bucket by bucket of users with ``split_bucket`` (frame -> part name -> rows, or a count only) into
-    ``workdir/<part>``; returns the rows per part."""
+BucketSplitter = Callable[[pl.DataFrame], dict[str, pl.DataFrame | int]]
+
+
+def split_folder(folder: Path, workdir: Path, split_bucket: BucketSplitter) -> dict[str, int]:
+    """One bucket of users: its rows (the Parquet parts in ``folder``) split by ``split_bucket`` (frame -> part
+    name -> rows, or a count only), each part written to ``workdir/<part>/<bucket>.parquet``, the folder removed;
+    returns the rows per part. A bucket is independent of the others, so it may run anywhere that sees ``workdir``
+    (a :class:`~data_contracts.batched.PartMapper`)."""
+    sizes = {}
+    for part, rows in split_bucket(pl.read_parquet(folder / "*.parquet")).items():
+        sizes[part] = rows if isinstance(rows, int) else rows.height
+        if not isinstance(rows, int):
+            rows.write_parquet(workdir / part / f"{folder.name}.parquet")
+    shutil.rmtree(folder)
+    return sizes
+
+
+def _split_buckets(scan: pl.LazyFrame, workdir: Path, parts: tuple[str, ...], split_bucket: BucketSplitter, *,
+                   batch_rows: int, bucket_rows: int, mapper: PartMapper | None, label: str) -> dict[str, int]:
+    """Spread ``scan`` over buckets of users (one pass), then split every bucket with :func:`split_folder` (through
+    ``mapper``, :class:`~data_contracts.batched.InOrder` by default) into ``workdir/<part>``; returns the rows per
+    part."""
+    mapper = mapper or InOrder()
     sizes = dict.fromkeys(parts, 0)
     for part in parts:
         (workdir / part).mkdir(parents=True, exist_ok=True)
-    for folder in _by_user_buckets(scan, workdir, batch_rows=batch_rows, bucket_rows=bucket_rows):
-        for part, rows in split_bucket(pl.read_parquet(folder / "*.parquet")).items():
-            sizes[part] = sizes.get(part, 0) + (rows if isinstance(rows, int) else rows.height)
-            if not isinstance(rows, int):
-                rows.write_parquet(workdir / part / f"{folder.name}.parquet")
-        shutil.rmtree(folder)
+    folders = _by_user_buckets(scan, workdir, batch_rows=batch_rows, bucket_rows=bucket_rows)
+    for low in range(0, len(folders), mapper.width):
+        calls = [(folder, workdir, split_bucket) for folder in folders[low:low + mapper.width]]
+        for bucket in mapper(split_folder, calls, label):
+            for part, rows in bucket.items():
+                sizes[part] = sizes.get(part, 0) + rows
     shutil.rmtree(workdir / "by_user", ignore_errors=True)
     return sizes
 
 
+def _target_bucket(frame: pl.DataFrame, *, catalogue: pl.DataFrame, domain: str, config: SplitConfig
+                   ) -> dict[str, pl.DataFrame | int]:
+    split = split_target_domain(frame, catalogue, domain=domain, fraction=config.fraction, seed=config.seed,
+                                test_ratio=config.test_ratio, val_ratio=config.val_ratio, min_users=0)
+    return {"train": split.train, "val": split.val, "test": split.test, "train_full": split.train_full_size}
+
+
+def _source_bucket(frame: pl.DataFrame, *, val_ratio: float) -> dict[str, pl.DataFrame | int]:
+    train, val = temporal_user_split(frame, holdout_ratio=val_ratio)
+    return {"train": train, "val": val}
+
+
 def split_on_disk(
     interactions: pl.LazyFrame, items: pl.DataFrame, *, domain: str, config: SplitConfig, workdir: Path,
-    batch_rows: int = 1_000_000, bucket_rows: int = DEFAULT_BUCKET_ROWS,
+    batch_rows: int = 1_000_000, bucket_rows: int = DEFAULT_BUCKET_ROWS, mapper: PartMapper | None = None,
 ) -> DiskSplit:
-    """Split the target ``domain`` bucket by bucket of users (see the module docstring).
+    """Split the target ``domain`` bucket by bucket of users (see the module docstring); ``mapper`` runs the
+    buckets' splits (default: one after the other, here).
 
     Raises:
         ValueError: the domain has no items or no interactions.
@@ -136,14 +170,9 @@ def split_on_disk(
         raise ValueError(f"target domain {domain!r} has no items")
     shutil.rmtree(workdir, ignore_errors=True)
     target = interactions.join(catalogue.lazy().select(ITEM_ID), on=ITEM_ID, how="semi")
-
-    def split_bucket(frame: pl.DataFrame) -> dict[str, pl.DataFrame]:
-        split = split_target_domain(frame, catalogue, domain=domain, fraction=config.fraction, seed=config.seed,
-                                    test_ratio=config.test_ratio, val_ratio=config.val_ratio, min_users=0)
-        return {"train": split.train, "val": split.val, "test": split.test, "train_full": split.train_full_size}
-
+    split_bucket = partial(_target_bucket, catalogue=catalogue, domain=domain, config=config)
     sizes = _split_buckets(target, workdir, ("train", "val", "test"), split_bucket, batch_rows=batch_rows,
-                           bucket_rows=bucket_rows)
+                           bucket_rows=bucket_rows, mapper=mapper, label="split-bucket")
     if not sizes["train_full"] + sizes["test"]:
         raise ValueError(f"target domain {domain!r} has no interactions")
     result = DiskSplit(domain, workdir, catalogue, sizes)
@@ -182,9 +211,11 @@ def joint_train_on_disk(interactions: pl.LazyFrame, items: pl.DataFrame, split: 
 def source_split_on_disk(
     interactions: pl.LazyFrame, items: pl.DataFrame, *, domains: list[str], cutoffs: pl.DataFrame | None,
     val_ratio: float, workdir: Path, batch_rows: int = 1_000_000, bucket_rows: int = DEFAULT_BUCKET_ROWS,
+    mapper: PartMapper | None = None,
 ) -> DiskSplit:
     """The time-safe interactions of the source ``domains`` (before each user's cutoff), split per user into
-    ``train`` and ``val`` as :func:`models.transfer.recipes.train_source_model` splits them.
+    ``train`` and ``val`` as :func:`models.transfer.recipes.train_source_model` splits them (``mapper``: as
+    :func:`split_on_disk`).
 
     Raises:
         ValueError: the source domains have no (time-safe) interactions.
@@ -192,13 +223,8 @@ def source_split_on_disk(
     catalogue = items.filter(pl.col(DOMAIN).is_in(domains)).sort(ITEM_ID)
     shutil.rmtree(workdir, ignore_errors=True)
     scan = source_interactions(interactions, items, domains=domains, cutoffs=cutoffs)
-
-    def split_bucket(frame: pl.DataFrame) -> dict[str, pl.DataFrame]:
-        train, val = temporal_user_split(frame, holdout_ratio=val_ratio)
-        return {"train": train, "val": val}
-
-    sizes = _split_buckets(scan, workdir, ("train", "val"), split_bucket, batch_rows=batch_rows,
-                           bucket_rows=bucket_rows)
+    sizes = _split_buckets(scan, workdir, ("train", "val"), partial(_source_bucket, val_ratio=val_ratio),
+                           batch_rows=batch_rows, bucket_rows=bucket_rows, mapper=mapper, label="source-split-bucket")
     if not sum(sizes.values()):
         raise ValueError(f"source domains {domains} have no interactions before the cutoffs")
     return DiskSplit("+".join(domains), workdir, catalogue, sizes)

@@ -29,12 +29,12 @@ def export(folder: Path, synthetic_dataset, interactions: pl.DataFrame | None = 
     return folder
 
 
-def both(folder: Path, settings: ContractSettings, batch_rows: int, workdir: Path):
+def both(folder: Path, settings: ContractSettings, batch_rows: int, workdir: Path, mapper=None):
     """(in-memory outcome, batched outcome): validated tables, or the ContractViolation."""
     outcomes = []
     for run in (lambda: validate_tables(read_raw_tables(folder), settings, now=NOW).tables,
                 lambda: validate_scans(read_raw_tables(folder, lazy=True), settings, workdir=workdir,
-                                       batch_rows=batch_rows, now=NOW).collect()):
+                                       batch_rows=batch_rows, now=NOW, mapper=mapper).collect()):
         try:
             outcomes.append(run())
         except ContractViolation as violation:
@@ -52,7 +52,9 @@ def test_clean_data_gives_the_same_tables_in_any_batch_size(tmp_path, synthetic_
             assert batched[table].sort(pl.all()).equals(frame.sort(pl.all())), table
 
 
-def test_broken_rows_in_many_batches_are_reported_as_in_memory(tmp_path, synthetic_dataset):
+@pytest.mark.parametrize("spread", [False, True])
+def test_broken_rows_in_many_batches_are_reported_as_in_memory(tmp_path, synthetic_dataset, backwards_mapper, spread):
+    """Also when the batches are checked a window at a time out of order (as a cluster runs them)."""
     inter = synthetic_dataset.interactions.with_columns(pl.all().cast(pl.String))
     n = inter.height
     row = pl.int_range(pl.len())
@@ -67,7 +69,9 @@ def test_broken_rows_in_many_batches_are_reported_as_in_memory(tmp_path, synthet
     # duplicates whose copies sit in different batches (and parts)
     inter = pl.concat([inter, inter.slice(20, 2), inter.slice(500, 1)])
     folder = export(tmp_path / "in", synthetic_dataset, inter)
-    whole, batched = both(folder, ContractSettings(), 101, tmp_path / "work")
+    mapper = backwards_mapper if spread else None
+    whole, batched = both(folder, ContractSettings(), 101, tmp_path / "work", mapper)
+    assert (backwards_mapper.calls > inter.height // 101) is spread  # every batch of every table went through it
     assert isinstance(whole, ContractViolation) and isinstance(batched, ContractViolation)
     assert [r.to_dict() for r in batched.reports] == [r.to_dict() for r in whole.reports]
     rules = {(f.column, f.rule) for f in batched.failures}

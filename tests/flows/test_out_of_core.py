@@ -82,3 +82,48 @@ def test_out_of_core_onboarding_trains_on_disk_and_registers(synthetic_dir: Path
         onboard_domain_flow(config.model_copy(update={"data": config.data.model_copy(update={"path": bad})}))
     versions = mlflow.MlflowClient(mlflow_uri).search_model_versions("name = 'transferrec-games'")
     assert [str(v.version) for v in versions] == ["1"]
+
+
+def _part_runs(flow_run_id: str) -> list[str]:
+    """The names of the flow run's part task runs (a validation batch, a bucket of users)."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+                                     limit=200)
+    parts = ("validate-interactions-", "validate-items-", "validate-users-", "split-bucket-", "source-split-bucket-")
+    return [run.name for run in runs if run.name.startswith(parts)]
+
+
+@pytest.mark.slow
+def test_out_of_core_parts_on_a_dask_cluster_give_the_run_of_one_process(synthetic_dir: Path, mlflow_uri: str,
+                                                                           tmp_path: Path, monkeypatch):
+    """The validation batches and the buckets of users (the target's split and the sources') as Prefect tasks on
+    a local Dask cluster of two worker processes: the same split, selection and metrics as one process."""
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.config import RunnerConfig
+
+    monkeypatch.setenv("PREFECT_API_URL", PREFECT_API_URL.value())  # the workers report to this test's API
+    base = OnboardConfig.smoke(TARGET, synthetic_dir, mlflow_uri)
+    config = base.model_copy(update={
+        "out_of_core": True,
+        "data": base.data.model_copy(update={"batch_rows": 997, "bucket_rows": 1000, "data_dir": tmp_path / "c"}),
+        "evaluation": base.evaluation.model_copy(update={"max_users": 150}),
+    })
+    one = onboard_domain_flow(config.model_copy(update={"runner": RunnerConfig(kind="sequential")}))
+    spread = onboard_domain_flow(config.model_copy(update={"runner": RunnerConfig(kind="dask", workers=2,
+                                                                                  processes=True)}))
+
+    assert spread.split == one.split and spread.chosen_source == one.chosen_source
+    assert spread.candidates == one.candidates
+    for model in one.metrics:
+        assert spread.metrics[model] == pytest.approx(one.metrics[model], abs=1e-9), model
+    client = mlflow.MlflowClient(mlflow_uri)
+    names = {run: _part_runs(client.get_run(run).data.tags["prefect.flow_run_id"])
+             for run in (one.mlflow_run_id, spread.mlflow_run_id)}
+    assert sorted(names[one.mlflow_run_id]) == sorted(names[spread.mlflow_run_id])
+    buckets = [n for n in names[spread.mlflow_run_id] if n.startswith("split-bucket-")]
+    batches = [n for n in names[spread.mlflow_run_id] if n.startswith("validate-interactions-")]
+    assert len(buckets) >= 3 and len(batches) >= 10, names[spread.mlflow_run_id]

@@ -263,6 +263,7 @@ BACKEND_SAMPLES = {  # a non-default value for fields the generic sample cannot 
     "sources.data.dataset": None, "data.columns": {"interactions": {"user_id": "customer_id"}},
     "selection.weights": {"probe": 1.0}, "sources.candidates": ("Comedy",), "sources.combinations": ("A+B",),
     "sources.shared_users": False, "sources.registered_only": True, "runner.address": "tcp://h:8786",
+    "data.bucket_rows": 1000,
     "evaluation.ks": (5,), "finetune.train.devices": 2, "scratch.devices": 2, "sources.train.devices": 2,
     "sources.model.dim": 16, "data.path": "/data/shop", "data.url": "s3://b/shop",
     "tracking.tracking_uri": "sqlite:///x.db", "tracking.checkpoint_dir": "/tmp/ckpt", "data.data_dir": "/tmp/d",

@@ -60,7 +60,7 @@ def test_pairs_are_encoded_shuffled_and_unknown_ids_dropped(tmp_path):
 
 
 @pytest.mark.parametrize("fraction", [1.0, 0.5])
-def test_split_on_disk_matches_the_in_memory_split(tmp_path, synthetic_dataset, fraction):
+def test_split_on_disk_matches_the_in_memory_split(tmp_path, synthetic_dataset, fraction, backwards_mapper):
     config = SplitConfig(fraction=fraction, seed=0, min_users=5)
     whole = split_with(synthetic_dataset.interactions, synthetic_dataset.items, domain=TARGET, config=config)
     disk = split_on_disk(synthetic_dataset.interactions.lazy(), synthetic_dataset.items, domain=TARGET,
@@ -78,6 +78,18 @@ def test_split_on_disk_matches_the_in_memory_split(tmp_path, synthetic_dataset, 
     else:  # the sample is drawn per bucket: the same share, other rows
         kept = disk.sizes["train"] + disk.sizes["val"]
         assert abs(kept - (whole.train.height + whole.val.height)) <= len(list((tmp_path / "split" / "test").iterdir()))
+    # the buckets split out of order, three at a time (as on a cluster): the same parts, file for file
+    spread = split_on_disk(synthetic_dataset.interactions.lazy(), synthetic_dataset.items, domain=TARGET,
+                           config=config, workdir=tmp_path / "spread", batch_rows=500, bucket_rows=700,
+                           mapper=backwards_mapper)
+    assert backwards_mapper.calls == len(list((tmp_path / "split" / "test").iterdir()))
+    assert spread.sizes == disk.sizes
+    for part in ("train", "val", "test"):
+        files = sorted(p.name for p in (tmp_path / "split" / part).iterdir())
+        assert files == sorted(p.name for p in (tmp_path / "spread" / part).iterdir())
+        for name in files:
+            assert pl.read_parquet(tmp_path / "spread" / part / name).equals(
+                pl.read_parquet(tmp_path / "split" / part / name))
     with pytest.raises(InsufficientDataError, match="fewer than the minimum 10000"):
         split_on_disk(synthetic_dataset.interactions.lazy(), synthetic_dataset.items, domain=TARGET,
                       config=SplitConfig(min_users=10_000), workdir=tmp_path / "again")
