@@ -136,8 +136,15 @@ def build_ranking_task(
     return RankingTask(users, items, exclude, relevant, impressions, clicked[order])
 
 
+#: The most scores (users x items) a batch of :func:`score_batches` holds: 512 MB of float32. Catalogues up to
+#: 65,536 items keep batches of 2,048 users; at 200,000 items a batch of 2,048 took 1.6 GB.
+MAX_SCORE_CELLS = 1 << 27
+
+
 def score_batches(model: FactorModel, task: RankingTask, batch_size: int = 2048):
-    """Yield ``(row_positions, scores)`` with scores (batch, items) of ``model`` on the task's catalogue."""
+    """Yield ``(row_positions, scores)`` with scores (batch, items) of ``model`` on the task's catalogue, at most
+    ``batch_size`` users and :data:`MAX_SCORE_CELLS` scores a batch."""
+    batch_size = max(1, min(batch_size, MAX_SCORE_CELLS // max(len(task.item_ids), 1)))
     u, v, b = model.aligned(task.user_ids, task.item_ids)
     u_t, v_t, b_t = torch.from_numpy(u), torch.from_numpy(v), torch.from_numpy(b)
     for start in range(0, task.n_users, batch_size):

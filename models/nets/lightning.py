@@ -21,7 +21,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.data import DataLoader, TensorDataset
 
 from models.evaluation.metrics import per_user_metrics
-from models.evaluation.ranking import Csr, topk_hits
+from models.evaluation.ranking import MAX_SCORE_CELLS, Csr, topk_hits
 from models.nets.network import MatrixFactorization
 
 
@@ -34,9 +34,14 @@ class ValidationData:
     relevant: Csr
     n_items: int
 
+    def batch_size(self, most: int = 2048) -> int:
+        """Users a validation batch scores: ``most``, fewer on a catalogue so large that the batch's scores would
+        pass :data:`~models.evaluation.ranking.MAX_SCORE_CELLS`."""
+        return max(1, min(most, MAX_SCORE_CELLS // max(self.n_items, 1)))
+
     def loader(self, batch_size: int = 2048) -> DataLoader:
-        """Batches of validation row positions."""
-        return DataLoader(TensorDataset(torch.arange(len(self.user_index))), batch_size=batch_size)
+        """Batches of validation row positions (at most :meth:`batch_size` ``(batch_size)`` each)."""
+        return DataLoader(TensorDataset(torch.arange(len(self.user_index))), batch_size=self.batch_size(batch_size))
 
 
 def validation_ndcg(network: MatrixFactorization, val: ValidationData, rows: np.ndarray, k: int) -> float:
@@ -52,7 +57,7 @@ def validation_ndcg(network: MatrixFactorization, val: ValidationData, rows: np.
 
 def full_validation_ndcg(network: MatrixFactorization, val: ValidationData, k: int, batch_size: int = 2048) -> float:
     """NDCG@k over all validation users."""
-    total = 0.0
+    total, batch_size = 0.0, val.batch_size(batch_size)
     for start in range(0, len(val.user_index), batch_size):
         rows = np.arange(start, min(start + batch_size, len(val.user_index)))
         total += validation_ndcg(network, val, rows, k) * len(rows)

@@ -52,9 +52,16 @@ def test_clean_data_gives_the_same_tables_in_any_batch_size(tmp_path, synthetic_
             assert batched[table].sort(pl.all()).equals(frame.sort(pl.all())), table
 
 
-@pytest.mark.parametrize("spread", [False, True])
-def test_broken_rows_in_many_batches_are_reported_as_in_memory(tmp_path, synthetic_dataset, backwards_mapper, spread):
-    """Also when the batches are checked a window at a time out of order (as a cluster runs them)."""
+@pytest.mark.parametrize("way", ["in order", "spread", "uniqueness in passes"])
+def test_broken_rows_in_many_batches_are_reported_as_in_memory(tmp_path, synthetic_dataset, backwards_mapper, way,
+                                                               monkeypatch):
+    """Also when the batches are checked a window at a time out of order (as a cluster runs them), and when the
+    uniqueness rule counts its key hashes in several passes (as above 25 M rows)."""
+    import data_contracts.batched
+
+    spread = way == "spread"
+    if way == "uniqueness in passes":
+        monkeypatch.setattr(data_contracts.batched, "UNIQUE_PASS_ROWS", 1_000)
     inter = synthetic_dataset.interactions.with_columns(pl.all().cast(pl.String))
     n = inter.height
     row = pl.int_range(pl.len())
