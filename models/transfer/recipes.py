@@ -78,15 +78,24 @@ def initialise_from_source(source: FactorModel, split: TargetSplit, text: ItemTe
     """Carry ``source`` (already in the target's id space, see :mod:`models.transfer.alignment`) over to the target
     vocabulary (see :mod:`models.transfer.init`); ``text`` enables content initialisation of new items, ``config``
     picks the new-item strategy and, for the two-tower family, the content tower."""
+    return _start(source, split, text, config=config, seed=seed)[0]
+
+
+def _start(source: FactorModel, split: TargetSplit, text: ItemText | None, *, config: FineTuneConfig | None,
+           seed: int) -> tuple[TransferInit, tuple[np.ndarray, np.ndarray]]:
+    """:func:`initialise_from_source` and the training pairs it encoded in the initialised vocabularies (the
+    fine-tune's pairs: encoding them again took 1.4 s at 8 M pairs)."""
     config = config or FineTuneConfig()
     items = catalogue_ids(split)
-    users = target_user_vocabulary(source, split.train[USER_ID].to_numpy())
-    train_users, train_items = encode_pairs(split.train, users, items)
+    # the distinct training users (each user's id once: 400 k strings instead of 8 M at 10 M interactions)
+    users = target_user_vocabulary(source, split.train[USER_ID].unique().to_numpy())
+    pairs = encode_pairs(split.train, users, items)
     two_tower = config.family == "two-tower"  # its content tower needs the texts whatever the strategy
     uses_text = config.content_init or config.item_init == "content" or two_tower
-    return transfer_init(source, user_ids=users, item_ids=items, train_users=train_users, train_items=train_items,
+    init = transfer_init(source, user_ids=users, item_ids=items, train_users=pairs[0], train_items=pairs[1],
                          text=text if uses_text else None, item_init=config.item_init,
                          content_model="ridge" if two_tower else "knn", seed=seed)
+    return init, pairs
 
 
 def zero_shot_model(source: FactorModel, split: TargetSplit, text: ItemText | None = None, *,
@@ -119,13 +128,13 @@ def fine_tune(source: FactorModel, split: TargetSplit, *, config: FineTuneConfig
     ``on_epoch``, ``callbacks``): see :func:`~models.nets.training.fit_network`.
     """
     started = time.perf_counter()
-    init = initialise_from_source(source, split, text, config=config, seed=seed)
+    init, pairs = _start(source, split, text, config=config, seed=seed)
     network = transferred_network(init, config, text)
     init_seconds = time.perf_counter() - started
     val = validation_data(split.val, split.train, user_ids=init.user_ids, item_ids=init.item_ids,
                           max_users=config.train.max_val_users, seed=seed)
-    fit = train_transferred(network, init, encode_pairs(split.train, init.user_ids, init.item_ids), val,
-                            config=config, seed=seed, checkpoint_dir=checkpoint_dir, **fit_options)
+    fit = train_transferred(network, init, pairs, val, config=config, seed=seed, checkpoint_dir=checkpoint_dir,
+                            **fit_options)
     return replace(fit, init_seconds=init_seconds)
 
 
