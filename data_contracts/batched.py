@@ -184,7 +184,7 @@ class _BatchResult:
 def check_batch(table: str, batch: pl.DataFrame, index: int, parameters: dict, known_items: pl.Series | None,
                 engine: str, folder: Path) -> _BatchResult:
     """One batch of ``table``: types converted, the row-level rules checked, the typed rows written as part
-    ``index`` under ``folder``. Pure but for that file, so batches can run anywhere (see :data:`PartMapper`)."""
+    ``index`` under ``folder``. Pure but for that file, so batches can run anywhere (see :class:`PartMapper`)."""
     typed, failures = convert_table(table, batch)
     if typed is None:  # a required column is missing: the same in every batch
         return _BatchResult(batch.height, -1, 1, failures)
