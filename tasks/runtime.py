@@ -76,6 +76,19 @@ class Interrupted(BaseException):
         return 128 + self.signum
 
 
+_RECEIVED: list[int] = []  # the stop signals handle_signals' handler received, first first
+
+
+def interruption() -> Interrupted | None:
+    """The stop this process was asked for (its first SIGINT or SIGTERM), or None.
+
+    The handler's :class:`Interrupted` is raised wherever the main thread is, and Python drops an exception
+    raised inside a ``__del__`` ("Exception ignored in ..."): the run then unwinds through what the stop request
+    made fail (a fit's ``FitStopped``). Whoever ends the run asks here rather than trusting the exception that
+    reached it."""
+    return Interrupted(_RECEIVED[0]) if _RECEIVED else None
+
+
 def handle_signals() -> Callable[[], None]:
     """One path for SIGINT and SIGTERM (main thread only): ask every fit in the process to stop at its next
     batch (``models.nets.training.STOP``) and raise :class:`Interrupted` in the main thread, so the run unwinds:
@@ -88,6 +101,7 @@ def handle_signals() -> Callable[[], None]:
         from models.nets.training import STOP
 
         STOP.set()
+        _RECEIVED.append(signum)
         for each in previous:
             signal.signal(each, signal.SIG_DFL)  # a second signal: the default action, at once
         raise Interrupted(signum)
@@ -96,6 +110,7 @@ def handle_signals() -> Callable[[], None]:
         signal.signal(each, stop)
 
     def restore() -> None:
+        _RECEIVED.clear()
         for each, handler in previous.items():
             signal.signal(each, handler)
         training = sys.modules.get("models.nets.training")  # imported only by commands that train

@@ -16,9 +16,13 @@ to stderr.
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 from flows.cli.output import compare_markdown, print_summary
 from flows.cli.parser import FLOW_COMMANDS, build_parser, resolve_config
+
+if TYPE_CHECKING:
+    from tasks.runtime import Interrupted
 
 __all__ = ["build_parser", "compare_markdown", "main", "print_summary", "resolve_config"]
 
@@ -26,7 +30,7 @@ __all__ = ["build_parser", "compare_markdown", "main", "print_summary", "resolve
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``transferrec`` console script."""
     args = build_parser().parse_args(argv)
-    from tasks.runtime import Interrupted, configure_environment, handle_signals
+    from tasks.runtime import Interrupted, configure_environment, handle_signals, interruption
 
     # Quiet by default: expected failures (bad data, too little data) are reported once, without Prefect's
     # tracebacks; -v shows every log.
@@ -48,10 +52,11 @@ def main(argv: list[str] | None = None) -> int:
 
         return COMMANDS[args.command](args)
     except Interrupted as stop:
-        sys.stderr.write(f"{stop}: stopped (a run in progress is marked KILLED in MLflow; nothing was "
-                         "registered)\n")
-        return stop.exit_code
+        return _stopped(stop)
     except Exception as exc:  # noqa: BLE001 - every failure becomes one message and an exit code
+        stop = interruption()  # a stop whose Interrupted was dropped on the way (see tasks.runtime.interruption)
+        if stop is not None:
+            return _stopped(stop)
         if args.debug:
             import traceback
 
@@ -64,6 +69,12 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if restore is not None:
             restore()
+
+
+def _stopped(stop: Interrupted) -> int:
+    """Report a SIGINT or SIGTERM and return its exit code (130, 143)."""
+    sys.stderr.write(f"{stop}: stopped (a run in progress is marked KILLED in MLflow; nothing was registered)\n")
+    return stop.exit_code
 
 
 def _one_line(exc: BaseException) -> str:

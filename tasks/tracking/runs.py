@@ -29,6 +29,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
 from models.selection.sources import slug
+from tasks.runtime import interruption
 
 logger = logging.getLogger(__name__)
 
@@ -317,7 +318,8 @@ def close_abandoned_runs(uri: str, experiment_id: str, config_key: str, *, found
 def run_context(uri: str, experiment_id: str, name: str, *, parent_id: str | None = None,
                 tags: dict[str, Any] | None = None, started_seconds_ago: float = 0.0) -> Iterator[str]:
     """A run that ends FINISHED, or FAILED with ``error.txt`` (message and traceback) when the block raises;
-    KILLED when the process was stopped (a ``BaseException`` that is no error: SIGINT, SIGTERM)."""
+    KILLED when the process was stopped (a ``BaseException`` that is no error, or anything raised after a SIGINT or
+    SIGTERM: :func:`tasks.runtime.interruption`)."""
     run_id = start_run(uri, experiment_id, name, parent_id=parent_id, tags=tags,
                        started_seconds_ago=started_seconds_ago)
     try:
@@ -330,7 +332,8 @@ def run_context(uri: str, experiment_id: str, name: str, *, parent_id: str | Non
             log_text(uri, run_id, f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}", "error.txt")
             set_tags(uri, run_id, {"error": f"{type(exc).__name__}: {str(exc)[:4000]}"})
         finally:
-            end_run(uri, run_id, "FAILED" if isinstance(exc, Exception) else "KILLED")
+            stopped = not isinstance(exc, Exception) or interruption() is not None
+            end_run(uri, run_id, "KILLED" if stopped else "FAILED")
         raise
     end_run(uri, run_id, "FINISHED")
 

@@ -27,6 +27,34 @@ def test_failed_block_marks_the_run_failed_with_the_error(mlflow_uri):
     assert run.info.status == "FAILED" and "disk on fire" in run.data.tags["error"]
 
 
+def test_a_stop_whose_interruption_was_dropped_still_ends_the_run_killed(mlflow_uri):
+    """Python drops an exception raised inside a ``__del__``: when SIGINT's ``Interrupted`` is lost that way, the
+    run unwinds through the stopped fit's error, and is still KILLED (not FAILED), with SIGINT's exit code."""
+    import os
+    import signal
+    import time
+
+    from models.nets.training import FitStopped
+    from tasks.runtime import Interrupted, handle_signals, interruption
+
+    exp = tracking.ensure_experiment(mlflow_uri, "t")
+    restore = handle_signals()
+    try:
+        assert interruption() is None
+        with pytest.raises(FitStopped), tracking.run_context(mlflow_uri, exp, "stopped") as run_id:
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(5)
+            except Interrupted:
+                pass  # dropped on the way, as in a __del__
+            raise FitStopped("stopped on request")
+        assert interruption() is not None and interruption().exit_code == 130
+    finally:
+        restore()
+    assert interruption() is None
+    assert mlflow.MlflowClient(mlflow_uri).get_run(run_id).info.status == "KILLED"
+
+
 def test_history_is_logged_per_epoch_under_curve(mlflow_uri):
     exp = tracking.ensure_experiment(mlflow_uri, "t")
     with tracking.run_context(mlflow_uri, exp, "fit") as run_id:
