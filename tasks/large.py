@@ -73,8 +73,8 @@ def validate_large(raw: RawTables, config: DataConfig, target_domain: str, run: 
 
 
 @task(name="split-on-disk", cache_policy=NO_CACHE)
-def split_large(tables: ValidatedScans, domain: str, config: SplitConfig, workdir: Path, rows: int,
-                buckets: int = DEFAULT_BUCKET_ROWS, parts: PartMapper | None = None) -> DiskSplit:
+def split_large(tables: ValidatedScans, domain: str, config: SplitConfig, workdir: Path, rows: int, buckets: int,
+                parts: PartMapper | None = None) -> DiskSplit:
     """The target's leakage-free split, bucket by bucket of users of about ``buckets`` rows (each bucket split by
     ``parts``), on disk."""
     split = split_on_disk(tables.tables["interactions"], tables.tables["items"].collect(), domain=domain,
@@ -98,8 +98,8 @@ def sample_ranking_tasks(split: DiskSplit, users: int | None, seed: int, click_t
 
 @task(name="train-sources-on-disk", cache_policy=NO_CACHE)
 def train_large_sources(tables: ValidatedScans, split: DiskSplit, domain: str, config: SourcesConfig,
-                        workdir: Path, rows: int, buckets: int = DEFAULT_BUCKET_ROWS,
-                        parts: PartMapper | None = None) -> dict[str, FitResult]:
+                        workdir: Path, rows: int, buckets: int, parts: PartMapper | None = None
+                        ) -> dict[str, FitResult]:
     """The source candidates of ``domain`` in its own dataset, each trained on its time-safe interactions
     (before each user's first target test interaction, split bucket by bucket by ``parts``) with the pairs on
     disk."""
