@@ -2,6 +2,7 @@
 
 Usage:  python bench/throughput.py [--sizes 1e6,1e7] [--epochs 1] [--fit fine-tune|scratch]
                                    [--batch-size B] [--negatives N] [--fixed-batch] [--repeats R]
+                                   [--accelerator auto|cpu|gpu]
 
 For each size n: n seeded (user, item) pairs over n/25 users and n/500 items (the shape of bench/scale.py), the
 id network of 64 dimensions trained with the product's target settings (FineTuneConfig().train: batch and sampled
@@ -33,9 +34,11 @@ def sizes(text: str) -> list[int]:
 
 
 def fit_once(n: int, epochs: int, fit: str = "fine-tune", batch_size: int | None = None,
-             negatives: int | None = None, fixed_batch: bool = False, seed: int = 0) -> dict:
+             negatives: int | None = None, fixed_batch: bool = False, seed: int = 0,
+             accelerator: str | None = None) -> dict:
     import numpy as np
     import polars as pl
+    import torch
 
     from models.blas import one_blas_thread
     from models.config import FineTuneConfig, ModelConfig
@@ -55,6 +58,7 @@ def fit_once(n: int, epochs: int, fit: str = "fine-tune", batch_size: int | None
                          "item_id": item_ids[items[:10_000]].astype(str)})
     val = validation_data(holdout, seen, user_ids=user_ids, item_ids=item_ids)
     overrides = {"max_epochs": epochs, "patience": epochs, "batch_size": batch_size, "n_negatives": negatives,
+                 "accelerator": accelerator,
                  "steps_per_epoch": None if fixed_batch else FineTuneConfig().train.steps_per_epoch}
     train = FineTuneConfig().train.model_copy(update={k: v for k, v in overrides.items()
                                                       if v is not None or k == "steps_per_epoch"})
@@ -66,7 +70,9 @@ def fit_once(n: int, epochs: int, fit: str = "fine-tune", batch_size: int | None
         result = fit_network(network, (users, items), user_ids=user_ids, item_ids=item_ids, val=val, config=train,
                              seed=seed, kind=fit, restore_best=False, frozen_user_rows=frozen)
     wall = time.perf_counter() - started
-    return {"pairs": n, "users": n_users, "items": n_items, "fit": fit, "epochs": result.epochs_run,
+    on_gpu = train.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    device = torch.cuda.get_device_name(0) if on_gpu else f"cpu ({torch.get_num_threads()} threads)"
+    return {"pairs": n, "users": n_users, "items": n_items, "fit": fit, "device": device, "epochs": result.epochs_run,
             "batch_size": result.batch_size, "negatives": result.n_negatives,
             "wall_s": round(wall, 3), "pairs_per_s": round(n * result.epochs_run / wall)}
 
@@ -79,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, help="the configured batch (default: the product's)")
     parser.add_argument("--negatives", type=int, help="the configured sampled negatives (default: the product's)")
     parser.add_argument("--fixed-batch", action="store_true", help="no data-sized batch (steps_per_epoch=None)")
+    parser.add_argument("--accelerator", help="Lightning accelerator (default: the product's, auto: a GPU when "
+                                              "present)")
     parser.add_argument("--repeats", type=int, default=1, help="fits per size; the best and the median are shown")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
@@ -88,15 +96,17 @@ def main(argv: list[str] | None = None) -> int:
     quiet_libraries()
     rows = []
     for n in args.sizes:
-        runs = [fit_once(n, args.epochs, args.fit, args.batch_size, args.negatives, args.fixed_batch)
+        runs = [fit_once(n, args.epochs, args.fit, args.batch_size, args.negatives, args.fixed_batch,
+                         accelerator=args.accelerator)
                 for _ in range(args.repeats)]
         best = max(runs, key=lambda r: r["pairs_per_s"])
         rows.append({**best, "runs_pairs_per_s": [r["pairs_per_s"] for r in runs],
                      "median_pairs_per_s": round(statistics.median(r["pairs_per_s"] for r in runs))})
-    print("| pairs | users | items | fit | batch | negatives | epochs | best fit wall (s) | pairs/s, best | "
-          "pairs/s, median | runs |\n|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| pairs | users | items | fit | device | batch | negatives | epochs | best fit wall (s) | pairs/s, best | "
+          "pairs/s, median | runs |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['pairs']:,} | {r['users']:,} | {r['items']:,} | {r['fit']} | {r['batch_size']:,} | "
+        print(f"| {r['pairs']:,} | {r['users']:,} | {r['items']:,} | {r['fit']} | {r['device']} | "
+              f"{r['batch_size']:,} | "
               f"{r['negatives']:,} | {r['epochs']} | {r['wall_s']:.2f} | {r['pairs_per_s']:,} | "
               f"{r['median_pairs_per_s']:,} | {len(r['runs_pairs_per_s'])} |")
     args.out.mkdir(parents=True, exist_ok=True)
