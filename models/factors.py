@@ -18,10 +18,11 @@ import polars as pl
 UNKNOWN_ITEM_SCORE = -1e9
 
 
-def index_of(vocabulary: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """Position of each id in ``vocabulary`` (int64), -1 where absent."""
+def index_of(vocabulary: np.ndarray, ids: np.ndarray | pl.Series) -> np.ndarray:
+    """Position of each id in ``vocabulary`` (int64), -1 where absent. ``ids`` may be a table's column as it is
+    (no round trip through a numpy array of Python strings: 0.3 s a call at 8 M ids)."""
     vocab = pl.DataFrame({"id": pl.Series(vocabulary, dtype=pl.String)}).with_row_index("pos")
-    query = pl.DataFrame({"id": pl.Series(ids, dtype=pl.String)})
+    query = pl.DataFrame({"id": ids.cast(pl.String) if isinstance(ids, pl.Series) else pl.Series(ids, dtype=pl.String)})
     joined = query.join(vocab, on="id", how="left", maintain_order="left", validate="m:1")
     return joined["pos"].fill_null(-1).cast(pl.Int64).to_numpy().copy()
 

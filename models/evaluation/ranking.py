@@ -117,10 +117,13 @@ def build_ranking_task(
     # Only held-out items of the catalogue are relevant; users with none of them are not evaluated.
     holdout = holdout.filter(pl.col(ITEM_ID).is_in(pl.Series(items, dtype=pl.String).implode()))
     users = np.sort(holdout[USER_ID].unique().to_numpy()).astype(object)
+    # only the evaluated users' seen items matter (the others' are dropped below): at 10 M interactions a
+    # validation sample of 50,000 users looked up all 8 M training rows
+    seen = seen.filter(pl.col(USER_ID).is_in(holdout[USER_ID].unique().implode()))
 
     def pairs(frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        r = index_of(users, frame[USER_ID].to_numpy())
-        c = index_of(items, frame[ITEM_ID].to_numpy())
+        r = index_of(users, frame[USER_ID])
+        c = index_of(items, frame[ITEM_ID])
         keep = (r >= 0) & (c >= 0)
         return r[keep], c[keep], keep
 
@@ -149,7 +152,9 @@ def score_batches(model: FactorModel, task: RankingTask, batch_size: int = 2048)
     u_t, v_t, b_t = torch.from_numpy(u), torch.from_numpy(v), torch.from_numpy(b)
     for start in range(0, task.n_users, batch_size):
         rows = np.arange(start, min(start + batch_size, task.n_users))
-        yield rows, u_t[start:start + len(rows)] @ v_t.T + b_t
+        # the bias added inside the product: one pass over the scores instead of two (the same values on the
+        # CPU as ``u @ v.T + b``; at 10 M interactions the second pass was a third of the evaluation)
+        yield rows, torch.addmm(b_t, u_t[start:start + len(rows)], v_t.T)
 
 
 def topk_hits(scores: torch.Tensor, rows: np.ndarray, exclude: Csr, relevant: Csr, k: int
@@ -227,8 +232,8 @@ def off_policy_metrics(model: FactorModel, task: RankingTask, impressions: pl.Da
     """IPS and SNIPS CTR of the policy "show the model's top-1 item" (seen items excluded, as in the
     ranking), from logged impressions with a ``propensity`` column (see :mod:`models.evaluation.ctr`); impressions of
     users outside ``task`` are not used. Empty when no impression is usable."""
-    rows = index_of(task.user_ids, impressions[USER_ID].to_numpy())
-    cols = index_of(task.item_ids, impressions[ITEM_ID].to_numpy())
+    rows = index_of(task.user_ids, impressions[USER_ID])
+    cols = index_of(task.item_ids, impressions[ITEM_ID])
     keep = (rows >= 0) & (cols >= 0)
     if not keep.any():
         return {}

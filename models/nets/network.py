@@ -102,7 +102,9 @@ class MatrixFactorization(nn.Module):
         known = user_index >= 0
         vectors = torch.zeros((len(user_index), self.dim), dtype=self.item_bias.dtype, device=self.item_bias.device)
         vectors[known] = self.user_vectors(user_index[known])
-        return vectors @ self.item_vectors().T + self.item_bias
+        # the bias added inside the product: one pass over the (users, items) scores instead of two (on the CPU
+        # the same values as ``vectors @ items.T + bias``, checked by a unit test)
+        return torch.addmm(self.item_bias, vectors, self.item_vectors().T)
 
     def transferred_parameters(self) -> list[nn.Parameter]:
         """The weights that carry what the source learnt (the user tower): the lower learning rate of

@@ -179,3 +179,44 @@ def test_when_no_epoch_beats_the_start_the_trainable_weights_return_to_it(games_
     np.testing.assert_array_equal(fit.model.user_factors, good.user_factors)
     np.testing.assert_array_equal(fit.model.item_factors, good.item_factors)
     np.testing.assert_array_equal(fit.model.item_bias, good.item_bias)
+
+
+@pytest.mark.parametrize(("n", "batch", "drop_last"), [(1000, 64, False), (1024, 64, False), (1000, 64, True),
+                                                        (10, 64, False)])
+def test_slice_batches_are_the_plain_shuffled_loaders_batches_epoch_after_epoch(n, batch, drop_last):
+    from torch.utils.data import DataLoader, RandomSampler
+
+    from models.nets.training import _as_batch, _PairTensors, _SliceBatches
+
+    dataset = _PairTensors(torch.arange(n) * 3, torch.arange(n) % 7)
+    plain = DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=drop_last,
+                       generator=torch.Generator().manual_seed(5), collate_fn=_as_batch)
+    order = torch.Generator().manual_seed(5)
+    sliced = DataLoader(dataset, collate_fn=_as_batch, generator=order,
+                        batch_sampler=_SliceBatches(RandomSampler(dataset, generator=order), batch, drop_last=drop_last))
+    assert len(sliced) == len(plain)
+    for _ in range(3):  # the generator moves on the same way each epoch
+        expected, got = list(plain), list(sliced)
+        assert len(got) == len(expected) > 0
+        for (users, items), (want_users, want_items) in zip(got, expected, strict=True):
+            assert torch.equal(users, want_users) and torch.equal(items, want_items)
+
+
+def test_slice_batches_batch_another_sampler_the_plain_way():
+    from torch.utils.data import SequentialSampler
+
+    from models.nets.training import _SliceBatches
+
+    batches = list(_SliceBatches(SequentialSampler(range(5)), 2, drop_last=False))
+    assert batches == [[0, 1], [2, 3], [4]]
+
+
+@pytest.mark.parametrize(("users", "dim", "items"), [(7, 3, 50), (300, 64, 2000), (1, 8, 9)])
+def test_scores_add_the_item_bias_to_the_same_values_as_product_plus_bias(users, dim, items):
+    net = MatrixFactorization(n_users=users, n_items=items, dim=dim, seed=1)
+    with torch.no_grad():
+        net.item_bias.normal_(generator=torch.Generator().manual_seed(2))
+        index = torch.arange(-1, users)  # -1: an unknown user, a zero vector
+        scores = net.score_users(index)
+        vectors = torch.cat([torch.zeros(1, dim), net.user_vectors(torch.arange(users))])
+        assert torch.equal(scores, vectors @ net.item_vectors().T + net.item_bias)
