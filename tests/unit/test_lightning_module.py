@@ -192,8 +192,8 @@ def test_slice_batches_are_the_plain_shuffled_loaders_batches_epoch_after_epoch(
     plain = DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=drop_last,
                        generator=torch.Generator().manual_seed(5), collate_fn=_as_batch)
     order = torch.Generator().manual_seed(5)
-    sliced = DataLoader(dataset, collate_fn=_as_batch, generator=order,
-                        batch_sampler=_SliceBatches(RandomSampler(dataset, generator=order), batch, drop_last=drop_last))
+    batches = _SliceBatches(RandomSampler(dataset, generator=order), batch, drop_last=drop_last)
+    sliced = DataLoader(dataset, collate_fn=_as_batch, generator=order, batch_sampler=batches)
     assert len(sliced) == len(plain)
     for _ in range(3):  # the generator moves on the same way each epoch
         expected, got = list(plain), list(sliced)
