@@ -45,8 +45,10 @@ class ModelConfig(_Frozen):
         return cls(dim=8)
 
 
-#: Default cap on the users of the validation NDCG that drives early stopping (see TrainConfig.max_val_users).
-MAX_VAL_USERS = 50_000
+#: Default cap on the users of the validation NDCG that drives early stopping (see TrainConfig.max_val_users):
+#: 20,000 users pin the mean NDCG@10 to about +-0.002 (its standard error), and at 20,000 items one validation
+#: then takes about 1 s on 2 cores instead of 3 s for 50,000. Every MovieLens domain has fewer users.
+MAX_VAL_USERS = 20_000
 
 
 class TrainConfig(_Frozen):
