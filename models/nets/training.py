@@ -108,7 +108,7 @@ class _EpochProgress(pl_lightning.Callback):
         elapsed = time.perf_counter() - self.history.started
         left = max(trainer.max_epochs - epoch, 0) if trainer.max_epochs and trainer.max_epochs > 0 else 0
         report = EpochReport(self.label, epoch, int(trainer.max_epochs or epoch),
-                             float(metrics.get("train/loss", float("nan"))), ndcg, self.best, self.k, elapsed,
+                             module.epoch_loss(), ndcg, self.best, self.k, elapsed,
                              elapsed / epoch * left)
         progress.info(report.line())
         if self.on_epoch is not None:

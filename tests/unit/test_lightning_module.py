@@ -220,3 +220,29 @@ def test_scores_add_the_item_bias_to_the_same_values_as_product_plus_bias(users,
         scores = net.score_users(index)
         vectors = torch.cat([torch.zeros(1, dim), net.user_vectors(torch.arange(users))])
         assert torch.equal(scores, vectors @ net.item_vectors().T + net.item_bias)
+
+
+def test_the_epoch_loss_is_the_pair_weighted_mean_of_the_steps_losses(games_split):
+    """train/loss is summed by the module and logged once an epoch: the mean over pairs of every step's loss
+    (the last batch is smaller), epoch by epoch."""
+    import pytorch_lightning as pl_lightning
+
+    from models.config import ModelConfig, TrainConfig
+    from models.transfer.recipes import train_scratch
+
+    steps: list[list[tuple[float, int]]] = []
+
+    class Steps(pl_lightning.Callback):
+        def on_train_epoch_start(self, trainer, module) -> None:
+            steps.append([])
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+            steps[-1].append((float(outputs["loss"]), len(batch[0])))
+
+    fit = train_scratch(games_split, model=ModelConfig(dim=8), train=TrainConfig(max_epochs=3, patience=3,
+                                                                                 batch_size=64),
+                        seed=0, callbacks=[Steps()])
+    assert len(steps) == fit.epochs_run == 3 and all(len(epoch) > 1 for epoch in steps)
+    assert len({size for epoch in steps for _, size in epoch}) > 1  # a smaller last batch: the weights matter
+    expected = [sum(loss * size for loss, size in epoch) / sum(size for _, size in epoch) for epoch in steps]
+    assert [e["train/loss"] for e in fit.history] == pytest.approx(expected, rel=1e-5)
