@@ -195,7 +195,7 @@ class _PairTensors(TensorDataset):
 class _SliceBatches(BatchSampler):
     """A shuffled loader's batches as slices of one permutation tensor: the permutations the
     ``RandomSampler`` draws from its generator (two an epoch: the order, then its empty remainder), cut into
-    the same batches, without a Python int per pair (at 16,384 pairs a batch that took 4 ms a step). Any other
+    the same batches, without a Python int per pair (at 8,192 pairs a batch that took about 4 ms a step). Any other
     sampler (Lightning's distributed one under DDP) is batched the plain way."""
 
     def __iter__(self):
