@@ -142,6 +142,15 @@ def off_policy_ctr(target_probability: np.ndarray, logging_propensity: np.ndarra
     Raises:
         ValueError: on mismatched lengths, non-positive propensities or an unknown estimator.
     """
+    return off_policy_ctrs(target_probability, logging_propensity, clicks, estimators=(estimator,),
+                           n_bootstrap=n_bootstrap, confidence=confidence, seed=seed)[estimator]
+
+
+def off_policy_ctrs(target_probability: np.ndarray, logging_propensity: np.ndarray, clicks: np.ndarray, *,
+                    estimators: tuple[str, ...] = (IPS, SNIPS), n_bootstrap: int = 1000, confidence: float = 0.95,
+                    seed: int = 0) -> dict[str, OffPolicyResult]:
+    """:func:`off_policy_ctr` for each of ``estimators``, on one set of bootstrap resamples: each estimator's
+    interval is the one its own call with the same seed gives (the same draws), for one draw of them."""
     pi = np.asarray(target_probability, dtype=np.float64)
     p0 = np.asarray(logging_propensity, dtype=np.float64)
     clicked = np.asarray(clicks, dtype=np.float64)
@@ -149,25 +158,43 @@ def off_policy_ctr(target_probability: np.ndarray, logging_propensity: np.ndarra
         raise ValueError("target probabilities, propensities and clicks must be non-empty and of one length")
     if (p0 <= 0).any():
         raise ValueError("logging propensities must be > 0 (an item the logger never shows cannot be weighted)")
-    if estimator not in (IPS, SNIPS):
-        raise ValueError(f"unknown estimator {estimator!r}: use {IPS} or {SNIPS}")
+    unknown = [name for name in estimators if name not in (IPS, SNIPS)]
+    if unknown:
+        raise ValueError(f"unknown estimator {unknown[0]!r}: use {IPS} or {SNIPS}")
     weights = pi / p0
+    n = len(pi)
 
-    def estimate(w: np.ndarray, c: np.ndarray) -> np.ndarray:
+    def estimate(counts: np.ndarray, estimator: str) -> np.ndarray:
+        """The estimator on each resample, given how often each impression was drawn into it (k, n)."""
+        hits = counts @ (weights * clicked)
         if estimator == IPS:
-            return (w * c).mean(axis=-1)
-        total = w.sum(axis=-1)
-        return np.divide((w * c).sum(axis=-1), total, out=np.zeros_like(total), where=total > 0)
+            return hits / n
+        total = counts @ weights
+        return np.divide(hits, total, out=np.zeros_like(total), where=total > 0)
+
+    def drawn(picks: np.ndarray) -> np.ndarray:
+        """(k, n) counts of each impression in each of the k resamples ``picks`` (k, n): a product with them is
+        the resample's sum, without gathering the weights of every drawn row (at 200,000 impressions that took
+        about 3 s an estimator)."""
+        offsets = np.arange(len(picks))[:, None] * n
+        return np.bincount((picks + offsets).ravel(), minlength=len(picks) * n).reshape(len(picks), n).astype(
+            np.float64)
 
     rng = np.random.default_rng(seed)
-    samples = np.concatenate([
-        estimate(weights[picks], clicked[picks])
-        for picks in (rng.integers(0, len(pi), size=(min(100, n_bootstrap - start), len(pi)))
-                      for start in range(0, n_bootstrap, 100))
-    ])
+    samples: dict[str, list[np.ndarray]] = {name: [] for name in estimators}
+    for start in range(0, n_bootstrap, 100):
+        counts = drawn(rng.integers(0, n, size=(min(100, n_bootstrap - start), n)))
+        for name in estimators:
+            samples[name].append(estimate(counts, name))
     tail = (1.0 - confidence) / 2.0
-    return OffPolicyResult(
-        estimator=estimator, ctr=float(estimate(weights, clicked)), low=float(np.quantile(samples, tail)),
-        high=float(np.quantile(samples, 1.0 - tail)), impressions=len(pi),
-        effective_sample_size=float(weights.sum() ** 2 / max((weights ** 2).sum(), 1e-12)),
-    )
+    total = weights.sum()
+    points = {IPS: float((weights * clicked).mean()),
+              SNIPS: float((weights * clicked).sum() / total) if total > 0 else 0.0}
+    effective = float(total ** 2 / max((weights ** 2).sum(), 1e-12))
+    results = {}
+    for name in estimators:
+        drawn_values = np.concatenate(samples[name])
+        results[name] = OffPolicyResult(
+            estimator=name, ctr=points[name], low=float(np.quantile(drawn_values, tail)),
+            high=float(np.quantile(drawn_values, 1.0 - tail)), impressions=n, effective_sample_size=effective)
+    return results

@@ -18,7 +18,7 @@ import polars as pl
 import torch
 
 from data_contracts.columns import CLICKED, ITEM_ID, PROPENSITY, RATING, TIMESTAMP, USER_ID
-from models.evaluation.ctr import IPS, SNIPS, CtrResult, OffPolicyResult, logged_slate_ctr, off_policy_ctr
+from models.evaluation.ctr import IPS, SNIPS, CtrResult, OffPolicyResult, logged_slate_ctr, off_policy_ctrs
 from models.evaluation.metrics import catalogue_coverage, per_user_metrics, per_user_novelty
 from models.factors import FactorModel, index_of
 
@@ -244,4 +244,4 @@ def off_policy_metrics(model: FactorModel, task: RankingTask, impressions: pl.Da
     chosen = (cols[keep] == top1[rows[keep]]).astype(np.float64)
     propensity = impressions[PROPENSITY].to_numpy()[keep]
     clicks = impressions[CLICKED].to_numpy()[keep].astype(bool)
-    return {name: off_policy_ctr(chosen, propensity, clicks, estimator=name, seed=seed) for name in (IPS, SNIPS)}
+    return off_policy_ctrs(chosen, propensity, clicks, estimators=(IPS, SNIPS), seed=seed)

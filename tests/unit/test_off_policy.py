@@ -46,3 +46,25 @@ def test_bad_inputs_are_refused():
         off_policy_ctr(np.ones(2), np.ones(3), np.ones(2, dtype=bool))
     with pytest.raises(ValueError, match="unknown estimator"):
         off_policy_ctr(np.ones(2), np.ones(2), np.ones(2, dtype=bool), estimator="DR")
+
+
+def test_the_bootstrap_counts_give_the_intervals_of_gathering_every_drawn_impression():
+    """One set of resamples serves IPS and SNIPS: each interval equals a reference bootstrap that gathers the drawn
+    impressions' weights (the same draws: 100 resamples of n at a time from the seed)."""
+    from models.evaluation.ctr import off_policy_ctrs
+
+    rng = np.random.default_rng(3)
+    n = 700
+    target, propensity, clicks = (rng.random(n) < 0.3).astype(float), rng.uniform(0.05, 0.9, n), rng.random(n) < 0.2
+    weights, clicked = target / propensity, clicks.astype(float)
+    draws = np.random.default_rng(11)
+    picks = np.concatenate([draws.integers(0, n, size=(100, n)) for _ in range(3)])
+    reference = {IPS: (weights[picks] * clicked[picks]).mean(axis=1),
+                 SNIPS: (weights[picks] * clicked[picks]).sum(axis=1) / weights[picks].sum(axis=1)}
+    both = off_policy_ctrs(target, propensity, clicks, n_bootstrap=300, seed=11)
+    for name, samples in reference.items():
+        alone = off_policy_ctr(target, propensity, clicks, estimator=name, n_bootstrap=300, seed=11)
+        assert both[name] == alone
+        assert alone.low == pytest.approx(np.quantile(samples, 0.025), rel=1e-12)
+        assert alone.high == pytest.approx(np.quantile(samples, 0.975), rel=1e-12)
+        assert alone.low < alone.ctr < alone.high
