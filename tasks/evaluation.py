@@ -19,7 +19,7 @@ from models.evaluation.ranking import (
     Evaluation,
     RankingTask,
     evaluate_model,
-    off_policy_metrics,
+    off_policy_by_model,
     test_period_impressions,
 )
 from models.evaluation.slices import head_items, item_slice_recall, sliced_means, user_slices
@@ -146,8 +146,9 @@ def off_policy_ctr_report(reports: dict[str, ModelReport], impressions: pl.DataF
         return {"available": False, "why": why}
     logged = test_period_impressions(impressions, split.cutoffs, test_task.item_ids)
     out: dict[str, Any] = {"available": True, "impressions": logged.height, "models": {}}
+    by_model = off_policy_by_model({name: report.model for name, report in reports.items()}, test_task, logged)
     for name, report in reports.items():
-        results = off_policy_metrics(report.model, test_task, logged)
+        results = by_model[name]
         out["models"][name] = {k: vars(v) for k, v in results.items()}
         if report.run_id and results:
             sides = (("", "ctr"), ("_ci_low", "low"), ("_ci_high", "high"))

@@ -18,7 +18,7 @@ import polars as pl
 import torch
 
 from data_contracts.columns import CLICKED, ITEM_ID, PROPENSITY, RATING, TIMESTAMP, USER_ID
-from models.evaluation.ctr import IPS, SNIPS, CtrResult, OffPolicyResult, logged_slate_ctr, off_policy_ctrs
+from models.evaluation.ctr import IPS, SNIPS, CtrResult, OffPolicyResult, logged_slate_ctr, off_policy_table
 from models.evaluation.metrics import catalogue_coverage, per_user_metrics, per_user_novelty
 from models.factors import FactorModel, index_of
 
@@ -232,16 +232,25 @@ def off_policy_metrics(model: FactorModel, task: RankingTask, impressions: pl.Da
     """IPS and SNIPS CTR of the policy "show the model's top-1 item" (seen items excluded, as in the
     ranking), from logged impressions with a ``propensity`` column (see :mod:`models.evaluation.ctr`); impressions of
     users outside ``task`` are not used. Empty when no impression is usable."""
+    return off_policy_by_model({"": model}, task, impressions, seed=seed)[""]
+
+
+def off_policy_by_model(models: dict[str, FactorModel], task: RankingTask, impressions: pl.DataFrame,
+                        *, seed: int = 0) -> dict[str, dict[str, OffPolicyResult]]:
+    """:func:`off_policy_metrics` of each model, by name, from one set of bootstrap resamples of the impressions
+    (:func:`~models.evaluation.ctr.off_policy_table`: each model gets the intervals its own call gives)."""
     rows = index_of(task.user_ids, impressions[USER_ID])
     cols = index_of(task.item_ids, impressions[ITEM_ID])
     keep = (rows >= 0) & (cols >= 0)
-    if not keep.any():
-        return {}
-    top1 = np.empty(task.n_users, dtype=np.int64)
-    for batch_rows, scores in score_batches(model, task):
-        top, _ = topk_hits(scores, batch_rows, task.exclude, task.relevant, 1)
-        top1[batch_rows] = top[:, 0]
-    chosen = (cols[keep] == top1[rows[keep]]).astype(np.float64)
+    if not models or not keep.any():
+        return {name: {} for name in models}
+    chosen = {}
+    for name, model in models.items():
+        top1 = np.empty(task.n_users, dtype=np.int64)
+        for batch_rows, scores in score_batches(model, task):
+            top, _ = topk_hits(scores, batch_rows, task.exclude, task.relevant, 1)
+            top1[batch_rows] = top[:, 0]
+        chosen[name] = (cols[keep] == top1[rows[keep]]).astype(np.float64)
     propensity = impressions[PROPENSITY].to_numpy()[keep]
     clicks = impressions[CLICKED].to_numpy()[keep].astype(bool)
-    return off_policy_ctrs(chosen, propensity, clicks, estimators=(IPS, SNIPS), seed=seed)
+    return off_policy_table(chosen, propensity, clicks, estimators=(IPS, SNIPS), seed=seed)

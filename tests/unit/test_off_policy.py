@@ -68,3 +68,20 @@ def test_the_bootstrap_counts_give_the_intervals_of_gathering_every_drawn_impres
         assert alone.low == pytest.approx(np.quantile(samples, 0.025), rel=1e-12)
         assert alone.high == pytest.approx(np.quantile(samples, 0.975), rel=1e-12)
         assert alone.low < alone.ctr < alone.high
+
+
+def test_policies_on_one_set_of_draws_get_the_intervals_of_their_own_calls():
+    from models.evaluation.ctr import off_policy_table
+
+    rng = np.random.default_rng(5)
+    n = 400
+    propensity, clicks = rng.uniform(0.05, 0.9, n), rng.random(n) < 0.3
+    policies = {name: (rng.random(n) < share).astype(float) for name, share in (("a", 0.2), ("b", 0.6))}
+    table = off_policy_table(policies, propensity, clicks, n_bootstrap=200, seed=2)
+    assert set(table) == {"a", "b"} and table["a"][IPS].ctr != table["b"][IPS].ctr
+    for name, target in policies.items():
+        for estimator in (IPS, SNIPS):
+            alone = off_policy_ctr(target, propensity, clicks, estimator=estimator, n_bootstrap=200, seed=2)
+            got = table[name][estimator]
+            assert got.ctr == alone.ctr and got.effective_sample_size == alone.effective_sample_size
+            assert got.low == pytest.approx(alone.low, rel=1e-12) and got.high == pytest.approx(alone.high, rel=1e-12)
