@@ -31,15 +31,12 @@ BIN = Path(sys.executable).parent
 def als_wall(shop: Path, seed: int = 0) -> tuple[float, int, int, int]:
     """Seconds of one implicit ALS fit on every interaction of the export; with its rows, customers, items."""
     import polars as pl
-    import yaml
 
+    from models.data.datasets import load_column_map, read_tables
     from models.transfer.als import fit_als_once
 
-    columns = yaml.safe_load((shop / "columns.yaml").read_text())
-    own = columns.get("interactions") or {}  # per-table names override the shared ones
-    user, item = (own.get(key, columns.get(key, key)) for key in ("user_id", "item_id"))
-    frame = pl.read_parquet(shop / "interactions" / "**" / "*.parquet").select(
-        pl.col(user).cast(pl.String).alias("user_id"), pl.col(item).cast(pl.String).alias("item_id"))
+    tables = read_tables(shop, load_column_map(shop / "columns.yaml"))  # as the onboarding reads them
+    frame = tables["interactions"].select(pl.col("user_id").cast(pl.String), pl.col("item_id").cast(pl.String))
     items = frame["item_id"].unique().sort().to_numpy()
     started = time.perf_counter()
     fit_als_once(frame, items, factors=64, regularization=0.01, alpha=1.0, iterations=15, seed=seed)

@@ -142,25 +142,16 @@ def off_policy_ctr(target_probability: np.ndarray, logging_propensity: np.ndarra
     Raises:
         ValueError: on mismatched lengths, non-positive propensities or an unknown estimator.
     """
-    return off_policy_ctrs(target_probability, logging_propensity, clicks, estimators=(estimator,),
-                           n_bootstrap=n_bootstrap, confidence=confidence, seed=seed)[estimator]
-
-
-def off_policy_ctrs(target_probability: np.ndarray, logging_propensity: np.ndarray, clicks: np.ndarray, *,
-                    estimators: tuple[str, ...] = (IPS, SNIPS), n_bootstrap: int = 1000, confidence: float = 0.95,
-                    seed: int = 0) -> dict[str, OffPolicyResult]:
-    """:func:`off_policy_ctr` for each of ``estimators``, on one set of bootstrap resamples: each estimator's
-    interval is the one its own call with the same seed gives (the same draws), for one draw of them."""
-    return off_policy_table({"": target_probability}, logging_propensity, clicks, estimators=estimators,
-                            n_bootstrap=n_bootstrap, confidence=confidence, seed=seed)[""]
+    return off_policy_table({"": target_probability}, logging_propensity, clicks, estimators=(estimator,),
+                            n_bootstrap=n_bootstrap, confidence=confidence, seed=seed)[""][estimator]
 
 
 def off_policy_table(target_probabilities: dict[str, np.ndarray], logging_propensity: np.ndarray,
                      clicks: np.ndarray, *, estimators: tuple[str, ...] = (IPS, SNIPS), n_bootstrap: int = 1000,
                      confidence: float = 0.95, seed: int = 0) -> dict[str, dict[str, OffPolicyResult]]:
-    """:func:`off_policy_ctrs` of several policies on the same logged impressions, by name: the bootstrap draws
-    depend only on the impressions and the seed, so one set serves every policy and estimator (each gets the
-    interval its own call gives)."""
+    """:func:`off_policy_ctr` of several policies and estimators on the same logged impressions, by policy name
+    then estimator: the bootstrap draws depend only on the impressions and the seed, so one set serves every
+    policy and estimator (each gets the interval its own call gives)."""
     p0 = np.asarray(logging_propensity, dtype=np.float64)
     clicked = np.asarray(clicks, dtype=np.float64)
     names = list(target_probabilities)
@@ -196,11 +187,12 @@ def off_policy_table(target_probabilities: dict[str, np.ndarray], logging_propen
     samples: dict[str, list[np.ndarray]] = {name: [] for name in estimators}
     for start in range(0, n_bootstrap, 100):
         picks = rng.integers(0, n, size=(min(100, n_bootstrap - start), n))
-        for low in range(0, len(picks), 25):  # counts of 25 resamples at a time: 200 bytes an impression
+        for low in range(0, len(picks), 25):  # counts of 25 resamples at a time: 400 bytes an impression
             counts = drawn(picks[low:low + 25])
             for name in estimators:
                 samples[name].append(estimate(counts, name))
     tail = (1.0 - confidence) / 2.0
+    drawn_values = {name: np.concatenate(parts) for name, parts in samples.items()}  # (resamples, policies)
     out: dict[str, dict[str, OffPolicyResult]] = {}
     for index, policy in enumerate(names):
         w, total = weights[index], weights[index].sum()
@@ -208,7 +200,7 @@ def off_policy_table(target_probabilities: dict[str, np.ndarray], logging_propen
         effective = float(total ** 2 / max((w ** 2).sum(), 1e-12))
         out[policy] = {}
         for name in estimators:
-            values = np.concatenate(samples[name])[:, index]
+            values = drawn_values[name][:, index]
             out[policy][name] = OffPolicyResult(
                 estimator=name, ctr=points[name], low=float(np.quantile(values, tail)),
                 high=float(np.quantile(values, 1.0 - tail)), impressions=n, effective_sample_size=effective)

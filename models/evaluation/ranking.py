@@ -227,18 +227,12 @@ def test_period_impressions(impressions: pl.DataFrame, cutoffs: pl.DataFrame, ca
             .filter(pl.col(TIMESTAMP) >= pl.col("cutoff")).drop("cutoff"))
 
 
-def off_policy_metrics(model: FactorModel, task: RankingTask, impressions: pl.DataFrame,
-                       *, seed: int = 0) -> dict[str, OffPolicyResult]:
-    """IPS and SNIPS CTR of the policy "show the model's top-1 item" (seen items excluded, as in the
-    ranking), from logged impressions with a ``propensity`` column (see :mod:`models.evaluation.ctr`); impressions of
-    users outside ``task`` are not used. Empty when no impression is usable."""
-    return off_policy_by_model({"": model}, task, impressions, seed=seed)[""]
-
-
 def off_policy_by_model(models: dict[str, FactorModel], task: RankingTask, impressions: pl.DataFrame,
                         *, seed: int = 0) -> dict[str, dict[str, OffPolicyResult]]:
-    """:func:`off_policy_metrics` of each model, by name, from one set of bootstrap resamples of the impressions
-    (:func:`~models.evaluation.ctr.off_policy_table`: each model gets the intervals its own call gives)."""
+    """IPS and SNIPS CTR of each model's policy "show its top-1 item" (seen items excluded, as in the ranking),
+    by model name, from logged impressions with a ``propensity`` column (see :mod:`models.evaluation.ctr`);
+    impressions of users outside ``task`` are not used; empty for each model when no impression is usable. One
+    set of bootstrap resamples serves every model (:func:`~models.evaluation.ctr.off_policy_table`)."""
     rows = index_of(task.user_ids, impressions[USER_ID])
     cols = index_of(task.item_ids, impressions[ITEM_ID])
     keep = (rows >= 0) & (cols >= 0)

@@ -51,7 +51,7 @@ def test_bad_inputs_are_refused():
 def test_the_bootstrap_counts_give_the_intervals_of_gathering_every_drawn_impression():
     """One set of resamples serves IPS and SNIPS: each interval equals a reference bootstrap that gathers the drawn
     impressions' weights (the same draws: 100 resamples of n at a time from the seed)."""
-    from models.evaluation.ctr import off_policy_ctrs
+    from models.evaluation.ctr import off_policy_table
 
     rng = np.random.default_rng(3)
     n = 700
@@ -61,7 +61,7 @@ def test_the_bootstrap_counts_give_the_intervals_of_gathering_every_drawn_impres
     picks = np.concatenate([draws.integers(0, n, size=(100, n)) for _ in range(3)])
     reference = {IPS: (weights[picks] * clicked[picks]).mean(axis=1),
                  SNIPS: (weights[picks] * clicked[picks]).sum(axis=1) / weights[picks].sum(axis=1)}
-    both = off_policy_ctrs(target, propensity, clicks, n_bootstrap=300, seed=11)
+    both = off_policy_table({"p": target}, propensity, clicks, n_bootstrap=300, seed=11)["p"]
     for name, samples in reference.items():
         alone = off_policy_ctr(target, propensity, clicks, estimator=name, n_bootstrap=300, seed=11)
         assert both[name] == alone
