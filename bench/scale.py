@@ -46,11 +46,13 @@ DOMAIN = "new"
 
 
 def generate(n: int, folder: Path, seed: int = 0, parts: int = 8,
-             domains: tuple[str, ...] = (DOMAIN,)) -> dict[str, int]:
+             domains: tuple[str, ...] = (DOMAIN,), personal: float = 0.5, taste: float = 3.0) -> dict[str, int]:
     """Write the synthetic tables (see the module docstring) under ``folder``; returns the sizes. With several
     ``domains``, each gets ``n`` interactions over its own ``n / 500`` items from the same users, whose taste
     cluster holds across domains (each domain its own cluster orders): what a model of one domain learns about
-    a user carries to the others."""
+    a user carries to the others. ``personal``: the share of a user's draws from its cluster's order;
+    ``taste``: the exponent of those draws' ranks (rank = items x U^taste; larger: a cluster's favourites
+    stand out more)."""
     import polars as pl
 
     rng = np.random.default_rng(seed)
@@ -71,16 +73,18 @@ def generate(n: int, folder: Path, seed: int = 0, parts: int = 8,
         for d in range(len(domains)):
             part_rng = np.random.default_rng([seed, part] if d == 0 else [seed, part, d])
             users = part_rng.integers(low, high, size=draws)
-            ranks = (n_items * part_rng.random(draws) ** 3).astype(np.int64)  # long tail: top 1 % of items ~21 %
-            personal = part_rng.random(draws) < 0.5
-            items = d * n_items + np.where(personal, permutations[d][user_cluster[users], ranks], ranks)
+            uniform = part_rng.random(draws)
+            ranks = (n_items * uniform ** 3).astype(np.int64)  # long tail: top 1 % of items ~21 %
+            mine = part_rng.random(draws) < personal
+            liked = ranks if taste == 3.0 else (n_items * uniform ** taste).astype(np.int64)
+            items = d * n_items + np.where(mine, permutations[d][user_cluster[users], liked], ranks)
             frames.append(pl.DataFrame({
                 "user_id": pl.Series(users).cast(pl.String).str.pad_start(7, "0").str.replace(r"^", "u"),
                 "item_id": pl.Series(items).cast(pl.String).str.pad_start(6, "0").str.replace(r"^", "i"),
                 "timestamp": 1_700_000_000 + part_rng.integers(0, 365 * 86400, size=draws),
                 "rating": part_rng.integers(1, 6, size=draws).astype(np.float64),
             }).unique(subset=["user_id", "item_id"], keep="first", maintain_order=True).head(wanted))
-            del users, ranks, personal, items
+            del users, uniform, ranks, mine, liked, items
         interactions = pl.concat(frames)
         interactions.write_parquet(folder / "interactions" / f"part-{part}.parquet")
         written += interactions.height

@@ -183,6 +183,36 @@ def test_transfer_init_with_nothing_shared_fills_items_from_content():
     assert not without.item_factors.any()
 
 
+def test_transfer_init_computes_content_only_for_items_that_take_it():
+    """Every new item with a known user takes the users' mean: the text changes nothing and no content scale is
+    fitted; an item no known user touched takes its content vector (its text reads like source item c)."""
+    rng = np.random.default_rng(1)
+    source = _model([f"s{k}" for k in range(40)], ["a", "b", "c"], dim=3)
+    text = ItemText(source=np.eye(3, dtype=np.float32), target=np.eye(3, dtype=np.float32)[[0, 1, 2]])
+    user_ids, item_ids = source.user_ids, np.array(["x", "y", "z"], dtype=object)
+    # x's audience likes a, y's likes b (their texts read like a and b); z: no interaction
+    scores = source.user_factors @ source.item_factors.T
+    fans = [np.argsort(-(scores[:, k] - scores.mean(axis=1)))[:10] for k in (0, 1)]
+    users = np.concatenate([rng.choice(fans[k], size=200) for k in (0, 1)])
+    items = np.repeat([0, 1], 200)
+
+    def init(**options):
+        return transfer_init(source, user_ids=user_ids, item_ids=item_ids, train_users=users, train_items=items,
+                             **options)
+
+    without, with_text = init(), init(text=text)
+    assert with_text.item_scale > 0 and with_text.items_from_content == 1 and with_text.content_scale > 0
+    np.testing.assert_array_equal(with_text.item_factors[:2], without.item_factors[:2])
+    centred = source.item_factors - source.item_factors.mean(axis=0)
+    cosine = with_text.item_factors[2] @ centred[2] / np.linalg.norm(with_text.item_factors[2]) / np.linalg.norm(
+        centred[2])
+    assert cosine > 0.9
+    both = np.concatenate([users, users[:50]]), np.concatenate([items, np.full(50, 2)])  # now z has users too
+    all_known = [transfer_init(source, user_ids=user_ids, item_ids=item_ids, train_users=both[0],
+                               train_items=both[1], text=t) for t in (None, text)]
+    np.testing.assert_array_equal(all_known[1].item_factors, all_known[0].item_factors)
+    assert all_known[1].content_scale == 0.0 and all_known[1].items_from_content == 0
+
 def test_prepare_source_across_datasets_by_title():
     """Shared items, disjoint users: same items (same seed), other people with colliding ids."""
     source = generate_multidomain(n_users=60, items_per_domain=20, seed=0, item_seed=5, user_prefix="u")
