@@ -34,10 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=lambda t: int(float(t)), default=10_000_000)
     parser.add_argument("--source-epochs", type=int, default=5)
-    # the scale bench's shape (0.5, 3) holds too little taste to learn: on 2.5 M of its interactions at 20,000
-    # items, popularity's validation NDCG@10 is 0.035, the generator's own cluster scores 0.053, and the network
-    # stays at popularity's level or below it; at (0.8, 6): popularity 0.017, the clusters 0.125, the network
-    # 0.09 after two epochs
+    # the scale bench's shape (0.5, 3) holds too little taste to learn: the source model stays near a validation
+    # NDCG@10 of 0.005 at 10 M while its training loss falls (docs/benchmarks.md)
     parser.add_argument("--personal", type=float, default=0.8, help="share of a user's draws from its cluster")
     parser.add_argument("--taste", type=float, default=6.0, help="rank exponent of those draws")
     parser.add_argument("--out", type=Path, default=HERE / "results")
