@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from prefect.futures import PrefectFuture
+
 from data_contracts.batched import ValidatedScans
 from flows.config import OnboardConfig
 from flows.runners import PartRunner, run_jobs
@@ -132,7 +134,7 @@ class Backend(Protocol):
     def select(self, sources: dict[str, Any], target: Target) -> Selection: ...
     def train(self, target: Target, sources: dict[str, Any], selection: Selection) -> Fits: ...
     def refit(self, reports: dict[str, ModelReport], data: Any, target: Target, fits: Fits,
-              selection: Selection) -> Refit: ...
+              selection: Selection) -> PrefectFuture[Refit]: ...
     def analyse(self, data: Any, target: Target, reports: dict[str, ModelReport], selection: Selection) -> Analysis: ...
 
 
@@ -247,16 +249,17 @@ class InMemory:
                     {kind: done[kind] for kind in (*PEERS, *JOINT) if done.get(kind) is not None})
 
     def refit(self, reports: dict[str, ModelReport], data: Validated, target: Target, fits: Fits,
-              selection: Selection) -> Refit:
-        """The guard's winner refitted on all of the target's data (:mod:`tasks.refit`)."""
+              selection: Selection) -> PrefectFuture[Refit]:
+        """The guard's winner refitted on all of the target's data (:mod:`tasks.refit`), submitted to the flow's
+        task runner (its result: the :class:`~tasks.refit.Refit`)."""
         config = self.config
         winner, _ = choose_winner(reports)
         prepared = selection.prepared[selection.chosen]
         whole = WholeInMemory(target.split, data.dataset.interactions, data.dataset.items, text=prepared.text,
                               family=config.finetune.family)
-        return refit_winner(winner, whole, target.val_task, seed=config.split.seed, tuned=fits.tuned(),
-                            fits=fits.trained(selection.chosen), source=prepared.model, finetune=config.finetune,
-                            model=config.model, scratch=config.scratch)
+        return refit_winner.submit(winner, whole, target.val_task, seed=config.split.seed, tuned=fits.tuned(),
+                                   fits=fits.trained(selection.chosen), source=prepared.model,
+                                   finetune=config.finetune, model=config.model, scratch=config.scratch)
 
     def analyse(self, data: Validated, target: Target, reports: dict[str, ModelReport],
                 selection: Selection) -> Analysis:
@@ -340,16 +343,16 @@ class OutOfCore:
                     {kind: peer for kind, peer in peers.items() if peer is not None})
 
     def refit(self, reports: dict[str, ModelReport], data: ValidatedScans, target: Target, fits: Fits,
-              selection: Selection) -> Refit:
+              selection: Selection) -> PrefectFuture[Refit]:
         """The guard's winner refitted on all of the target's data, streamed from the split's parts as the
-        evaluated fits were (:class:`~models.transfer.refit.WholeOnDisk`)."""
+        evaluated fits were (:class:`~models.transfer.refit.WholeOnDisk`), submitted to the flow's task runner."""
         config = self.config
         winner, _ = choose_winner(reports)
         whole = WholeOnDisk(target.split, data.tables["interactions"], data.tables["items"].collect(),
                             batch_rows=self.rows)
-        return refit_winner(winner, whole, target.val_task, seed=config.split.seed, tuned=fits.tuned(),
-                            fits=fits.trained(selection.chosen), source=self.models.get(selection.chosen),
-                            finetune=config.finetune, model=config.model, scratch=config.scratch)
+        return refit_winner.submit(winner, whole, target.val_task, seed=config.split.seed, tuned=fits.tuned(),
+                                   fits=fits.trained(selection.chosen), source=self.models.get(selection.chosen),
+                                   finetune=config.finetune, model=config.model, scratch=config.scratch)
 
     def analyse(self, data: Any, target: Target, reports: dict[str, ModelReport], selection: Selection) -> Analysis:
         return Analysis()  # slices and off-policy CTR read whole tables: not computed out of core

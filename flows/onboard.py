@@ -57,12 +57,14 @@ def onboard_domain_flow(config: OnboardConfig) -> OnboardingSummary:
         with watch("evaluate"):
             reports = evaluate_models(fits.models(selection.chosen), fits.trained(selection.chosen),
                                       target.val_task, target.test_task, config.evaluation)
-        with watch("refit"):  # the guard's winner on all of the target's data: what users will get
-            refit = (backend.refit(reports, data, target, fits, selection)
-                     if config.tracking.registry and config.tracking.refit else None)
+        with watch("refit"):  # the guard's winner on all of the target's data (what users will get): started
+            # here, it trains while the evaluated models are logged, which does no arithmetic its bits depend on
+            refitting = (backend.refit(reports, data, target, fits, selection)
+                         if config.tracking.registry and config.tracking.refit else None)
         with watch("log_register"):
             reports = log_model_runs(reports, run, config.child_run_params(selection.chosen, fits.tuned()), tags,
                                      log_models=tuple(reports), datasets=lineage, source=selection.chosen)
+            refit = None if refitting is None else refitting.result()  # before the analysis scores the models
             analysis = backend.analyse(data, target, reports, selection)
             registration = None
             if config.tracking.registry:
