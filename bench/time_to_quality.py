@@ -2,7 +2,7 @@
 when scratch costs minutes?
 
 Usage:  python bench/time_to_quality.py [--size 1e7] [--source-epochs 5] [--personal 0.8] [--taste 6]
-            [--out bench/results]
+            [--set KEY=VALUE ...] [--out bench/results]
 
 Generates two synthetic domains of bench/scale.py's shape (``old`` and ``new``, ``--size`` interactions each over
 the same users, users = size / 25, items = size / 500 per domain; a user's taste cluster holds across the
@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     # NDCG@10 of 0.005 at 10 M while its training loss falls (docs/benchmarks.md)
     parser.add_argument("--personal", type=float, default=0.8, help="share of a user's draws from its cluster")
     parser.add_argument("--taste", type=float, default=6.0, help="rank exponent of those draws")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override passed to `transferrec curve` (e.g. scratch.lr=0.001)")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
     from scale import generate
@@ -52,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         done = subprocess.run(
             [str(Path(sys.executable).parent / "transferrec"), "-q", "curve", "--data", str(folder / "data"),
              "--target-domain", "new", "--fractions", "1.0", "--embedder", "hashed", "--top-single", "1",
-             "--no-all-others", "--set", f"sources.train.max_epochs={args.source_epochs}", "--json"],
+             "--no-all-others", "--set", f"sources.train.max_epochs={args.source_epochs}",
+             *[option for pair in args.set for option in ("--set", pair)], "--json"],
             capture_output=True, text=True, env=env, cwd=folder)
         wall = time.perf_counter() - started
     if done.returncode != 0:
@@ -73,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{row['scratch_fit_seconds']:.1f} |")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "time_to_quality.json").write_text(json.dumps(
-        {"size": args.size, "personal": args.personal, "taste": args.taste, **shape, "wall_s": wall, "row": row},
+        {"size": args.size, "personal": args.personal, "taste": args.taste, "set": args.set, **shape, "wall_s": wall,
+         "row": row},
         indent=2, default=str))
     return 0
 
