@@ -76,7 +76,7 @@ def generate(n: int, folder: Path, seed: int = 0, parts: int = 8,
             uniform = part_rng.random(draws)
             ranks = (n_items * uniform ** 3).astype(np.int64)  # long tail: top 1 % of items ~21 %
             mine = part_rng.random(draws) < personal
-            liked = ranks if taste == 3.0 else (n_items * uniform ** taste).astype(np.int64)
+            liked = (n_items * uniform ** taste).astype(np.int64)  # taste 3: the same bits as ranks
             items = d * n_items + np.where(mine, permutations[d][user_cluster[users], liked], ranks)
             frames.append(pl.DataFrame({
                 "user_id": pl.Series(users).cast(pl.String).str.pad_start(7, "0").str.replace(r"^", "u"),
