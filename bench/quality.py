@@ -16,7 +16,8 @@ others, held out: reported separately, so the defaults are shown on data they we
 Runs the real onboard-domain flow for every (genre, fraction, seed) against one MLflow store under ``--out``
 (registry off; source models trained once per target genre and reused). Each run appends one line to
 ``<out>/quality-<dataset>.jsonl`` (a cell already there is not run again: an interrupted benchmark resumes), then
-the tables are printed: per cell the mean over seeds of each model's test NDCG@10, transfer's lift over the
+the tables are printed: per cell the mean over seeds of each model's test NDCG@10, which transfer recipe validation
+kept (the closed-form one or the network fine-tune, see models.transfer.closed_form), transfer's lift over the
 best peer on test and over popularity, wins / ties / losses against the best peer by the paired 95 % interval,
 and what the negative-transfer guard registers; per half, the mean and worst lift and the cells transfer wins.
 """
@@ -70,7 +71,8 @@ def run_row(genre: str, fraction: float, seed: int, summary, seconds: float) -> 
            summary.split.get("train_interactions"), "best_peer": best,
            "lift": summary.lift["test/lift_ndcg_at_10"], "lift_low": interval["low"], "lift_high": interval["high"],
            "lift_vs_popularity": summary.metrics["transfer"]["ndcg_at_10"] / test["popularity"] - 1.0,
-           "registered": guard({m: v["ndcg_at_10"] for m, v in summary.val_metrics.items()})[0]}
+           "registered": guard({m: v["ndcg_at_10"] for m, v in summary.val_metrics.items()})[0],
+           "recipe": summary.transfer_recipe.get("recipe", "network")}
     for model, metrics in summary.metrics.items():
         row[f"{model}/ndcg_at_10"] = metrics["ndcg_at_10"]
         row[f"{model}/val_ndcg_at_10"] = summary.val_metrics[model]["ndcg_at_10"]
@@ -135,8 +137,9 @@ def markdown(rows: list[dict]) -> str:
     for r in rows:
         cells.setdefault((r["genre"], r["fraction"]), []).append(r)
     lines = ["| half | genre | fraction | seeds | " + " | ".join(f"NDCG@10 {m}" for m in models)
-             + " | best peer (test) | lift vs best peer | lift vs popularity | win / tie / loss | registered |",
-             "|---" * (len(models) + 9) + "|"]
+             + " | transfer recipe (closed-form / network) | best peer (test) | lift vs best peer | lift vs popularity"
+             " | win / tie / loss | registered |",
+             "|---" * (len(models) + 10) + "|"]
     for (genre, fraction), runs in sorted(cells.items(), key=lambda c: (c[0][0] not in DEVELOPMENT, c[0])):
         verdicts = [verdict(r) for r in runs]
         registered = sorted({r["registered"] for r in runs})
@@ -144,7 +147,9 @@ def markdown(rows: list[dict]) -> str:
             f"| {'dev' if genre in DEVELOPMENT else 'held-out'} | {genre} | {fraction} | {len(runs)} | "
             + " | ".join(_mean([r[f"{m}/ndcg_at_10"] for r in runs if f"{m}/ndcg_at_10" in r], "{:.4f}")
                          for m in models)
-            + f" | {statistics.mode(r['best_peer'] for r in runs)} | {_mean([r['lift'] for r in runs], '{:+.1%}')}"
+            + f" | {sum(r.get('recipe') == 'closed-form' for r in runs)} / "
+            f"{sum(r.get('recipe', 'network') == 'network' for r in runs)}"
+            f" | {statistics.mode(r['best_peer'] for r in runs)} | {_mean([r['lift'] for r in runs], '{:+.1%}')}"
             f" | {_mean([r['lift_vs_popularity'] for r in runs], '{:+.1%}')}"
             f" | {verdicts.count('win')} / {verdicts.count('tie')} / {verdicts.count('loss')}"
             f" | {', '.join(registered)} |")

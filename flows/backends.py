@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,7 +28,7 @@ from flows.config import OnboardConfig
 from flows.runners import PartRunner, run_jobs
 from models.config import DataConfig
 from models.data.datasets import Dataset
-from models.evaluation.ranking import RankingTask
+from models.evaluation.ranking import RankingTask, evaluate_model
 from models.factors import FactorModel
 from models.nets.training import FitResult
 from models.selection.sources import slug
@@ -72,6 +72,7 @@ from tasks.sources import gather_sources, registered_sources
 from tasks.training import (
     fine_tune_source,
     fit_als_baseline,
+    fit_closed_form,
     fit_peer_baseline,
     fit_popularity_baseline,
     train_scratch_baseline,
@@ -90,26 +91,48 @@ class Target:
 
 @dataclass(frozen=True)
 class Fits:
-    """The finalists' fine-tunes and the target-only baselines."""
+    """The finalists' fine-tunes, the closed-form transfer recipe (when fitted) and the target-only baselines."""
 
     transfers: dict[str, FitResult]
     scratch: FitResult
     als: TunedResult
     popularity: FactorModel
     peers: dict[str, TunedResult]  # EASE, ItemKNN and the joint peers (those fitted: see tasks.registry.BASELINES)
+    closed_form: TunedResult | None = None  # models.transfer.closed_form (sources from the target's own dataset)
+    recipe: dict[str, Any] | None = None  # the transfer recipe kept by settled(): its name and both validations
+
+    def settled(self, chosen: str, val_task: RankingTask) -> Fits:
+        """These fits with the transfer recipe kept: the closed-form one when it validates better (NDCG@10 on
+        ``val_task``) than the fine-tune of the ``chosen`` source, else the fine-tune (ties: the fine-tune)."""
+        network = evaluate_model(self.transfers[chosen].model, val_task, ks=(10,)).metrics["ndcg_at_10"]
+        scores = {"network_val_ndcg_at_10": network}
+        if self.closed_form is not None:
+            scores["closed_form_val_ndcg_at_10"] = self.closed_form.val_ndcg_at_10
+        recipe = ("closed-form" if self.closed_form is not None and self.closed_form.val_ndcg_at_10 > network
+                  else "network")
+        return replace(self, recipe={"recipe": recipe, **scores})
+
+    @property
+    def closed_form_kept(self) -> bool:
+        return self.recipe is not None and self.recipe["recipe"] == "closed-form"
 
     def models(self, chosen: str) -> dict[str, FactorModel]:
-        """The compared models, the chosen source's fine-tune as ``transfer``."""
-        return {"transfer": self.transfers[chosen].model, "popularity": self.popularity, "als": self.als.model,
+        """The compared models, the kept transfer recipe (the chosen source's fine-tune or the closed-form one)
+        as ``transfer``."""
+        transfer = self.closed_form.model if self.closed_form_kept else self.transfers[chosen].model
+        return {"transfer": transfer, "popularity": self.popularity, "als": self.als.model,
                 "scratch": self.scratch.model, **{name: peer.model for name, peer in self.peers.items()}}
 
     def tuned(self) -> dict[str, dict[str, Any]]:
-        """The hyper-parameters the baselines tuned on validation chose."""
-        return {"als": self.als.params, **{name: peer.params for name, peer in self.peers.items()}}
+        """The hyper-parameters the baselines tuned on validation chose; for ``transfer``, the recipe kept (and
+        the closed-form recipe's choices when it is the one)."""
+        transfer = {**(self.recipe or {}), **(self.closed_form.params if self.closed_form_kept else {})}
+        return {"als": self.als.params, **{name: peer.params for name, peer in self.peers.items()},
+                **({"transfer": transfer} if transfer else {})}
 
     def trained(self, chosen: str) -> dict[str, FitResult]:
         """The trained networks' fits (learning curves, epochs, parameters)."""
-        return {"transfer": self.transfers[chosen], "scratch": self.scratch}
+        return {**({} if self.closed_form_kept else {"transfer": self.transfers[chosen]}), "scratch": self.scratch}
 
 
 @dataclass(frozen=True)
@@ -226,12 +249,15 @@ class InMemory:
 
     def train(self, target: Target, sources: dict[str, Any], selection: Selection) -> Fits:
         """The finalists' fine-tunes, scratch, ALS, EASE, ItemKNN and (with sources from the target's own
-        dataset) the joint peers side by side on the task runner; then popularity."""
+        dataset) the joint peers and the closed-form transfer recipe side by side on the task runner; then
+        popularity."""
         config, split, seed = self.config, target.split, self.config.split.seed
         content = selection.prepared[selection.chosen].text.target  # the same catalogue texts in every candidate
         jobs: dict[str, tuple[Any, tuple, dict[str, Any]]] = {}
         if self.joint is not None:  # the longest fits first: the stage ends when the last one does
             jobs.update({kind: (fit_peer_baseline, (kind, self.joint, target.val_task, seed), {}) for kind in JOINT})
+            if config.finetune.closed_form:
+                jobs["closed-form"] = (fit_closed_form, (self.joint, target.val_task, seed), {})
         jobs |= {
             f"transfer:{name}": (fine_tune_source, (name, selection.prepared[name], split, config.finetune, seed),
                                  {"checkpoint_dir": _under(self.checkpoints, f"transfer-{slug(name)}"),
@@ -246,7 +272,8 @@ class InMemory:
         done = run_jobs(jobs, runner=config.runner)
         return Fits({key.removeprefix("transfer:"): fit for key, fit in done.items() if key.startswith("transfer:")},
                     done["scratch"], done["als"], fit_popularity_baseline(split),
-                    {kind: done[kind] for kind in (*PEERS, *JOINT) if done.get(kind) is not None})
+                    {kind: done[kind] for kind in (*PEERS, *JOINT) if done.get(kind) is not None},
+                    done.get("closed-form"))
 
     def refit(self, reports: dict[str, ModelReport], data: Validated, target: Target, fits: Fits,
               selection: Selection) -> PrefectFuture[Refit]:
@@ -325,7 +352,8 @@ class OutOfCore:
 
     def train(self, target: Target, sources: dict[str, Any], selection: Selection) -> Fits:
         """The finalists' fine-tunes and scratch side by side on the task runner; then ALS, EASE and ItemKNN
-        over scratch's pair file, the joint peers (below their in-memory bound), and popularity."""
+        over scratch's pair file, the joint peers and the closed-form transfer recipe (below their in-memory
+        bound), and popularity."""
         config, split, seed, rows = self.config, target.split, self.config.split.seed, self.rows
         jobs: dict[str, tuple[Any, tuple, dict[str, Any]]] = {
             f"transfer:{name}": (fine_tune_large, (name, sources[name].model, split, config.finetune, seed, rows),
@@ -336,11 +364,13 @@ class OutOfCore:
         scratch = done["scratch"]
         encoded = encoded_train(split, scratch.pairs)  # the target's pairs as the scratch model read them
         peers = {kind: fit_peer_baseline(kind, encoded, target.val_task) for kind in PEERS}
+        closed_form = None
         if self.joint is not None:
             peers.update({kind: fit_peer_baseline(kind, self.joint, target.val_task, seed) for kind in JOINT})
+            closed_form = fit_closed_form(self.joint, target.val_task, seed) if config.finetune.closed_form else None
         return Fits({key.removeprefix("transfer:"): fit for key, fit in done.items() if key.startswith("transfer:")},
                     scratch.fit, fit_als_baseline(encoded, target.val_task, seed), popularity_large(split),
-                    {kind: peer for kind, peer in peers.items() if peer is not None})
+                    {kind: peer for kind, peer in peers.items() if peer is not None}, closed_form)
 
     def refit(self, reports: dict[str, ModelReport], data: ValidatedScans, target: Target, fits: Fits,
               selection: Selection) -> PrefectFuture[Refit]:

@@ -145,7 +145,8 @@ class OnboardConfig(_Frozen):
 
     def child_run_params(self, source: str, tuned: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         """The params of each model's child run (what tells them apart in the MLflow compare view); ``tuned``:
-        the hyper-parameters each tuned baseline chose on validation (``als``, ``ease``, ``itemknn``)."""
+        the hyper-parameters each tuned baseline chose on validation (``als``, ``ease``, ``itemknn``) and the
+        transfer recipe kept (``transfer``)."""
         shared = {"target_domain": self.target_domain, "fraction": self.split.fraction, "seed": self.split.seed,
                   "dim": self.model.dim}
         finetune = self.finetune
@@ -154,12 +155,13 @@ class OnboardConfig(_Frozen):
                          "mode": finetune.mode, "item_init": finetune.item_init,
                          "content_init": finetune.content_init, "adapter_rank": finetune.adapter_rank,
                          "transferred_lr_scale": finetune.transferred_lr_scale,
-                         **{f"train.{k}": v for k, v in finetune.train.model_dump().items()}},
+                         **{f"train.{k}": v for k, v in finetune.train.model_dump().items()},
+                         **{f"transfer.{k}": v for k, v in tuned.get("transfer", {}).items()}},
             "scratch": {**shared, "model": "scratch", "family": finetune.family,
                         **{f"train.{k}": v for k, v in self.scratch.model_dump().items()}},
             "popularity": {**shared, "model": "popularity"},
             **{name: {**shared, "model": name, **{f"{name}.{k}": v for k, v in params.items()}}
-               for name, params in tuned.items()},
+               for name, params in tuned.items() if name != "transfer"},
         }
 
     def pretrain(self) -> PretrainConfig:

@@ -54,6 +54,7 @@ def onboard_domain_flow(config: OnboardConfig) -> OnboardingSummary:
         with watch("settle"):
             selection = settle_selection(selection, fits.transfers, target.val_task, target.test_task, run,
                                          margin=config.selection.val_margin)
+            fits = fits.settled(selection.chosen, target.val_task)  # the transfer recipe kept
         with watch("evaluate"):
             reports = evaluate_models(fits.models(selection.chosen), fits.trained(selection.chosen),
                                       target.val_task, target.test_task, config.evaluation)
@@ -75,4 +76,4 @@ def onboard_domain_flow(config: OnboardConfig) -> OnboardingSummary:
                                                datasets=lineage)
         watch.finish()
         return summarize(reports, selection, registration, run, domain, target.summary, watch.seconds,
-                         analysis.slices, analysis.off_policy)
+                         analysis.slices, analysis.off_policy, fits.recipe)

@@ -118,6 +118,10 @@ class FineTuneConfig(_Frozen):
         "lr * this, new weights at lr"))
     anchor: float = Field(0.0, ge=0.0, description="L2-SP: weight of |w - w_init|^2, which keeps the fine-tuned "
                                                    "weights near the transferred initialisation")
+    closed_form: bool = Field(True, description=(
+        "also carry an implicit-ALS model of the source domains over in closed form (needs the source domains' "
+        "interactions: sources from the target's own dataset) and keep, as the transfer model, whichever of it "
+        "and the network fine-tune validates better (models.transfer.closed_form)"))
     train: TrainConfig = Field(default_factory=lambda: target_train_defaults())
 
     @classmethod

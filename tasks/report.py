@@ -106,6 +106,7 @@ class OnboardingSummary(BaseModel):
     target_domain: str
     chosen_source: str
     selection_rationale: str
+    transfer_recipe: dict[str, Any] = {}  # the recipe kept as transfer and both recipes' validation NDCG@10
     winner: str | None = None
     registered_model: str | None = None
     model_version: str | None = None
@@ -138,6 +139,7 @@ def summarize(
     reports: dict[str, ModelReport], selection: Selection, registration: Registration | None,
     run: tracking.TrackingContext, target_domain: str, split_summary: dict[str, Any], timings: dict[str, float],
     slices: dict[str, Any] | None = None, off_policy: dict[str, Any] | None = None,
+    recipe: dict[str, Any] | None = None,
 ) -> OnboardingSummary:
     """Log lifts, the comparison table and the summary JSON to the parent run and as a Prefect artifact."""
     lift = lifts(reports)
@@ -162,6 +164,7 @@ def summarize(
         "target_domain": target_domain,
         "chosen_source": selection.chosen,
         "selection_rationale": selection.rationale,
+        "transfer_recipe": recipe or {},
         "winner": registration.winner if registration else None,
         "registered_model": registration.registered_model if registration else None,
         "model_version": str(registration.version) if registration else None,
@@ -186,8 +189,13 @@ def summarize(
                      for name, r in reports.items() if r.fit is not None},
     }
     sources = candidates_markdown(candidates)
+    kept = ""
+    if recipe:
+        scores = ", ".join(f"{k.removesuffix('_val_ndcg_at_10').replace('_', '-')} {v:.4f}"
+                           for k, v in recipe.items() if k.endswith("_val_ndcg_at_10"))
+        kept = f"Transfer recipe: **{recipe['recipe']}** (validation NDCG@10 {scores}).\n\n"
     markdown = (f"## Onboarding `{target_domain}`\n\nSource: **{selection.chosen}** ({selection.rationale}).\n\n"
-                f"{sources}\n\n{table}\n\nLift of transfer over the best baseline (NDCG@10): validation "
+                f"{kept}{sources}\n\n{table}\n\nLift of transfer over the best baseline (NDCG@10): validation "
                 f"{lift['val/lift_ndcg_at_10']:+.1%}, test {lift['test/lift_ndcg_at_10']:+.1%}. Test lift with "
                 f"paired bootstrap intervals (users resampled):\n\n{lift_lines(found)}\n\n"
                 f"Registry: {fields['promotion_reason']}\n")

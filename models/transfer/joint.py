@@ -44,10 +44,12 @@ class JointGrid:
 
 @dataclass(frozen=True)
 class JointTrain:
-    """The joint training pairs: catalogue items first (``n_catalogue`` of them), then the source-only items."""
+    """The joint training pairs: catalogue items first (``n_catalogue`` of them), then the source-only items; the
+    first ``n_source`` pairs are the source interactions, the rest the target's training ones."""
 
     encoded: EncodedTrain
     n_catalogue: int
+    n_source: int
 
     @classmethod
     def of(cls, source: pl.DataFrame, train: pl.DataFrame, catalogue: np.ndarray) -> JointTrain:
@@ -58,7 +60,7 @@ class JointTrain:
                    .filter(~pl.col(ITEM_ID).is_in(pl.Series(catalogue, dtype=pl.String)))
                    .sort(ITEM_ID)[ITEM_ID].to_numpy().astype(object))
         pairs = pl.concat([source.select(USER_ID, ITEM_ID), train.select(USER_ID, ITEM_ID)])
-        return cls(EncodedTrain.of(pairs, np.concatenate([catalogue, outside])), len(catalogue))
+        return cls(EncodedTrain.of(pairs, np.concatenate([catalogue, outside])), len(catalogue), source.height)
 
     @classmethod
     def of_split(cls, interactions: pl.DataFrame, items: pl.DataFrame, split: TargetSplit) -> JointTrain:

@@ -25,6 +25,7 @@ from models.factors import FactorModel
 from models.nets.training import FitResult
 from models.split import TargetSplit
 from models.transfer.als import AlsGrid, EncodedTrain, fit_als
+from models.transfer.closed_form import ClosedFormGrid, fit_closed_form_transfer
 from models.transfer.init import ItemText
 from models.transfer.joint import JOINT, JointGrid, JointTrain
 from models.transfer.outofcore import (
@@ -173,7 +174,8 @@ def refit_model(
 ) -> tuple[FactorModel, dict[str, Any]]:
     """``winner`` trained on ``whole`` with what validation chose, and those choices: the tuned peers at their
     chosen grid point (``params``), the networks for their best epoch count (the last epoch's weights, no early
-    stopping), transfer from the same ``source``; popularity counts every interaction. ``val_task`` only
+    stopping), transfer from the same ``source`` (the closed-form recipe, when ``params`` say it was kept, from the
+    joint pairs at its chosen point); popularity counts every interaction. ``val_task`` only
     satisfies the fits' interface (its users are in the training data now: the score it gives means nothing).
 
     Raises:
@@ -181,6 +183,13 @@ def refit_model(
     """
     if winner == "popularity":
         return whole.popularity(), dict(params)
+    if winner == "transfer" and params.get("recipe") == "closed-form":
+        grid = ClosedFormGrid(factors=int(params["source_factors"]),
+                              regularization=float(params["source_regularization"]),
+                              source_alpha=float(params["source_alpha"]), iterations=int(params["source_iterations"]),
+                              alpha=(float(params["alpha"]),), l2=(float(params["l2"]),))
+        refitted = fit_closed_form_transfer(whole.joint(), val_task, grid=grid, seed=seed)
+        return refitted.model, refitted.params
     if winner == "transfer":
         assert source is not None, "a transfer refit needs the chosen source"
         train = fixed_epochs(finetune.train, fits["transfer"])

@@ -17,6 +17,7 @@ from flows.config import OnboardConfig, PretrainConfig
 from flows.onboard import onboard_domain_flow
 from flows.pretrain import pretrain_source_flow
 from models.selection.sources import slug
+from models.transfer.closed_form import ClosedFormGrid
 from tasks import tracking
 from tasks.registry import BASELINES
 from tasks.tracking import SOURCES_EXPERIMENT
@@ -79,13 +80,23 @@ def test_onboarding_logs_compares_and_registers(synthetic_dir: Path, mlflow_uri:
     assert parent["metrics.test/lift_ndcg_at_10_vs_popularity_ci_low"] == pytest.approx(
         summary.lift_intervals["popularity"]["low"])
 
+    # the transfer recipe kept is the one that validates better: the network fine-tune or the closed-form one
+    network, closed_form = (float(transfer[f"params.transfer.{r}_val_ndcg_at_10"]) for r in ("network", "closed_form"))
+    assert transfer["params.transfer.recipe"] == ("closed-form" if closed_form > network else "network")
+    assert transfer["metrics.val/ndcg_at_10"] == pytest.approx(max(network, closed_form))
+
     client = mlflow.MlflowClient(mlflow_uri)
-    history = client.get_metric_history(transfer["run_id"], "curve/val_ndcg_at_10")
-    assert len(history) >= 1 and [m.step for m in history] == sorted(m.step for m in history)
-    # the same curve was on the parent run while the fit trained (step = epoch, from 1)
+    # the fine-tune's curve was on the parent run while it trained (step = epoch, from 1), and is the transfer
+    # run's own when the fine-tune was kept
     live = client.get_metric_history(summary.mlflow_run_id,
                                      f"live/transfer-{slug(summary.chosen_source)}/val_ndcg_at_10")
-    assert sorted((m.step, m.value) for m in live) == [(m.step + 1, pytest.approx(m.value)) for m in history]
+    assert live
+    history = client.get_metric_history(transfer["run_id"], "curve/val_ndcg_at_10")
+    if transfer["params.transfer.recipe"] == "network":
+        assert history and [m.step for m in history] == sorted(m.step for m in history)
+        assert sorted((m.step, m.value) for m in live) == [(m.step + 1, pytest.approx(m.value)) for m in history]
+    else:
+        assert not history and float(transfer["params.transfer.alpha"]) in ClosedFormGrid().alpha
     assert client.get_metric_history(summary.mlflow_run_id, "live/scratch/train_loss")
     # lineage: the parent run read the target's three parts and every candidate's training data; each model's
     # run names the parts it was scored on (and the transfer run its source), so the registered version's run does

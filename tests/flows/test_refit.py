@@ -14,6 +14,7 @@ from models.config import FineTuneConfig, ModelConfig, SplitConfig, TrainConfig
 from models.selection.candidates import prepare_source, source_profile, target_profile
 from models.split import split_target_domain, split_with
 from models.transfer.als import AlsGrid, EncodedTrain, fit_als
+from models.transfer.closed_form import ClosedFormGrid, fit_closed_form_transfer
 from models.transfer.joint import JointGrid, JointTrain, fit_joint_als, fit_joint_ease
 from models.transfer.outofcore import split_on_disk
 from models.transfer.peers import PeerGrid, fit_ease, fit_itemknn
@@ -53,16 +54,29 @@ def onboarding(synthetic_dataset):
                                                                 iterations=4), seed=0).params,
              "ease": fit_ease(encoded, val).params, "itemknn": fit_itemknn(encoded, val).params,
              "joint-als": fit_joint_als(joint, val, grid=grid, seed=0).params,
-             "joint-ease": fit_joint_ease(joint, val, grid=grid).params}
+             "joint-ease": fit_joint_ease(joint, val, grid=grid).params,
+             # the closed-form transfer recipe kept (a "transfer" winner refitted by its recipe's params)
+             "closed-form": {"recipe": "closed-form", **fit_closed_form_transfer(
+                 joint, val, grid=ClosedFormGrid(factors=8, alpha=(5.0, 80.0), l2=(30.0,)), seed=0).params}}
     return data, split, val, prepared, finetune, train, fits, tuned, source.model
 
 
-@pytest.mark.parametrize("winner", ["transfer", "scratch", "popularity", "als", "ease", "itemknn", "joint-als",
-                                    "joint-ease"])
+WINNERS = ["transfer", "closed-form", "scratch", "popularity", "als", "ease", "itemknn", "joint-als", "joint-ease"]
+
+
+def _as_registered(winner: str, tuned: dict) -> tuple[str, dict]:
+    """(the winner's name in an onboarding, the tuned params it passes): the closed-form recipe is ``transfer``."""
+    if winner == "closed-form":
+        return "transfer", {**tuned, "transfer": tuned["closed-form"]}
+    return winner, tuned
+
+
+@pytest.mark.parametrize("winner", WINNERS)
 def test_the_winner_is_refitted_on_every_target_interaction_with_what_validation_chose(onboarding, winner):
     data, split, val, prepared, finetune, train, fits, tuned, _ = onboarding
     whole = WholeInMemory(split, data.interactions, data.items, text=prepared.text)
-    refit = refit_winner(winner, whole, val, seed=0, tuned=tuned, fits=fits, source=prepared.model,
+    name, passed = _as_registered(winner, tuned)
+    refit = refit_winner(name, whole, val, seed=0, tuned=passed, fits=fits, source=prepared.model,
                          finetune=finetune, model=ModelConfig(dim=8), scratch=train)
     everything = pl.concat([split.train, split.val, split.test])
     assert refit.rows == {"train": split.train.height, "val": split.val.height, "test": split.test.height,
@@ -99,15 +113,15 @@ def on_disk(onboarding, tmp_path_factory):
     return memory, disk
 
 
-@pytest.mark.parametrize("winner", ["transfer", "scratch", "popularity", "als", "ease", "itemknn", "joint-als",
-                                    "joint-ease"])
+@pytest.mark.parametrize("winner", WINNERS)
 def test_out_of_core_the_winner_is_refitted_from_every_part_on_disk(onboarding, on_disk, winner):
     data, _, _, _, finetune, train, fits, tuned, source = onboarding
     memory, disk = on_disk
     val, _ = ranking_tasks(memory, click_threshold=4.0)
-    options = dict(seed=0, tuned=tuned, fits=fits, source=source, finetune=finetune, model=ModelConfig(dim=8),
+    name, passed = _as_registered(winner, tuned)
+    options = dict(seed=0, tuned=passed, fits=fits, source=source, finetune=finetune, model=ModelConfig(dim=8),
                    scratch=train)
-    refit = refit_winner(winner, WholeOnDisk(disk, data.interactions.lazy(), data.items, batch_rows=500), val,
+    refit = refit_winner(name, WholeOnDisk(disk, data.interactions.lazy(), data.items, batch_rows=500), val,
                          **options)
     everything = pl.concat([memory.train, memory.val, memory.test])
     assert refit.rows == {"train": memory.train.height, "val": memory.val.height, "test": memory.test.height,
@@ -120,7 +134,7 @@ def test_out_of_core_the_winner_is_refitted_from_every_part_on_disk(onboarding, 
         later_only = set(everything["user_id"]) - set(memory.train["user_id"])
         assert later_only and later_only <= set(served.user_ids)
     if winner in ("popularity", "ease", "itemknn", "joint-ease"):  # closed forms: the same model as in memory
-        expected = refit_winner(winner, WholeInMemory(memory, data.interactions, data.items), val, **options).model
+        expected = refit_winner(name, WholeInMemory(memory, data.interactions, data.items), val, **options).model
         assert list(served.user_ids) == list(expected.user_ids)
         np.testing.assert_allclose(served.item_bias, expected.item_bias, atol=1e-6)
         np.testing.assert_allclose(served.user_factors @ served.item_factors.T,

@@ -30,8 +30,9 @@ def child_runs(uri: str, parent: str) -> dict[str, dict]:
 
 def test_a_two_tower_adapter_onboarding_logs_what_it_trained(synthetic_dir: Path, mlflow_uri: str):
     base = OnboardConfig.smoke(TARGET, synthetic_dir, mlflow_uri)
+    # the fine-tune's options are what is tested: the closed-form recipe stays out of the comparison
     config = base.model_copy(update={"finetune": FineTuneConfig(family="two-tower", mode="adapter", adapter_rank=2,
-                                                                train=base.finetune.train)})
+                                                                closed_form=False, train=base.finetune.train)})
     summary = onboard_domain_flow(config)
 
     dim = config.model.dim
@@ -55,8 +56,9 @@ class _Crash(pl_lightning.Callback):
 def test_a_rerun_resumes_a_killed_model_from_its_checkpoint(synthetic_dir: Path, mlflow_uri: str, tmp_path: Path):
     base = OnboardConfig.smoke(TARGET, synthetic_dir, mlflow_uri)
     checkpoints = tmp_path / "checkpoints"
-    config = base.model_copy(update={"tracking": TrackingConfig(tracking_uri=mlflow_uri,
-                                                                checkpoint_dir=checkpoints)})
+    config = base.model_copy(update={"tracking": TrackingConfig(tracking_uri=mlflow_uri, checkpoint_dir=checkpoints),
+                                     # the fine-tune's checkpoints are tested: it is the transfer model reported
+                                     "finetune": base.finetune.model_copy(update={"closed_form": False})})
     # An earlier run of this very config died while training scratch: its checkpoint is where the flow looks.
     dataset = read_canonical_dir(synthetic_dir, "synthetic")
     folder = checkpoints / f"{run_key(config)}-{fingerprint(dataset)[:12]}" / "scratch"

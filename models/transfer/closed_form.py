@@ -1,0 +1,99 @@
+"""The closed-form transfer recipe: an implicit-ALS model of the source domains, carried over to the target by
+solving the target's item vectors on its frozen user vectors.
+
+1. **Source model**: implicit ALS (:mod:`models.transfer.als`) on the time-safe interactions of every other domain
+   (each user's interactions before their first target test interaction, the pairs the joint peers read), at one
+   fixed point of :class:`ClosedFormGrid`. It sees no target interaction.
+2. **Carry-over**: the users keep their source vectors (frozen, as the network's ``freeze-users`` fine-tune keeps
+   them); each target item's vector is one ALS item step on them, in closed form:
+   ``v_i = (UᵀU + alpha·U_iᵀU_i + l2·I)⁻¹ (1 + alpha)·U_iᵀ1``, where ``U_i`` are the vectors of the users with a
+   target training interaction with item ``i`` (every other user counts as a zero with confidence one). ``alpha``
+   and ``l2`` are chosen on the target's validation NDCG@10 over the grid.
+
+The onboarding keeps this recipe or the network fine-tune as its ``transfer`` model, whichever validates better
+(``FineTuneConfig.closed_form``). A user without source interactions has a zero vector and sees the target's most
+popular items (the tie-breaking bias, as implicit ALS ranks users it has no vector for).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from models.evaluation.ranking import RankingTask, evaluate_model
+from models.factors import FactorModel
+from models.transfer.als import TIE_BREAK, TunedResult, fit_als_encoded
+from models.transfer.joint import JointTrain
+
+#: Catalogue items whose Gram matrices are held at once by :func:`item_step` (64 · 64 · 8 bytes each).
+ITEM_CHUNK = 512
+
+
+@dataclass(frozen=True)
+class ClosedFormGrid:
+    """The source model's one point and the carry-over's grid (chosen on the development genres of
+    ``bench/quality.py``): a strongly regularised 64-factor source, then strong confidence and heavy L2 on the
+    few target pairs."""
+
+    factors: int = 64
+    regularization: float = 10.0
+    source_alpha: float = 5.0
+    iterations: int = 15
+    alpha: tuple[float, ...] = (5.0, 20.0, 80.0, 320.0)
+    l2: tuple[float, ...] = (30.0, 100.0, 300.0, 1000.0)
+
+
+def item_step(user_factors: np.ndarray, users: np.ndarray, items: np.ndarray, n_items: int,
+              points: list[tuple[float, float]]) -> list[np.ndarray]:
+    """Item vectors by one implicit-ALS item step on fixed ``user_factors``, one (n_items, dim) array per
+    ``(alpha, l2)`` of ``points``; ``(users, items)``: the training pairs (rows; repeats count once). An item
+    without pairs gets a zero vector."""
+    u = np.asarray(user_factors, dtype=np.float64)
+    dim = u.shape[1]
+    pairs = np.unique(np.stack([np.asarray(items, np.int64), np.asarray(users, np.int64)]), axis=1)
+    by_item, by_user = pairs
+    starts = np.searchsorted(by_item, np.arange(n_items + 1))
+    gram, eye = u.T @ u, np.eye(dim)
+    out = [np.zeros((n_items, dim)) for _ in points]
+    for first in range(0, n_items, ITEM_CHUNK):
+        chunk = range(first, min(first + ITEM_CHUNK, n_items))
+        inner = np.zeros((len(chunk), dim, dim))
+        sums = np.zeros((len(chunk), dim))
+        for row, item in enumerate(chunk):
+            seen = u[by_user[starts[item]:starts[item + 1]]]
+            inner[row], sums[row] = seen.T @ seen, seen.sum(axis=0)
+        for vectors, (alpha, l2) in zip(out, points, strict=True):
+            vectors[first:first + len(chunk)] = np.linalg.solve(gram + alpha * inner + l2 * eye,
+                                                                ((1.0 + alpha) * sums)[..., None])[..., 0]
+    return [v.astype(np.float32) for v in out]
+
+
+def fit_closed_form_transfer(joint: JointTrain, val_task: RankingTask, *, grid: ClosedFormGrid = ClosedFormGrid(),
+                             seed: int = 0) -> TunedResult:
+    """The closed-form recipe (module docstring) on the joint pairs: the source model on the source pairs, the
+    carry-over on the target's training pairs; tuned on ``val_task``, kind ``transfer``."""
+    encoded, n_catalogue, source = joint.encoded, joint.n_catalogue, slice(0, joint.n_source)
+    target = slice(joint.n_source, len(joint.encoded.users))
+    source_model = fit_als_encoded(  # over every joint item; the catalogue's vectors are solved again below
+        replace(encoded, users=encoded.users[source], items=encoded.items[source]), factors=grid.factors,
+        regularization=grid.regularization, alpha=grid.source_alpha, iterations=grid.iterations, seed=seed)
+    users, items = encoded.users[target], encoded.items[target]
+    points = list(itertools.product(grid.alpha, grid.l2))
+    popularity = np.bincount(np.unique(np.stack([items, users]), axis=1)[0], minlength=n_catalogue)
+    bias = (TIE_BREAK * np.log1p(popularity)).astype(np.float32)
+    catalogue = encoded.item_ids[:n_catalogue]
+    solved = item_step(source_model.user_factors, users, items, n_catalogue, points)
+    tried, best = [], None
+    for (alpha, l2), vectors in zip(points, solved, strict=True):
+        model = FactorModel(encoded.user_ids, catalogue, source_model.user_factors, vectors, bias, kind="transfer")
+        score = evaluate_model(model, val_task, ks=(10,)).metrics["ndcg_at_10"]
+        params = {"recipe": "closed-form", "source_factors": grid.factors,
+                  "source_regularization": grid.regularization, "source_alpha": grid.source_alpha,
+                  "source_iterations": grid.iterations, "alpha": alpha, "l2": l2}
+        tried.append({**params, "val_ndcg_at_10": score})
+        if best is None or score > best[2] + 1e-12:
+            best = (model, params, score)
+    assert best is not None  # the grid is never empty
+    return TunedResult(best[0], best[1], best[2], tried)

@@ -1,0 +1,73 @@
+"""The closed-form transfer recipe: the item step against its textbook formula, and the carry-over of a source
+model's users to target items they were never trained on."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from models.evaluation.ranking import build_ranking_task
+from models.transfer.als import EncodedTrain, fit_als_encoded
+from models.transfer.closed_form import ClosedFormGrid, fit_closed_form_transfer, item_step
+from models.transfer.joint import JointTrain
+
+
+def test_the_item_step_solves_each_items_weighted_ridge_on_the_frozen_users(monkeypatch):
+    """v_i = (UᵀU + a·U_iᵀU_i + l2·I)⁻¹ (1 + a)·U_iᵀ1 per item, solved in chunks; repeated pairs count once and
+    an item nobody touched gets a zero vector."""
+    import models.transfer.closed_form as closed_form
+
+    monkeypatch.setattr(closed_form, "ITEM_CHUNK", 3)  # several chunks, the last one short
+    rng = np.random.default_rng(0)
+    u = rng.normal(size=(30, 4))
+    users, items = rng.integers(0, 30, 60), rng.integers(0, 6, 60)  # items 0..5 of 8: 6 and 7 have no pairs
+    users, items = np.concatenate([users, users[:10]]), np.concatenate([items, items[:10]])
+    points = [(5.0, 1.0), (80.0, 300.0)]
+    solved = item_step(u, users, items, 8, points)
+    for (alpha, l2), vectors in zip(points, solved, strict=True):
+        assert vectors.shape == (8, 4) and vectors.dtype == np.float32
+        for i in range(8):
+            seen = u[np.unique(users[items == i])]
+            expected = np.linalg.solve(u.T @ u + alpha * seen.T @ seen + l2 * np.eye(4), (1 + alpha) * seen.sum(0))
+            np.testing.assert_allclose(vectors[i], expected, rtol=1e-5, atol=1e-6)
+        assert not vectors[6:].any()
+
+
+def _frame(pairs: list[tuple[str, str]]) -> pl.DataFrame:
+    return pl.DataFrame({"user_id": [u for u, _ in pairs], "item_id": [i for _, i in pairs]})
+
+
+def test_the_recipe_carries_the_source_users_over_to_target_items_unchanged():
+    """Users who watched source items s1/s1b take target item t1, those who watched s2/s2b take t2. A validation
+    user with no target training interaction, s2 alone in their source history, gets t2 first: their vector is
+    the source model's, learnt from source pairs only, and the target's item vectors are solved on it. The users'
+    vectors are exactly the source ALS model's; the model keeps the target catalogue and is tuned on validation."""
+    source, train = [], []
+    for n in range(40):
+        s, t = ("s1", "t1") if n % 2 else ("s2", "t2")
+        source += [(f"u{n}", s), (f"u{n}", s + "b")]
+        train.append((f"u{n}", t))
+    train += [(f"u{n}", "t1") for n in range(1, 40, 2)][:5]  # repeats: more rows of t1, not more users
+    source.append(("new", "s2"))
+    catalogue = np.array(["t1", "t2", "t3"], dtype=object)
+    joint = JointTrain.of(_frame(source), _frame(train), catalogue)
+    assert joint.n_source == len(source)
+    val = build_ranking_task(catalogue, _frame([("new", "t2")]).with_columns(rating=None, timestamp=0),
+                             _frame(train).with_columns(rating=None, timestamp=0), click_threshold=4.0)
+    grid = ClosedFormGrid(factors=4, regularization=1.0, iterations=10, alpha=(5.0, 20.0), l2=(1.0, 10.0))
+    result = fit_closed_form_transfer(joint, val, grid=grid, seed=0)
+
+    model = result.model
+    assert model.kind == "transfer" and list(model.item_ids) == list(catalogue)
+    assert result.val_ndcg_at_10 == pytest.approx(1.0), result.grid
+    assert len(result.grid) == 4 and result.val_ndcg_at_10 == max(point["val_ndcg_at_10"] for point in result.grid)
+    assert {result.params["alpha"], result.params["l2"]} <= {5.0, 20.0, 1.0, 10.0}
+    encoded = joint.encoded
+    source_only = fit_als_encoded(
+        EncodedTrain(encoded.user_ids, encoded.item_ids, encoded.users[:joint.n_source],
+                     encoded.items[:joint.n_source]),
+        factors=4, regularization=1.0, alpha=grid.source_alpha, iterations=10, seed=0)
+    np.testing.assert_array_equal(model.user_factors, source_only.user_factors)
+    assert not model.item_factors[2].any()  # t3: no training pair, ranked by the (popularity) bias alone
+    assert model.item_bias[0] == model.item_bias[1] > model.item_bias[2]  # 20 users each (repeats count once)
