@@ -1,6 +1,7 @@
 """Ideas to make transfer better, each measured on the product's split against the default fine-tune: fine-tuning
 hyper-parameters, validated blends with a target-only or a joint peer, and item vectors solved in closed form on
-the frozen source user vectors. The ideas docs/benchmarks.md reports as tried (none adopted).
+frozen source user vectors: the network source's (not adopted) and an implicit-ALS source's (the closed-form
+recipe, adopted). The ideas docs/benchmarks.md reports as tried.
 
 Usage (after `bench/quality.py` has registered the genres' source models in bench/results/mlflow.db):
 
@@ -38,24 +39,19 @@ def blend(a, b, weight: float, catalogue: np.ndarray):
                        ((1 - weight) * ba / sa + weight * bb / sb).astype(np.float32), kind="blend")
 
 
-def closed_form_items(source, split, catalogue: np.ndarray, alpha: float, l2: float):
-    """Item vectors by one ALS item step on the frozen source user vectors (confidence ``1 + alpha``)."""
+def network_item_step(source, split, catalogue: np.ndarray, points: list[tuple[float, float]]) -> list:
+    """The closed-form recipe's item step (:func:`models.transfer.closed_form.item_step`) on the frozen user vectors
+    of the network ``source`` instead of an ALS source's, one model per ``(alpha, l2)``."""
     from models.factors import FactorModel, index_of
+    from models.transfer.closed_form import item_step
 
-    u = source.user_factors.astype(np.float64)
     users = index_of(source.user_ids, split.train["user_id"].to_numpy().astype(object))
     items = index_of(catalogue, split.train["item_id"].to_numpy().astype(object))
     keep = (users >= 0) & (items >= 0)
-    users, items = users[keep], items[keep]
-    gram, v = u.T @ u, np.zeros((len(catalogue), u.shape[1]))
-    for i in range(len(catalogue)):
-        seen = np.unique(users[items == i])
-        if len(seen):
-            ui = u[seen]
-            v[i] = np.linalg.solve(gram + alpha * ui.T @ ui + l2 * np.eye(u.shape[1]), (1 + alpha) * ui.sum(0))
-    popularity = np.bincount(items, minlength=len(catalogue))
-    return FactorModel(source.user_ids, catalogue, u.astype(np.float32), v.astype(np.float32),
-                       (1e-6 * np.log1p(popularity)).astype(np.float32), kind="closed-form")
+    popularity = np.bincount(items[keep], minlength=len(catalogue))
+    return [FactorModel(source.user_ids, catalogue, source.user_factors, vectors,
+                        (1e-6 * np.log1p(popularity)).astype(np.float32), kind="closed-form")
+            for vectors in item_step(source.user_factors, users[keep], items[keep], len(catalogue), points)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     from models.evaluation.ranking import evaluate_model
     from models.split import split_with
     from models.transfer.als import EncodedTrain
+    from models.transfer.closed_form import fit_closed_form_transfer
     from models.transfer.joint import JointTrain, fit_joint_als, fit_joint_ease
     from models.transfer.peers import fit_ease
     from models.transfer.recipes import catalogue_ids, fine_tune, ranking_tasks
@@ -123,10 +120,15 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {peer}: {score(model)}; blend at the validated weight {weight}: "
                       f"{score(blend(transfer, model, weight, catalogue))}", flush=True)
         if args.closed_form:
-            tried = [(a, l2, closed_form_items(source, split, catalogue, a, l2)) for a in (1.0, 5.0, 20.0, 80.0)
-                     for l2 in (1.0, 10.0, 100.0)]
-            a, l2, model = max(tried, key=lambda t: evaluate_model(t[2], val).metrics["ndcg_at_10"])
-            print(f"  closed-form item vectors (alpha {a}, l2 {l2}, best on validation): {score(model)}", flush=True)
+            points = [(a, l2) for a in (1.0, 5.0, 20.0, 80.0) for l2 in (1.0, 10.0, 100.0)]
+            tried = list(zip(points, network_item_step(source, split, catalogue, points), strict=True))
+            (a, l2), model = max(tried, key=lambda t: evaluate_model(t[1], val).metrics["ndcg_at_10"])
+            print(f"  item step on the network source's users (alpha {a}, l2 {l2}, best on validation): "
+                  f"{score(model)}", flush=True)
+            recipe = fit_closed_form_transfer(JointTrain.of_split(data.interactions, data.items, split), val,
+                                              seed=int(seed))
+            print(f"  the closed-form recipe (ALS source; alpha {recipe.params['alpha']}, l2 {recipe.params['l2']}): "
+                  f"{score(recipe.model)}", flush=True)
     return 0
 
 

@@ -101,15 +101,16 @@ class Fits:
     closed_form: TunedResult | None = None  # models.transfer.closed_form (sources from the target's own dataset)
     recipe: dict[str, Any] | None = None  # the transfer recipe kept by settled(): its name and both validations
 
-    def settled(self, chosen: str, val_task: RankingTask) -> Fits:
-        """These fits with the transfer recipe kept: the closed-form one when it validates better (NDCG@10 on
-        ``val_task``) than the fine-tune of the ``chosen`` source, else the fine-tune (ties: the fine-tune)."""
+    def settled(self, chosen: str, val_task: RankingTask, margin: float) -> Fits:
+        """These fits with the transfer recipe kept: the closed-form one unless the fine-tune of the ``chosen``
+        source beats it on validation (NDCG@10 on ``val_task``) by more than ``margin`` (relative); the fine-tune
+        when there is no closed-form recipe."""
         network = evaluate_model(self.transfers[chosen].model, val_task, ks=(10,)).metrics["ndcg_at_10"]
         scores = {"network_val_ndcg_at_10": network}
+        recipe = "network"
         if self.closed_form is not None:
-            scores["closed_form_val_ndcg_at_10"] = self.closed_form.val_ndcg_at_10
-        recipe = ("closed-form" if self.closed_form is not None and self.closed_form.val_ndcg_at_10 > network
-                  else "network")
+            closed_form = scores["closed_form_val_ndcg_at_10"] = self.closed_form.val_ndcg_at_10
+            recipe = "network" if network > closed_form * (1.0 + margin) else "closed-form"
         return replace(self, recipe={"recipe": recipe, **scores})
 
     @property

@@ -54,7 +54,7 @@ def onboard_domain_flow(config: OnboardConfig) -> OnboardingSummary:
         with watch("settle"):
             selection = settle_selection(selection, fits.transfers, target.val_task, target.test_task, run,
                                          margin=config.selection.val_margin)
-            fits = fits.settled(selection.chosen, target.val_task)  # the transfer recipe kept
+            fits = fits.settled(selection.chosen, target.val_task, config.finetune.recipe_margin)  # the recipe kept
         with watch("evaluate"):
             reports = evaluate_models(fits.models(selection.chosen), fits.trained(selection.chosen),
                                       target.val_task, target.test_task, config.evaluation)

@@ -122,6 +122,10 @@ class FineTuneConfig(_Frozen):
         "also carry an implicit-ALS model of the source domains over in closed form (needs the source domains' "
         "interactions: sources from the target's own dataset) and keep, as the transfer model, whichever of it "
         "and the network fine-tune validates better (models.transfer.closed_form)"))
+    recipe_margin: float = Field(0.1, ge=0.0, description=(
+        "relative validation NDCG@10 gain the network fine-tune needs over the closed-form recipe to be kept "
+        "instead (validation is small: on the development genres of bench/quality.py, the runs where the "
+        "fine-tune validated better all tested worse; docs/benchmarks.md)"))
     train: TrainConfig = Field(default_factory=lambda: target_train_defaults())
 
     @classmethod

@@ -19,6 +19,7 @@ def print_summary(summary: Any, out: Any = sys.stdout) -> None:
     lines = [
         f"Onboarded domain {summary.target_domain!r} (MLflow run {summary.mlflow_run_id})",
         f"Source: {summary.chosen_source}: {summary.selection_rationale}",
+        *([summary.recipe_line] if summary.recipe_line else []),
         "",
         summary.candidates_markdown,
         "",

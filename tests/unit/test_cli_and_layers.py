@@ -206,11 +206,16 @@ def test_the_printed_summary_carries_the_lift_and_its_intervals():
         target_domain="Horror", mlflow_run_id="abc", experiment="transferrec-horror", chosen_source="all-others",
         selection_rationale="why", table_markdown="| table |",
         lift={"val/lift_ndcg_at_10": 0.345, "test/lift_ndcg_at_10": 0.245},
-        lift_markdown="- over popularity: +24.5% (95 % CI +18.0% .. +31.0%, 900 users)")
+        lift_markdown="- over popularity: +24.5% (95 % CI +18.0% .. +31.0%, 900 users)",
+        transfer_recipe={"recipe": "closed-form", "network_val_ndcg_at_10": 0.1066,
+                         "closed_form_val_ndcg_at_10": 0.12194})
     print_summary(summary, out)
     assert "lift_markdown" not in summary.to_json() and summary.to_json()["target_domain"] == "Horror"
     text = out.getvalue()
     assert "validation +34.5%, test +24.5%" in text and "- over popularity: +24.5% (95 % CI" in text
+    assert "Transfer recipe: closed-form (validation NDCG@10: network 0.1066, closed-form 0.1219)." in text
+    print_summary(summary.model_copy(update={"transfer_recipe": {}}), out := io.StringIO())
+    assert "recipe" not in out.getvalue()  # one recipe trained: nothing to say
 
 
 def test_orchestration_commands_need_a_prefect_server(capsys, monkeypatch):
