@@ -9,6 +9,7 @@ Usage (after `bench/quality.py` has registered the genres' source models in benc
     python bench/transfer_variants.py --blends --cells \
         Horror:0.1:0,Crime:0.1:0,Sci-Fi:0.1:0,Thriller:0.1:0,Adventure:0.1:0,Horror:0.3:1,Crime:0.3:1,Thriller:0.3:1
     python bench/transfer_variants.py --cells Horror:0.1:0,Crime:0.1:0 --closed-form
+    python bench/transfer_variants.py --cells Horror,Crime,Thriller,Adventure --recipes
 
 Every variant starts from the genre's ``all-others`` source (the newest registered version) and prints its
 validation and test NDCG@10 next to the default fine-tune's.
@@ -56,10 +57,13 @@ def network_item_step(source, split, catalogue: np.ndarray, points: list[tuple[f
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cells", required=True, help="genre:fraction:seed,...")
+    parser.add_argument("--cells", required=True, help="genre:fraction:seed,... (a genre alone: its nine cells, "
+                                                           "fractions 0.05/0.1/0.3, seeds 0-2)")
     parser.add_argument("--hyper-parameters", action="store_true")
     parser.add_argument("--blends", action="store_true")
     parser.add_argument("--closed-form", action="store_true")
+    parser.add_argument("--recipes", action="store_true", help="the fine-tune against the closed-form recipe, and "
+                                                               "which the recipe margins keep")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
 
@@ -83,7 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     data = read_canonical_dir(data_location(DataConfig()), "movielens-1m")
     uri = f"sqlite:///{(args.out / 'mlflow.db').resolve()}"
     client = MlflowClient(uri)
-    for cell in args.cells.split(","):
+    recipes: list[tuple[float, float, float, float]] = []  # (fine-tune val, test, closed-form val, test)
+    cells = [c if ":" in c else f"{c}:{f}:{s}" for c in args.cells.split(",")
+             for f, s in ([(None, None)] if ":" in c else [(f, s) for f in (0.05, 0.1, 0.3) for s in (0, 1, 2)])]
+    for cell in cells:
         genre, fraction, seed = cell.split(":")
         split = split_with(data.interactions, data.items, domain=genre,
                            config=SplitConfig(fraction=float(fraction), seed=int(seed)))
@@ -129,7 +136,28 @@ def main(argv: list[str] | None = None) -> int:
                                               seed=int(seed))
             print(f"  the closed-form recipe (ALS source; alpha {recipe.params['alpha']}, l2 {recipe.params['l2']}): "
                   f"{score(recipe.model)}", flush=True)
+        if args.recipes:
+            recipe = fit_closed_form_transfer(JointTrain.of_split(data.interactions, data.items, split), val,
+                                              seed=int(seed))
+            print(f"  the closed-form recipe: {score(recipe.model)}", flush=True)
+            recipes.append((*(evaluate_model(m, task).metrics["ndcg_at_10"] for m in (transfer, recipe.model)
+                              for task in (val, test)),))
+    if recipes:
+        print(recipe_margins(recipes))
     return 0
+
+
+def recipe_margins(runs: list[tuple[float, float, float, float]]) -> str:
+    """Per margin: how often the fine-tune is kept over the closed-form recipe (validation better by more than the
+    margin), how often it then also tests better, and the mean test NDCG@10 of the recipe kept."""
+    lines = ["| margin | fine-tune kept | of those, better on test | mean test NDCG@10 of the recipe kept |",
+             "|---|---|---|---|"]
+    for margin in (0.0, 0.02, 0.05, 0.1, 0.25, float("inf")):
+        kept = [r for r in runs if r[0] > r[2] * (1 + margin)]
+        mean = np.mean([r[1] if r[0] > r[2] * (1 + margin) else r[3] for r in runs])
+        label = "∞" if margin == float("inf") else f"{margin:.0%}"
+        lines.append(f"| {label} | {len(kept)}/{len(runs)} | {sum(r[1] > r[3] for r in kept)} | {mean:.4f} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@ model's users to target items they were never trained on."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import polars as pl
 import pytest
@@ -71,3 +73,36 @@ def test_the_recipe_carries_the_source_users_over_to_target_items_unchanged():
     np.testing.assert_array_equal(model.user_factors, source_only.user_factors)
     assert not model.item_factors[2].any()  # t3: no training pair, ranked by the (popularity) bias alone
     assert model.item_bias[0] == model.item_bias[1] > model.item_bias[2]  # 20 users each (repeats count once)
+
+
+def test_the_onboarding_keeps_the_closed_form_recipe_unless_the_fine_tune_clears_the_margin():
+    """Validation NDCG@10: the fine-tune 1.0 (it ranks the validation item first), the closed-form recipe 0.95. A
+    10 % margin keeps the closed-form recipe (1.0 < 1.045): the transfer model, its params, no network curves; no
+    margin keeps the fine-tune; without a closed-form recipe there is nothing to choose."""
+    from flows.backends import Fits
+    from models.factors import popularity_model
+    from models.nets.training import FitResult
+    from models.transfer.als import TunedResult
+
+    catalogue = np.array(["t1", "t2", "t3"], dtype=object)
+    val = build_ranking_task(catalogue, _frame([("u", "t3")]).with_columns(rating=None, timestamp=0),
+                             _frame([("u", "t1")]).with_columns(rating=None, timestamp=0), click_threshold=4.0)
+    network = FitResult(popularity_model(catalogue, np.array([5, 1, 9])), best_epoch=2)
+    closed_form = TunedResult(popularity_model(catalogue, np.array([9, 5, 1])), {"recipe": "closed-form", "alpha": 5.0},
+                              0.95, [])
+    other = popularity_model(catalogue, np.array([1, 1, 1]))
+    fits = Fits({"all-others": network}, FitResult(other), TunedResult(other, {"factors": 8}, 0.1, []), other, {},
+                closed_form)
+
+    kept = fits.settled("all-others", val, margin=0.1)
+    assert kept.recipe == {"recipe": "closed-form", "network_val_ndcg_at_10": 1.0, "closed_form_val_ndcg_at_10": 0.95}
+    assert kept.models("all-others")["transfer"] is closed_form.model
+    assert "transfer" not in kept.trained("all-others")
+    assert kept.tuned()["transfer"] == {**kept.recipe, "alpha": 5.0}
+
+    kept = fits.settled("all-others", val, margin=0.0)
+    assert kept.recipe["recipe"] == "network" and kept.models("all-others")["transfer"] is network.model
+    assert kept.trained("all-others")["transfer"] is network and "alpha" not in kept.tuned()["transfer"]
+
+    alone = replace(fits, closed_form=None).settled("all-others", val, margin=0.1)
+    assert alone.recipe == {"recipe": "network", "network_val_ndcg_at_10": 1.0}
