@@ -12,9 +12,9 @@ Measures, with the source models already registered:
 * ``flow``: the flow called again in this (warm) process: stage timings;
 * ``plain``: the same computations as plain function calls -- read the tables, the contracts' polars
   evaluator (great-expectations only runs when a rule fails, as in the flow), split, source weights from local
-  files, selection (profiles, zero-shot probe, ranking), the fine-tune and every baseline (threads, as
-  in the flow), evaluation with the bootstrap intervals, and slices -- with no Prefect, no MLflow, no plots
-  and no registry;
+  files, selection (profiles, zero-shot probe, ranking), the fine-tune, the closed-form recipe and every
+  baseline (threads, as in the flow), evaluation with the bootstrap intervals, and slices -- with no Prefect, no
+  MLflow, no plots and no registry;
 * start-up pieces: ``import flows.onboard``, and the first flow call of a fresh process (Prefect's
   temporary API server).
 
@@ -68,6 +68,7 @@ def plain_pipeline(config: Any, sources_file: Path) -> dict[str, float]:
     from models.selection.similarity import PROBE, rank_candidates
     from models.split import split_with
     from models.transfer.als import EncodedTrain, fit_als
+    from models.transfer.closed_form import fit_closed_form_transfer
     from models.transfer.joint import JOINT, JointTrain
     from models.transfer.peers import PEERS
     from models.transfer.recipes import fine_tune, fit_popularity, ranking_tasks, train_scratch, zero_shot_model
@@ -124,11 +125,17 @@ def plain_pipeline(config: Any, sources_file: Path) -> dict[str, float]:
             "als": pool.submit(fit_als, encoded, None, val_task, seed=seed),
             **{kind: pool.submit(fit, encoded, val_task) for kind, fit in PEERS.items()},
             **{kind: pool.submit(fit, joint, val_task, seed=seed) for kind, fit in JOINT.items()},
+            "closed-form": pool.submit(fit_closed_form_transfer, joint, val_task, seed=seed),
         }
         fits = {name: job.result() for name, job in jobs.items()}
     popularity = fit_popularity(split)
     lap("train")
-    models = {"transfer": fits["transfer"].model, "popularity": popularity, "scratch": fits["scratch"].model,
+    # the transfer recipe kept, as the flow keeps it (the fine-tune needs the margin on validation)
+    network = evaluate_model(fits["transfer"].model, val_task, ks=(10,)).metrics["ndcg_at_10"]
+    closed_form = fits["closed-form"]
+    transfer = (fits["transfer"].model if network > closed_form.val_ndcg_at_10 * (1 + config.finetune.recipe_margin)
+                else closed_form.model)
+    models = {"transfer": transfer, "popularity": popularity, "scratch": fits["scratch"].model,
               **{name: fits[name].model for name in ("als", *PEERS, *JOINT)}}
     reports = {name: (evaluate_model(m, val_task, ks=config.evaluation.ks, ctr_k=config.evaluation.ctr_k),
                       evaluate_model(m, test_task, ks=config.evaluation.ks, ctr_k=config.evaluation.ctr_k))
