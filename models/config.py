@@ -120,8 +120,8 @@ class FineTuneConfig(_Frozen):
                                                    "weights near the transferred initialisation")
     closed_form: bool = Field(True, description=(
         "also carry an implicit-ALS model of the source domains over in closed form (needs the source domains' "
-        "interactions: sources from the target's own dataset) and keep, as the transfer model, whichever of it "
-        "and the network fine-tune validates better (models.transfer.closed_form)"))
+        "interactions: sources from the target's own dataset), the transfer model unless the network fine-tune "
+        "validates better by recipe_margin (models.transfer.closed_form)"))
     recipe_margin: float = Field(0.1, ge=0.0, description=(
         "relative validation NDCG@10 gain the network fine-tune needs over the closed-form recipe to be kept "
         "instead (validation is small: on the development genres of bench/quality.py, the runs where the "
