@@ -11,8 +11,9 @@ solving the target's item vectors on its frozen user vectors.
    and ``l2`` are chosen on the target's validation NDCG@10 over the grid.
 
 The onboarding keeps this recipe as its ``transfer`` model unless the network fine-tune validates better by more
-than ``FineTuneConfig.recipe_margin`` (``FineTuneConfig.closed_form`` turns the recipe off). A user without source interactions has a zero vector and sees the target's most
-popular items (the tie-breaking bias, as implicit ALS ranks users it has no vector for).
+than ``FineTuneConfig.recipe_margin`` (``FineTuneConfig.closed_form`` turns the recipe off). A user without
+source interactions has a zero vector and sees the target's most popular items (the tie-breaking bias, as
+implicit ALS ranks users it has no vector for).
 """
 
 from __future__ import annotations
