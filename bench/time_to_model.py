@@ -68,7 +68,7 @@ def plain_pipeline(config: Any, sources_file: Path) -> dict[str, float]:
     from models.selection.similarity import PROBE, rank_candidates
     from models.split import split_with
     from models.transfer.als import EncodedTrain, fit_als
-    from models.transfer.closed_form import fit_closed_form_transfer
+    from models.transfer.closed_form import fit_closed_form_transfer, keeps_fine_tune
     from models.transfer.joint import JOINT, JointTrain
     from models.transfer.peers import PEERS
     from models.transfer.recipes import fine_tune, fit_popularity, ranking_tasks, train_scratch, zero_shot_model
@@ -133,7 +133,8 @@ def plain_pipeline(config: Any, sources_file: Path) -> dict[str, float]:
     # the transfer recipe kept, as the flow keeps it (the fine-tune needs the margin on validation)
     network = evaluate_model(fits["transfer"].model, val_task, ks=(10,)).metrics["ndcg_at_10"]
     closed_form = fits["closed-form"]
-    transfer = (fits["transfer"].model if network > closed_form.val_ndcg_at_10 * (1 + config.finetune.recipe_margin)
+    transfer = (fits["transfer"].model
+                if keeps_fine_tune(network, closed_form.val_ndcg_at_10, config.finetune.recipe_margin)
                 else closed_form.model)
     models = {"transfer": transfer, "popularity": popularity, "scratch": fits["scratch"].model,
               **{name: fits[name].model for name in ("als", *PEERS, *JOINT)}}

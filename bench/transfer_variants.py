@@ -44,6 +44,7 @@ def network_item_step(source, split, catalogue: np.ndarray, points: list[tuple[f
     """The closed-form recipe's item step (:func:`models.transfer.closed_form.item_step`) on the frozen user vectors
     of the network ``source`` instead of an ALS source's, one model per ``(alpha, l2)``."""
     from models.factors import FactorModel, index_of
+    from models.transfer.als import TIE_BREAK
     from models.transfer.closed_form import item_step
 
     users = index_of(source.user_ids, split.train["user_id"].to_numpy().astype(object))
@@ -51,7 +52,7 @@ def network_item_step(source, split, catalogue: np.ndarray, points: list[tuple[f
     keep = (users >= 0) & (items >= 0)
     popularity = np.bincount(items[keep], minlength=len(catalogue))
     return [FactorModel(source.user_ids, catalogue, source.user_factors, vectors,
-                        (1e-6 * np.log1p(popularity)).astype(np.float32), kind="closed-form")
+                        (TIE_BREAK * np.log1p(popularity)).astype(np.float32), kind="closed-form")
             for vectors in item_step(source.user_factors, users[keep], items[keep], len(catalogue), points)]
 
 
@@ -150,11 +151,13 @@ def main(argv: list[str] | None = None) -> int:
 def recipe_margins(runs: list[tuple[float, float, float, float]]) -> str:
     """Per margin: how often the fine-tune is kept over the closed-form recipe (validation better by more than the
     margin), how often it then also tests better, and the mean test NDCG@10 of the recipe kept."""
+    from models.transfer.closed_form import keeps_fine_tune
+
     lines = ["| margin | fine-tune kept | of those, better on test | mean test NDCG@10 of the recipe kept |",
              "|---|---|---|---|"]
     for margin in (0.0, 0.02, 0.05, 0.1, 0.25, float("inf")):
-        kept = [r for r in runs if r[0] > r[2] * (1 + margin)]
-        mean = np.mean([r[1] if r[0] > r[2] * (1 + margin) else r[3] for r in runs])
+        kept = [r for r in runs if keeps_fine_tune(r[0], r[2], margin)]
+        mean = np.mean([r[1] if keeps_fine_tune(r[0], r[2], margin) else r[3] for r in runs])
         label = "∞" if margin == float("inf") else f"{margin:.0%}"
         lines.append(f"| {label} | {len(kept)}/{len(runs)} | {sum(r[1] > r[3] for r in kept)} | {mean:.4f} |")
     return "\n".join(lines)

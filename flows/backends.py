@@ -34,6 +34,7 @@ from models.nets.training import FitResult
 from models.selection.sources import slug
 from models.split import TargetSplit
 from models.transfer.als import EncodedTrain, TunedResult
+from models.transfer.closed_form import keeps_fine_tune
 from models.transfer.joint import JOINT, JointTrain
 from models.transfer.outofcore import DiskSplit, encoded_train
 from models.transfer.peers import PEERS
@@ -110,7 +111,7 @@ class Fits:
         recipe = "network"
         if self.closed_form is not None:
             closed_form = scores["closed_form_val_ndcg_at_10"] = self.closed_form.val_ndcg_at_10
-            recipe = "network" if network > closed_form * (1.0 + margin) else "closed-form"
+            recipe = "network" if keeps_fine_tune(network, closed_form, margin) else "closed-form"
         return replace(self, recipe={"recipe": recipe, **scores})
 
     @property

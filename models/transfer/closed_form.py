@@ -46,6 +46,12 @@ class ClosedFormGrid:
     l2: tuple[float, ...] = (30.0, 100.0, 300.0, 1000.0)
 
 
+def keeps_fine_tune(fine_tune_val: float, closed_form_val: float, margin: float) -> bool:
+    """The recipe rule: the network fine-tune is kept over the closed-form recipe only when its validation NDCG@10
+    beats the recipe's by more than ``margin`` (relative; ``FineTuneConfig.recipe_margin``)."""
+    return fine_tune_val > closed_form_val * (1.0 + margin)
+
+
 def item_step(user_factors: np.ndarray, users: np.ndarray, items: np.ndarray, n_items: int,
               points: list[tuple[float, float]]) -> list[np.ndarray]:
     """Item vectors by one implicit-ALS item step on fixed ``user_factors``, one (n_items, dim) array per
