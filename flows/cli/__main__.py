@@ -1,5 +1,5 @@
 """``python -m flows.cli``."""
 
-from flows.cli import main
+from flows.cli import run
 
-raise SystemExit(main())
+run()

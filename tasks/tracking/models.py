@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
 import tempfile
 import warnings
@@ -37,11 +38,16 @@ SERVING_CODE = ("models/__init__.py", "models/factors.py", "tasks/__init__.py", 
 SERVING_PACKAGES = ("mlflow", "numpy", "pandas", "polars")
 
 
-def serving_requirements() -> list[str]:
-    """``SERVING_PACKAGES`` pinned to the installed versions."""
+@functools.cache
+def _pinned() -> tuple[str, ...]:
     from importlib.metadata import version
 
-    return [f"{package}=={version(package)}" for package in SERVING_PACKAGES]
+    return tuple(f"{package}=={version(package)}" for package in SERVING_PACKAGES)
+
+
+def serving_requirements() -> list[str]:
+    """``SERVING_PACKAGES`` pinned to the installed versions (read once a process: every logged model asks)."""
+    return list(_pinned())
 
 
 def _stage_serving_code(folder: Path) -> list[str]:

