@@ -77,24 +77,31 @@ def item_step(user_factors: np.ndarray, users: np.ndarray, items: np.ndarray, n_
     return [v.astype(np.float32) for v in out]
 
 
+def _carried_over(joint: JointTrain, user_factors: np.ndarray,
+                  points: list[tuple[float, float]]) -> list[FactorModel]:
+    """The carry-over (module docstring, step 2) on the joint's target pairs: one model of the joint's users
+    (``user_factors``: one row each, frozen) and the catalogue per ``(alpha, l2)`` of ``points``."""
+    encoded, n_catalogue = joint.encoded, joint.n_catalogue
+    target = slice(joint.n_source, len(encoded.users))
+    users, items = encoded.users[target], encoded.items[target]
+    popularity = np.bincount(np.unique(np.stack([items, users]), axis=1)[0], minlength=n_catalogue)
+    bias = (TIE_BREAK * np.log1p(popularity)).astype(np.float32)
+    catalogue = encoded.item_ids[:n_catalogue]
+    return [FactorModel(encoded.user_ids, catalogue, user_factors, vectors, bias, kind="transfer")
+            for vectors in item_step(user_factors, users, items, n_catalogue, points)]
+
+
 def fit_closed_form_transfer(joint: JointTrain, val_task: RankingTask, *, grid: ClosedFormGrid = ClosedFormGrid(),
                              seed: int = 0) -> TunedResult:
     """The closed-form recipe (module docstring) on the joint pairs: the source model on the source pairs, the
     carry-over on the target's training pairs; tuned on ``val_task``, kind ``transfer``."""
-    encoded, n_catalogue, source = joint.encoded, joint.n_catalogue, slice(0, joint.n_source)
-    target = slice(joint.n_source, len(joint.encoded.users))
+    encoded, source = joint.encoded, slice(0, joint.n_source)
     source_model = fit_als_encoded(  # over every joint item; the catalogue's vectors are solved again below
         replace(encoded, users=encoded.users[source], items=encoded.items[source]), factors=grid.factors,
         regularization=grid.regularization, alpha=grid.source_alpha, iterations=grid.iterations, seed=seed)
-    users, items = encoded.users[target], encoded.items[target]
     points = list(itertools.product(grid.alpha, grid.l2))
-    popularity = np.bincount(np.unique(np.stack([items, users]), axis=1)[0], minlength=n_catalogue)
-    bias = (TIE_BREAK * np.log1p(popularity)).astype(np.float32)
-    catalogue = encoded.item_ids[:n_catalogue]
-    solved = item_step(source_model.user_factors, users, items, n_catalogue, points)
     tried, best = [], None
-    for (alpha, l2), vectors in zip(points, solved, strict=True):
-        model = FactorModel(encoded.user_ids, catalogue, source_model.user_factors, vectors, bias, kind="transfer")
+    for (alpha, l2), model in zip(points, _carried_over(joint, source_model.user_factors, points), strict=True):
         score = evaluate_model(model, val_task, ks=(10,)).metrics["ndcg_at_10"]
         params = {"recipe": "closed-form", "source_factors": grid.factors,
                   "source_regularization": grid.regularization, "source_alpha": grid.source_alpha,
@@ -104,3 +111,13 @@ def fit_closed_form_transfer(joint: JointTrain, val_task: RankingTask, *, grid: 
             best = (model, params, score)
     assert best is not None  # the grid is never empty
     return TunedResult(best[0], best[1], best[2], tried)
+
+
+def carry_over_again(evaluated: FactorModel, joint: JointTrain, *, alpha: float, l2: float) -> FactorModel:
+    """The recipe ``evaluated`` (a model of :func:`fit_closed_form_transfer`) carried over again to the target
+    pairs of ``joint``, at its chosen ``alpha`` and ``l2``, on the same source: its users keep the vectors they
+    have in ``evaluated`` (a user it does not know has no source interaction: a zero vector, as the source ALS
+    gives one). What a refit on more of the target's data needs when the source pairs are the same (the same
+    cutoffs): the source model is not fitted again."""
+    user_factors, _, _ = evaluated.aligned(joint.encoded.user_ids, evaluated.item_ids)
+    return _carried_over(joint, user_factors, [(alpha, l2)])[0]

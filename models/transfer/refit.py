@@ -25,7 +25,7 @@ from models.factors import FactorModel
 from models.nets.training import FitResult
 from models.split import TargetSplit
 from models.transfer.als import AlsGrid, EncodedTrain, fit_als
-from models.transfer.closed_form import ClosedFormGrid, fit_closed_form_transfer
+from models.transfer.closed_form import ClosedFormGrid, carry_over_again, fit_closed_form_transfer
 from models.transfer.init import ItemText
 from models.transfer.joint import JOINT, JointGrid, JointTrain
 from models.transfer.outofcore import (
@@ -170,19 +170,24 @@ class WholeOnDisk:
 def refit_model(
     winner: str, whole: WholeTarget, val_task: RankingTask, *, seed: int, params: dict[str, Any],
     fits: dict[str, FitResult], source: FactorModel | None, finetune: FineTuneConfig, model: ModelConfig,
-    scratch: TrainConfig,
+    scratch: TrainConfig, recipe: FactorModel | None = None,
 ) -> tuple[FactorModel, dict[str, Any]]:
     """``winner`` trained on ``whole`` with what validation chose, and those choices: the tuned peers at their
     chosen grid point (``params``), the networks for their best epoch count (the last epoch's weights, no early
-    stopping), transfer from the same ``source`` (the closed-form recipe, when ``params`` say it was kept, from the
-    joint pairs at its chosen point); popularity counts every interaction. ``val_task`` only
-    satisfies the fits' interface (its users are in the training data now: the score it gives means nothing).
+    stopping), transfer from the same ``source`` (the closed-form recipe, when ``params`` say it was kept: its
+    evaluated model ``recipe`` carried over again to every target pair on the same source users, whose pairs do not
+    change, or without it the recipe fitted again on the joint pairs, at its chosen point); popularity counts every
+    interaction. ``val_task`` only satisfies the fits' interface (its users are in the training data now: the
+    score it gives means nothing).
 
     Raises:
         ValueError: a winner this module does not know.
     """
     if winner == "popularity":
         return whole.popularity(), dict(params)
+    if winner == "transfer" and params.get("recipe") == "closed-form" and recipe is not None:
+        carried = carry_over_again(recipe, whole.joint(), alpha=float(params["alpha"]), l2=float(params["l2"]))
+        return carried, dict(params)
     if winner == "transfer" and params.get("recipe") == "closed-form":
         grid = ClosedFormGrid(factors=int(params["source_factors"]),
                               regularization=float(params["source_regularization"]),

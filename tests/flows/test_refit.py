@@ -143,3 +143,35 @@ def test_out_of_core_the_winner_is_refitted_from_every_part_on_disk(onboarding, 
         assert refit.params["epochs"] == max(fits[winner].best_epoch + 1, 0 if winner == "transfer" else 1)
     else:
         assert refit.params == tuned[winner]
+
+
+def test_the_kept_closed_form_recipe_is_carried_over_again_on_its_evaluated_source(onboarding):
+    """The refit of a kept closed-form recipe reuses the evaluated model's source user vectors (the source pairs
+    do not change with the target's parts) and solves every catalogue item again on all the target's pairs."""
+    data, split, val, prepared, finetune, train, fits, tuned, _ = onboarding
+    joint = JointTrain.of_split(data.interactions, data.items, split)
+    evaluated = fit_closed_form_transfer(joint, val, grid=ClosedFormGrid(factors=8, alpha=(5.0, 80.0), l2=(30.0,)),
+                                         seed=0)
+    name, passed = _as_registered("closed-form", {**tuned, "closed-form": {"recipe": "closed-form",
+                                                                          **evaluated.params}})
+    refit = refit_winner(name, WholeInMemory(split, data.interactions, data.items, text=prepared.text), val, seed=0,
+                         tuned=passed, fits=fits, source=prepared.model, finetune=finetune,
+                         model=ModelConfig(dim=8), scratch=train, recipe=evaluated.model)
+    served, whole = refit.model, JointTrain.of_split(data.interactions, data.items, all_data_split(split))
+    assert refit.params == passed["transfer"] and served.kind == "transfer"
+    assert list(served.user_ids) == list(whole.encoded.user_ids)
+    assert list(served.item_ids) == list(catalogue_ids(split))
+    # the source vectors, not fitted again (a user the evaluated model does not know would get zeros: here every
+    # target user has source interactions)
+    expected, _, _ = evaluated.model.aligned(served.user_ids, evaluated.model.item_ids)
+    assert np.isin(served.user_ids, evaluated.model.user_ids).all() and np.abs(expected).sum() > 0
+    np.testing.assert_array_equal(served.user_factors, expected)
+    # each item's vector solves the carry-over's normal equations on every target pair of the whole split
+    u = served.user_factors.astype(np.float64)
+    alpha, l2 = float(evaluated.params["alpha"]), float(evaluated.params["l2"])
+    everything = pl.concat([split.train, split.val, split.test]).select("user_id", "item_id").unique()
+    row = {user: r for r, user in enumerate(served.user_ids)}
+    for column, item in list(enumerate(served.item_ids))[:20]:
+        seen = u[[row[user] for user in everything.filter(pl.col("item_id") == item)["user_id"]]]
+        lhs = (u.T @ u + alpha * seen.T @ seen + l2 * np.eye(u.shape[1])) @ served.item_factors[column]
+        np.testing.assert_allclose(lhs, (1.0 + alpha) * seen.sum(axis=0), rtol=1e-3, atol=1e-3)
