@@ -1,7 +1,7 @@
 """Ideas to make transfer better, each measured on the product's split against the default fine-tune: fine-tuning
 hyper-parameters, validated blends with a target-only or a joint peer, and item vectors solved in closed form on
 frozen source user vectors: the network source's (not adopted) and an implicit-ALS source's (the closed-form
-recipe, adopted). The ideas docs/benchmarks.md reports as tried.
+recipe, adopted), and variants of that recipe (not adopted). The ideas docs/benchmarks.md reports as tried.
 
 Usage (after `bench/quality.py` has registered the genres' source models in bench/results/mlflow.db):
 
@@ -10,9 +10,22 @@ Usage (after `bench/quality.py` has registered the genres' source models in benc
         Horror:0.1:0,Crime:0.1:0,Sci-Fi:0.1:0,Thriller:0.1:0,Adventure:0.1:0,Horror:0.3:1,Crime:0.3:1,Thriller:0.3:1
     python bench/transfer_variants.py --cells Horror:0.1:0,Crime:0.1:0 --closed-form
     python bench/transfer_variants.py --cells Horror,Crime,Thriller,Adventure --recipes
+    python bench/transfer_variants.py --recipe-variants --cells \
+        Horror:0.05:0,Horror:0.1:0,Horror:0.3:0,Crime:0.05:0,Crime:0.1:0,Crime:0.3:0,\
+        Thriller:0.05:0,Thriller:0.1:0,Thriller:0.3:0,Adventure:0.05:0,Adventure:0.1:0,Adventure:0.3:0
 
-Every variant starts from the genre's ``all-others`` source (the newest registered version) and prints its
-validation and test NDCG@10 next to the default fine-tune's.
+Every variant of the fine-tune starts from the genre's ``all-others`` source (the newest registered version) and
+prints its validation and test NDCG@10 next to the default fine-tune's. ``--recipe-variants`` alone needs no
+registered source: it compares the closed-form recipe (its default grid) with
+
+* ``user steps``: then one and two alternating steps on the joint pairs (each user's vector solved again on the
+  source pairs at the source's confidence and the target's at the recipe's, then the catalogue's item step);
+* ``item bias``: a per-item bias solved with the item vectors (a constant user feature ``c``, c in
+  :data:`BIAS_FEATURES`, and the recipe's (alpha, l2) grid again), chosen on validation against the recipe;
+* ``source grid``: the source model's factors and regularisation chosen on validation per onboarding
+  (:data:`SOURCE_GRID`) instead of the fixed default;
+
+and prints each one's mean validation and test NDCG@10 over the cells beside the recipe's and the joint peers'.
 """
 
 from __future__ import annotations
@@ -24,6 +37,10 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 BLEND_WEIGHTS = tuple(round(0.1 * k, 1) for k in range(11))
+#: The constant user feature of ``--recipe-variants``' item bias (its scale sets the bias's regularisation).
+BIAS_FEATURES = (0.25, 0.5, 1.0, 2.0)
+#: ``--recipe-variants``' source grid: (factors, regularization) of the recipe's source model.
+SOURCE_GRID = ((64, 10.0), (64, 30.0), (128, 10.0), (128, 30.0))
 
 
 def blend(a, b, weight: float, catalogue: np.ndarray):
@@ -56,6 +73,83 @@ def network_item_step(source, split, catalogue: np.ndarray, points: list[tuple[f
             for vectors in item_step(source.user_factors, users[keep], items[keep], len(catalogue), points)]
 
 
+def user_step(item_factors: np.ndarray, users: np.ndarray, items: np.ndarray, confidence: np.ndarray, n_users: int,
+              regularization: float) -> np.ndarray:
+    """One implicit-ALS user step on fixed ``item_factors``: ``x_u = (YᵀY + Σ α y yᵀ + reg·I)⁻¹ Σ (1 + α) y`` over
+    each user's pairs (repeats count once), ``α`` the pair's ``confidence``."""
+    y = np.asarray(item_factors, dtype=np.float64)
+    order = np.lexsort((items, users))
+    users, items, confidence = users[order], items[order], confidence[order]
+    first = np.ones(len(users), dtype=bool)
+    first[1:] = (users[1:] != users[:-1]) | (items[1:] != items[:-1])
+    users, items, confidence = users[first], items[first], confidence[first]
+    starts = np.searchsorted(users, np.arange(n_users + 1))
+    gram = y.T @ y + regularization * np.eye(y.shape[1])
+    out = np.zeros((n_users, y.shape[1]))
+    for user in range(n_users):
+        seen, weight = y[items[starts[user]:starts[user + 1]]], confidence[starts[user]:starts[user + 1]]
+        out[user] = np.linalg.solve(gram + (seen * weight[:, None]).T @ seen, ((1.0 + weight)[:, None] * seen).sum(0))
+    return out.astype(np.float32)
+
+
+def recipe_variants(joint, val, test, seed: int) -> dict[str, tuple[float, float]]:
+    """(validation, test) NDCG@10 of the closed-form recipe, its variants (module docstring) and the joint peers."""
+    from dataclasses import replace
+
+    from models.evaluation.ranking import evaluate_model
+    from models.factors import FactorModel
+    from models.transfer.als import fit_als_encoded
+    from models.transfer.closed_form import ClosedFormGrid, fit_closed_form_transfer, item_step
+    from models.transfer.joint import fit_joint_als, fit_joint_ease
+
+    def ndcg(model, task) -> float:
+        return evaluate_model(model, task, ks=(10,)).metrics["ndcg_at_10"]
+
+    grid = ClosedFormGrid()
+    recipe = fit_closed_form_transfer(joint, val, grid=grid, seed=seed)
+    out = {"recipe": (recipe.val_ndcg_at_10, ndcg(recipe.model, test))}
+    encoded, n_catalogue, n_source = joint.encoded, joint.n_catalogue, joint.n_source
+    target = slice(n_source, len(encoded.users))
+    alpha, l2 = float(recipe.params["alpha"]), float(recipe.params["l2"])
+
+    def model_of(user_factors, item_factors) -> FactorModel:
+        return FactorModel(encoded.user_ids, encoded.item_ids[:n_catalogue], user_factors, item_factors,
+                           recipe.model.item_bias, kind="transfer")
+
+    # user steps: the recipe's source (the same fit) with the catalogue's solved vectors, then alternating steps
+    source = fit_als_encoded(replace(encoded, users=encoded.users[:n_source], items=encoded.items[:n_source]),
+                             factors=grid.factors, regularization=grid.regularization, alpha=grid.source_alpha,
+                             iterations=grid.iterations, seed=seed)
+    items = source.item_factors.copy()
+    items[:n_catalogue] = recipe.model.item_factors
+    confidence = np.concatenate([np.full(n_source, grid.source_alpha), np.full(len(encoded.users) - n_source, alpha)])
+    for step in (1, 2):
+        users = user_step(items, encoded.users, encoded.items, confidence, len(encoded.user_ids), grid.regularization)
+        items[:n_catalogue] = item_step(users, encoded.users[target], encoded.items[target], n_catalogue,
+                                        [(alpha, l2)])[0]
+        model = model_of(users, items[:n_catalogue].copy())
+        out[f"user steps {step}"] = (ndcg(model, val), ndcg(model, test))
+    # item bias: a constant user feature, its scale and the (alpha, l2) grid chosen on validation with the recipe
+    best = (out["recipe"][0], recipe.model)
+    points = [(a, w) for a in grid.alpha for w in grid.l2]
+    for feature in BIAS_FEATURES:
+        users = np.hstack([recipe.model.user_factors, np.full((len(encoded.user_ids), 1), feature, np.float32)])
+        for vectors in item_step(users, encoded.users[target], encoded.items[target], n_catalogue, points):
+            model = model_of(users, vectors)
+            score = ndcg(model, val)
+            best = (score, model) if score > best[0] else best
+    out["item bias"] = (best[0], ndcg(best[1], test))
+    # source grid: the source model's factors and regularisation chosen on validation
+    tried = [fit_closed_form_transfer(joint, val, grid=replace(grid, factors=f, regularization=r), seed=seed)
+             for f, r in SOURCE_GRID]
+    chosen = max(tried, key=lambda t: t.val_ndcg_at_10)
+    out["source grid"] = (chosen.val_ndcg_at_10, ndcg(chosen.model, test))
+    for name, fit in (("joint-als", fit_joint_als), ("joint-ease", fit_joint_ease)):
+        peer = fit(joint, val, seed=seed)
+        out[name] = (peer.val_ndcg_at_10, ndcg(peer.model, test))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cells", required=True, help="genre:fraction:seed,... (a genre alone: its nine cells, "
@@ -65,8 +159,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--closed-form", action="store_true")
     parser.add_argument("--recipes", action="store_true", help="the fine-tune against the closed-form recipe, and "
                                                                "which the recipe margins keep")
+    parser.add_argument("--recipe-variants", action="store_true", help="variants of the closed-form recipe (module "
+                                                                       "docstring); needs no registered source")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
+    fine_tunes = args.hyper_parameters or args.blends or args.closed_form or args.recipes
 
     from mlflow import MlflowClient
 
@@ -89,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     uri = f"sqlite:///{(args.out / 'mlflow.db').resolve()}"
     client = MlflowClient(uri)
     recipes: list[tuple[float, float, float, float]] = []  # (fine-tune val, test, closed-form val, test)
+    variants: list[dict[str, tuple[float, float]]] = []
     cells = [c if ":" in c else f"{c}:{f}:{s}" for c in args.cells.split(",")
              for f, s in ([(None, None)] if ":" in c else [(f, s) for f in (0.05, 0.1, 0.3) for s in (0, 1, 2)])]
     for cell in cells:
@@ -97,6 +195,12 @@ def main(argv: list[str] | None = None) -> int:
                            config=SplitConfig(fraction=float(fraction), seed=int(seed)))
         val, test = ranking_tasks(split, click_threshold=4.0)
         catalogue = catalogue_ids(split)
+        if args.recipe_variants:
+            variants.append(recipe_variants(JointTrain.of_split(data.interactions, data.items, split), val, test,
+                                            int(seed)))
+            print(cell, "  ".join(f"{k} {v:.4f}/{t:.4f}" for k, (v, t) in variants[-1].items()), flush=True)
+        if not fine_tunes:
+            continue
         name = tracking.source_model_name("movielens-1m", genre, "all-others")
         version = max(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
         source = tracking.load_factor_model(uri, f"models:/{name}/{version}")
@@ -145,7 +249,26 @@ def main(argv: list[str] | None = None) -> int:
                               for task in (val, test)),))
     if recipes:
         print(recipe_margins(recipes))
+    if variants:
+        print(variant_table(variants))
     return 0
+
+
+def variant_table(runs: list[dict[str, tuple[float, float]]]) -> str:
+    """Each variant's mean validation and test NDCG@10 over the cells, its mean test lift over the recipe and over
+    the better joint peer on test, and the cells where it tests better than the recipe."""
+    peer = [max(run["joint-als"][1], run["joint-ease"][1]) for run in runs]
+    lines = ["| model | mean val NDCG@10 | mean test NDCG@10 | mean test lift vs the recipe | "
+             "mean test lift vs the better joint peer | cells better than the recipe on test |",
+             "|---|---|---|---|---|---|"]
+    for name in runs[0]:
+        val, test = (np.mean([run[name][k] for run in runs]) for k in (0, 1))
+        over_recipe = np.mean([run[name][1] / run["recipe"][1] - 1 for run in runs])
+        over_peer = np.mean([run[name][1] / p - 1 for run, p in zip(runs, peer, strict=True)])
+        better = sum(run[name][1] > run["recipe"][1] for run in runs)
+        lines.append(f"| {name} | {val:.4f} | {test:.4f} | {over_recipe:+.1%} | {over_peer:+.1%} "
+                     f"| {better}/{len(runs)} |")
+    return "\n".join(lines)
 
 
 def recipe_margins(runs: list[tuple[float, float, float, float]]) -> str:
