@@ -61,7 +61,7 @@ def plain_pipeline(config: Any, sources_file: Path) -> dict[str, float]:
     from models.blas import one_blas_thread
     from models.data.datasets import Dataset, read_raw_tables
     from models.data.fetch import cached_dir
-    from models.evaluation.ranking import evaluate_model
+    from models.evaluation.ranking import evaluate_model, ndcg_at
     from models.evaluation.slices import head_items, item_slice_recall, sliced_means, user_slices
     from models.evaluation.uncertainty import mean_intervals, paired_lift_intervals
     from models.factors import FactorModel
@@ -109,10 +109,9 @@ def plain_pipeline(config: Any, sources_file: Path) -> dict[str, float]:
     for name, (model, profile) in sources.items():
         ready = prepare_source(model, profile, split, target, item_match=item_match, shared_users=shared_users,
                                embedder=config.sources.embedder)
-        probe = evaluate_model(zero_shot_model(ready.model, split, ready.text, config=config.finetune), val_task,
-                               ks=(10,))
+        probe = ndcg_at(zero_shot_model(ready.model, split, ready.text, config=config.finetune), val_task)
         prepared[name] = ready
-        rows.append({"name": name, **ready.signals, PROBE: probe.metrics["ndcg_at_10"]})
+        rows.append({"name": name, **ready.signals, PROBE: probe})
     table, _, _ = rank_candidates(rows, config.selection.weights)
     chosen = str(table.row(0, named=True)["name"])
     lap("select")
@@ -134,7 +133,7 @@ def plain_pipeline(config: Any, sources_file: Path) -> dict[str, float]:
     popularity = fit_popularity(split)
     lap("train")
     # the transfer recipe kept, as the flow keeps it (the fine-tune needs the margin on validation)
-    network = evaluate_model(fits["transfer"].model, val_task, ks=(10,)).metrics["ndcg_at_10"]
+    network = ndcg_at(fits["transfer"].model, val_task)
     closed_form = fits["closed-form"]
     transfer = (fits["transfer"].model
                 if keeps_fine_tune(network, closed_form.val_ndcg_at_10, config.finetune.recipe_margin)

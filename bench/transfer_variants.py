@@ -96,18 +96,15 @@ def recipe_variants(joint, val, test, seed: int) -> dict[str, tuple[float, float
     """(validation, test) NDCG@10 of the closed-form recipe, its variants (module docstring) and the joint peers."""
     from dataclasses import replace
 
-    from models.evaluation.ranking import evaluate_model
+    from models.evaluation.ranking import ndcg_at
     from models.factors import FactorModel
     from models.transfer.als import fit_als_encoded
     from models.transfer.closed_form import ClosedFormGrid, fit_closed_form_transfer, item_step
     from models.transfer.joint import fit_joint_als, fit_joint_ease
 
-    def ndcg(model, task) -> float:
-        return evaluate_model(model, task, ks=(10,)).metrics["ndcg_at_10"]
-
     grid = ClosedFormGrid()
     recipe = fit_closed_form_transfer(joint, val, grid=grid, seed=seed)
-    out = {"recipe": (recipe.val_ndcg_at_10, ndcg(recipe.model, test))}
+    out = {"recipe": (recipe.val_ndcg_at_10, ndcg_at(recipe.model, test))}
     encoded, n_catalogue, n_source = joint.encoded, joint.n_catalogue, joint.n_source
     target = slice(n_source, len(encoded.users))
     alpha, l2 = float(recipe.params["alpha"]), float(recipe.params["l2"])
@@ -128,7 +125,7 @@ def recipe_variants(joint, val, test, seed: int) -> dict[str, tuple[float, float
         items[:n_catalogue] = item_step(users, encoded.users[target], encoded.items[target], n_catalogue,
                                         [(alpha, l2)])[0]
         model = model_of(users, items[:n_catalogue].copy())
-        out[f"user steps {step}"] = (ndcg(model, val), ndcg(model, test))
+        out[f"user steps {step}"] = (ndcg_at(model, val), ndcg_at(model, test))
     # item bias: a constant user feature, its scale and the (alpha, l2) grid chosen on validation with the recipe
     best = (out["recipe"][0], recipe.model)
     points = [(a, w) for a in grid.alpha for w in grid.l2]
@@ -136,17 +133,17 @@ def recipe_variants(joint, val, test, seed: int) -> dict[str, tuple[float, float
         users = np.hstack([recipe.model.user_factors, np.full((len(encoded.user_ids), 1), feature, np.float32)])
         for vectors in item_step(users, encoded.users[target], encoded.items[target], n_catalogue, points):
             model = model_of(users, vectors)
-            score = ndcg(model, val)
+            score = ndcg_at(model, val)
             best = (score, model) if score > best[0] else best
-    out["item bias"] = (best[0], ndcg(best[1], test))
+    out["item bias"] = (best[0], ndcg_at(best[1], test))
     # source grid: the source model's factors and regularisation chosen on validation
     tried = [fit_closed_form_transfer(joint, val, grid=replace(grid, factors=f, regularization=r), seed=seed)
              for f, r in SOURCE_GRID]
     chosen = max(tried, key=lambda t: t.val_ndcg_at_10)
-    out["source grid"] = (chosen.val_ndcg_at_10, ndcg(chosen.model, test))
+    out["source grid"] = (chosen.val_ndcg_at_10, ndcg_at(chosen.model, test))
     for name, fit in (("joint-als", fit_joint_als), ("joint-ease", fit_joint_ease)):
         peer = fit(joint, val, seed=seed)
-        out[name] = (peer.val_ndcg_at_10, ndcg(peer.model, test))
+        out[name] = (peer.val_ndcg_at_10, ndcg_at(peer.model, test))
     return out
 
 

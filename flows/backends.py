@@ -28,7 +28,7 @@ from flows.config import OnboardConfig
 from flows.runners import PartRunner, run_jobs
 from models.config import DataConfig
 from models.data.datasets import Dataset
-from models.evaluation.ranking import RankingTask, evaluate_model
+from models.evaluation.ranking import RankingTask, ndcg_at
 from models.factors import FactorModel
 from models.nets.training import FitResult
 from models.selection.sources import slug
@@ -106,7 +106,7 @@ class Fits:
         """These fits with the transfer recipe kept: the closed-form one unless the fine-tune of the ``chosen``
         source beats it on validation (NDCG@10 on ``val_task``) by more than ``margin`` (relative); the fine-tune
         when there is no closed-form recipe."""
-        network = evaluate_model(self.transfers[chosen].model, val_task, ks=(10,)).metrics["ndcg_at_10"]
+        network = ndcg_at(self.transfers[chosen].model, val_task)
         scores = {"network_val_ndcg_at_10": network}
         recipe = "network"
         if self.closed_form is not None:

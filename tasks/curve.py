@@ -14,7 +14,7 @@ from prefect.cache_policies import NO_CACHE
 from models.config import SplitConfig
 from models.data.datasets import Dataset
 from models.evaluation.curve import plot_curve, time_to_quality
-from models.evaluation.ranking import RankingTask, evaluate_model
+from models.evaluation.ranking import RankingTask, ndcg_at
 from models.factors import FactorModel
 from models.nets.training import FitResult
 from models.split import InsufficientDataError, TargetSplit, split_with
@@ -52,7 +52,7 @@ def curve_point(split: TargetSplit, fraction: float, source: str, transfer: FitR
     t_seconds, t_epochs = time_to_quality(transfer.history, initial=transfer.initial_val_ndcg, target=target,
                                           setup_seconds=transfer.init_seconds)
     s_seconds, s_epochs = time_to_quality(scratch.history, initial=scratch.initial_val_ndcg, target=target)
-    test = {name: evaluate_model(model, test_task, ks=(10,)).metrics["ndcg_at_10"]
+    test = {name: ndcg_at(model, test_task)
             for name, model in (("transfer", transfer.model), ("scratch", scratch.model), ("popularity", popularity))}
     return {
         "target_domain": split.domain, "fraction": fraction, "train_interactions": split.train.height,

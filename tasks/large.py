@@ -18,7 +18,7 @@ from data_contracts.columns import ITEM_ID
 from data_contracts.report import ContractViolation
 from models.config import DataConfig, FineTuneConfig, ModelConfig, SourcesConfig, SplitConfig, TrainConfig
 from models.data.datasets import domain_stats
-from models.evaluation.ranking import RankingTask, build_ranking_task, evaluate_model
+from models.evaluation.ranking import RankingTask, build_ranking_task, ndcg_at
 from models.factors import FactorModel
 from models.nets.training import FitResult
 from models.selection.sources import slug, source_candidates
@@ -137,9 +137,8 @@ def probe_large_sources(sources: dict[str, FactorModel], split: DiskSplit, val_t
                         run: tracking.TrackingContext, finetune: FineTuneConfig, seed: int, rows: int) -> Selection:
     """Rank the sources by their zero-shot validation NDCG@10 (each carried over to the target untrained)."""
     zero_shot = finetune.model_copy(update={"mode": "zero-shot"})
-    scores = {name: evaluate_model(fine_tune_on_disk(model, split, config=zero_shot, seed=seed,
-                                                     batch_rows=rows).fit.model, val_task, ks=(10,))
-              .metrics["ndcg_at_10"] for name, model in sources.items()}
+    scores = {name: ndcg_at(fine_tune_on_disk(model, split, config=zero_shot, seed=seed, batch_rows=rows).fit.model,
+                             val_task) for name, model in sources.items()}
     table = (pl.DataFrame({"name": list(scores), "zero_shot_val_ndcg_at_10": list(scores.values())})
              .sort(["zero_shot_val_ndcg_at_10", "name"], descending=[True, False])
              .with_row_index("rank", offset=1).with_columns(pl.col("rank").cast(pl.Int64)))

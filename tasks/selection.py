@@ -10,7 +10,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from models.config import FineTuneConfig, SelectionConfig, SourcesConfig
-from models.evaluation.ranking import RankingTask, evaluate_model
+from models.evaluation.ranking import RankingTask, ndcg_at
 from models.nets.training import FitResult
 from models.selection.candidates import PreparedSource, prepare_source, target_profile
 from models.selection.similarity import PROBE, rank_candidates, settle_finalists
@@ -72,8 +72,8 @@ def select_source(
     for name, source in sources.items():
         ready = prepare_source(source.model, source.profile, split, target, item_match=item_match,
                                shared_users=shared_users, embedder=config.embedder)
-        probe = evaluate_model(zero_shot_model(ready.model, split, ready.text, config=finetune), val_task, ks=(10,))
-        signals = {**ready.signals, PROBE: probe.metrics["ndcg_at_10"]}
+        probe = ndcg_at(zero_shot_model(ready.model, split, ready.text, config=finetune), val_task)
+        signals = {**ready.signals, PROBE: probe}
         prepared[name] = ready
         rows.append({"name": name, **signals, "source_version": source.version,
                      "source_domains": ",".join(source.spec.domains), "source_dataset": source.profile.dataset,
@@ -97,8 +97,7 @@ def settle_selection(selection: Selection, fits: dict[str, FitResult], val_task:
                      test_task: RankingTask, run: tracking.TrackingContext, *, margin: float) -> Selection:
     """With the finalists fine-tuned: keep the best-scored one unless another wins on validation NDCG@10 by
     more than ``margin`` (test NDCG@10 is recorded for reporting, never used to choose); log the table."""
-    scores = {name: (evaluate_model(fit.model, val_task, ks=(10,)).metrics["ndcg_at_10"],
-                     evaluate_model(fit.model, test_task, ks=(10,)).metrics["ndcg_at_10"])
+    scores = {name: (ndcg_at(fit.model, val_task), ndcg_at(fit.model, test_task))
               for name, fit in fits.items()}
     table = selection.table.with_columns(
         pl.col("name").replace_strict({n: v for n, (v, _) in scores.items()}, default=None,

@@ -181,9 +181,11 @@ class Evaluation:
 
 
 def evaluate_model(
-    model: FactorModel, task: RankingTask, *, ks: tuple[int, ...] = (10,), ctr_k: int = 3, batch_size: int = 2048
+    model: FactorModel, task: RankingTask, *, ks: tuple[int, ...] = (10,), ctr_k: int | None = 3,
+    batch_size: int = 2048,
 ) -> Evaluation:
-    """Full-ranking metrics at every ``k`` in ``ks`` plus logged-slate CTR@``ctr_k`` (see module docs)."""
+    """Full-ranking metrics at every ``k`` in ``ks`` plus logged-slate CTR@``ctr_k`` (see module docs; ``None``:
+    no CTR, whatever impressions the task has)."""
     max_k = min(max(ks), len(task.item_ids))
     n_relevant = task.relevant.lengths()
     per_user: dict[str, list[np.ndarray]] = {}
@@ -192,12 +194,13 @@ def evaluate_model(
     # test): the reference of novelty
     seen_counts = np.bincount(task.exclude.indices, minlength=len(task.item_ids))
     tops: list[np.ndarray] = []
+    with_ctr = ctr_k is not None and task.impressions.indices.size > 0
     for rows, scores in score_batches(model, task, batch_size):
-        # scores of each user's impressions, for the CTR re-ranking (before topk_hits masks the seen items)
-        lengths = task.impressions.lengths()[rows]
-        row_ids = np.repeat(np.arange(len(rows)), lengths)
-        cols = task.impressions.indices[task.impressions.indptr[rows[0]]:task.impressions.indptr[rows[-1] + 1]]
-        slate_scores.append(scores[torch.from_numpy(row_ids), torch.from_numpy(cols)].numpy())
+        if with_ctr:  # scores of each user's impressions, for the CTR re-ranking (before topk_hits masks seen items)
+            lengths = task.impressions.lengths()[rows]
+            row_ids = np.repeat(np.arange(len(rows)), lengths)
+            cols = task.impressions.indices[task.impressions.indptr[rows[0]]:task.impressions.indptr[rows[-1] + 1]]
+            slate_scores.append(scores[torch.from_numpy(row_ids), torch.from_numpy(cols)].numpy())
         top, hits = topk_hits(scores, rows, task.exclude, task.relevant, max_k)
         if hits.shape[1] < max(ks):  # tiny catalogue: pad with misses
             hits = np.pad(hits, ((0, 0), (0, max(ks) - hits.shape[1])))
@@ -211,10 +214,16 @@ def evaluate_model(
     every_top = np.concatenate(tops) if tops else np.zeros((0, max_k), dtype=np.int64)
     metrics.update({f"coverage_at_{k}": catalogue_coverage(every_top, len(task.item_ids), k) for k in ks})
     ctr = None
-    if task.impressions.indices.size:
+    if with_ctr:
         ctr = logged_slate_ctr(np.concatenate(slate_scores), task.impressions.indptr, task.clicks, k=ctr_k)
         metrics.update(ctr.metrics())
     return Evaluation(metrics, joined, task.n_users, ctr)
+
+
+def ndcg_at(model: FactorModel, task: RankingTask, k: int = 10) -> float:
+    """Mean NDCG@``k`` of ``model`` on ``task``: what tuning, recipe choices and probes compare (the metric of
+    :func:`evaluate_model`, without the logged-slate CTR and its bootstrap, which they never read)."""
+    return evaluate_model(model, task, ks=(k,), ctr_k=None).metrics[f"ndcg_at_{k}"]
 
 
 def test_period_impressions(impressions: pl.DataFrame, cutoffs: pl.DataFrame, catalogue_ids: np.ndarray

@@ -18,7 +18,7 @@ from scipy import sparse
 
 from data_contracts.columns import ITEM_ID, USER_ID
 from models.blas import one_blas_thread
-from models.evaluation.ranking import RankingTask, evaluate_model
+from models.evaluation.ranking import RankingTask, ndcg_at
 from models.factors import FactorModel
 from models.nets.training import encode_pairs
 
@@ -99,7 +99,7 @@ def fit_als(train: pl.DataFrame | EncodedTrain, catalogue: pl.DataFrame | None, 
     for factors, regularization, alpha in itertools.product(grid.factors, grid.regularization, grid.alpha):
         model = fit_als_encoded(encoded, factors=factors, regularization=regularization, alpha=alpha,
                                 iterations=grid.iterations, seed=seed)
-        score = evaluate_model(model, val_task, ks=(10,)).metrics["ndcg_at_10"]
+        score = ndcg_at(model, val_task)
         params = {"factors": factors, "regularization": regularization, "alpha": alpha, "iterations": grid.iterations}
         tried.append({**params, "val_ndcg_at_10": score})
         if best is None or score > best[2] + 1e-12:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from models.evaluation.ranking import RankingTask, evaluate_model
+from models.evaluation.ranking import RankingTask, ndcg_at
 from models.factors import FactorModel
 from models.transfer.als import TIE_BREAK, TunedResult, fit_als_encoded
 from models.transfer.joint import JointTrain
@@ -102,7 +102,7 @@ def fit_closed_form_transfer(joint: JointTrain, val_task: RankingTask, *, grid: 
     points = list(itertools.product(grid.alpha, grid.l2))
     tried, best = [], None
     for (alpha, l2), model in zip(points, _carried_over(joint, source_model.user_factors, points), strict=True):
-        score = evaluate_model(model, val_task, ks=(10,)).metrics["ndcg_at_10"]
+        score = ndcg_at(model, val_task)
         params = {"recipe": "closed-form", "source_factors": grid.factors,
                   "source_regularization": grid.regularization, "source_alpha": grid.source_alpha,
                   "source_iterations": grid.iterations, "alpha": alpha, "l2": l2}

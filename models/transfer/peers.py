@@ -19,7 +19,7 @@ import numpy as np
 from scipy import sparse
 
 from models.blas import one_blas_thread
-from models.evaluation.ranking import RankingTask, evaluate_model
+from models.evaluation.ranking import RankingTask, ndcg_at
 from models.factors import FactorModel
 from models.transfer.als import TIE_BREAK, EncodedTrain, TunedResult
 
@@ -107,7 +107,7 @@ def _tune(train: EncodedTrain, val_task: RankingTask, kind: str, name: str, valu
     tried, best = [], None
     for value in values:
         model = _model(train, x, popularity, weights(g, value, columns), kind)
-        score = evaluate_model(model, val_task, ks=(10,)).metrics["ndcg_at_10"]
+        score = ndcg_at(model, val_task)
         tried.append({name: value, "val_ndcg_at_10": score})
         if best is None or score > best[2] + 1e-12:
             best = (model, {name: value}, score)

@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 
 from models.evaluation.ctr import logged_slate_ctr
-from models.evaluation.ranking import build_ranking_task, evaluate_model
+from models.evaluation.ranking import build_ranking_task, evaluate_model, ndcg_at
 from models.factors import FactorModel, popularity_model
 
 
@@ -84,6 +84,24 @@ def test_evaluation_reports_ctr_from_held_out_ratings():
     bad = evaluate_model(oracle({"u1": ["d"]}), task, ks=(2,), ctr_k=1)
     assert good.metrics["ctr_at_1"] == 1.0 and bad.metrics["ctr_at_1"] == 0.0
     assert good.metrics["ctr_logged"] == 0.5
+
+
+def test_ndcg_at_is_the_evaluations_ndcg_without_the_ctr():
+    # u1 holds out c, u2 holds out a; both saw b in training (excluded from their rankings)
+    holdout = interactions([("u1", "c", 10, 5.0), ("u2", "a", 12, 5.0)])
+    train = interactions([("u1", "b", 1, 5.0), ("u2", "b", 2, 5.0)])
+    task = build_ranking_task(CATALOGUE, holdout, train, click_threshold=4.0)
+    scores = np.array([[0.0, 3.0, 1.0, 2.0],   # u1 over a, b, c, d: b (seen), then d, then c at rank 2
+                       [3.0, 4.0, 1.0, 0.0]],  # u2: b (seen), then a at rank 1
+                      dtype=np.float32)
+    model = FactorModel(np.array(["u1", "u2"], dtype=object), CATALOGUE, np.eye(2, dtype=np.float32), scores.T.copy(),
+                        np.zeros(len(CATALOGUE), dtype=np.float32))
+    full = evaluate_model(model, task, ks=(2,), ctr_k=1)
+    assert "ctr_at_1" in full.metrics
+    assert ndcg_at(model, task, k=2) == pytest.approx(full.metrics["ndcg_at_2"])
+    assert ndcg_at(model, task, k=2) == pytest.approx((1 / np.log2(3) + 1.0) / 2)  # known answer
+    lean = evaluate_model(model, task, ks=(2,), ctr_k=None)
+    assert lean.ctr is None and not any(name.startswith("ctr") for name in lean.metrics)
 
 
 def test_coverage_and_novelty_of_a_full_evaluation():
