@@ -18,10 +18,10 @@ from models.evaluation.plots import plot_learning_curves, plot_metric_at_k, plot
 from models.evaluation.ranking import (
     Evaluation,
     RankingTask,
-    evaluate_model,
     off_policy_by_model,
     test_period_impressions,
 )
+from models.evaluation.ranking import evaluate_models as evaluate_all  # the task below keeps the flow's name
 from models.evaluation.slices import head_items, item_slice_recall, sliced_means, user_slices
 from models.factors import FactorModel
 from models.nets.training import FitResult
@@ -48,14 +48,10 @@ def evaluate_models(
     config: EvalConfig,
 ) -> dict[str, ModelReport]:
     """Full-ranking metrics of every model on validation and test (same users, items and exclusions)."""
-    return {
-        name: ModelReport(
-            name=name, model=model, fit=fits.get(name),
-            val=evaluate_model(model, val_task, ks=config.ks, ctr_k=config.ctr_k),
-            test=evaluate_model(model, test_task, ks=config.ks, ctr_k=config.ctr_k),
-        )
-        for name, model in models.items()
-    }
+    val = evaluate_all(models, val_task, ks=config.ks, ctr_k=config.ctr_k)
+    test = evaluate_all(models, test_task, ks=config.ks, ctr_k=config.ctr_k)
+    return {name: ModelReport(name=name, model=model, fit=fits.get(name), val=val[name], test=test[name])
+            for name, model in models.items()}
 
 
 def _stage_metrics(report: ModelReport) -> dict[str, float]:

@@ -23,6 +23,7 @@ few held-out ratings, so this number separates models only weakly: report it, ne
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,48 +70,65 @@ def logged_slate_ctr(scores: np.ndarray, indptr: np.ndarray, clicks: np.ndarray,
     Raises:
         ValueError: when the arrays disagree in length or ``k < 1``.
     """
+    return logged_slate_ctrs({"": scores}, indptr, clicks, k=k)[""]
+
+
+def logged_slate_ctrs(scores: Mapping[str, np.ndarray], indptr: np.ndarray, clicks: np.ndarray, *,
+                      k: int) -> dict[str, CtrResult]:
+    """:func:`logged_slate_ctr` of several models on the same impressions, by name: the bootstrap draws depend
+    only on the users, so one set of resamples serves every model's interval (each the interval its own call
+    gives).
+
+    Raises:
+        ValueError: when the arrays disagree in length or ``k < 1``.
+    """
     if k < 1:
         raise ValueError("k must be >= 1")
-    if len(scores) != len(clicks) or indptr[-1] != len(scores):
+    if any(len(values) != len(clicks) for values in scores.values()) or indptr[-1] != len(clicks):
         raise ValueError("scores, clicks and indptr disagree")
     lengths = np.diff(indptr)
     users = lengths > 0
     kept = np.minimum(lengths, k)
-    # every user's impressions by descending score at once; ties keep the logged order (the position breaks them)
     owner = np.repeat(np.arange(len(lengths)), lengths)
-    order = np.lexsort((np.arange(len(scores)), -np.asarray(scores, dtype=np.float64), owner))
-    rank = np.arange(len(scores)) - indptr[owner]  # owner is sorted, so position in order - user's first row
+    rank = np.arange(len(clicks)) - indptr[owner]  # owner is sorted, so position in order - user's first row
     in_top = rank < kept[owner]
-    top_clicks = np.bincount(owner[in_top], weights=clicks[order][in_top].astype(np.float64),
-                             minlength=len(lengths))
-    clicked_in_top = top_clicks.sum()
-    low, high = _ratio_interval(top_clicks[users], kept[users].astype(np.float64))
+    top_clicks = {}
+    for name, values in scores.items():
+        # every user's impressions by descending score at once; ties keep the logged order (the position breaks
+        # them)
+        order = np.lexsort((np.arange(len(clicks)), -np.asarray(values, dtype=np.float64), owner))
+        top_clicks[name] = np.bincount(owner[in_top], weights=clicks[order][in_top].astype(np.float64),
+                                       minlength=len(lengths))
+    intervals = _ratio_intervals(np.stack([top[users] for top in top_clicks.values()]),
+                                 kept[users].astype(np.float64))
     clicks_per_user = np.add.reduceat(clicks.astype(np.float64), indptr[:-1][users]) if users.any() else np.zeros(0)
     random_clicks = (kept[users] * clicks_per_user / lengths[users]).sum()
     total_kept = kept[users].sum()
-    return CtrResult(
+    return {name: CtrResult(
         k=k,
-        ctr_at_k=float(clicked_in_top / total_kept) if total_kept else float("nan"),
+        ctr_at_k=float(top.sum() / total_kept) if total_kept else float("nan"),
         ctr_logged=float(clicks.mean()) if len(clicks) else float("nan"),
         ctr_random_at_k=float(random_clicks / total_kept) if total_kept else float("nan"),
         users=int(users.sum()),
         impressions=int(len(clicks)),
         ci_low=low,
         ci_high=high,
-    )
+    ) for (name, top), (low, high) in zip(top_clicks.items(), intervals, strict=True)}
 
 
-def _ratio_interval(numerator: np.ndarray, denominator: np.ndarray, *, n_bootstrap: int = 1000,
-                    confidence: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """Percentile-bootstrap interval of ``sum(numerator) / sum(denominator)`` with the users resampled."""
-    if len(numerator) == 0:
-        return float("nan"), float("nan")
-    both = np.stack([numerator, denominator], axis=1).astype(np.float64)
-    sums = np.concatenate([counts @ both for counts in resample_counts(len(both), n_bootstrap=n_bootstrap,
-                                                                       seed=seed)])
-    ratios = sums[:, 0] / np.maximum(sums[:, 1], 1e-12)
+def _ratio_intervals(numerators: np.ndarray, denominator: np.ndarray, *, n_bootstrap: int = 1000,
+                     confidence: float = 0.95, seed: int = 0) -> list[tuple[float, float]]:
+    """Percentile-bootstrap interval of ``sum(numerators[j]) / sum(denominator)`` for each row ``j`` of
+    ``numerators`` (rows, users), the users resampled (the same resamples for every row)."""
+    if numerators.shape[1] == 0:
+        return [(float("nan"), float("nan"))] * len(numerators)
+    columns = np.column_stack([*numerators, denominator]).astype(np.float64)
+    sums = np.concatenate([counts @ columns for counts in resample_counts(len(columns), n_bootstrap=n_bootstrap,
+                                                                          seed=seed)])
+    ratios = sums[:, :-1] / np.maximum(sums[:, -1:], 1e-12)
     tail = (1.0 - confidence) / 2.0
-    return float(np.quantile(ratios, tail)), float(np.quantile(ratios, 1.0 - tail))
+    low, high = np.quantile(ratios, tail, axis=0), np.quantile(ratios, 1.0 - tail, axis=0)
+    return [(float(a), float(b)) for a, b in zip(low, high, strict=True)]
 
 
 IPS, SNIPS = "IPS", "SNIPS"

@@ -11,6 +11,7 @@ sampling are neither excluded nor relevant.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +19,7 @@ import polars as pl
 import torch
 
 from data_contracts.columns import CLICKED, ITEM_ID, PROPENSITY, RATING, TIMESTAMP, USER_ID
-from models.evaluation.ctr import IPS, SNIPS, CtrResult, OffPolicyResult, logged_slate_ctr, off_policy_table
+from models.evaluation.ctr import IPS, SNIPS, CtrResult, OffPolicyResult, logged_slate_ctrs, off_policy_table
 from models.evaluation.metrics import catalogue_coverage, per_user_metrics, per_user_novelty
 from models.factors import FactorModel, index_of
 
@@ -186,6 +187,30 @@ def evaluate_model(
 ) -> Evaluation:
     """Full-ranking metrics at every ``k`` in ``ks`` plus logged-slate CTR@``ctr_k`` (see module docs; ``None``:
     no CTR, whatever impressions the task has)."""
+    return evaluate_models({"": model}, task, ks=ks, ctr_k=ctr_k, batch_size=batch_size)[""]
+
+
+def evaluate_models(
+    models: Mapping[str, FactorModel], task: RankingTask, *, ks: tuple[int, ...] = (10,), ctr_k: int | None = 3,
+    batch_size: int = 2048,
+) -> dict[str, Evaluation]:
+    """:func:`evaluate_model` of several models on the same task, by name: one set of bootstrap resamples serves
+    every model's CTR interval (:func:`models.evaluation.ctr.logged_slate_ctrs`)."""
+    with_ctr = ctr_k is not None and task.impressions.indices.size > 0
+    ranked = {name: _ranking_metrics(model, task, ks, batch_size, with_ctr) for name, model in models.items()}
+    ctrs: dict[str, CtrResult] = {}
+    if with_ctr and ranked:
+        assert ctr_k is not None
+        ctrs = logged_slate_ctrs({name: slates for name, (_, _, slates) in ranked.items()}, task.impressions.indptr,
+                                 task.clicks, k=ctr_k)
+    return {name: Evaluation({**metrics, **(ctrs[name].metrics() if name in ctrs else {})}, joined, task.n_users,
+                             ctrs.get(name))
+            for name, (metrics, joined, _) in ranked.items()}
+
+
+def _ranking_metrics(model: FactorModel, task: RankingTask, ks: tuple[int, ...], batch_size: int,
+                     slates: bool) -> tuple[dict[str, float], dict[str, np.ndarray], np.ndarray]:
+    """(mean metrics, per-user metrics, the model's score of every impression when ``slates``) of one model."""
     max_k = min(max(ks), len(task.item_ids))
     n_relevant = task.relevant.lengths()
     per_user: dict[str, list[np.ndarray]] = {}
@@ -194,9 +219,8 @@ def evaluate_model(
     # test): the reference of novelty
     seen_counts = np.bincount(task.exclude.indices, minlength=len(task.item_ids))
     tops: list[np.ndarray] = []
-    with_ctr = ctr_k is not None and task.impressions.indices.size > 0
     for rows, scores in score_batches(model, task, batch_size):
-        if with_ctr:  # scores of each user's impressions, for the CTR re-ranking (before topk_hits masks seen items)
+        if slates:  # scores of each user's impressions, for the CTR re-ranking (before topk_hits masks seen items)
             lengths = task.impressions.lengths()[rows]
             row_ids = np.repeat(np.arange(len(rows)), lengths)
             cols = task.impressions.indices[task.impressions.indptr[rows[0]]:task.impressions.indptr[rows[-1] + 1]]
@@ -213,11 +237,7 @@ def evaluate_model(
     metrics = {name: float(values.mean()) for name, values in joined.items()}
     every_top = np.concatenate(tops) if tops else np.zeros((0, max_k), dtype=np.int64)
     metrics.update({f"coverage_at_{k}": catalogue_coverage(every_top, len(task.item_ids), k) for k in ks})
-    ctr = None
-    if with_ctr:
-        ctr = logged_slate_ctr(np.concatenate(slate_scores), task.impressions.indptr, task.clicks, k=ctr_k)
-        metrics.update(ctr.metrics())
-    return Evaluation(metrics, joined, task.n_users, ctr)
+    return metrics, joined, np.concatenate(slate_scores) if slate_scores else np.zeros(0, dtype=np.float32)
 
 
 def ndcg_at(model: FactorModel, task: RankingTask, k: int = 10) -> float:

@@ -6,8 +6,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from models.evaluation.ctr import logged_slate_ctr
-from models.evaluation.ranking import build_ranking_task, evaluate_model, ndcg_at
+from models.evaluation.ctr import logged_slate_ctr, logged_slate_ctrs
+from models.evaluation.ranking import build_ranking_task, evaluate_model, evaluate_models, ndcg_at
 from models.factors import FactorModel, popularity_model
 
 
@@ -75,6 +75,33 @@ def test_logged_slate_ctr_known_answer():
     assert result.ci_low == pytest.approx(0.5) and result.ci_high == pytest.approx(1.0)
     with pytest.raises(ValueError):
         logged_slate_ctr(scores, np.array([0, 4, 6]), clicks[:3], k=2)
+
+
+def test_several_models_share_one_resample_and_get_the_intervals_of_their_own_calls():
+    rng = np.random.default_rng(3)
+    lengths = rng.integers(0, 6, size=300)  # users with 0 to 5 impressions (those with none are not counted)
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    clicks = rng.random(indptr[-1]) < 0.3
+    scores = {"a": rng.random(indptr[-1]), "b": rng.random(indptr[-1]), "oracle": clicks + 0.1 * rng.random(indptr[-1])}
+    shared = logged_slate_ctrs(scores, indptr, clicks, k=2)
+    for name, values in scores.items():
+        alone = logged_slate_ctr(values, indptr, clicks, k=2)
+        assert shared[name].ctr_at_k == alone.ctr_at_k and shared[name].users == alone.users
+        assert (shared[name].ci_low, shared[name].ci_high) == pytest.approx((alone.ci_low, alone.ci_high))
+        assert alone.ci_low <= alone.ctr_at_k <= alone.ci_high
+    assert shared["oracle"].ci_low > shared["a"].ci_high  # clicked impressions first: a clearly higher CTR
+
+
+def test_evaluating_models_together_gives_each_models_own_evaluation():
+    holdout = interactions([("u1", "c", 10, 5.0), ("u1", "d", 11, 2.0), ("u2", "a", 12, 5.0), ("u2", "b", 13, 1.0)])
+    task = build_ranking_task(CATALOGUE, holdout, interactions([]), click_threshold=4.0)
+    models = {"good": oracle({"u1": ["c"], "u2": ["a"]}), "bad": oracle({"u1": ["d"], "u2": ["b"]})}
+    together = evaluate_models(models, task, ks=(1, 2), ctr_k=1)
+    for name, model in models.items():
+        alone = evaluate_model(model, task, ks=(1, 2), ctr_k=1)
+        assert together[name].metrics == pytest.approx(alone.metrics, nan_ok=True)
+        assert all(np.array_equal(together[name].per_user[m], alone.per_user[m]) for m in alone.per_user)
+    assert together["good"].metrics["ctr_at_1"] == 1.0 and together["bad"].metrics["ctr_at_1"] == 0.0
 
 
 def test_evaluation_reports_ctr_from_held_out_ratings():
