@@ -19,7 +19,10 @@ from typing import Any, TextIO
 from pydantic import BaseModel
 
 QUIET_LOGGERS = ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning",
-                 "pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.seed")
+                 "pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.seed",
+                 # Prefect's event and log shippers, draining at exit: "Still processing items: N items
+                 # remaining..." every 4 s when the API is slow, a second line under a one-line error
+                 "EventsWorker", "APILogWorker")
 
 ENV_DEFAULTS = {
     "DO_NOT_TRACK": "true",  # Prefect telemetry off (MLflow only accepts "true")

@@ -268,3 +268,22 @@ def test_flows_on_a_temporary_api_send_no_heartbeats_and_a_shared_server_keeps_t
         with flow_settings():
             assert get_current_settings().flows.heartbeat_frequency == expected, url
         assert get_current_settings().flows.heartbeat_frequency == default
+
+
+def test_prefects_exit_drain_notices_stay_off_a_one_line_error():
+    """Prefect's event and log shippers log "Still processing items..." (a logger named after their class) while
+    they drain at exit on a slow API: under a one-line error that was a second line (seen in CI)."""
+    import logging
+
+    from prefect._internal.concurrency.services import QueueService
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    from tasks.runtime import quiet_libraries
+
+    quiet_libraries()
+    for worker in (EventsWorker, APILogWorker):
+        assert issubclass(worker, QueueService)
+        shipper = logging.getLogger(worker.__name__)  # as QueueService names its logger
+        assert not shipper.isEnabledFor(logging.WARNING), worker.__name__
+        assert shipper.isEnabledFor(logging.ERROR)
