@@ -61,7 +61,7 @@ def plain_pipeline(config: Any, sources_file: Path) -> dict[str, float]:
     from models.blas import one_blas_thread
     from models.data.datasets import Dataset, read_raw_tables
     from models.data.fetch import cached_dir
-    from models.evaluation.ranking import evaluate_model, ndcg_at
+    from models.evaluation.ranking import evaluate_models, ndcg_at
     from models.evaluation.slices import head_items, item_slice_recall, sliced_means, user_slices
     from models.evaluation.uncertainty import mean_intervals, paired_lift_intervals
     from models.factors import FactorModel
@@ -140,9 +140,9 @@ def plain_pipeline(config: Any, sources_file: Path) -> dict[str, float]:
                 else closed_form.model)
     models = {"transfer": transfer, "popularity": popularity, "scratch": fits["scratch"].model,
               **{name: fits[name].model for name in ("als", *PEERS, *JOINT)}}
-    reports = {name: (evaluate_model(m, val_task, ks=config.evaluation.ks, ctr_k=config.evaluation.ctr_k),
-                      evaluate_model(m, test_task, ks=config.evaluation.ks, ctr_k=config.evaluation.ctr_k))
-               for name, m in models.items()}
+    val, test = (evaluate_models(models, task, ks=config.evaluation.ks, ctr_k=config.evaluation.ctr_k)
+                 for task in (val_task, test_task))  # as the flow evaluates them (one resample set a task)
+    reports = {name: (val[name], test[name]) for name in models}
     mean_intervals({(name, m): test.per_user[m] for name, (_, test) in reports.items() for m in HEADLINE},
                    seed=seed)
     paired_lift_intervals(reports["transfer"][1].per_user[METRIC],
