@@ -77,7 +77,7 @@ def plain_pipeline(config: Any, sources_file: Path) -> dict[str, float]:
     from models.transfer.refit import WholeInMemory, refit_model
     from tasks.registry import BASELINES, METRIC, guard
     from tasks.report import HEADLINE
-    from tasks.runtime import default_data_dir
+    from tasks.runtime import default_data_dir, embedding_cache
     from tasks.selection import resolve_matching
 
     seconds: dict[str, float] = {}
@@ -104,7 +104,7 @@ def plain_pipeline(config: Any, sources_file: Path) -> dict[str, float]:
                for folder in sorted(sources_file.iterdir())}
     lap("sources")
     item_match, shared_users = resolve_matching(config.sources, same_dataset=True)
-    target = target_profile(split, dataset.name, config.sources.embedder)
+    target = target_profile(split, dataset.name, config.sources.embedder, cache=embedding_cache())
     rows, prepared = [], {}
     for name, (model, profile) in sources.items():
         ready = prepare_source(model, profile, split, target, item_match=item_match, shared_users=shared_users,

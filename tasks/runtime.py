@@ -282,6 +282,12 @@ def default_data_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "transferrec"
 
 
+def embedding_cache() -> Path:
+    """Where item texts' MiniLM vectors are kept once computed (``<data cache>/embeddings``;
+    :func:`models.data.text.embed_minilm`): an onboarding of a catalogue embedded before loads no text model."""
+    return default_data_dir() / "embeddings"
+
+
 def checkpoint_root(checkpoint_dir: Path | None, resume: bool) -> Path | None:
     """Where resumable checkpoints go (``<data cache>/checkpoints`` by default), or None without resume."""
     if not resume:

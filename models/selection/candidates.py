@@ -9,6 +9,8 @@ the probe (:mod:`models.selection.similarity`); the caller then runs the probe w
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -23,25 +25,29 @@ from models.transfer.alignment import AlignedSource, ItemMatch, align_source, it
 from models.transfer.init import ItemText
 
 
-def profile_embedder(name: EmbedderName) -> tuple[str, object] | None:
-    """What a stored profile caches: MiniLM vectors (corpus-independent) or nothing (hashed TF-IDF is
-    recomputed from the stored texts, its idf depends on the pair compared)."""
-    return ("minilm", embed_minilm) if resolve_embedder(name) == "minilm" else None
+def profile_embedder(name: EmbedderName, cache: Path | None = None) -> tuple[str, object] | None:
+    """What a stored profile caches: MiniLM vectors (corpus-independent; with ``cache``, a folder of catalogues
+    embedded before: :func:`models.data.text.embed_minilm`) or nothing (hashed TF-IDF is recomputed from the
+    stored texts, its idf depends on the pair compared)."""
+    return ("minilm", partial(embed_minilm, cache=cache)) if resolve_embedder(name) == "minilm" else None
 
 
 def source_profile(interactions: pl.DataFrame, items: pl.DataFrame, *, dataset: str, domains: list[str],
-                   cutoffs: pl.DataFrame | None, embedder: EmbedderName = "auto") -> DomainProfile:
+                   cutoffs: pl.DataFrame | None, embedder: EmbedderName = "auto",
+                   cache: Path | None = None) -> DomainProfile:
     """The profile of a source model: exactly the (time-safe) interactions and catalogue it is trained on."""
     frame = source_interactions(interactions, items, domains=domains, cutoffs=cutoffs)
     catalogue = items.filter(pl.col(DOMAIN).is_in(domains))
-    return build_profile(frame, catalogue, dataset=dataset, domains=domains, embed=profile_embedder(embedder))
+    return build_profile(frame, catalogue, dataset=dataset, domains=domains, embed=profile_embedder(embedder, cache))
 
 
-def target_profile(split: TargetSplit, dataset: str, embedder: EmbedderName = "hashed") -> DomainProfile:
+def target_profile(split: TargetSplit, dataset: str, embedder: EmbedderName = "hashed",
+                   cache: Path | None = None) -> DomainProfile:
     """The profile of the target's known data (train + validation) over its catalogue; with ``minilm`` its
-    item texts are embedded once here for every candidate."""
+    item texts are embedded once here for every candidate (read back from ``cache`` when the same catalogue
+    texts were embedded before)."""
     return build_profile(pl.concat([split.train, split.val]), split.catalogue, dataset=dataset,
-                         domains=[split.domain], embed=profile_embedder(embedder))
+                         domains=[split.domain], embed=profile_embedder(embedder, cache))
 
 
 @dataclass(frozen=True)

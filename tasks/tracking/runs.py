@@ -14,9 +14,11 @@ import logging
 import math
 import os
 import socket
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import cache
@@ -217,10 +219,37 @@ def log_datasets(uri: str, run_id: str, records: list[DatasetRecord]) -> None:
 LIVE_PREFIX = "live/"
 
 
+class _LiveWriter:
+    """One background thread that writes the live curves in the order they come; :meth:`flush` waits for what was
+    queued. (MLflow's own asynchronous logging polls its queue once a second, and each run's end waited for that
+    poll, up to a second of idle wall a run; this thread blocks until there is work.)"""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: list[Future] = []
+
+    def submit(self, write: Callable[[], None]) -> None:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="transferrec-live-curves")
+            self._pending = [f for f in self._pending if not f.done()]
+            self._pending.append(self._pool.submit(write))
+
+    def flush(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, []
+        wait(pending)
+
+
+_LIVE = _LiveWriter()
+
+
 def live_curve(uri: str, run_id: str, label: str) -> Callable[[Any], None]:
     """An ``on_epoch`` for :func:`models.nets.training.fit_network`: each epoch's training loss and validation
     score on the run while the fit trains (step = epoch), so the MLflow UI shows the curves before the end.
-    Logged asynchronously (a fit does not wait on the store); a failed write is logged and never stops a fit."""
+    Written by a background thread (a fit does not wait on the store; :func:`end_run` waits for the writes); a
+    failed write is logged and never stops a fit."""
     key = f"{LIVE_PREFIX}{slug(label)}/"
 
     def log(report: Any) -> None:
@@ -228,10 +257,14 @@ def live_curve(uri: str, run_id: str, label: str) -> Callable[[Any], None]:
         metrics = [Metric(f"{key}{name}", float(value), now, report.epoch)
                    for name, value in (("train_loss", report.loss), (f"val_ndcg_at_{report.k}", report.val_ndcg))
                    if not math.isnan(value)]
-        try:
-            client(uri).log_batch(run_id, metrics=metrics, synchronous=False)
-        except MlflowException as error:
-            logger.warning("live curve of %s not logged: %s", label, error)
+
+        def write() -> None:
+            try:
+                client(uri).log_batch(run_id, metrics=metrics, synchronous=True)
+            except Exception as error:  # noqa: BLE001 - the store failing never stops a fit
+                logger.warning("live curve of %s not logged: %s", label, error)
+
+        _LIVE.submit(write)
 
     return log
 
@@ -265,8 +298,8 @@ def start_run(uri: str, experiment_id: str, name: str, *, parent_id: str | None 
 
 
 def end_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
-    """Mark a run FINISHED, FAILED or KILLED, once what was logged asynchronously (:func:`live_curve`) is in."""
-    mlflow.flush_async_logging()
+    """Mark a run FINISHED, FAILED or KILLED, once what was logged in the background (:func:`live_curve`) is in."""
+    _LIVE.flush()
     client(uri).set_terminated(run_id, status=status)
 
 

@@ -7,7 +7,14 @@ import polars as pl
 import pytest
 
 from models.data.synthetic import generate_multidomain
-from models.data.text import centroid_similarity, hashed_tfidf, item_texts, nearest_coverage
+from models.data.text import (
+    centroid_similarity,
+    embed_minilm,
+    hashed_tfidf,
+    item_texts,
+    minilm_available,
+    nearest_coverage,
+)
 from models.factors import FactorModel
 from models.selection.candidates import prepare_source, source_profile, target_profile
 from models.selection.profiles import (
@@ -160,6 +167,23 @@ def test_profile_round_trip(tmp_path):
     assert loaded.stats == profile.stats and loaded.embedder == "fake"
     np.testing.assert_allclose(loaded.embeddings, profile.embeddings)
     assert loaded.meta["content_centroid"] == pytest.approx([0.5, 0.5, 0.0])
+
+
+@pytest.mark.skipif(not minilm_available(), reason="the text extra (MiniLM) is not installed")
+def test_minilm_vectors_of_a_catalogue_embedded_before_are_read_back_from_the_cache(tmp_path):
+    texts = ["Toy Story (1995) Animation|Children's|Comedy", "Heat (1995) Action|Crime|Thriller"]
+    fresh = embed_minilm(texts, cache=tmp_path)
+    assert fresh.shape == (2, 384) and np.allclose(np.linalg.norm(fresh, axis=1), 1.0, atol=1e-5)
+    [stored] = tmp_path.glob("minilm-*.npy")
+    np.testing.assert_array_equal(np.load(stored, allow_pickle=False), fresh)
+    marked = np.full((2, 384), 0.5, dtype=np.float32)  # what the file holds is what comes back: no model ran
+    np.save(stored, marked, allow_pickle=False)
+    np.testing.assert_array_equal(embed_minilm(texts, cache=tmp_path), marked)
+    assert len(list(tmp_path.glob("minilm-*.npy"))) == 1
+    assert not np.array_equal(embed_minilm(texts[::-1], cache=tmp_path), marked[::-1])  # another list, its own file
+    stored.write_bytes(b"half a file")  # damaged: embedded again and rewritten
+    np.testing.assert_allclose(embed_minilm(texts, cache=tmp_path), fresh, atol=1e-6)
+    np.testing.assert_allclose(np.load(stored, allow_pickle=False), fresh, atol=1e-6)
 
 
 def test_content_directions_take_the_nearest_source_items():

@@ -64,6 +64,27 @@ def test_history_is_logged_per_epoch_under_curve(mlflow_uri):
     assert [(m.step, m.value) for m in history] == [(0, 0.1), (1, 0.2)]
 
 
+def test_live_curves_are_written_in_the_background_and_all_in_when_the_run_ends(mlflow_uri, caplog):
+    """Every epoch's point is on the run once it ends, in order; a write the store refuses is a warning, never
+    an error in the fit that reported the epoch."""
+    from types import SimpleNamespace
+
+    exp = tracking.ensure_experiment(mlflow_uri, "t")
+    with tracking.run_context(mlflow_uri, exp, "fit") as run_id:
+        report = tracking.live_curve(mlflow_uri, run_id, "transfer:Crime")
+        for epoch in range(5):
+            report(SimpleNamespace(epoch=epoch, loss=1.0 / (epoch + 1), val_ndcg=0.1 * epoch, k=10))
+    client = mlflow.MlflowClient(mlflow_uri)
+    assert [(m.step, m.value) for m in client.get_metric_history(run_id, "live/transfer-crime/train_loss")] == [
+        (epoch, pytest.approx(1.0 / (epoch + 1))) for epoch in range(5)]
+    assert len(client.get_metric_history(run_id, "live/transfer-crime/val_ndcg_at_10")) == 5
+    tracking.live_curve(mlflow_uri, "no-such-run", "scratch")(SimpleNamespace(epoch=0, loss=1.0, val_ndcg=0.1, k=10))
+    with tracking.run_context(mlflow_uri, exp, "after") as later:  # its end waits for the refused write too
+        pass
+    assert client.get_run(later).info.status == "FINISHED"
+    assert any("live curve of scratch not logged" in r.getMessage() for r in caplog.records)
+
+
 def test_registration_is_all_or_nothing(mlflow_uri):
     exp = tracking.ensure_experiment(mlflow_uri, "t")
     with tracking.run_context(mlflow_uri, exp, "m") as run_id:
