@@ -83,16 +83,15 @@ def log_model_runs(
     chosen = [d for d in datasets or [] if d.name == f"source:{source}"]
     for name, report in reports.items():
         trained_for = report.fit.seconds if report.fit is not None else 0.0
-        with run.child(name, tags={**tags, "role": name}, started_seconds_ago=trained_for) as child:
+        estimator = {"ctr_estimator": report.test.ctr.estimator} if report.test.ctr is not None else {}
+        with run.child(name, tags={**tags, "role": name, **estimator}, started_seconds_ago=trained_for) as child:
             child.log_datasets([*target_parts, *(chosen if name == "transfer" else [])])
-            # the model first, then its metrics linked to it in one write (see tracking.log_factor_model)
+            # the model first, then its metrics linked to it, with the params and curves, in one write (see
+            # tracking.log_factor_model)
             uri = tracking.log_factor_model(child.uri, child.run_id, report.model) if name in log_models else None
-            child.log_params(params.get(name, {}))
-            if report.fit is not None:
-                tracking.log_history(child.uri, child.run_id, report.fit.history)
-            child.log_metrics(_stage_metrics(report), model_uri=uri)
-            if report.test.ctr is not None:
-                child.set_tags({"ctr_estimator": report.test.ctr.estimator})
+            tracking.log_run_data(child.uri, child.run_id, metrics=_stage_metrics(report), model_uri=uri,
+                                  params=params.get(name, {}),
+                                  history=report.fit.history if report.fit is not None else None)
         logged[name] = ModelReport(report.name, report.model, report.val, report.test, report.fit, child.run_id,
                                    uri)
     return logged

@@ -75,11 +75,10 @@ def log_refit(refit: Refit, evaluated: ModelReport, run: tracking.TrackingContex
                    started_seconds_ago=refit.seconds) as child:
         child.log_datasets([replace(d, context="training") for d in datasets if d.context != "source"])
         model_uri = tracking.log_factor_model(child.uri, child.run_id, refit.model)
-        child.log_params({"model": refit.winner, "refit": "train+validation+test",
-                          **{f"refit.{k}": v for k, v in refit.params.items()}})
-        child.log_metrics({**{f"refit/rows_{part}": rows for part, rows in refit.rows.items()},
-                           "refit/seconds": refit.seconds,
-                           **{f"evaluated/val/{k}": v for k, v in evaluated.val.metrics.items()},
-                           **{f"evaluated/test/{k}": v for k, v in evaluated.test.metrics.items()}},
-                          model_uri=model_uri)
+        params = {"model": refit.winner, "refit": "train+validation+test",
+                  **{f"refit.{k}": v for k, v in refit.params.items()}}
+        metrics = {**{f"refit/rows_{part}": rows for part, rows in refit.rows.items()}, "refit/seconds": refit.seconds,
+                   **{f"evaluated/val/{k}": v for k, v in evaluated.val.metrics.items()},
+                   **{f"evaluated/test/{k}": v for k, v in evaluated.test.metrics.items()}}
+        tracking.log_run_data(child.uri, child.run_id, params=params, metrics=metrics, model_uri=model_uri)
     return Served(refit, child.run_id, model_uri, evaluated.run_id, evaluated.model_uri)

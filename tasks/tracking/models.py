@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import mlflow.pyfunc
 import pandas as pd
 from mlflow.exceptions import MlflowException
-from mlflow.models import ModelSignature
+from mlflow.models import Model, ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 from mlflow.types.schema import Array
 
@@ -63,10 +64,11 @@ def _stage_serving_code(folder: Path) -> list[str]:
 def log_factor_model(uri: str, run_id: str, model: FactorModel) -> str:
     """Log ``model`` as an MLflow pyfunc model of run ``run_id``; returns its model URI.
 
-    The run is left open (its status is not changed). Log the model *before* the run's metrics: MLflow 3
-    links every metric already on the run to the new model by reading each metric's history (a query per
-    key, then the metrics written again): about half the time of logging a model after ~45 metrics. Pass the
-    returned URI to :func:`log_metrics` to link the metrics in the same single write.
+    The run is addressed by id (``Model.log(run_id=...)``, what ``mlflow.pyfunc.log_model`` calls for the active
+    run): it is neither made the thread's active run nor ended, so its status is not touched. Log the model
+    *before* the run's metrics: MLflow 3 links every metric already on the run to the new model by reading each
+    metric's history (a query per key, then the metrics written again): about half the time of logging a model
+    after ~45 metrics. Pass the returned URI to :func:`log_metrics` to link the metrics in the same single write.
     """
     client(uri)
     with tempfile.TemporaryDirectory(prefix="transferrec-model-") as tmp:
@@ -76,20 +78,18 @@ def log_factor_model(uri: str, run_id: str, model: FactorModel) -> str:
         example = pd.DataFrame({"user_id": [str(model.user_ids[0]) if len(model.user_ids) else "a-new-user"]})
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with mlflow.start_run(run_id=run_id, log_system_metrics=False) as active:
-                info = mlflow.pyfunc.log_model(
-                    name=MODEL_ARTIFACT,
-                    python_model=str(Path(__file__).parents[1] / "serving_entry.py"),
-                    artifacts={FACTORS_ARTIFACT: str(factors)},
-                    signature=SIGNATURE,
-                    input_example=example,
-                    pip_requirements=serving_requirements(),
-                    code_paths=code_paths,
-                )
-                run_status = active.info.status
-    # start_run(run_id=...) ends the run on exit; restore the running state for the caller.
-    if run_status == "RUNNING":
-        client(uri).update_run(run_id, status="RUNNING")
+            info = Model.log(
+                artifact_path=None,
+                name=MODEL_ARTIFACT,
+                flavor=mlflow.pyfunc,
+                run_id=run_id,
+                python_model=str(Path(__file__).parents[1] / "serving_entry.py"),
+                artifacts={FACTORS_ARTIFACT: str(factors)},
+                signature=SIGNATURE,
+                input_example=example,
+                pip_requirements=serving_requirements(),
+                code_paths=code_paths,
+            )
     return info.model_uri
 
 

@@ -130,35 +130,7 @@ def logged_model_id(model_uri: str | None) -> str | None:
     return model_uri.removeprefix("models:/") if model_uri and model_uri.startswith("models:/m-") else None
 
 
-def log_metrics(uri: str, run_id: str, metrics: dict[str, float], *, step: int = 0,
-                model_uri: str | None = None) -> None:
-    """Log metrics in one batch (keys like ``test/ndcg_at_10``); with ``model_uri`` (a logged model's
-    ``models:/m-...``) they are also the logged model's metrics (MLflow's model page shows them)."""
-    now = int(time.time() * 1000)
-    model_id = logged_model_id(model_uri)
-    batch = [Metric(k, v, now, step, model_id=model_id) for k, v in _clean_metrics(metrics).items()]
-    if batch:
-        client(uri).log_batch(run_id, metrics=batch, synchronous=True)
-
-
-def log_params(uri: str, run_id: str, params: dict[str, Any]) -> None:
-    """Log params in batches (values stringified, cut at MLflow's 6000-character limit)."""
-    items = [Param(k, str(v)[:6000]) for k, v in params.items()]
-    for start in range(0, len(items), 100):
-        client(uri).log_batch(run_id, params=items[start:start + 100], synchronous=True)
-
-
-def set_tags(uri: str, run_id: str, tags: dict[str, Any]) -> None:
-    """Set run tags."""
-    client(uri).log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()], synchronous=True)
-
-
-def log_history(uri: str, run_id: str, history: list[dict[str, float]], *, prefix: str = "curve/") -> None:
-    """Per-epoch learning curves with step = epoch, as ``curve/train_loss``, ``curve/val_ndcg_at_10``...
-
-    They get their own prefix so that ``val/...`` and ``test/...`` stay the final, comparable numbers.
-    """
-    now = int(time.time() * 1000)
+def _history_metrics(history: list[dict[str, float]], prefix: str, now: int) -> list[Metric]:
     batch = []
     for entry in history:
         epoch = int(entry.get("epoch", 0))
@@ -166,8 +138,59 @@ def log_history(uri: str, run_id: str, history: list[dict[str, float]], *, prefi
             if key in ("epoch", "step") or value is None or math.isnan(value):
                 continue
             batch.append(Metric(f"{prefix}{key.replace('/', '_')}", float(value), now, epoch))
-    for start in range(0, len(batch), 500):
-        client(uri).log_batch(run_id, metrics=batch[start:start + 500], synchronous=True)
+    return batch
+
+
+#: Most entries MLflow takes in one ``log_batch`` (metrics, params and tags together), and most params (or tags).
+MAX_BATCH, MAX_BATCH_PARAMS_TAGS = 1000, 100
+
+
+def log_run_data(uri: str, run_id: str, *, metrics: dict[str, float] | None = None, step: int = 0,
+                 model_uri: str | None = None, params: dict[str, Any] | None = None,
+                 history: list[dict[str, float]] | None = None, history_prefix: str = "curve/",
+                 tags: dict[str, Any] | None = None) -> None:
+    """Metrics, params, per-epoch history and tags of a run in as few writes as MLflow takes (one for a model's
+    child run): each store write costs about as much as a few dozen metrics in it.
+
+    ``metrics``: keys like ``test/ndcg_at_10`` at ``step``; with ``model_uri`` (a logged model's ``models:/m-...``)
+    they are also the logged model's metrics (MLflow's model page shows them). ``params``: values stringified, cut
+    at MLflow's 6000-character limit. ``history``: per-epoch learning curves with step = epoch, as
+    ``curve/train_loss``, ``curve/val_ndcg_at_10``... (their own prefix, so that ``val/...`` and ``test/...``
+    stay the final, comparable numbers)."""
+    now = int(time.time() * 1000)
+    model_id = logged_model_id(model_uri)
+    pending_metrics = [Metric(k, v, now, step, model_id=model_id) for k, v in _clean_metrics(metrics or {}).items()]
+    pending_metrics += _history_metrics(history or [], history_prefix, now)
+    pending_params = [Param(k, str(v)[:6000]) for k, v in (params or {}).items()]
+    pending_tags = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+    while pending_metrics or pending_params or pending_tags:
+        cut = MAX_BATCH_PARAMS_TAGS
+        tags_now, pending_tags = pending_tags[:cut], pending_tags[cut:]
+        params_now, pending_params = pending_params[:cut], pending_params[cut:]
+        cut = MAX_BATCH - len(tags_now) - len(params_now)
+        metrics_now, pending_metrics = pending_metrics[:cut], pending_metrics[cut:]
+        client(uri).log_batch(run_id, metrics=metrics_now, params=params_now, tags=tags_now, synchronous=True)
+
+
+def log_metrics(uri: str, run_id: str, metrics: dict[str, float], *, step: int = 0,
+                model_uri: str | None = None) -> None:
+    """Log metrics in one batch (see :func:`log_run_data`)."""
+    log_run_data(uri, run_id, metrics=metrics, step=step, model_uri=model_uri)
+
+
+def log_params(uri: str, run_id: str, params: dict[str, Any]) -> None:
+    """Log params in batches (see :func:`log_run_data`)."""
+    log_run_data(uri, run_id, params=params)
+
+
+def set_tags(uri: str, run_id: str, tags: dict[str, Any]) -> None:
+    """Set run tags."""
+    log_run_data(uri, run_id, tags=tags)
+
+
+def log_history(uri: str, run_id: str, history: list[dict[str, float]], *, prefix: str = "curve/") -> None:
+    """Per-epoch learning curves with step = epoch (see :func:`log_run_data`)."""
+    log_run_data(uri, run_id, history=history, history_prefix=prefix)
 
 
 @dataclass(frozen=True)

@@ -85,6 +85,24 @@ def test_live_curves_are_written_in_the_background_and_all_in_when_the_run_ends(
     assert any("live curve of scratch not logged" in r.getMessage() for r in caplog.records)
 
 
+def test_a_runs_metrics_params_curves_and_tags_go_in_batches_within_mlflows_bounds(mlflow_uri):
+    """More than MLflow takes in one write (1,000 entries, 100 params): everything arrives, split into batches."""
+    exp = tracking.ensure_experiment(mlflow_uri, "t")
+    metrics = {f"test/m{i}": i / 10 for i in range(1100)}
+    params = {f"p{i}": i for i in range(150)}
+    history = [{"epoch": e, "train_loss": 1.0 / (e + 1), "val/ndcg_at_10": 0.1 * e} for e in range(3)]
+    with tracking.run_context(mlflow_uri, exp, "big") as run_id:
+        tracking.log_run_data(mlflow_uri, run_id, metrics={**metrics, "nan": float("nan")}, params=params,
+                              history=history, tags={f"t{i}": i for i in range(120)})
+    run = mlflow.MlflowClient(mlflow_uri).get_run(run_id)
+    assert {k: v for k, v in run.data.metrics.items() if k.startswith("test/")} == pytest.approx(metrics)
+    assert "nan" not in run.data.metrics
+    assert run.data.params == {k: str(v) for k, v in params.items()}
+    assert all(run.data.tags[f"t{i}"] == str(i) for i in range(120))
+    curve = mlflow.MlflowClient(mlflow_uri).get_metric_history(run_id, "curve/val_ndcg_at_10")
+    assert [(m.step, m.value) for m in curve] == [(e, pytest.approx(0.1 * e)) for e in range(3)]
+
+
 def test_registration_is_all_or_nothing(mlflow_uri):
     exp = tracking.ensure_experiment(mlflow_uri, "t")
     with tracking.run_context(mlflow_uri, exp, "m") as run_id:
