@@ -80,10 +80,10 @@ def select_source(
                      "source_domains": ",".join(source.spec.domains), "source_dataset": source.profile.dataset,
                      "embedder": ready.embeddings.embedder if ready.embeddings else "none"})
         with run.child(tracking.probe_run_name(name), tags={"role": "candidate", "source": name}) as probe_run:
-            probe_run.log_metrics({**{f"signal/{k}": v for k, v in signals.items() if k != PROBE},
-                                   "val/ndcg_at_10": signals[PROBE]})
-            probe_run.log_params({"source_model": source.spec.registered_name, "source_version": source.version,
-                                  "item_match": item_match, "shared_users": shared_users})
+            tracking.log_run_data(probe_run.uri, probe_run.run_id, metrics={
+                **{f"signal/{k}": v for k, v in signals.items() if k != PROBE}, "val/ndcg_at_10": signals[PROBE]
+            }, params={"source_model": source.spec.registered_name, "source_version": source.version,
+                       "item_match": item_match, "shared_users": shared_users})
         probe_runs[name] = probe_run.run_id
     table, rationale, signal = rank_candidates(rows, selection.weights)
     chosen = str(table.row(0, named=True)["name"])
