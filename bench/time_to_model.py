@@ -102,6 +102,7 @@ def plain_pipeline(config: Any, sources_file: Path) -> dict[str, float]:
     # name -> (FactorModel, DomainProfile), from the folders their own save() wrote (arrays without pickle)
     sources = {folder.name: (FactorModel.load(folder / "model"), DomainProfile.load(folder / "profile"))
                for folder in sorted(sources_file.iterdir())}
+    joint = JointTrain.of_split(dataset.interactions, dataset.items, split)  # in the flow's sources stage too
     lap("sources")
     item_match, shared_users = resolve_matching(config.sources, same_dataset=True)
     target = target_profile(split, dataset.name, config.sources.embedder, cache=embedding_cache())
@@ -117,7 +118,6 @@ def plain_pipeline(config: Any, sources_file: Path) -> dict[str, float]:
     lap("select")
     seed = config.split.seed
     encoded = EncodedTrain.of(split.train, split.catalogue["item_id"].to_numpy().astype(object))
-    joint = JointTrain.of_split(dataset.interactions, dataset.items, split)
     with ThreadPoolExecutor(max_workers=4) as pool:
         jobs = {
             "transfer": pool.submit(fine_tune, prepared[chosen].model, split, config=config.finetune, seed=seed,

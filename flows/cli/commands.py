@@ -119,10 +119,26 @@ def _validate_folder(args: argparse.Namespace, data: Any) -> int:
     return 0
 
 
+def _prepare_while_the_api_starts(config: Any) -> None:
+    """What the onboarding needs first and last, done while Prefect's temporary API starts (a fresh command
+    otherwise waits for it idle when its own imports finish first): the tracking store opened (MLflow's SQL store,
+    its import and schema check, about a second) and the plots' backend imported. A store that fails here is left
+    to the flow, which reports it on its run."""
+    from models.evaluation.plots import load_backend
+    from tasks import tracking
+
+    try:
+        tracking.client(config.tracking.tracking_uri or tracking.default_tracking_uri())
+    except Exception:  # noqa: BLE001, S110 - the flow's prepare-tracking meets it again and reports it
+        pass
+    load_backend()
+
+
 def _run_onboard(config: Any) -> Any:
     from flows.onboard import onboard_domain_flow
     from tasks.runtime import await_prefect_api
 
+    _prepare_while_the_api_starts(config)
     await_prefect_api()
     return onboard_domain_flow(config)
 

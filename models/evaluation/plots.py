@@ -15,6 +15,11 @@ def _pyplot() -> Any:
     return pyplot
 
 
+def load_backend() -> None:
+    """Import matplotlib's Agg backend now (about half a second the first time), not at the first plot."""
+    _pyplot()
+
+
 def figure(width: float = 6.0) -> tuple[Any, Any]:
     """A new (figure, axes) of the Agg backend."""
     return _pyplot().subplots(figsize=(width, 4))

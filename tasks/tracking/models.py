@@ -64,13 +64,16 @@ def _stage_serving_code(folder: Path) -> list[str]:
 def log_factor_model(uri: str, run_id: str, model: FactorModel) -> str:
     """Log ``model`` as an MLflow pyfunc model of run ``run_id``; returns its model URI.
 
-    The run is addressed by id (``Model.log(run_id=...)``, what ``mlflow.pyfunc.log_model`` calls for the active
-    run): it is neither made the thread's active run nor ended, so its status is not touched. Log the model
+    The run is addressed by id: the logged model is created in the run's experiment
+    (``mlflow.initialize_logged_model``) and filled by ``Model.log(run_id=..., model_id=...)``, what
+    ``mlflow.pyfunc.log_model`` calls for the active run; the run is neither made the thread's active run nor
+    ended, so its status is not touched (``Model.log`` alone would put the model in the default experiment,
+    under ``./mlruns``). Log the model
     *before* the run's metrics: MLflow 3 links every metric already on the run to the new model by reading each
     metric's history (a query per key, then the metrics written again): about half the time of logging a model
     after ~45 metrics. Pass the returned URI to :func:`log_metrics` to link the metrics in the same single write.
     """
-    client(uri)
+    experiment_id = client(uri).get_run(run_id).info.experiment_id
     with tempfile.TemporaryDirectory(prefix="transferrec-model-") as tmp:
         factors = model.save(Path(tmp) / FACTORS_ARTIFACT)
         code_paths = _stage_serving_code(Path(tmp) / "code")
@@ -78,11 +81,14 @@ def log_factor_model(uri: str, run_id: str, model: FactorModel) -> str:
         example = pd.DataFrame({"user_id": [str(model.user_ids[0]) if len(model.user_ids) else "a-new-user"]})
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            logged = mlflow.initialize_logged_model(name=MODEL_ARTIFACT, source_run_id=run_id,
+                                                    experiment_id=experiment_id)
             info = Model.log(
                 artifact_path=None,
                 name=MODEL_ARTIFACT,
                 flavor=mlflow.pyfunc,
                 run_id=run_id,
+                model_id=logged.model_id,
                 python_model=str(Path(__file__).parents[1] / "serving_entry.py"),
                 artifacts={FACTORS_ARTIFACT: str(factors)},
                 signature=SIGNATURE,

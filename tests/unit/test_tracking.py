@@ -152,15 +152,23 @@ def test_default_tracking_uri_is_sqlite_in_the_working_directory(tmp_path, monke
     assert tracking.default_tracking_uri(tmp_path) == "http://tracking:5000"
 
 
-def test_metrics_logged_after_the_model_are_linked_to_it(mlflow_uri):
+def test_metrics_logged_after_the_model_are_linked_to_it(mlflow_uri, tmp_path, monkeypatch):
+    """The model is the run's output, in the run's experiment and artifact root (never the default experiment's
+    ``./mlruns``), READY; logging it leaves the run running; metrics logged after it are linked to it."""
+    monkeypatch.chdir(tmp_path)
     exp = tracking.ensure_experiment(mlflow_uri, "t")
     with tracking.run_context(mlflow_uri, exp, "m") as run_id:
         uri = tracking.log_factor_model(mlflow_uri, run_id, tiny_model())
+        assert mlflow.MlflowClient(mlflow_uri).get_run(run_id).info.status == "RUNNING"
         tracking.log_metrics(mlflow_uri, run_id, {"test/ndcg_at_10": 0.25, "fit/epochs": 3.0}, model_uri=uri)
     client = mlflow.MlflowClient(mlflow_uri)
     assert client.get_run(run_id).data.metrics == {"test/ndcg_at_10": 0.25, "fit/epochs": 3.0}
-    linked = client.get_logged_model(tracking.logged_model_id(uri)).metrics
-    assert {m.key: m.value for m in linked} == {"test/ndcg_at_10": 0.25, "fit/epochs": 3.0}
+    logged = client.get_logged_model(tracking.logged_model_id(uri))
+    assert {m.key: m.value for m in logged.metrics} == {"test/ndcg_at_10": 0.25, "fit/epochs": 3.0}
+    assert logged.experiment_id == exp and str(logged.status) == "READY" and logged.source_run_id == run_id
+    assert logged.artifact_location.startswith(client.get_experiment(exp).artifact_location)
+    assert [o.model_id for o in client.get_run(run_id).outputs.model_outputs] == [logged.model_id]
+    assert not (tmp_path / "mlruns").exists()
     assert tracking.logged_model_id("models:/transferrec-x/1") is None
 
 
