@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.evaluation.uncertainty import resample_counts
+from models.evaluation.uncertainty import resample_counts, subset_resample_counts
 
 ESTIMATOR = "logged-slate re-rank"
 
@@ -168,8 +168,10 @@ def off_policy_table(target_probabilities: dict[str, np.ndarray], logging_propen
                      clicks: np.ndarray, *, estimators: tuple[str, ...] = (IPS, SNIPS), n_bootstrap: int = 1000,
                      confidence: float = 0.95, seed: int = 0) -> dict[str, dict[str, OffPolicyResult]]:
     """:func:`off_policy_ctr` of several policies and estimators on the same logged impressions, by policy name
-    then estimator: the bootstrap draws depend only on the impressions and the seed, so one set serves every
-    policy and estimator (each gets the interval its own call gives)."""
+    then estimator. A policy's bootstrap resamples the ``n`` impressions but draws only the counts of those it
+    would show (:func:`~models.evaluation.uncertainty.subset_resample_counts`: exact, and the cost grows with
+    them, not with ``n``), from the seed: one set serves both estimators, and each policy gets the interval its
+    own call gives."""
     p0 = np.asarray(logging_propensity, dtype=np.float64)
     clicked = np.asarray(clicks, dtype=np.float64)
     names = list(target_probabilities)
@@ -183,42 +185,30 @@ def off_policy_table(target_probabilities: dict[str, np.ndarray], logging_propen
         raise ValueError(f"unknown estimator {unknown[0]!r}: use {IPS} or {SNIPS}")
     weights = pi / p0  # (policies, n)
     n = len(p0)
-    rewards = weights * clicked
-
-    def estimate(counts: np.ndarray, estimator: str) -> np.ndarray:
-        """(k, policies): the estimator on each resample, given how often each impression was drawn into it."""
-        hits = counts @ rewards.T
-        if estimator == IPS:
-            return hits / n
-        total = counts @ weights.T
-        return np.divide(hits, total, out=np.zeros_like(total), where=total > 0)
-
-    def drawn(picks: np.ndarray) -> np.ndarray:
-        """(k, n) counts of each impression in each of the k resamples ``picks`` (k, n): a product with them is
-        the resample's sum, without gathering the weights of every drawn row (at 200,000 impressions that took
-        about 3 s a policy and estimator)."""
-        offsets = np.arange(len(picks))[:, None] * n
-        return np.bincount((picks + offsets).ravel(), minlength=len(picks) * n).reshape(len(picks), n).astype(
-            np.float64)
-
-    rng = np.random.default_rng(seed)
-    samples: dict[str, list[np.ndarray]] = {name: [] for name in estimators}
-    for start in range(0, n_bootstrap, 100):
-        picks = rng.integers(0, n, size=(min(100, n_bootstrap - start), n))
-        for low in range(0, len(picks), 25):  # counts of 25 resamples at a time: 400 bytes an impression
-            counts = drawn(picks[low:low + 25])
-            for name in estimators:
-                samples[name].append(estimate(counts, name))
     tail = (1.0 - confidence) / 2.0
-    drawn_values = {name: np.concatenate(parts) for name, parts in samples.items()}  # (resamples, policies)
     out: dict[str, dict[str, OffPolicyResult]] = {}
     for index, policy in enumerate(names):
         w, total = weights[index], weights[index].sum()
+        # an impression the policy would not show adds nothing to a resample's sums: only the others' counts are
+        # drawn, from the seed, so a policy's interval is the one its own call gives whatever else is compared
+        shown = np.flatnonzero(w)
+        shown_weights = w[shown]
+        shown_rewards = shown_weights * clicked[shown]
+        resampled: dict[str, list[np.ndarray]] = {name: [] for name in estimators}
+        # 25 resamples at a time: their counts take 200 bytes a shown impression
+        for counts in subset_resample_counts(n, len(shown), n_bootstrap=n_bootstrap, seed=seed, batch=25):
+            hits = counts @ shown_rewards  # each resample's sum, without gathering every drawn row
+            if IPS in resampled:
+                resampled[IPS].append(hits / n)
+            if SNIPS in resampled:
+                drawn_weight = counts @ shown_weights
+                resampled[SNIPS].append(np.divide(hits, drawn_weight, out=np.zeros_like(hits),
+                                                  where=drawn_weight > 0))
         points = {IPS: float((w * clicked).mean()), SNIPS: float((w * clicked).sum() / total) if total > 0 else 0.0}
         effective = float(total ** 2 / max((w ** 2).sum(), 1e-12))
         out[policy] = {}
         for name in estimators:
-            values = drawn_values[name][:, index]
+            values = np.concatenate(resampled[name])
             out[policy][name] = OffPolicyResult(
                 estimator=name, ctr=points[name], low=float(np.quantile(values, tail)),
                 high=float(np.quantile(values, 1.0 - tail)), impressions=n, effective_sample_size=effective)

@@ -260,8 +260,9 @@ def off_policy_by_model(models: dict[str, FactorModel], task: RankingTask, impre
                         *, seed: int = 0) -> dict[str, dict[str, OffPolicyResult]]:
     """IPS and SNIPS CTR of each model's policy "show its top-1 item" (seen items excluded, as in the ranking),
     by model name, from logged impressions with a ``propensity`` column (see :mod:`models.evaluation.ctr`);
-    impressions of users outside ``task`` are not used; empty for each model when no impression is usable. One
-    set of bootstrap resamples serves every model (:func:`~models.evaluation.ctr.off_policy_table`)."""
+    impressions of users outside ``task`` are not used; empty for each model when no impression is usable. Each
+    model's bootstrap draws only the impressions its policy would show
+    (:func:`~models.evaluation.ctr.off_policy_table`)."""
     rows = index_of(task.user_ids, impressions[USER_ID])
     cols = index_of(task.item_ids, impressions[ITEM_ID])
     keep = (rows >= 0) & (cols >= 0)

@@ -50,17 +50,22 @@ def test_bad_inputs_are_refused():
 
 def test_the_bootstrap_counts_give_the_intervals_of_gathering_every_drawn_impression():
     """One set of resamples serves IPS and SNIPS: each interval equals a reference bootstrap that gathers the drawn
-    impressions' weights (the same draws: 100 resamples of n at a time from the seed)."""
+    impressions' weights, from the same draws (25 resamples at a time from the seed: how many of each resample's n
+    draws land on an impression the policy would show, then which of those impressions)."""
     from models.evaluation.ctr import off_policy_table
 
     rng = np.random.default_rng(3)
     n = 700
     target, propensity, clicks = (rng.random(n) < 0.3).astype(float), rng.uniform(0.05, 0.9, n), rng.random(n) < 0.2
     weights, clicked = target / propensity, clicks.astype(float)
-    draws = np.random.default_rng(11)
-    picks = np.concatenate([draws.integers(0, n, size=(100, n)) for _ in range(3)])
-    reference = {IPS: (weights[picks] * clicked[picks]).mean(axis=1),
-                 SNIPS: (weights[picks] * clicked[picks]).sum(axis=1) / weights[picks].sum(axis=1)}
+    shown = np.flatnonzero(target)
+    draws, reference = np.random.default_rng(11), {IPS: [], SNIPS: []}
+    for _ in range(300 // 25):
+        inside = draws.binomial(n, len(shown) / n, size=25)
+        picks = shown[draws.integers(0, len(shown), size=inside.sum())]
+        for drawn in np.split(picks, np.cumsum(inside)[:-1]):
+            reference[IPS].append((weights[drawn] * clicked[drawn]).sum() / n)
+            reference[SNIPS].append((weights[drawn] * clicked[drawn]).sum() / weights[drawn].sum())
     both = off_policy_table({"p": target}, propensity, clicks, n_bootstrap=300, seed=11)["p"]
     for name, samples in reference.items():
         alone = off_policy_ctr(target, propensity, clicks, estimator=name, n_bootstrap=300, seed=11)
@@ -68,6 +73,25 @@ def test_the_bootstrap_counts_give_the_intervals_of_gathering_every_drawn_impres
         assert alone.low == pytest.approx(np.quantile(samples, 0.025), rel=1e-12)
         assert alone.high == pytest.approx(np.quantile(samples, 0.975), rel=1e-12)
         assert alone.low < alone.ctr < alone.high
+
+
+def test_drawing_only_the_shown_impressions_gives_the_intervals_of_the_whole_bootstrap():
+    """The same intervals, within the bootstrap's own noise, as resampling all n impressions (most of which no
+    policy would show), gathered the plain way."""
+    from models.evaluation.ctr import off_policy_table
+
+    rng = np.random.default_rng(8)
+    n = 2000
+    target, propensity, clicks = (rng.random(n) < 0.05).astype(float), rng.uniform(0.05, 0.9, n), rng.random(n) < 0.4
+    weights, clicked = target / propensity, clicks.astype(float)
+    picks = np.random.default_rng(1).integers(0, n, size=(4000, n))
+    whole = {IPS: (weights[picks] * clicked[picks]).mean(axis=1),
+             SNIPS: (weights[picks] * clicked[picks]).sum(axis=1) / weights[picks].sum(axis=1)}
+    table = off_policy_table({"p": target}, propensity, clicks, n_bootstrap=4000, seed=2)["p"]
+    for name, samples in whole.items():
+        width = np.quantile(samples, 0.975) - np.quantile(samples, 0.025)
+        assert table[name].low == pytest.approx(np.quantile(samples, 0.025), abs=0.05 * width)
+        assert table[name].high == pytest.approx(np.quantile(samples, 0.975), abs=0.05 * width)
 
 
 def test_policies_on_one_set_of_draws_get_the_intervals_of_their_own_calls():

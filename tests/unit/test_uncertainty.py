@@ -85,3 +85,22 @@ def test_columns_resampled_together_equal_each_resampled_alone():
             [alone.estimate, alone.low, alone.high], abs=1e-12)
     with pytest.raises(ValueError, match="one length"):
         mean_intervals({"a": a, "short": a[:10]})
+
+
+def test_the_counts_of_a_subset_of_rows_are_distributed_as_in_the_whole_bootstrap():
+    """Each row's count in a resample of n rows is Binomial(n, 1/n) (mean 1, variance 1 - 1/n), two rows' counts
+    have covariance -1/n, and a resample never holds more than n draws: the subset's counts keep all three."""
+    from models.evaluation.uncertainty import subset_resample_counts
+
+    n, m = 40, 6
+    counts = np.concatenate(list(subset_resample_counts(n, m, n_bootstrap=40_000, seed=4, batch=1000)))
+    assert counts.shape == (40_000, m) and (counts >= 0).all() and (counts.sum(axis=1) <= n).all()
+    np.testing.assert_allclose(counts.mean(axis=0), 1.0, atol=0.03)
+    np.testing.assert_allclose(counts.var(axis=0), 1 - 1 / n, atol=0.04)
+    covariance = np.cov(counts, rowvar=False)[~np.eye(m, dtype=bool)]
+    np.testing.assert_allclose(covariance, -1 / n, atol=0.02)
+    assert np.array_equal(np.concatenate(list(subset_resample_counts(n, n, n_bootstrap=50, seed=1))).sum(axis=1),
+                          np.full(50, n))  # every row in the subset: every draw lands in it
+    assert next(subset_resample_counts(n, 0, n_bootstrap=3, seed=1)).shape == (3, 0)
+    with pytest.raises(ValueError, match="subset"):
+        next(subset_resample_counts(5, 6, n_bootstrap=3, seed=1))
