@@ -159,6 +159,7 @@ def _read_cached(file: Path, rows: int) -> np.ndarray | None:
 def _write_cached(file: Path, vectors: np.ndarray) -> None:
     """Write ``file`` whole or not at all (another process reading it never sees half of it); a folder that
     cannot be written only means no cache."""
+    temporary = None
     try:
         file.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(dir=file.parent, suffix=".npy.tmp")
@@ -166,7 +167,8 @@ def _write_cached(file: Path, vectors: np.ndarray) -> None:
             np.save(out, vectors, allow_pickle=False)
         os.replace(temporary, file)
     except OSError:
-        pass
+        if temporary is not None:  # a full disk: no half-written file stays behind
+            Path(temporary).unlink(missing_ok=True)
 
 
 def embed_minilm(texts: list[str], model=None, *, cache: Path | None = None) -> np.ndarray:
