@@ -15,12 +15,17 @@ from tasks import tracking
 from tasks.runtime import retry_transient, run_key
 
 
+def resolved_tracking_uri(config: TrackingConfig) -> str:
+    """The store a flow of ``config`` logs to: its ``tracking_uri``, else the default (:mod:`tasks.tracking`)."""
+    return config.tracking_uri or tracking.default_tracking_uri()
+
+
 @task(name="prepare-tracking", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 3],
       retry_condition_fn=retry_transient)
 def prepare_tracking(config: TrackingConfig, experiment: str, domain: str | None = None) -> tuple[str, str]:
     """Resolve the tracking URI, create the store's schema and the experiment (of ``domain``) once; return
     (uri, id)."""
-    uri = config.tracking_uri or tracking.default_tracking_uri()
+    uri = resolved_tracking_uri(config)
     return uri, tracking.ensure_experiment(uri, experiment, domain=domain)
 
 

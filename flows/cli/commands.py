@@ -126,9 +126,10 @@ def _prepare_while_the_api_starts(config: Any) -> None:
     to the flow, which reports it on its run."""
     from models.evaluation.plots import load_backend
     from tasks import tracking
+    from tasks.setup import resolved_tracking_uri
 
     try:
-        tracking.client(config.tracking.tracking_uri or tracking.default_tracking_uri())
+        tracking.client(resolved_tracking_uri(config.tracking))
     except Exception:  # noqa: BLE001, S110 - the flow's prepare-tracking meets it again and reports it
         pass
     load_backend()

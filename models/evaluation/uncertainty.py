@@ -58,8 +58,8 @@ def resample_counts(n: int, *, n_bootstrap: int, seed: int, batch: int = 100) ->
 def subset_resample_counts(n: int, m: int, *, n_bootstrap: int, seed: int,
                            batch: int = 100) -> Iterator[np.ndarray]:
     """The bootstrap resamples of ``n`` rows (``n`` draws with replacement each), as counts (batch, m) of ``m`` of
-    them alone: all a statistic needs when every other row adds nothing to it (an impression no policy would
-    show). Exact in distribution, not an approximation: of a resample's ``n`` draws, Binomial(``n``, ``m``/``n``)
+    them alone: all a statistic needs when every other row adds nothing to it (an impression a policy would
+    not show). Exact in distribution, not an approximation: of a resample's ``n`` draws, Binomial(``n``, ``m``/``n``)
     land on the ``m`` rows, each on one of them uniformly at random. The cost grows with ``m``, not ``n``."""
     if not 0 <= m <= n:
         raise ValueError(f"a subset of {m} rows of {n}")

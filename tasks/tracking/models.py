@@ -68,10 +68,12 @@ def log_factor_model(uri: str, run_id: str, model: FactorModel) -> str:
     (``mlflow.initialize_logged_model``) and filled by ``Model.log(run_id=..., model_id=...)``, what
     ``mlflow.pyfunc.log_model`` calls for the active run; the run is neither made the thread's active run nor
     ended, so its status is not touched (``Model.log`` alone would put the model in the default experiment,
-    under ``./mlruns``). Log the model
-    *before* the run's metrics: MLflow 3 links every metric already on the run to the new model by reading each
-    metric's history (a query per key, then the metrics written again): about half the time of logging a model
-    after ~45 metrics. Pass the returned URI to :func:`log_metrics` to link the metrics in the same single write.
+    under ``./mlruns``).
+
+    Log the model *before* the run's metrics: MLflow 3 links every metric already on the run to the new model by
+    reading each metric's history (a query per key, then the metrics written again): about half the time of
+    logging a model after ~45 metrics. Pass the returned URI to :func:`log_metrics` to link the metrics in the
+    same single write.
     """
     experiment_id = client(uri).get_run(run_id).info.experiment_id
     with tempfile.TemporaryDirectory(prefix="transferrec-model-") as tmp:
