@@ -1,7 +1,8 @@
 """Ideas to make transfer better, each measured on the product's split against the default fine-tune: fine-tuning
 hyper-parameters, validated blends with a target-only or a joint peer, and item vectors solved in closed form on
 frozen source user vectors: the network source's (not adopted) and an implicit-ALS source's (the closed-form
-recipe, adopted), and variants of that recipe (not adopted). The ideas docs/benchmarks.md reports as tried.
+recipe, adopted), and variants of that recipe (its users' recency step adopted, the others not). The ideas
+docs/benchmarks.md reports as tried.
 
 Usage (after `bench/quality.py` has registered the genres' source models in bench/results/mlflow.db):
 
@@ -10,6 +11,9 @@ Usage (after `bench/quality.py` has registered the genres' source models in benc
         Horror:0.1:0,Crime:0.1:0,Sci-Fi:0.1:0,Thriller:0.1:0,Adventure:0.1:0,Horror:0.3:1,Crime:0.3:1,Thriller:0.3:1
     python bench/transfer_variants.py --cells Horror:0.1:0,Crime:0.1:0 --closed-form
     python bench/transfer_variants.py --cells Horror,Crime,Thriller,Adventure --recipes
+    python bench/transfer_variants.py --recency --cells \
+        Horror:0.05:0,Horror:0.1:0,Horror:0.3:0,Crime:0.05:0,Crime:0.1:0,Crime:0.3:0,\
+        Thriller:0.05:0,Thriller:0.1:0,Thriller:0.3:0,Adventure:0.05:0,Adventure:0.1:0,Adventure:0.3:0
     python bench/transfer_variants.py --recipe-variants --cells \
         Horror:0.05:0,Horror:0.1:0,Horror:0.3:0,Crime:0.05:0,Crime:0.1:0,Crime:0.3:0,\
         Thriller:0.05:0,Thriller:0.1:0,Thriller:0.3:0,Adventure:0.05:0,Adventure:0.1:0,Adventure:0.3:0
@@ -26,6 +30,9 @@ registered source: it compares the closed-form recipe (its default grid) with
   (:data:`SOURCE_GRID`) instead of the fixed default;
 
 and prints each one's mean validation and test NDCG@10 over the cells beside the recipe's and the joint peers'.
+``--recency`` (no registered source either) does the same for the recipe's users' recency step: ``recency off``
+(the source model's own user vectors, the recipe before that step was adopted) and ``recency r / a``, the step at
+the other points (``recency``, ``recency_alpha``) of :data:`RECENCY_GRID`.
 """
 
 from __future__ import annotations
@@ -41,6 +48,8 @@ BLEND_WEIGHTS = tuple(round(0.1 * k, 1) for k in range(11))
 BIAS_FEATURES = (0.25, 0.5, 1.0, 2.0)
 #: ``--recipe-variants``' source grid: (factors, regularization) of the recipe's source model.
 SOURCE_GRID = ((64, 10.0), (64, 30.0), (128, 10.0), (128, 30.0))
+#: ``--recipe-variants``' recency points: (recency, recency_alpha) of the recipe's users' recency step.
+RECENCY_GRID = ((2.0, 5.0), (5.0, 5.0), (10.0, 5.0), (2.0, 20.0), (10.0, 20.0), (10.0, 50.0), (20.0, 50.0))
 
 
 def blend(a, b, weight: float, catalogue: np.ndarray):
@@ -73,23 +82,14 @@ def network_item_step(source, split, catalogue: np.ndarray, points: list[tuple[f
             for vectors in item_step(source.user_factors, users[keep], items[keep], len(catalogue), points)]
 
 
-def user_step(item_factors: np.ndarray, users: np.ndarray, items: np.ndarray, confidence: np.ndarray, n_users: int,
-              regularization: float) -> np.ndarray:
-    """One implicit-ALS user step on fixed ``item_factors``: ``x_u = (YᵀY + Σ α y yᵀ + reg·I)⁻¹ Σ (1 + α) y`` over
-    each user's pairs (repeats count once), ``α`` the pair's ``confidence``."""
-    y = np.asarray(item_factors, dtype=np.float64)
+def deduplicated(users: np.ndarray, items: np.ndarray, confidence: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each (user, item) pair once, at the confidence of its first row in (user, item) order."""
     order = np.lexsort((items, users))
     users, items, confidence = users[order], items[order], confidence[order]
     first = np.ones(len(users), dtype=bool)
     first[1:] = (users[1:] != users[:-1]) | (items[1:] != items[:-1])
-    users, items, confidence = users[first], items[first], confidence[first]
-    starts = np.searchsorted(users, np.arange(n_users + 1))
-    gram = y.T @ y + regularization * np.eye(y.shape[1])
-    out = np.zeros((n_users, y.shape[1]))
-    for user in range(n_users):
-        seen, weight = y[items[starts[user]:starts[user + 1]]], confidence[starts[user]:starts[user + 1]]
-        out[user] = np.linalg.solve(gram + (seen * weight[:, None]).T @ seen, ((1.0 + weight)[:, None] * seen).sum(0))
-    return out.astype(np.float32)
+    return users[first], items[first], confidence[first]
 
 
 def recipe_variants(joint, val, test, seed: int) -> dict[str, tuple[float, float]]:
@@ -99,8 +99,7 @@ def recipe_variants(joint, val, test, seed: int) -> dict[str, tuple[float, float
     from models.evaluation.ranking import ndcg_at
     from models.factors import FactorModel
     from models.transfer.als import fit_als_encoded
-    from models.transfer.closed_form import ClosedFormGrid, fit_closed_form_transfer, item_step
-    from models.transfer.joint import fit_joint_als, fit_joint_ease
+    from models.transfer.closed_form import ClosedFormGrid, fit_closed_form_transfer, item_step, user_step
 
     grid = ClosedFormGrid()
     recipe = fit_closed_form_transfer(joint, val, grid=grid, seed=seed)
@@ -120,8 +119,9 @@ def recipe_variants(joint, val, test, seed: int) -> dict[str, tuple[float, float
     items = source.item_factors.copy()
     items[:n_catalogue] = recipe.model.item_factors
     confidence = np.concatenate([np.full(n_source, grid.source_alpha), np.full(len(encoded.users) - n_source, alpha)])
+    pairs = deduplicated(encoded.users, encoded.items, confidence)  # repeats count once
     for step in (1, 2):
-        users = user_step(items, encoded.users, encoded.items, confidence, len(encoded.user_ids), grid.regularization)
+        users = user_step(items, *pairs, len(encoded.user_ids), l2=grid.regularization)
         items[:n_catalogue] = item_step(users, encoded.users[target], encoded.items[target], n_catalogue,
                                         [(alpha, l2)])[0]
         model = model_of(users, items[:n_catalogue].copy())
@@ -141,10 +141,35 @@ def recipe_variants(joint, val, test, seed: int) -> dict[str, tuple[float, float
              for f, r in SOURCE_GRID]
     chosen = max(tried, key=lambda t: t.val_ndcg_at_10)
     out["source grid"] = (chosen.val_ndcg_at_10, ndcg_at(chosen.model, test))
-    for name, fit in (("joint-als", fit_joint_als), ("joint-ease", fit_joint_ease)):
-        peer = fit(joint, val, seed=seed)
-        out[name] = (peer.val_ndcg_at_10, ndcg_at(peer.model, test))
-    return out
+    return {**out, **joint_peers(joint, val, test, seed)}
+
+
+def joint_peers(joint, val, test, seed: int) -> dict[str, tuple[float, float]]:
+    """(validation, test) NDCG@10 of the joint peers."""
+    from models.evaluation.ranking import ndcg_at
+    from models.transfer.joint import fit_joint_als, fit_joint_ease
+
+    return {name: (peer.val_ndcg_at_10, ndcg_at(peer.model, test))
+            for name, peer in (("joint-als", fit_joint_als(joint, val, seed=seed)),
+                               ("joint-ease", fit_joint_ease(joint, val, seed=seed)))}
+
+
+def recency_variants(joint, val, test, seed: int) -> dict[str, tuple[float, float]]:
+    """(validation, test) NDCG@10 of the closed-form recipe, of the recipe without its users' recency step, at the
+    other points of :data:`RECENCY_GRID`, and of the joint peers."""
+    from dataclasses import replace
+
+    from models.evaluation.ranking import ndcg_at
+    from models.transfer.closed_form import ClosedFormGrid, fit_closed_form_transfer
+
+    grid, out = ClosedFormGrid(), {}
+    for recency, recency_alpha in ((grid.recency, grid.recency_alpha), (0.0, grid.recency_alpha), *RECENCY_GRID):
+        point = fit_closed_form_transfer(joint, val, grid=replace(grid, recency=recency, recency_alpha=recency_alpha),
+                                         seed=seed)
+        name = ("recipe" if (recency, recency_alpha) == (grid.recency, grid.recency_alpha) else
+                "recency off" if not recency else f"recency {recency:g} / {recency_alpha:g}")
+        out[name] = (point.val_ndcg_at_10, ndcg_at(point.model, test))
+    return {**out, **joint_peers(joint, val, test, seed)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
                                                                "which the recipe margins keep")
     parser.add_argument("--recipe-variants", action="store_true", help="variants of the closed-form recipe (module "
                                                                        "docstring); needs no registered source")
+    parser.add_argument("--recency", action="store_true", help="the closed-form recipe's users' recency step at other "
+                                                                "points and without it; needs no registered source")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
     fine_tunes = args.hyper_parameters or args.blends or args.closed_form or args.recipes
@@ -192,10 +219,11 @@ def main(argv: list[str] | None = None) -> int:
                            config=SplitConfig(fraction=float(fraction), seed=int(seed)))
         val, test = ranking_tasks(split, click_threshold=4.0)
         catalogue = catalogue_ids(split)
-        if args.recipe_variants:
-            variants.append(recipe_variants(JointTrain.of_split(data.interactions, data.items, split), val, test,
-                                            int(seed)))
-            print(cell, "  ".join(f"{k} {v:.4f}/{t:.4f}" for k, (v, t) in variants[-1].items()), flush=True)
+        for wanted, measure in ((args.recipe_variants, recipe_variants), (args.recency, recency_variants)):
+            if wanted:
+                variants.append(measure(JointTrain.of_split(data.interactions, data.items, split), val, test,
+                                        int(seed)))
+                print(cell, "  ".join(f"{k} {v:.4f}/{t:.4f}" for k, (v, t) in variants[-1].items()), flush=True)
         if not fine_tunes:
             continue
         name = tracking.source_model_name("movielens-1m", genre, "all-others")

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TypeVar
 
+import numpy as np
 import polars as pl
 
 from data_contracts.columns import DOMAIN, ITEM_ID, TIMESTAMP, USER_ID
@@ -186,6 +187,14 @@ def time_safe_source(interactions: Frame, cutoffs: pl.DataFrame) -> Frame:
     joined = interactions.join(_beside(interactions, cutoffs), on=USER_ID, how="left",
                                **({} if lazy else {"validate": "m:1"}))
     return joined.filter(pl.col("cutoff").is_null() | (pl.col(TIMESTAMP) < pl.col("cutoff"))).drop("cutoff")
+
+
+def recency_ranks(interactions: pl.DataFrame) -> np.ndarray:
+    """Each interaction's place in its user's history counted back from the most recent (0; then 1, 2, ...), in
+    the frame's row order; interactions at the same time share the mean of their places (many are logged in the
+    same second), so no order of rows or ids decides between them."""
+    ranks = pl.col(TIMESTAMP).rank("average", descending=True).over(USER_ID) - 1.0
+    return interactions.select(ranks.cast(pl.Float32)).to_series().to_numpy()  # halves are exact to 2^23
 
 
 def other_domains(items: pl.DataFrame, domain: str) -> list[str]:

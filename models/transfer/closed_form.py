@@ -4,7 +4,12 @@ solving the target's item vectors on its frozen user vectors.
 1. **Source model**: implicit ALS (:mod:`models.transfer.als`) on the time-safe interactions of every other domain
    (each user's interactions before their first target test interaction, the pairs the joint peers read), at one
    fixed point of :class:`ClosedFormGrid`. It sees no target interaction.
-2. **Carry-over**: the users keep their source vectors (frozen, as the network's ``freeze-users`` fine-tune keeps
+2. **Recent interests**: each user's vector is solved again on the source model's item vectors (one ALS user step)
+   with their source interactions weighted by recency: confidence ``1 + recency_alpha·exp(-rank/recency)``, where
+   ``rank`` counts back from the user's most recent source interaction (0) before their cutoff. What a user did
+   last in the other domains says most about what they take next in the new one; the whole history still counts
+   (every interaction at least at confidence one). ``recency = 0`` keeps the source model's user vectors.
+3. **Carry-over**: the users keep these vectors (frozen, as the network's ``freeze-users`` fine-tune keeps
    them); each target item's vector is one ALS item step on them, in closed form:
    ``v_i = (UᵀU + alpha·U_iᵀU_i + l2·I)⁻¹ (1 + alpha)·U_iᵀ1``, where ``U_i`` are the vectors of the users with a
    target training interaction with item ``i`` (every other user counts as a zero with confidence one). ``alpha``
@@ -34,14 +39,16 @@ ITEM_CHUNK = 512
 
 @dataclass(frozen=True)
 class ClosedFormGrid:
-    """The source model's one point and the carry-over's grid (chosen on the development genres of
-    ``bench/quality.py``): a strongly regularised 64-factor source, then strong confidence and heavy L2 on the
-    few target pairs."""
+    """The source model's one point, its users' recency weighting, and the carry-over's grid (chosen on the
+    development genres of ``bench/quality.py``): a strongly regularised 64-factor source; a user's last five or
+    so source interactions weigh most; then strong confidence and heavy L2 on the few target pairs."""
 
     factors: int = 64
     regularization: float = 10.0
     source_alpha: float = 5.0
     iterations: int = 15
+    recency: float = 5.0  # interactions; 0: the source model's user vectors unchanged
+    recency_alpha: float = 20.0
     alpha: tuple[float, ...] = (5.0, 20.0, 80.0, 320.0)
     l2: tuple[float, ...] = (30.0, 100.0, 300.0, 1000.0)
 
@@ -77,9 +84,54 @@ def item_step(user_factors: np.ndarray, users: np.ndarray, items: np.ndarray, n_
     return [v.astype(np.float32) for v in out]
 
 
+def user_step(item_factors: np.ndarray, users: np.ndarray, items: np.ndarray, confidence: np.ndarray,
+              n_users: int, *, l2: float) -> np.ndarray:
+    """User vectors by one implicit-ALS user step on fixed ``item_factors``: each of a user's pairs ``(users,
+    items)`` at confidence ``1 + c`` (``c``: its ``confidence``; repeated pairs add up), every other item at
+    confidence one with preference zero, ``x_u = (VᵀV + Σ_i c_i·v_i v_iᵀ + l2·I)⁻¹ Σ_i (1 + c_i)·v_i``; solved in
+    chunks of users. A user without pairs gets a zero vector."""
+    v = np.asarray(item_factors, dtype=np.float64)
+    dim = v.shape[1]
+    order = np.argsort(users, kind="stable")
+    by_user, by_item = np.asarray(users, np.int64)[order], np.asarray(items, np.int64)[order]
+    weights = np.asarray(confidence, np.float64)[order]
+    starts = np.searchsorted(by_user, np.arange(n_users + 1))
+    regularised = v.T @ v + l2 * np.eye(dim)
+    out = np.zeros((n_users, dim))
+    for first in range(0, n_users, ITEM_CHUNK):
+        chunk = range(first, min(first + ITEM_CHUNK, n_users))
+        inner = np.broadcast_to(regularised, (len(chunk), dim, dim)).copy()
+        sums = np.zeros((len(chunk), dim))
+        for row, user in enumerate(chunk):
+            span = slice(starts[user], starts[user + 1])
+            seen, weight = v[by_item[span]], weights[span]
+            inner[row] += (seen.T * weight) @ seen
+            sums[row] = (1.0 + weight) @ seen
+        out[first:first + len(chunk)] = np.linalg.solve(inner, sums[..., None])[..., 0]
+    return out.astype(np.float32)
+
+
+def recency_confidence(ranks: np.ndarray, *, recency: float, alpha: float) -> np.ndarray:
+    """``alpha·exp(-rank/recency)`` per pair (``ranks``: its place counted back from its user's most recent, 0)."""
+    return alpha * np.exp(-np.asarray(ranks, np.float64) / recency)
+
+
+def _recent_users(joint: JointTrain, source_model: FactorModel, grid: ClosedFormGrid) -> np.ndarray:
+    """The users' vectors of step 2 of the module docstring (the source model's own when ``grid.recency`` is 0)."""
+    if not grid.recency:
+        return source_model.user_factors
+    if joint.source_recency is None:
+        raise ValueError("the closed-form recipe weighs source interactions by recency, and these came without "
+                         "their times")
+    source = slice(0, joint.n_source)
+    confidence = recency_confidence(joint.source_recency, recency=grid.recency, alpha=grid.recency_alpha)
+    return user_step(source_model.item_factors, joint.encoded.users[source], joint.encoded.items[source], confidence,
+                     len(joint.encoded.user_ids), l2=grid.regularization)
+
+
 def _carried_over(joint: JointTrain, user_factors: np.ndarray,
                   points: list[tuple[float, float]]) -> list[FactorModel]:
-    """The carry-over (module docstring, step 2) on the joint's target pairs: one model of the joint's users
+    """The carry-over (module docstring, step 3) on the joint's target pairs: one model of the joint's users
     (``user_factors``: one row each, frozen) and the catalogue per ``(alpha, l2)`` of ``points``."""
     encoded, n_catalogue = joint.encoded, joint.n_catalogue
     target = slice(joint.n_source, len(encoded.users))
@@ -93,19 +145,26 @@ def _carried_over(joint: JointTrain, user_factors: np.ndarray,
 
 def fit_closed_form_transfer(joint: JointTrain, val_task: RankingTask, *, grid: ClosedFormGrid = ClosedFormGrid(),
                              seed: int = 0) -> TunedResult:
-    """The closed-form recipe (module docstring) on the joint pairs: the source model on the source pairs, the
-    carry-over on the target's training pairs; tuned on ``val_task``, kind ``transfer``."""
+    """The closed-form recipe (module docstring) on the joint pairs: the source model on the source pairs, its
+    users' recent interests, the carry-over on the target's training pairs; tuned on ``val_task``, kind
+    ``transfer``.
+
+    Raises:
+        ValueError: ``grid.recency`` is set and ``joint`` has no source recency (its source came without times).
+    """
     encoded, source = joint.encoded, slice(0, joint.n_source)
     source_model = fit_als_encoded(  # over every joint item; the catalogue's vectors are solved again below
         replace(encoded, users=encoded.users[source], items=encoded.items[source]), factors=grid.factors,
         regularization=grid.regularization, alpha=grid.source_alpha, iterations=grid.iterations, seed=seed)
     points = list(itertools.product(grid.alpha, grid.l2))
     tried, best = [], None
-    for (alpha, l2), model in zip(points, _carried_over(joint, source_model.user_factors, points), strict=True):
+    users = _recent_users(joint, source_model, grid)
+    for (alpha, l2), model in zip(points, _carried_over(joint, users, points), strict=True):
         score = ndcg_at(model, val_task)
         params = {"recipe": "closed-form", "source_factors": grid.factors,
                   "source_regularization": grid.regularization, "source_alpha": grid.source_alpha,
-                  "source_iterations": grid.iterations, "alpha": alpha, "l2": l2}
+                  "source_iterations": grid.iterations, "recency": grid.recency,
+                  "recency_alpha": grid.recency_alpha, "alpha": alpha, "l2": l2}
         tried.append({**params, "val_ndcg_at_10": score})
         if best is None or score > best[2] + 1e-12:
             best = (model, params, score)

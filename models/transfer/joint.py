@@ -20,10 +20,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 import polars as pl
 
-from data_contracts.columns import ITEM_ID, USER_ID
+from data_contracts.columns import ITEM_ID, TIMESTAMP, USER_ID
 from models.evaluation.ranking import RankingTask
 from models.factors import FactorModel
-from models.split import TargetSplit, other_domains, source_interactions
+from models.split import TargetSplit, other_domains, recency_ranks, source_interactions
 from models.transfer.als import AlsGrid, EncodedTrain, TunedResult, fit_als
 from models.transfer.peers import PeerGrid, fit_ease
 
@@ -45,22 +45,28 @@ class JointGrid:
 @dataclass(frozen=True)
 class JointTrain:
     """The joint training pairs: catalogue items first (``n_catalogue`` of them), then the source-only items; the
-    first ``n_source`` pairs are the source interactions, the rest the target's training ones."""
+    first ``n_source`` pairs are the source interactions, the rest the target's training ones. ``source_recency``:
+    each source pair's place in its user's source history counted back from the most recent (0), when the
+    source interactions came with their times (:func:`models.split.recency_ranks`)."""
 
     encoded: EncodedTrain
     n_catalogue: int
     n_source: int
+    source_recency: np.ndarray | None = None
 
     @classmethod
     def of(cls, source: pl.DataFrame, train: pl.DataFrame, catalogue: np.ndarray) -> JointTrain:
         """Encode the time-safe ``source`` interactions and the target ``train`` ones over the target
-        ``catalogue`` followed by the source items outside it."""
+        ``catalogue`` followed by the source items outside it; ``source``'s times, when it has them, give each
+        source pair's recency."""
         catalogue = np.asarray(catalogue, dtype=object)
         outside = (source.select(ITEM_ID).unique()
                    .filter(~pl.col(ITEM_ID).is_in(pl.Series(catalogue, dtype=pl.String)))
                    .sort(ITEM_ID)[ITEM_ID].to_numpy().astype(object))
         pairs = pl.concat([source.select(USER_ID, ITEM_ID), train.select(USER_ID, ITEM_ID)])
-        return cls(EncodedTrain.of(pairs, np.concatenate([catalogue, outside])), len(catalogue), source.height)
+        recency = recency_ranks(source) if TIMESTAMP in source.columns else None
+        return cls(EncodedTrain.of(pairs, np.concatenate([catalogue, outside])), len(catalogue), source.height,
+                   recency)
 
     @classmethod
     def of_split(cls, interactions: pl.DataFrame, items: pl.DataFrame, split: TargetSplit) -> JointTrain:

@@ -192,6 +192,7 @@ def refit_model(
         grid = ClosedFormGrid(factors=int(params["source_factors"]),
                               regularization=float(params["source_regularization"]),
                               source_alpha=float(params["source_alpha"]), iterations=int(params["source_iterations"]),
+                              recency=float(params["recency"]), recency_alpha=float(params["recency_alpha"]),
                               alpha=(float(params["alpha"]),), l2=(float(params["l2"]),))
         refitted = fit_closed_form_transfer(whole.joint(), val_task, grid=grid, seed=seed)
         return refitted.model, refitted.params

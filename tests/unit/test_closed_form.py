@@ -1,5 +1,5 @@
-"""The closed-form transfer recipe: the item step against its textbook formula, and the carry-over of a source
-model's users to target items they were never trained on."""
+"""The closed-form transfer recipe: the item and user steps against their textbook formulas, the users' recent
+interests, and the carry-over of a source model's users to target items they were never trained on."""
 
 from __future__ import annotations
 
@@ -10,8 +10,15 @@ import polars as pl
 import pytest
 
 from models.evaluation.ranking import build_ranking_task
+from models.split import recency_ranks
 from models.transfer.als import EncodedTrain, fit_als_encoded
-from models.transfer.closed_form import ClosedFormGrid, fit_closed_form_transfer, item_step
+from models.transfer.closed_form import (
+    ClosedFormGrid,
+    fit_closed_form_transfer,
+    item_step,
+    recency_confidence,
+    user_step,
+)
 from models.transfer.joint import JointTrain
 
 
@@ -57,7 +64,8 @@ def test_the_recipe_carries_the_source_users_over_to_target_items_unchanged():
     assert joint.n_source == len(source)
     val = build_ranking_task(catalogue, _frame([("new", "t2")]).with_columns(rating=None, timestamp=0),
                              _frame(train).with_columns(rating=None, timestamp=0), click_threshold=4.0)
-    grid = ClosedFormGrid(factors=4, regularization=1.0, iterations=10, alpha=(5.0, 20.0), l2=(1.0, 10.0))
+    grid = ClosedFormGrid(factors=4, regularization=1.0, iterations=10, alpha=(5.0, 20.0), l2=(1.0, 10.0),
+                          recency=0.0)  # the source model's users themselves (the pairs have no times)
     result = fit_closed_form_transfer(joint, val, grid=grid, seed=0)
 
     model = result.model
@@ -73,6 +81,68 @@ def test_the_recipe_carries_the_source_users_over_to_target_items_unchanged():
     np.testing.assert_array_equal(model.user_factors, source_only.user_factors)
     assert not model.item_factors[2].any()  # t3: no training pair, ranked by the (popularity) bias alone
     assert model.item_bias[0] == model.item_bias[1] > model.item_bias[2]  # 20 users each (repeats count once)
+
+
+def test_recency_counts_back_from_each_users_latest_and_ties_share_their_places():
+    """Places counted back from the user's most recent interaction, in the frame's row order; two interactions in
+    the same second share the mean of their places, whatever their rows or ids."""
+    frame = pl.DataFrame({"user_id": ["a", "a", "b", "a", "a", "b"], "item_id": ["x", "y", "x", "z", "w", "y"],
+                          "timestamp": [10, 30, 5, 30, 20, 7]})
+    np.testing.assert_array_equal(recency_ranks(frame), [3.0, 0.5, 1.0, 0.5, 2.0, 0.0])
+    np.testing.assert_array_equal(recency_ranks(frame.reverse()), [0.0, 2.0, 0.5, 1.0, 0.5, 3.0])
+
+
+def test_the_user_step_weighs_recent_interactions_most(monkeypatch):
+    """x_u = (VᵀV + Σ c_i v_i v_iᵀ + l2·I)⁻¹ Σ (1 + c_i) v_i with c_i = alpha·exp(-rank_i/recency), per user, in
+    chunks (repeated pairs add up); on orthonormal item vectors each coordinate is (1 + c_i) / (1 + c_i + l2), so
+    the latest item weighs most; a user without pairs gets a zero vector."""
+    import models.transfer.closed_form as closed_form
+
+    monkeypatch.setattr(closed_form, "ITEM_CHUNK", 2)  # several chunks, the last one short
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=(7, 3))
+    users, items = rng.integers(0, 4, 40), rng.integers(0, 7, 40)  # users 0..3 of 5: user 4 has no pairs
+    ranks = rng.permutation(40).astype(float) % 9
+    solved = user_step(v, users, items, recency_confidence(ranks, recency=2.0, alpha=20.0), 5, l2=3.0)
+    assert solved.shape == (5, 3) and solved.dtype == np.float32 and not solved[4].any()
+    for u in range(4):
+        seen, c = v[items[users == u]], 20.0 * np.exp(-ranks[users == u] / 2.0)
+        expected = np.linalg.solve(v.T @ v + (seen.T * c) @ seen + 3.0 * np.eye(3), (1 + c) @ seen)
+        np.testing.assert_allclose(solved[u], expected, rtol=1e-5, atol=1e-6)
+
+    eye = np.eye(2)  # item 0 last (rank 0), item 1 before it (rank 1)
+    x = user_step(eye, np.array([0, 0]), np.array([1, 0]),
+                  recency_confidence(np.array([1.0, 0.0]), recency=1.0, alpha=20.0), 1, l2=1.0)[0]
+    c = 20.0 * np.exp(-np.array([0.0, 1.0]))
+    np.testing.assert_allclose(x, (1 + c) / (2 + c), rtol=1e-6)
+    assert x[0] > x[1]
+
+
+def test_the_recipe_follows_what_a_user_did_last_in_the_source_domains():
+    """Users of s10..s12 take t1, users of s20..s22 take t2. A validation user watched s10..s12 long ago and s20
+    last: on the source model's own (strongly regularised) vectors, three old interactions against one, t1 comes
+    first; with the recency step, what they did last decides and t2 (their validation item) comes first."""
+    source, train = [], []
+    for n in range(40):
+        group, target = ("s1", "t1") if n % 2 else ("s2", "t2")
+        source += [(f"u{n}", f"{group}{k}", k) for k in range(3)]
+        train.append((f"u{n}", target))
+    source += [("new", f"s1{k}", k) for k in range(3)] + [("new", "s20", 100)]
+    catalogue = np.array(["t1", "t2"], dtype=object)
+    frame = pl.DataFrame({"user_id": [u for u, _, _ in source], "item_id": [i for _, i, _ in source],
+                          "timestamp": [t for _, _, t in source]})
+    joint = JointTrain.of(frame, _frame(train), catalogue)
+    np.testing.assert_array_equal(joint.source_recency[-4:], [3.0, 2.0, 1.0, 0.0])
+    val = build_ranking_task(catalogue, _frame([("new", "t2")]).with_columns(rating=None, timestamp=0),
+                             _frame(train).with_columns(rating=None, timestamp=0), click_threshold=4.0)
+    grid = ClosedFormGrid(factors=4, regularization=10.0, iterations=10, alpha=(5.0,), l2=(1.0,), recency=0.3,
+                          recency_alpha=20.0)
+    recent = fit_closed_form_transfer(joint, val, grid=grid, seed=0)
+    whole = fit_closed_form_transfer(joint, val, grid=replace(grid, recency=0.0), seed=0)
+    assert recent.val_ndcg_at_10 == pytest.approx(1.0) and whole.val_ndcg_at_10 < 1.0
+    assert recent.params["recency"] == 0.3 and recent.params["recency_alpha"] == 20.0
+    with pytest.raises(ValueError, match="without their times"):
+        fit_closed_form_transfer(replace(joint, source_recency=None), val, grid=grid, seed=0)
 
 
 def test_the_onboarding_keeps_the_closed_form_recipe_unless_the_fine_tune_clears_the_margin():

@@ -153,12 +153,14 @@ def test_joint_pairs_on_disk_are_the_in_memory_ones_and_bounded(tmp_path, synthe
     assert len(memory.encoded.users) == by_hand.height + whole.train.height
     on_disk = joint_train_on_disk(data.interactions.lazy(), data.items, disk)
 
-    def pairs(joint: JointTrain) -> list[tuple[str, str]]:
+    def pairs(joint: JointTrain) -> list[tuple[str, str, float]]:  # each source pair with its recency
         e = joint.encoded
-        return sorted(zip(e.user_ids[e.users], e.item_ids[e.items], strict=True))
+        recency = np.concatenate([joint.source_recency, np.full(len(e.users) - joint.n_source, -1.0)])
+        return sorted(zip(e.user_ids[e.users], e.item_ids[e.items], recency.tolist(), strict=True))
 
     assert on_disk.n_catalogue == memory.n_catalogue and list(on_disk.encoded.item_ids) == list(memory.encoded.item_ids)
     assert pairs(on_disk) == pairs(memory)
+    assert memory.source_recency.min() == 0.0 and memory.source_recency.max() > 1.0
     assert len(pairs(memory)) > whole.train.height  # the source interactions are in
     with pytest.raises(PeerTooLarge, match="source interactions are above"):
         joint_train_on_disk(data.interactions.lazy(), data.items, disk, max_pairs=10)
