@@ -118,11 +118,6 @@ class Fits:
     def closed_form_kept(self) -> bool:
         return self.recipe is not None and self.recipe["recipe"] == "closed-form"
 
-    @property
-    def recipe_model(self) -> FactorModel | None:
-        """The closed-form recipe's evaluated model when it is the transfer kept (its refit reuses the source)."""
-        return self.closed_form.model if self.closed_form_kept and self.closed_form is not None else None
-
     def models(self, chosen: str) -> dict[str, FactorModel]:
         """The compared models, the kept transfer recipe (the chosen source's fine-tune or the closed-form one)
         as ``transfer``."""
@@ -293,8 +288,7 @@ class InMemory:
                               family=config.finetune.family)
         return refit_winner.submit(winner, whole, target.val_task, seed=config.split.seed, tuned=fits.tuned(),
                                    fits=fits.trained(selection.chosen), source=prepared.model,
-                                   finetune=config.finetune, model=config.model, scratch=config.scratch,
-                                   recipe=fits.recipe_model)
+                                   finetune=config.finetune, model=config.model, scratch=config.scratch)
 
     def analyse(self, data: Validated, target: Target, reports: dict[str, ModelReport],
                 selection: Selection) -> Analysis:
@@ -390,8 +384,7 @@ class OutOfCore:
                             batch_rows=self.rows)
         return refit_winner.submit(winner, whole, target.val_task, seed=config.split.seed, tuned=fits.tuned(),
                                    fits=fits.trained(selection.chosen), source=self.models.get(selection.chosen),
-                                   finetune=config.finetune, model=config.model, scratch=config.scratch,
-                                   recipe=fits.recipe_model)
+                                   finetune=config.finetune, model=config.model, scratch=config.scratch)
 
     def analyse(self, data: Any, target: Target, reports: dict[str, ModelReport], selection: Selection) -> Analysis:
         return Analysis()  # slices and off-policy CTR read whole tables: not computed out of core

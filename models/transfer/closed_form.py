@@ -170,13 +170,3 @@ def fit_closed_form_transfer(joint: JointTrain, val_task: RankingTask, *, grid: 
             best = (model, params, score)
     assert best is not None  # the grid is never empty
     return TunedResult(best[0], best[1], best[2], tried)
-
-
-def carry_over_again(evaluated: FactorModel, joint: JointTrain, *, alpha: float, l2: float) -> FactorModel:
-    """The recipe ``evaluated`` (a model of :func:`fit_closed_form_transfer`) carried over again to the target
-    pairs of ``joint``, at its chosen ``alpha`` and ``l2``, on the same source: its users keep the vectors they
-    have in ``evaluated`` (a user it does not know has no source interaction: a zero vector, as the source ALS
-    gives one). What a refit on more of the target's data needs when the source pairs are the same (the same
-    cutoffs): the source model is not fitted again."""
-    user_factors, _, _ = evaluated.aligned(joint.encoded.user_ids, evaluated.item_ids)
-    return _carried_over(joint, user_factors, [(alpha, l2)])[0]

@@ -69,11 +69,13 @@ class JointTrain:
                    recency)
 
     @classmethod
-    def of_split(cls, interactions: pl.DataFrame, items: pl.DataFrame, split: TargetSplit) -> JointTrain:
-        """The pairs of every domain but the target's, before each user's cutoff, and the target's training
-        pairs (:func:`models.transfer.outofcore.joint_train_on_disk` reads the same from disk)."""
+    def of_split(cls, interactions: pl.DataFrame, items: pl.DataFrame, split: TargetSplit, *,
+                 time_safe: bool = True) -> JointTrain:
+        """The pairs of every domain but the target's, before each user's cutoff (``time_safe``; without it every
+        one, as a model served after the data's end may know), and the target's training pairs
+        (:func:`models.transfer.outofcore.joint_train_on_disk` reads the same from disk)."""
         source = source_interactions(interactions, items, domains=other_domains(items, split.domain),
-                                     cutoffs=split.cutoffs)
+                                     cutoffs=split.cutoffs if time_safe else None)
         return cls.of(source, split.train, split.catalogue[ITEM_ID].to_numpy())
 
 

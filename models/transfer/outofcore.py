@@ -191,16 +191,17 @@ def source_cutoffs_on_disk(split: DiskSplit) -> pl.DataFrame:
 
 
 def joint_train_on_disk(interactions: pl.LazyFrame, items: pl.DataFrame, split: DiskSplit, *,
-                        max_pairs: int = MAX_JOINT_PAIRS) -> JointTrain:
+                        max_pairs: int = MAX_JOINT_PAIRS, time_safe: bool = True) -> JointTrain:
     """The joint peers' pairs (:class:`~models.transfer.joint.JointTrain`): every other domain's time-safe
     interactions (with their times, which give the closed-form recipe its recency) and the target's training ones,
-    read into memory.
+    read into memory; ``time_safe``: as :meth:`~models.transfer.joint.JointTrain.of_split`.
 
     Raises:
         PeerTooLarge: above ``max_pairs`` source interactions (counted on disk first).
     """
     scan = source_interactions(interactions, items, domains=other_domains(items, split.domain),
-                               cutoffs=source_cutoffs_on_disk(split)).select(USER_ID, ITEM_ID, TIMESTAMP)
+                               cutoffs=source_cutoffs_on_disk(split) if time_safe else None
+                               ).select(USER_ID, ITEM_ID, TIMESTAMP)
     count = scan.select(pl.len()).collect(engine="streaming").item()
     if count > max_pairs:
         raise PeerTooLarge(f"{count:,} source interactions are above the joint peers' in-memory bound "

@@ -25,7 +25,7 @@ from models.factors import FactorModel
 from models.nets.training import FitResult
 from models.split import TargetSplit
 from models.transfer.als import AlsGrid, EncodedTrain, fit_als
-from models.transfer.closed_form import ClosedFormGrid, carry_over_again, fit_closed_form_transfer
+from models.transfer.closed_form import ClosedFormGrid, fit_closed_form_transfer
 from models.transfer.init import ItemText
 from models.transfer.joint import JOINT, JointGrid, JointTrain
 from models.transfer.outofcore import (
@@ -83,7 +83,7 @@ class WholeTarget(Protocol):
 
     def popularity(self) -> FactorModel: ...
     def encoded(self, seed: int) -> EncodedTrain: ...
-    def joint(self) -> JointTrain: ...
+    def joint(self) -> JointTrain: ...  # every source interaction (no cutoffs) and the target's whole
     def transfer(self, source: FactorModel, config: FineTuneConfig, seed: int, **options: Any) -> FactorModel: ...
     def scratch(self, model: ModelConfig, train: TrainConfig, seed: int, **options: Any) -> FactorModel: ...
 
@@ -115,7 +115,7 @@ class WholeInMemory:
         return EncodedTrain.of(whole.train, catalogue_ids(whole))
 
     def joint(self) -> JointTrain:
-        return JointTrain.of_split(self.interactions, self.items, self.whole)
+        return JointTrain.of_split(self.interactions, self.items, self.whole, time_safe=False)
 
     def transfer(self, source: FactorModel, config: FineTuneConfig, seed: int, **options: Any) -> FactorModel:
         return fine_tune(source, self.whole, config=config, seed=seed, text=self.text, **options).model
@@ -156,7 +156,7 @@ class WholeOnDisk:
         return encoded_train(whole, pairs)
 
     def joint(self) -> JointTrain:
-        return joint_train_on_disk(self.interactions, self.items, self.whole)
+        return joint_train_on_disk(self.interactions, self.items, self.whole, time_safe=False)
 
     def transfer(self, source: FactorModel, config: FineTuneConfig, seed: int, **options: Any) -> FactorModel:
         return fine_tune_on_disk(source, self.whole, config=config, seed=seed, batch_rows=self.batch_rows,
@@ -170,24 +170,22 @@ class WholeOnDisk:
 def refit_model(
     winner: str, whole: WholeTarget, val_task: RankingTask, *, seed: int, params: dict[str, Any],
     fits: dict[str, FitResult], source: FactorModel | None, finetune: FineTuneConfig, model: ModelConfig,
-    scratch: TrainConfig, recipe: FactorModel | None = None,
+    scratch: TrainConfig,
 ) -> tuple[FactorModel, dict[str, Any]]:
     """``winner`` trained on ``whole`` with what validation chose, and those choices: the tuned peers at their
     chosen grid point (``params``), the networks for their best epoch count (the last epoch's weights, no early
-    stopping), transfer from the same ``source`` (the closed-form recipe, when ``params`` say it was kept: its
-    evaluated model ``recipe`` carried over again to every target pair on the same source users, whose pairs do not
-    change, or without it the recipe fitted again on the joint pairs, at its chosen point); popularity counts every
-    interaction. ``val_task`` only satisfies the fits' interface (its users are in the training data now: the
-    score it gives means nothing).
+    stopping), transfer from the same ``source`` (the closed-form recipe, when ``params`` say it was kept: fitted
+    again at its chosen point on the joint pairs); popularity counts every interaction. The joint pairs
+    (``whole.joint()``: the joint peers and the recipe) hold every source interaction, not only those before each
+    user's first test interaction: the served model knows what each user did last in the other domains, which the
+    recipe's recency step weighs most. ``val_task`` only satisfies the fits' interface (its users are in the
+    training data now: the score it gives means nothing).
 
     Raises:
         ValueError: a winner this module does not know.
     """
     if winner == "popularity":
         return whole.popularity(), dict(params)
-    if winner == "transfer" and params.get("recipe") == "closed-form" and recipe is not None:
-        carried = carry_over_again(recipe, whole.joint(), alpha=float(params["alpha"]), l2=float(params["l2"]))
-        return carried, dict(params)
     if winner == "transfer" and params.get("recipe") == "closed-form":
         grid = ClosedFormGrid(factors=int(params["source_factors"]),
                               regularization=float(params["source_regularization"]),

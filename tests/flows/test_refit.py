@@ -145,27 +145,30 @@ def test_out_of_core_the_winner_is_refitted_from_every_part_on_disk(onboarding, 
         assert refit.params == tuned[winner]
 
 
-def test_the_kept_closed_form_recipe_is_carried_over_again_on_its_evaluated_source(onboarding):
-    """The refit of a kept closed-form recipe reuses the evaluated model's source user vectors (the source pairs
-    do not change with the target's parts) and solves every catalogue item again on all the target's pairs."""
+def test_the_kept_closed_form_recipe_is_fitted_again_on_every_source_interaction_the_latest_included(onboarding):
+    """The refit of a kept closed-form recipe fits it again at its chosen point on every source interaction, not
+    only those before each user's first test interaction: the served users' vectors lean on what they did last in
+    the other domains. Every catalogue item is solved again on all the target's pairs."""
     data, split, val, prepared, finetune, train, fits, tuned, _ = onboarding
-    joint = JointTrain.of_split(data.interactions, data.items, split)
-    evaluated = fit_closed_form_transfer(joint, val, grid=ClosedFormGrid(factors=8, alpha=(5.0, 80.0), l2=(30.0,)),
+    grid = ClosedFormGrid(factors=8, alpha=(5.0, 80.0), l2=(30.0,))
+    evaluated = fit_closed_form_transfer(JointTrain.of_split(data.interactions, data.items, split), val, grid=grid,
                                          seed=0)
     name, passed = _as_registered("closed-form", {**tuned, "closed-form": {"recipe": "closed-form",
                                                                           **evaluated.params}})
     refit = refit_winner(name, WholeInMemory(split, data.interactions, data.items, text=prepared.text), val, seed=0,
                          tuned=passed, fits=fits, source=prepared.model, finetune=finetune,
-                         model=ModelConfig(dim=8), scratch=train, recipe=evaluated.model)
-    served, whole = refit.model, JointTrain.of_split(data.interactions, data.items, all_data_split(split))
+                         model=ModelConfig(dim=8), scratch=train)
+    served = refit.model
     assert refit.params == passed["transfer"] and served.kind == "transfer"
-    assert list(served.user_ids) == list(whole.encoded.user_ids)
     assert list(served.item_ids) == list(catalogue_ids(split))
-    # the source vectors, not fitted again (a user the evaluated model does not know would get zeros: here every
-    # target user has source interactions)
-    expected, _, _ = evaluated.model.aligned(served.user_ids, evaluated.model.item_ids)
-    assert np.isin(served.user_ids, evaluated.model.user_ids).all() and np.abs(expected).sum() > 0
-    np.testing.assert_array_equal(served.user_factors, expected)
+    whole = JointTrain.of_split(data.interactions, data.items, all_data_split(split), time_safe=False)
+    time_safe = JointTrain.of_split(data.interactions, data.items, all_data_split(split))
+    assert whole.n_source > time_safe.n_source  # source interactions after some users' cutoffs count now
+    assert list(served.user_ids) == list(whole.encoded.user_ids)
+    point = replace(grid, alpha=(float(evaluated.params["alpha"]),), l2=(float(evaluated.params["l2"]),))
+    expected = fit_closed_form_transfer(whole, val, grid=point, seed=0).model
+    np.testing.assert_array_equal(served.user_factors, expected.user_factors)
+    np.testing.assert_array_equal(served.item_factors, expected.item_factors)
     # each item's vector solves the carry-over's normal equations on every target pair of the whole split
     u = served.user_factors.astype(np.float64)
     alpha, l2 = float(evaluated.params["alpha"]), float(evaluated.params["l2"])
