@@ -13,6 +13,7 @@ parts and pair files, as the out-of-core fits read them).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -37,7 +38,7 @@ from models.transfer.outofcore import (
     train_scratch_on_disk,
     write_pairs,
 )
-from models.transfer.peers import PEERS, PeerGrid
+from models.transfer.peers import PEERS, PeerGrid, PeerTooLarge
 from models.transfer.recipes import catalogue_ids, fine_tune, fit_popularity, train_scratch
 
 #: The parts a refit trains on (all of them), in the order they are counted.
@@ -83,7 +84,8 @@ class WholeTarget(Protocol):
 
     def popularity(self) -> FactorModel: ...
     def encoded(self, seed: int) -> EncodedTrain: ...
-    def joint(self) -> JointTrain: ...  # every source interaction (no cutoffs) and the target's whole
+    def joint(self, *, time_safe: bool = False) -> JointTrain: ...  # the source (every interaction unless
+    # time_safe: those before each user's cutoff, as evaluated) and the target's whole
     def transfer(self, source: FactorModel, config: FineTuneConfig, seed: int, **options: Any) -> FactorModel: ...
     def scratch(self, model: ModelConfig, train: TrainConfig, seed: int, **options: Any) -> FactorModel: ...
 
@@ -114,8 +116,8 @@ class WholeInMemory:
         whole = self.whole
         return EncodedTrain.of(whole.train, catalogue_ids(whole))
 
-    def joint(self) -> JointTrain:
-        return JointTrain.of_split(self.interactions, self.items, self.whole, time_safe=False)
+    def joint(self, *, time_safe: bool = False) -> JointTrain:
+        return JointTrain.of_split(self.interactions, self.items, self.whole, time_safe=time_safe)
 
     def transfer(self, source: FactorModel, config: FineTuneConfig, seed: int, **options: Any) -> FactorModel:
         return fine_tune(source, self.whole, config=config, seed=seed, text=self.text, **options).model
@@ -155,8 +157,8 @@ class WholeOnDisk:
                             whole.workdir / "refit_pairs.bin", seed=seed, batch_rows=self.batch_rows)
         return encoded_train(whole, pairs)
 
-    def joint(self) -> JointTrain:
-        return joint_train_on_disk(self.interactions, self.items, self.whole, time_safe=False)
+    def joint(self, *, time_safe: bool = False) -> JointTrain:
+        return joint_train_on_disk(self.interactions, self.items, self.whole, time_safe=time_safe)
 
     def transfer(self, source: FactorModel, config: FineTuneConfig, seed: int, **options: Any) -> FactorModel:
         return fine_tune_on_disk(source, self.whole, config=config, seed=seed, batch_rows=self.batch_rows,
@@ -165,6 +167,17 @@ class WholeOnDisk:
     def scratch(self, model: ModelConfig, train: TrainConfig, seed: int, **options: Any) -> FactorModel:
         return train_scratch_on_disk(self.whole, model=model, train=train, seed=seed, batch_rows=self.batch_rows,
                                      pairs_file="refit-scratch_pairs.bin", **options).fit.model
+
+
+def on_the_joint_pairs(whole: WholeTarget, fit: Callable[[JointTrain], FactorModel],
+                       params: dict[str, Any]) -> tuple[FactorModel, dict[str, Any]]:
+    """``fit`` on every source interaction and the target's whole, and ``params``; where every source interaction
+    is above a bound of the joint pairs that the time-safe ones, as evaluated, were under
+    (:class:`~models.transfer.peers.PeerTooLarge`), on those, and ``params`` say so (``refit_source``)."""
+    try:
+        return fit(whole.joint()), dict(params)
+    except PeerTooLarge as why:
+        return fit(whole.joint(time_safe=True)), {**params, "refit_source": f"time-safe ({why})"}
 
 
 def refit_model(
@@ -192,8 +205,8 @@ def refit_model(
                               source_alpha=float(params["source_alpha"]), iterations=int(params["source_iterations"]),
                               recency=float(params["recency"]), recency_alpha=float(params["recency_alpha"]),
                               alpha=(float(params["alpha"]),), l2=(float(params["l2"]),))
-        refitted = fit_closed_form_transfer(whole.joint(), val_task, grid=grid, seed=seed)
-        return refitted.model, refitted.params
+        return on_the_joint_pairs(whole, lambda joint: fit_closed_form_transfer(joint, val_task, grid=grid,
+                                                                                seed=seed).model, params)
     if winner == "transfer":
         assert source is not None, "a transfer refit needs the chosen source"
         train = fixed_epochs(finetune.train, fits["transfer"])
@@ -212,6 +225,7 @@ def refit_model(
     if winner in PEERS:
         return PEERS[winner](whole.encoded(seed), val_task, grid=one_point_grid(winner, params)).model, dict(params)
     if winner in JOINT:
-        return (JOINT[winner](whole.joint(), val_task, grid=one_point_grid(winner, params), seed=seed).model,
-                dict(params))
+        grid = one_point_grid(winner, params)
+        return on_the_joint_pairs(whole, lambda joint: JOINT[winner](joint, val_task, grid=grid, seed=seed).model,
+                                  params)
     raise ValueError(f"no refit for {winner!r}")

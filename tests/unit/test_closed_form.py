@@ -176,3 +176,32 @@ def test_the_onboarding_keeps_the_closed_form_recipe_unless_the_fine_tune_clears
 
     alone = replace(fits, closed_form=None).settled("all-others", val, margin=0.1)
     assert alone.recipe == {"recipe": "network", "network_val_ndcg_at_10": 1.0}
+
+
+def test_a_refit_above_the_joint_bound_with_every_source_interaction_reads_the_time_safe_ones():
+    """The served refit of a joint winner reads every source interaction; where those are above a bound of the joint
+    pairs the time-safe ones (as evaluated) were under, it reads the time-safe ones and its params say why."""
+    from models.config import FineTuneConfig, ModelConfig, TrainConfig
+    from models.transfer.peers import PeerTooLarge
+    from models.transfer.refit import refit_model
+
+    source = [(f"u{n}", "s1" if n % 2 else "s2") for n in range(20)]
+    train = [(f"u{n}", "t1" if n % 2 else "t2") for n in range(20)]
+    catalogue = np.array(["t1", "t2"], dtype=object)
+    safe_pairs = JointTrain.of(_frame(source), _frame(train), catalogue)
+    asked: list[bool] = []
+
+    class Whole:  # a WholeTarget whose every source interaction is above the bound
+        def joint(self, *, time_safe: bool = False) -> JointTrain:
+            asked.append(time_safe)
+            if not time_safe:
+                raise PeerTooLarge("21,000,000 source interactions are above the joint peers' in-memory bound")
+            return safe_pairs
+
+    val = build_ranking_task(catalogue, _frame([("u1", "t1")]).with_columns(rating=None, timestamp=0),
+                             _frame(train).with_columns(rating=None, timestamp=0), click_threshold=4.0)
+    model, params = refit_model("joint-ease", Whole(), val, seed=0, params={"l2": 10.0}, fits={}, source=None,
+                                finetune=FineTuneConfig(), model=ModelConfig(), scratch=TrainConfig())
+    assert asked == [False, True]
+    assert params["l2"] == 10.0 and params["refit_source"].startswith("time-safe (21,000,000 source interactions")
+    assert list(model.item_ids) == list(catalogue) and model.kind == "joint-ease"
