@@ -10,7 +10,9 @@ models give them the popularity fallback.
 Several cuts (``--before 0.7,0.8,0.9``) and seeds (``--seeds 0,1,2``) give one row each, with the refit's
 NDCG@10 lift over the evaluated model and its paired bootstrap 95 % interval (the product's own), over all
 users after T and over the returning ones (those with interactions before T). ``--out-of-core`` onboards out
-of core, where the refit streams the split's parts.
+of core, where the refit streams the split's parts. ``--against-peers`` also serves the closed-form recipe and the
+joint peers as the refit does (plain calls: tuned on the split of the data before T, fitted again on all of it)
+and prints transfer's lift over each joint peer after T.
 
 Datasets: ``retail`` (the seeded synthetic retail export, target ``garden``) and ``movielens-1m`` (a genre,
 ``--target-domain``, fetched first). Prints a table and writes ``bench/results/backtest-<dataset>.json``.
@@ -45,6 +47,43 @@ def cut(dataset, domain: str, before: float):
             target.filter(pl.col(TIMESTAMP) >= t), t)
 
 
+def served_against_peers(early, task, domain: str, returning: np.ndarray, seed: int) -> dict:
+    """``--against-peers``: the closed-form recipe and the joint peers as the refit serves them (tuned on the
+    split of the data before T, then fitted again at that point on every source interaction and all of the
+    target's), scored after T; transfer's paired lift over each peer, over all users after T and the returning
+    ones. Plain calls, the product's functions."""
+    from dataclasses import replace
+
+    from models.config import SplitConfig
+    from models.evaluation.ranking import evaluate_model
+    from models.evaluation.uncertainty import paired_lift_interval
+    from models.split import split_with
+    from models.transfer.closed_form import ClosedFormGrid, fit_closed_form_transfer
+    from models.transfer.joint import JointTrain, fit_joint_als, fit_joint_ease
+    from models.transfer.recipes import ranking_tasks
+    from models.transfer.refit import all_data_split, one_point_grid
+
+    split = split_with(early.interactions, early.items, domain=domain, config=SplitConfig(fraction=1.0, seed=seed))
+    val, _ = ranking_tasks(split, click_threshold=4.0)
+    joint = JointTrain.of_split(early.interactions, early.items, split)
+    whole = JointTrain.of_split(early.interactions, early.items, all_data_split(split), time_safe=False)
+    recipe = fit_closed_form_transfer(joint, val, seed=seed)
+    point = replace(ClosedFormGrid(), alpha=(recipe.params["alpha"],), l2=(recipe.params["l2"],))
+    served = {"transfer": (recipe.val_ndcg_at_10, fit_closed_form_transfer(whole, val, grid=point, seed=seed).model)}
+    for name, fit in (("joint-als", fit_joint_als), ("joint-ease", fit_joint_ease)):
+        tuned = fit(joint, val, seed=seed)
+        served[name] = (tuned.val_ndcg_at_10, fit(whole, val, grid=one_point_grid(name, tuned.params), seed=seed).model)
+    scores = {name: (v, evaluate_model(model, task, ks=(10,)).per_user["ndcg_at_10"])
+              for name, (v, model) in served.items()}
+    out = {name: {"val_ndcg_at_10": v, "after_ndcg_at_10": float(per_user.mean())}
+           for name, (v, per_user) in scores.items()}
+    for peer in ("joint-als", "joint-ease"):
+        for label, mask in (("", slice(None)), ("returning_", returning)):
+            lift = paired_lift_interval(scores["transfer"][1][mask], scores[peer][1][mask])
+            out[peer][f"{label}transfer_lift"] = (lift.estimate, lift.low, lift.high)
+    return out
+
+
 def floats(text: str) -> list[float]:
     return [float(x) for x in text.split(",")]
 
@@ -61,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="shares of the target's interactions before T, one cut each (e.g. 0.7,0.8,0.9)")
     parser.add_argument("--seeds", type=ints, default=[0], help="onboarding seeds, each cut onboarded with each")
     parser.add_argument("--out-of-core", action="store_true", help="onboard out of core (the refit streams)")
+    parser.add_argument("--against-peers", action="store_true",
+                        help="also serve the closed-form recipe and the joint peers (plain calls) and compare them "
+                             "after T")
     parser.add_argument("--data-dir", type=Path)
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
@@ -87,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         folder = cached_dir(args.data_dir or default_data_dir(), args.dataset)
         dataset, domain = read_canonical_dir(folder, args.dataset), args.target_domain or "Horror"
     rows: list[dict] = []
+    peers: list[tuple[float, int, dict]] = []
     for before in args.before:
         early, late, t = cut(dataset, domain, before)
         catalogue = early.items.filter(pl.col("domain") == domain)[ITEM_ID].to_numpy().astype(object)
@@ -94,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         task = build_ranking_task(catalogue, late, seen)
         known = set(early.interactions[USER_ID])
         returning = np.array([u in known for u in task.user_ids])
+        if args.against_peers:
+            peers += [(before, seed, served_against_peers(early, task, domain, returning, seed)) for seed in args.seeds]
         with tempfile.TemporaryDirectory(prefix="transferrec-backtest-") as tmp:  # sources trained once per cut
             data = write_canonical_dir(early, Path(tmp) / "data")
             uri = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
@@ -137,10 +182,26 @@ def main(argv: list[str] | None = None) -> int:
     above = sum(r["lift_low"] > 0 for r in rows)
     print(f"mean lift {np.mean(lifts):+.1%} over {len(rows)} cut(s) x seed(s); interval above zero in {above}, "
           f"lift below zero in {sum(x < 0 for x in lifts)}")
+    if peers:
+        print("\nserved after T, each tuned on the data before T and refitted on all of it (NDCG@10 after T; "
+              "transfer's lift over each joint peer with its paired 95 % interval, all users and returning ones)\n"
+              "| before T | seed | validation NDCG@10 transfer / joint ALS / joint EASE | after T transfer / joint ALS"
+              " / joint EASE | transfer vs joint ALS (returning) | transfer vs joint EASE (returning) |\n"
+              "|---|---|---|---|---|---|")
+        names = ("transfer", "joint-als", "joint-ease")
+        for before, seed, out in peers:
+            val = " / ".join(f"{out[n]['val_ndcg_at_10']:.4f}" for n in names)
+            after = " / ".join(f"{out[n]['after_ndcg_at_10']:.4f}" for n in names)
+            lifts = [" ".join(f"{'(' if key else ''}{e:+.1%} ({lo:+.1%} .. {hi:+.1%}){')' if key else ''}"
+                              for key in ("", "returning_")
+                              for e, lo, hi in [out[peer][f"{key}transfer_lift"]])
+                     for peer in ("joint-als", "joint-ease")]
+            print(f"| {before:.0%} | {seed} | {val} | {after} | {lifts[0]} | {lifts[1]} |")
     args.out.mkdir(parents=True, exist_ok=True)
     suffix = "-out-of-core" if args.out_of_core else ""
     (args.out / f"backtest-{args.dataset}{suffix}.json").write_text(json.dumps(
-        {"dataset": args.dataset, "target": domain, "out_of_core": args.out_of_core, "rows": rows}, indent=2))
+        {"dataset": args.dataset, "target": domain, "out_of_core": args.out_of_core, "rows": rows,
+         "against_peers": [{"before": b, "seed": sd, **out} for b, sd, out in peers]}, indent=2))
     return 0
 
 
