@@ -49,30 +49,29 @@ def cut(dataset, domain: str, before: float):
 
 def served_against_peers(early, task, domain: str, returning: np.ndarray, seed: int) -> dict:
     """``--against-peers``: the closed-form recipe and the joint peers as the refit serves them (tuned on the
-    split of the data before T, then fitted again at that point on every source interaction and all of the
-    target's), scored after T; transfer's paired lift over each peer, over all users after T and the returning
-    ones. Plain calls, the product's functions."""
-    from dataclasses import replace
-
-    from models.config import SplitConfig
+    split of the data before T, then refitted by :func:`models.transfer.refit.refit_model`), scored after T;
+    transfer's paired lift over each peer, over all users after T and the returning ones."""
+    from models.config import FineTuneConfig, ModelConfig, SplitConfig, TrainConfig
     from models.evaluation.ranking import evaluate_model
     from models.evaluation.uncertainty import paired_lift_interval
     from models.split import split_with
-    from models.transfer.closed_form import ClosedFormGrid, fit_closed_form_transfer
+    from models.transfer.closed_form import fit_closed_form_transfer
     from models.transfer.joint import JointTrain, fit_joint_als, fit_joint_ease
     from models.transfer.recipes import ranking_tasks
-    from models.transfer.refit import all_data_split, one_point_grid
+    from models.transfer.refit import WholeInMemory, refit_model
 
     split = split_with(early.interactions, early.items, domain=domain, config=SplitConfig(fraction=1.0, seed=seed))
     val, _ = ranking_tasks(split, click_threshold=4.0)
     joint = JointTrain.of_split(early.interactions, early.items, split)
-    whole = JointTrain.of_split(early.interactions, early.items, all_data_split(split), time_safe=False)
-    recipe = fit_closed_form_transfer(joint, val, seed=seed)
-    point = replace(ClosedFormGrid(), alpha=(recipe.params["alpha"],), l2=(recipe.params["l2"],))
-    served = {"transfer": (recipe.val_ndcg_at_10, fit_closed_form_transfer(whole, val, grid=point, seed=seed).model)}
-    for name, fit in (("joint-als", fit_joint_als), ("joint-ease", fit_joint_ease)):
+    whole = WholeInMemory(split, early.interactions, early.items)
+    served = {}
+    for name, fit in (("transfer", fit_closed_form_transfer), ("joint-als", fit_joint_als),
+                      ("joint-ease", fit_joint_ease)):
         tuned = fit(joint, val, seed=seed)
-        served[name] = (tuned.val_ndcg_at_10, fit(whole, val, grid=one_point_grid(name, tuned.params), seed=seed).model)
+        params = {"recipe": "closed-form", **tuned.params} if name == "transfer" else tuned.params
+        model, _ = refit_model(name, whole, val, seed=seed, params=params, fits={}, source=None,
+                               finetune=FineTuneConfig(), model=ModelConfig(), scratch=TrainConfig())
+        served[name] = (tuned.val_ndcg_at_10, model)
     scores = {name: (v, evaluate_model(model, task, ks=(10,)).per_user["ndcg_at_10"])
               for name, (v, model) in served.items()}
     out = {name: {"val_ndcg_at_10": v, "after_ndcg_at_10": float(per_user.mean())}
