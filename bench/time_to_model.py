@@ -166,7 +166,7 @@ def plain_pipeline(config: Any, sources_file: Path) -> dict[str, float]:
                     params=tuned.get(winner, {}),
                     fits={**({"transfer": fits["transfer"]} if kept == "network" else {}), "scratch": fits["scratch"]},
                     source=prepared[chosen].model, finetune=config.finetune, model=config.model,
-                    scratch=config.scratch)
+                    scratch=config.scratch, recipe_source=closed_form.source if kept == "closed-form" else None)
     lap("refit")
     seconds["total"] = sum(seconds.values())
     seconds["test_ndcg_at_10_transfer"] = reports["transfer"][1].metrics["ndcg_at_10"]

@@ -34,7 +34,7 @@ from models.nets.training import FitResult
 from models.selection.sources import slug
 from models.split import TargetSplit
 from models.transfer.als import EncodedTrain, TunedResult
-from models.transfer.closed_form import keeps_fine_tune
+from models.transfer.closed_form import ClosedFormResult, keeps_fine_tune
 from models.transfer.joint import JOINT, JointTrain
 from models.transfer.outofcore import DiskSplit, encoded_train
 from models.transfer.peers import PEERS
@@ -99,7 +99,7 @@ class Fits:
     als: TunedResult
     popularity: FactorModel
     peers: dict[str, TunedResult]  # EASE, ItemKNN and the joint peers (those fitted: see tasks.registry.BASELINES)
-    closed_form: TunedResult | None = None  # models.transfer.closed_form (sources from the target's own dataset)
+    closed_form: ClosedFormResult | None = None  # models.transfer.closed_form (sources from the target's own dataset)
     recipe: dict[str, Any] | None = None  # the transfer recipe kept by settled(): its name and both validations
 
     def settled(self, chosen: str, val_task: RankingTask, margin: float) -> Fits:
@@ -117,6 +117,11 @@ class Fits:
     @property
     def closed_form_kept(self) -> bool:
         return self.recipe is not None and self.recipe["recipe"] == "closed-form"
+
+    @property
+    def recipe_source(self) -> FactorModel | None:
+        """The source model the kept closed-form recipe was carried over from (its refit starts there)."""
+        return self.closed_form.source if self.closed_form is not None and self.closed_form_kept else None
 
     def models(self, chosen: str) -> dict[str, FactorModel]:
         """The compared models, the kept transfer recipe (the chosen source's fine-tune or the closed-form one)
@@ -288,7 +293,8 @@ class InMemory:
                               family=config.finetune.family)
         return refit_winner.submit(winner, whole, target.val_task, seed=config.split.seed, tuned=fits.tuned(),
                                    fits=fits.trained(selection.chosen), source=prepared.model,
-                                   finetune=config.finetune, model=config.model, scratch=config.scratch)
+                                   finetune=config.finetune, model=config.model, scratch=config.scratch,
+                                   recipe_source=fits.recipe_source)
 
     def analyse(self, data: Validated, target: Target, reports: dict[str, ModelReport],
                 selection: Selection) -> Analysis:
@@ -384,7 +390,8 @@ class OutOfCore:
                             batch_rows=self.rows)
         return refit_winner.submit(winner, whole, target.val_task, seed=config.split.seed, tuned=fits.tuned(),
                                    fits=fits.trained(selection.chosen), source=self.models.get(selection.chosen),
-                                   finetune=config.finetune, model=config.model, scratch=config.scratch)
+                                   finetune=config.finetune, model=config.model, scratch=config.scratch,
+                                   recipe_source=fits.recipe_source)
 
     def analyse(self, data: Any, target: Target, reports: dict[str, ModelReport], selection: Selection) -> Analysis:
         return Analysis()  # slices and off-policy CTR read whole tables: not computed out of core

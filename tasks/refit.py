@@ -35,14 +35,15 @@ class Refit:
 def refit_winner(
     winner: str, whole: WholeTarget, val_task: RankingTask, *, seed: int, tuned: dict[str, dict[str, Any]],
     fits: dict[str, FitResult], source: FactorModel | None, finetune: FineTuneConfig, model: ModelConfig,
-    scratch: TrainConfig,
+    scratch: TrainConfig, recipe_source: FactorModel | None = None,
 ) -> Refit:
     """``winner`` trained again on every target interaction of ``whole`` (in memory or on disk) with what
     validation chose (:func:`models.transfer.refit.refit_model`)."""
     started = time.perf_counter()
     with one_blas_thread():  # as the evaluated fits ran (tasks.training): the same arithmetic
         fitted, params = refit_model(winner, whole, val_task, seed=seed, params=tuned.get(winner, {}), fits=fits,
-                                     source=source, finetune=finetune, model=model, scratch=scratch)
+                                     source=source, finetune=finetune, model=model, scratch=scratch,
+                                     recipe_source=recipe_source)
     rows = whole.rows
     get_run_logger().info("refitted %s on all %d target interactions (%s) in %.1fs", winner, rows["all"], params,
                           time.perf_counter() - started)

@@ -18,7 +18,7 @@ from models.nets.training import FitResult
 from models.selection.candidates import PreparedSource
 from models.split import TargetSplit
 from models.transfer.als import EncodedTrain, TunedResult, fit_als
-from models.transfer.closed_form import fit_closed_form_transfer
+from models.transfer.closed_form import ClosedFormResult, fit_closed_form_transfer
 from models.transfer.joint import JOINT, JointTrain
 from models.transfer.peers import PEERS, PeerTooLarge
 from models.transfer.recipes import fine_tune, fit_popularity, train_scratch
@@ -99,7 +99,7 @@ def fit_peer_baseline(kind: str, train: EncodedTrain | JointTrain, val_task: Ran
 
 @task(name="closed-form-transfer", cache_policy=NO_CACHE)
 @_one_blas_thread
-def fit_closed_form(joint: JointTrain, val_task: RankingTask, seed: int) -> TunedResult:
+def fit_closed_form(joint: JointTrain, val_task: RankingTask, seed: int) -> ClosedFormResult:
     """The closed-form transfer recipe (:mod:`models.transfer.closed_form`): an implicit-ALS model of the time-safe
     source interactions, its users frozen, the target's item vectors solved on them; tuned on validation."""
     result = fit_closed_form_transfer(joint, val_task, seed=seed)

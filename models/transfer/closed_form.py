@@ -8,12 +8,17 @@ solving the target's item vectors on its frozen user vectors.
    with their source interactions weighted by recency: confidence ``1 + recency_alpha·exp(-rank/recency)``, where
    ``rank`` counts back from the user's most recent source interaction (0) before their cutoff. What a user did
    last in the other domains says most about what they take next in the new one; the whole history still counts
-   (every interaction at least at confidence one). ``recency = 0`` keeps the source model's user vectors.
+   (every interaction at least at confidence one). ``recency = 0`` weighs every interaction alike, at the source
+   model's own confidence ``1 + source_alpha`` (the source fit's user step once more).
 3. **Carry-over**: the users keep these vectors (frozen, as the network's ``freeze-users`` fine-tune keeps
    them); each target item's vector is one ALS item step on them, in closed form:
    ``v_i = (UᵀU + alpha·U_iᵀU_i + l2·I)⁻¹ (1 + alpha)·U_iᵀ1``, where ``U_i`` are the vectors of the users with a
    target training interaction with item ``i`` (every other user counts as a zero with confidence one). ``alpha``
    and ``l2`` are chosen on the target's validation NDCG@10 over the grid.
+
+Steps 2 and 3 read nothing of the source fit but its item vectors (:func:`carry_over`): the refit before serving
+(:mod:`models.transfer.refit`) runs them again from the evaluated source model on every source interaction and
+all of the target's pairs, without fitting the source again.
 
 The onboarding keeps this recipe as its ``transfer`` model unless the network fine-tune validates better by more
 than ``FineTuneConfig.recipe_margin`` (``FineTuneConfig.closed_form`` turns the recipe off). A user without
@@ -86,14 +91,19 @@ def item_step(user_factors: np.ndarray, users: np.ndarray, items: np.ndarray, n_
 
 def user_step(item_factors: np.ndarray, users: np.ndarray, items: np.ndarray, confidence: np.ndarray,
               n_users: int, *, l2: float) -> np.ndarray:
-    """User vectors by one implicit-ALS user step on fixed ``item_factors``: each of a user's pairs ``(users,
-    items)`` at confidence ``1 + c`` (``c``: its ``confidence``; repeated pairs add up), every other item at
-    confidence one with preference zero, ``x_u = (VᵀV + Σ_i c_i·v_i v_iᵀ + l2·I)⁻¹ Σ_i (1 + c_i)·v_i``; solved in
-    chunks of users. A user without pairs gets a zero vector."""
+    """User vectors by one implicit-ALS user step on fixed ``item_factors``: each item of a user's pairs ``(users,
+    items)`` at preference one and confidence ``1 + c_i`` (``c_i``: the sum of its pairs' ``confidence``, so
+    repeated pairs add confidence, as implicit ALS counts them), every other item at confidence one with
+    preference zero, ``x_u = (VᵀV + Σ_i c_i·v_i v_iᵀ + l2·I)⁻¹ Σ_i (1 + c_i)·v_i``; solved in chunks of users. A
+    user without pairs gets a zero vector."""
     v = np.asarray(item_factors, dtype=np.float64)
     dim = v.shape[1]
+    users, items = np.asarray(users, np.int64), np.asarray(items, np.int64)
+    pairs = np.lexsort((items, users))  # each (user, item) counts its preference once: at its first row here
+    once = np.ones(len(pairs))
+    once[pairs[1:]] = (users[pairs[1:]] != users[pairs[:-1]]) | (items[pairs[1:]] != items[pairs[:-1]])
     order = np.argsort(users, kind="stable")
-    by_user, by_item = np.asarray(users, np.int64)[order], np.asarray(items, np.int64)[order]
+    by_user, by_item, once = users[order], items[order], once[order]
     weights = np.asarray(confidence, np.float64)[order]
     starts = np.searchsorted(by_user, np.arange(n_users + 1))
     regularised = v.T @ v + l2 * np.eye(dim)
@@ -106,7 +116,7 @@ def user_step(item_factors: np.ndarray, users: np.ndarray, items: np.ndarray, co
             span = slice(starts[user], starts[user + 1])
             seen, weight = v[by_item[span]], weights[span]
             inner[row] += (seen.T * weight) @ seen
-            sums[row] = (1.0 + weight) @ seen
+            sums[row] = (once[span] + weight) @ seen
         out[first:first + len(chunk)] = np.linalg.solve(inner, sums[..., None])[..., 0]
     return out.astype(np.float32)
 
@@ -116,16 +126,25 @@ def recency_confidence(ranks: np.ndarray, *, recency: float, alpha: float) -> np
     return alpha * np.exp(-np.asarray(ranks, np.float64) / recency)
 
 
-def _recent_users(joint: JointTrain, source_model: FactorModel, grid: ClosedFormGrid) -> np.ndarray:
-    """The users' vectors of step 2 of the module docstring (the source model's own when ``grid.recency`` is 0)."""
+@dataclass(frozen=True)
+class ClosedFormResult(TunedResult):
+    """The tuned recipe and the ALS source model it was carried over from (over the joint pairs' users and items),
+    which the refit reuses (:func:`carry_over`)."""
+
+    source: FactorModel
+
+
+def _recent_users(joint: JointTrain, item_factors: np.ndarray, grid: ClosedFormGrid) -> np.ndarray:
+    """The users' vectors of step 2 of the module docstring on ``item_factors`` (one row per joint item)."""
+    source = slice(0, joint.n_source)
     if not grid.recency:
-        return source_model.user_factors
-    if joint.source_recency is None:
+        confidence = np.full(joint.n_source, grid.source_alpha)
+    elif joint.source_recency is None:
         raise ValueError("the closed-form recipe weighs source interactions by recency, and these came without "
                          "their times")
-    source = slice(0, joint.n_source)
-    confidence = recency_confidence(joint.source_recency, recency=grid.recency, alpha=grid.recency_alpha)
-    return user_step(source_model.item_factors, joint.encoded.users[source], joint.encoded.items[source], confidence,
+    else:
+        confidence = recency_confidence(joint.source_recency, recency=grid.recency, alpha=grid.recency_alpha)
+    return user_step(item_factors, joint.encoded.users[source], joint.encoded.items[source], confidence,
                      len(joint.encoded.user_ids), l2=grid.regularization)
 
 
@@ -143,8 +162,20 @@ def _carried_over(joint: JointTrain, user_factors: np.ndarray,
             for vectors in item_step(user_factors, users, items, n_catalogue, points)]
 
 
+def carry_over(joint: JointTrain, source: FactorModel, grid: ClosedFormGrid) -> list[FactorModel]:
+    """Steps 2 and 3 of the module docstring on ``joint`` from the item vectors of ``source`` (matched to the joint
+    items by id; an item it lacks counts as a zero vector): one model per ``(alpha, l2)`` of ``grid``, in
+    ``itertools.product`` order.
+
+    Raises:
+        ValueError: ``grid.recency`` is set and ``joint`` has no source recency (its source came without times).
+    """
+    _, item_factors, _ = source.aligned(np.empty(0, dtype=object), joint.encoded.item_ids)
+    return _carried_over(joint, _recent_users(joint, item_factors, grid), list(itertools.product(grid.alpha, grid.l2)))
+
+
 def fit_closed_form_transfer(joint: JointTrain, val_task: RankingTask, *, grid: ClosedFormGrid = ClosedFormGrid(),
-                             seed: int = 0) -> TunedResult:
+                             seed: int = 0) -> ClosedFormResult:
     """The closed-form recipe (module docstring) on the joint pairs: the source model on the source pairs, its
     users' recent interests, the carry-over on the target's training pairs; tuned on ``val_task``, kind
     ``transfer``.
@@ -158,8 +189,7 @@ def fit_closed_form_transfer(joint: JointTrain, val_task: RankingTask, *, grid: 
         regularization=grid.regularization, alpha=grid.source_alpha, iterations=grid.iterations, seed=seed)
     points = list(itertools.product(grid.alpha, grid.l2))
     tried, best = [], None
-    users = _recent_users(joint, source_model, grid)
-    for (alpha, l2), model in zip(points, _carried_over(joint, users, points), strict=True):
+    for (alpha, l2), model in zip(points, carry_over(joint, source_model, grid), strict=True):
         score = ndcg_at(model, val_task)
         params = {"recipe": "closed-form", "source_factors": grid.factors,
                   "source_regularization": grid.regularization, "source_alpha": grid.source_alpha,
@@ -169,4 +199,4 @@ def fit_closed_form_transfer(joint: JointTrain, val_task: RankingTask, *, grid: 
         if best is None or score > best[2] + 1e-12:
             best = (model, params, score)
     assert best is not None  # the grid is never empty
-    return TunedResult(best[0], best[1], best[2], tried)
+    return ClosedFormResult(best[0], best[1], best[2], tried, source_model)

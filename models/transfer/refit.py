@@ -26,7 +26,7 @@ from models.factors import FactorModel
 from models.nets.training import FitResult
 from models.split import TargetSplit
 from models.transfer.als import AlsGrid, EncodedTrain, fit_als
-from models.transfer.closed_form import ClosedFormGrid, fit_closed_form_transfer
+from models.transfer.closed_form import ClosedFormGrid, carry_over
 from models.transfer.init import ItemText
 from models.transfer.joint import JOINT, JointGrid, JointTrain
 from models.transfer.outofcore import (
@@ -183,16 +183,18 @@ def on_the_joint_pairs(whole: WholeTarget, fit: Callable[[JointTrain], FactorMod
 def refit_model(
     winner: str, whole: WholeTarget, val_task: RankingTask, *, seed: int, params: dict[str, Any],
     fits: dict[str, FitResult], source: FactorModel | None, finetune: FineTuneConfig, model: ModelConfig,
-    scratch: TrainConfig,
+    scratch: TrainConfig, recipe_source: FactorModel | None = None,
 ) -> tuple[FactorModel, dict[str, Any]]:
     """``winner`` trained on ``whole`` with what validation chose, and those choices: the tuned peers at their
     chosen grid point (``params``), the networks for their best epoch count (the last epoch's weights, no early
-    stopping), transfer from the same ``source`` (the closed-form recipe, when ``params`` say it was kept: fitted
-    again at its chosen point on the joint pairs); popularity counts every interaction. The joint pairs
-    (``whole.joint()``: the joint peers and the recipe) hold every source interaction, not only those before each
-    user's first test interaction: the served model knows what each user did last in the other domains, which the
-    recipe's recency step weighs most. ``val_task`` only satisfies the fits' interface (its users are in the
-    training data now: the score it gives means nothing).
+    stopping), transfer from the same ``source``; popularity counts every interaction. The closed-form recipe, when
+    ``params`` say it was kept, is carried over again at its chosen point from the item vectors of the source model
+    it was evaluated with (``recipe_source``, :attr:`~models.transfer.closed_form.ClosedFormResult.source`): its
+    users solved on every source interaction, its catalogue on all of the target's pairs; the source is not
+    fitted again. The joint pairs (``whole.joint()``: the joint peers and the recipe) hold every source
+    interaction, not only those before each user's first test interaction: the served model knows what each user
+    did last in the other domains, which the recipe's recency step weighs most. ``val_task`` only satisfies the
+    fits' interface (its users are in the training data now: the score it gives means nothing).
 
     Raises:
         ValueError: a winner this module does not know.
@@ -205,8 +207,8 @@ def refit_model(
                               source_alpha=float(params["source_alpha"]), iterations=int(params["source_iterations"]),
                               recency=float(params["recency"]), recency_alpha=float(params["recency_alpha"]),
                               alpha=(float(params["alpha"]),), l2=(float(params["l2"]),))
-        return on_the_joint_pairs(whole, lambda joint: fit_closed_form_transfer(joint, val_task, grid=grid,
-                                                                                seed=seed).model, params)
+        assert recipe_source is not None, "a closed-form refit needs the source model the recipe was evaluated with"
+        return on_the_joint_pairs(whole, lambda joint: carry_over(joint, recipe_source, grid)[0], params)
     if winner == "transfer":
         assert source is not None, "a transfer refit needs the chosen source"
         train = fixed_epochs(finetune.train, fits["transfer"])

@@ -14,7 +14,7 @@ from models.config import FineTuneConfig, ModelConfig, SplitConfig, TrainConfig
 from models.selection.candidates import prepare_source, source_profile, target_profile
 from models.split import split_target_domain, split_with
 from models.transfer.als import AlsGrid, EncodedTrain, fit_als
-from models.transfer.closed_form import ClosedFormGrid, fit_closed_form_transfer
+from models.transfer.closed_form import ClosedFormGrid, carry_over, fit_closed_form_transfer, recency_confidence
 from models.transfer.joint import JointGrid, JointTrain, fit_joint_als, fit_joint_ease
 from models.transfer.outofcore import split_on_disk
 from models.transfer.peers import PeerGrid, fit_ease, fit_itemknn
@@ -50,15 +50,15 @@ def onboarding(synthetic_dataset):
     joint = JointTrain.of_split(data.interactions, data.items, split)
     grid = JointGrid(als=AlsGrid(factors=(4, 8), regularization=(1.0,), alpha=(5.0,), iterations=4),
                      ease=PeerGrid(lambdas=(50.0, 500.0)))
+    recipe = fit_closed_form_transfer(joint, val, grid=ClosedFormGrid(factors=8, alpha=(5.0, 80.0), l2=(30.0,)), seed=0)
     tuned = {"als": fit_als(encoded, None, val, grid=AlsGrid(factors=(4, 8), regularization=(0.1,), alpha=(1.0,),
                                                                 iterations=4), seed=0).params,
              "ease": fit_ease(encoded, val).params, "itemknn": fit_itemknn(encoded, val).params,
              "joint-als": fit_joint_als(joint, val, grid=grid, seed=0).params,
              "joint-ease": fit_joint_ease(joint, val, grid=grid).params,
              # the closed-form transfer recipe kept (a "transfer" winner refitted by its recipe's params)
-             "closed-form": {"recipe": "closed-form", **fit_closed_form_transfer(
-                 joint, val, grid=ClosedFormGrid(factors=8, alpha=(5.0, 80.0), l2=(30.0,)), seed=0).params}}
-    return data, split, val, prepared, finetune, train, fits, tuned, source.model
+             "closed-form": {"recipe": "closed-form", **recipe.params}}
+    return data, split, val, prepared, finetune, train, fits, tuned, source.model, recipe.source
 
 
 WINNERS = ["transfer", "closed-form", "scratch", "popularity", "als", "ease", "itemknn", "joint-als", "joint-ease"]
@@ -73,11 +73,11 @@ def _as_registered(winner: str, tuned: dict) -> tuple[str, dict]:
 
 @pytest.mark.parametrize("winner", WINNERS)
 def test_the_winner_is_refitted_on_every_target_interaction_with_what_validation_chose(onboarding, winner):
-    data, split, val, prepared, finetune, train, fits, tuned, _ = onboarding
+    data, split, val, prepared, finetune, train, fits, tuned, _, recipe_source = onboarding
     whole = WholeInMemory(split, data.interactions, data.items, text=prepared.text)
     name, passed = _as_registered(winner, tuned)
     refit = refit_winner(name, whole, val, seed=0, tuned=passed, fits=fits, source=prepared.model,
-                         finetune=finetune, model=ModelConfig(dim=8), scratch=train)
+                         finetune=finetune, model=ModelConfig(dim=8), scratch=train, recipe_source=recipe_source)
     everything = pl.concat([split.train, split.val, split.test])
     assert refit.rows == {"train": split.train.height, "val": split.val.height, "test": split.test.height,
                           "all": everything.height}
@@ -115,12 +115,12 @@ def on_disk(onboarding, tmp_path_factory):
 
 @pytest.mark.parametrize("winner", WINNERS)
 def test_out_of_core_the_winner_is_refitted_from_every_part_on_disk(onboarding, on_disk, winner):
-    data, _, _, _, finetune, train, fits, tuned, source = onboarding
+    data, _, _, _, finetune, train, fits, tuned, source, recipe_source = onboarding
     memory, disk = on_disk
     val, _ = ranking_tasks(memory, click_threshold=4.0)
     name, passed = _as_registered(winner, tuned)
     options = dict(seed=0, tuned=passed, fits=fits, source=source, finetune=finetune, model=ModelConfig(dim=8),
-                   scratch=train)
+                   scratch=train, recipe_source=recipe_source)
     refit = refit_winner(name, WholeOnDisk(disk, data.interactions.lazy(), data.items, batch_rows=500), val,
                          **options)
     everything = pl.concat([memory.train, memory.val, memory.test])
@@ -145,11 +145,13 @@ def test_out_of_core_the_winner_is_refitted_from_every_part_on_disk(onboarding, 
         assert refit.params == tuned[winner]
 
 
-def test_the_kept_closed_form_recipe_is_fitted_again_on_every_source_interaction_the_latest_included(onboarding):
-    """The refit of a kept closed-form recipe fits it again at its chosen point on every source interaction, not
-    only those before each user's first test interaction: the served users' vectors lean on what they did last in
-    the other domains. Every catalogue item is solved again on all the target's pairs."""
-    data, split, val, prepared, finetune, train, fits, tuned, _ = onboarding
+def test_the_kept_closed_form_recipe_is_carried_over_again_on_every_source_interaction_the_latest_included(
+        onboarding):
+    """The refit of a kept closed-form recipe starts from the item vectors of the source model it was evaluated
+    with (not fitted again) and carries it over at its chosen point: each user's vector is solved on every source
+    interaction, not only those before their first test interaction (what they did last in the other domains
+    weighs most), and every catalogue item on all the target's pairs."""
+    data, split, val, prepared, finetune, train, fits, tuned, _, _ = onboarding
     grid = ClosedFormGrid(factors=8, alpha=(5.0, 80.0), l2=(30.0,))
     evaluated = fit_closed_form_transfer(JointTrain.of_split(data.interactions, data.items, split), val, grid=grid,
                                          seed=0)
@@ -157,7 +159,7 @@ def test_the_kept_closed_form_recipe_is_fitted_again_on_every_source_interaction
                                                                           **evaluated.params}})
     refit = refit_winner(name, WholeInMemory(split, data.interactions, data.items, text=prepared.text), val, seed=0,
                          tuned=passed, fits=fits, source=prepared.model, finetune=finetune,
-                         model=ModelConfig(dim=8), scratch=train)
+                         model=ModelConfig(dim=8), scratch=train, recipe_source=evaluated.source)
     served = refit.model
     assert refit.params == passed["transfer"] and served.kind == "transfer"
     assert list(served.item_ids) == list(catalogue_ids(split))
@@ -166,9 +168,23 @@ def test_the_kept_closed_form_recipe_is_fitted_again_on_every_source_interaction
     assert whole.n_source > time_safe.n_source  # source interactions after some users' cutoffs count now
     assert list(served.user_ids) == list(whole.encoded.user_ids)
     point = replace(grid, alpha=(float(evaluated.params["alpha"]),), l2=(float(evaluated.params["l2"]),))
-    expected = fit_closed_form_transfer(whole, val, grid=point, seed=0).model
+    expected = carry_over(whole, evaluated.source, point)[0]
     np.testing.assert_array_equal(served.user_factors, expected.user_factors)
     np.testing.assert_array_equal(served.item_factors, expected.item_factors)
+    # a user with source interactions after their cutoff: their vector solves the recency-weighted user step on
+    # every one of them, over the evaluated source's item vectors
+    v = evaluated.source.aligned(np.empty(0, dtype=object), whole.encoded.item_ids)[1].astype(np.float64)
+    source_rows = {name: np.bincount(joint.encoded.users[:joint.n_source], minlength=len(joint.encoded.user_ids))
+                   for name, joint in (("whole", whole), ("time_safe", time_safe))}
+    before = dict(zip(time_safe.encoded.user_ids, source_rows["time_safe"], strict=True))
+    later = [r for r, user in enumerate(whole.encoded.user_ids) if source_rows["whole"][r] > before.get(user, 0)]
+    assert later
+    confidence = recency_confidence(whole.source_recency, recency=grid.recency, alpha=grid.recency_alpha)
+    users, items = whole.encoded.users[:whole.n_source], whole.encoded.items[:whole.n_source]
+    for r in later[:10]:
+        seen, weight = v[items[users == r]], confidence[users == r]
+        lhs = (v.T @ v + (seen.T * weight) @ seen + grid.regularization * np.eye(v.shape[1])) @ served.user_factors[r]
+        np.testing.assert_allclose(lhs, (1.0 + weight) @ seen, rtol=1e-3, atol=1e-3)
     # each item's vector solves the carry-over's normal equations on every target pair of the whole split
     u = served.user_factors.astype(np.float64)
     alpha, l2 = float(evaluated.params["alpha"]), float(evaluated.params["l2"])

@@ -14,6 +14,8 @@ from models.split import recency_ranks
 from models.transfer.als import EncodedTrain, fit_als_encoded
 from models.transfer.closed_form import (
     ClosedFormGrid,
+    ClosedFormResult,
+    carry_over,
     fit_closed_form_transfer,
     item_step,
     recency_confidence,
@@ -65,7 +67,7 @@ def test_the_recipe_carries_the_source_users_over_to_target_items_unchanged():
     val = build_ranking_task(catalogue, _frame([("new", "t2")]).with_columns(rating=None, timestamp=0),
                              _frame(train).with_columns(rating=None, timestamp=0), click_threshold=4.0)
     grid = ClosedFormGrid(factors=4, regularization=1.0, iterations=10, alpha=(5.0, 20.0), l2=(1.0, 10.0),
-                          recency=0.0)  # the source model's users themselves (the pairs have no times)
+                          recency=0.0)  # every pair alike (the pairs have no times)
     result = fit_closed_form_transfer(joint, val, grid=grid, seed=0)
 
     model = result.model
@@ -78,7 +80,12 @@ def test_the_recipe_carries_the_source_users_over_to_target_items_unchanged():
         EncodedTrain(encoded.user_ids, encoded.item_ids, encoded.users[:joint.n_source],
                      encoded.items[:joint.n_source]),
         factors=4, regularization=1.0, alpha=grid.source_alpha, iterations=10, seed=0)
-    np.testing.assert_array_equal(model.user_factors, source_only.user_factors)
+    # recency 0: the users solved once more on the source items at the source's own confidence (implicit's user
+    # step: the same vectors up to its last item step)
+    users = user_step(source_only.item_factors, encoded.users[:joint.n_source], encoded.items[:joint.n_source],
+                      np.full(joint.n_source, grid.source_alpha), len(encoded.user_ids), l2=1.0)
+    np.testing.assert_array_equal(model.user_factors, users)
+    np.testing.assert_allclose(model.user_factors, source_only.user_factors, atol=0.05)
     assert not model.item_factors[2].any()  # t3: no training pair, ranked by the (popularity) bias alone
     assert model.item_bias[0] == model.item_bias[1] > model.item_bias[2]  # 20 users each (repeats count once)
 
@@ -94,8 +101,9 @@ def test_recency_counts_back_from_each_users_latest_and_ties_share_their_places(
 
 def test_the_user_step_weighs_recent_interactions_most(monkeypatch):
     """x_u = (VᵀV + Σ c_i v_i v_iᵀ + l2·I)⁻¹ Σ (1 + c_i) v_i with c_i = alpha·exp(-rank_i/recency), per user, in
-    chunks (repeated pairs add up); on orthonormal item vectors each coordinate is (1 + c_i) / (1 + c_i + l2), so
-    the latest item weighs most; a user without pairs gets a zero vector."""
+    chunks (an item's repeated pairs add their confidence; its preference counts once, as implicit ALS counts
+    repeats); on orthonormal item vectors each coordinate is (1 + c_i) / (1 + c_i + l2), so the latest item weighs
+    most; a user without pairs gets a zero vector."""
     import models.transfer.closed_form as closed_form
 
     monkeypatch.setattr(closed_form, "ITEM_CHUNK", 2)  # several chunks, the last one short
@@ -105,9 +113,11 @@ def test_the_user_step_weighs_recent_interactions_most(monkeypatch):
     ranks = rng.permutation(40).astype(float) % 9
     solved = user_step(v, users, items, recency_confidence(ranks, recency=2.0, alpha=20.0), 5, l2=3.0)
     assert solved.shape == (5, 3) and solved.dtype == np.float32 and not solved[4].any()
+    assert len(np.unique(np.stack([users, items]), axis=1)[0]) < len(users)  # repeats are there
     for u in range(4):
         seen, c = v[items[users == u]], 20.0 * np.exp(-ranks[users == u] / 2.0)
-        expected = np.linalg.solve(v.T @ v + (seen.T * c) @ seen + 3.0 * np.eye(3), (1 + c) @ seen)
+        once = v[np.unique(items[users == u])].sum(axis=0)
+        expected = np.linalg.solve(v.T @ v + (seen.T * c) @ seen + 3.0 * np.eye(3), c @ seen + once)
         np.testing.assert_allclose(solved[u], expected, rtol=1e-5, atol=1e-6)
 
     eye = np.eye(2)  # item 0 last (rank 0), item 1 before it (rank 1)
@@ -145,6 +155,35 @@ def test_the_recipe_follows_what_a_user_did_last_in_the_source_domains():
         fit_closed_form_transfer(replace(joint, source_recency=None), val, grid=grid, seed=0)
 
 
+def test_the_carry_over_reads_the_source_items_by_id_and_an_item_it_lacks_counts_as_zero():
+    """The refit's carry-over starts from a source model fitted on other pairs: its items are matched to the
+    joint's by id (in any order), a source item it never saw (``s9``, first seen after the evaluated cutoffs)
+    counts as a zero vector, and the users solve the recency-weighted user step on those vectors."""
+    from models.factors import FactorModel
+
+    rows = [("u1", "s1", 1), ("u1", "s2", 2), ("u1", "s9", 3), ("u2", "s2", 1), ("u2", "s1", 5)]
+    frame = pl.DataFrame({"user_id": [u for u, _, _ in rows], "item_id": [i for _, i, _ in rows],
+                          "timestamp": [t for _, _, t in rows]})
+    catalogue = np.array(["t1", "t2"], dtype=object)
+    joint = JointTrain.of(frame, _frame([("u1", "t1"), ("u2", "t2")]), catalogue)
+    rng = np.random.default_rng(0)
+    source_ids = np.array(["s2", "t2", "s1", "t1"], dtype=object)  # another order, and no s9
+    source = FactorModel(np.array(["u1"], dtype=object), source_ids, rng.normal(size=(1, 3)).astype(np.float32),
+                         rng.normal(size=(4, 3)).astype(np.float32), np.zeros(4, np.float32))
+    grid = ClosedFormGrid(regularization=2.0, recency=1.0, recency_alpha=4.0, alpha=(5.0, 20.0), l2=(1.0,))
+    models = carry_over(joint, source, grid)
+    assert len(models) == 2 and list(models[0].user_ids) == list(joint.encoded.user_ids)
+    by_id = dict(zip(source_ids, source.item_factors, strict=True))
+    v = np.stack([by_id.get(item, np.zeros(3, np.float32)) for item in joint.encoded.item_ids])
+    assert not v[list(joint.encoded.item_ids).index("s9")].any()
+    confidence = recency_confidence(joint.source_recency, recency=1.0, alpha=4.0)
+    expected = user_step(v, joint.encoded.users[:joint.n_source], joint.encoded.items[:joint.n_source], confidence,
+                         len(joint.encoded.user_ids), l2=2.0)
+    np.testing.assert_array_equal(models[0].user_factors, expected)
+    np.testing.assert_array_equal(models[1].user_factors, expected)
+    assert not np.array_equal(models[0].item_factors, models[1].item_factors)  # one carry-over per (alpha, l2)
+
+
 def test_the_onboarding_keeps_the_closed_form_recipe_unless_the_fine_tune_clears_the_margin():
     """Validation NDCG@10: the fine-tune 1.0 (it ranks the validation item first), the closed-form recipe 0.95. A
     10 % margin keeps the closed-form recipe (1.0 < 1.045): the transfer model, its params, no network curves; no
@@ -158,9 +197,9 @@ def test_the_onboarding_keeps_the_closed_form_recipe_unless_the_fine_tune_clears
     val = build_ranking_task(catalogue, _frame([("u", "t3")]).with_columns(rating=None, timestamp=0),
                              _frame([("u", "t1")]).with_columns(rating=None, timestamp=0), click_threshold=4.0)
     network = FitResult(popularity_model(catalogue, np.array([5, 1, 9])), best_epoch=2)
-    closed_form = TunedResult(popularity_model(catalogue, np.array([9, 5, 1])), {"recipe": "closed-form", "alpha": 5.0},
-                              0.95, [])
     other = popularity_model(catalogue, np.array([1, 1, 1]))
+    closed_form = ClosedFormResult(popularity_model(catalogue, np.array([9, 5, 1])),
+                                   {"recipe": "closed-form", "alpha": 5.0}, 0.95, [], other)
     fits = Fits({"all-others": network}, FitResult(other), TunedResult(other, {"factors": 8}, 0.1, []), other, {},
                 closed_form)
 
@@ -169,10 +208,12 @@ def test_the_onboarding_keeps_the_closed_form_recipe_unless_the_fine_tune_clears
     assert kept.models("all-others")["transfer"] is closed_form.model
     assert "transfer" not in kept.trained("all-others")
     assert kept.tuned()["transfer"] == {**kept.recipe, "alpha": 5.0}
+    assert kept.recipe_source is other  # the refit carries the recipe over again from its evaluated source
 
     kept = fits.settled("all-others", val, margin=0.0)
     assert kept.recipe["recipe"] == "network" and kept.models("all-others")["transfer"] is network.model
     assert kept.trained("all-others")["transfer"] is network and "alpha" not in kept.tuned()["transfer"]
+    assert kept.recipe_source is None
 
     alone = replace(fits, closed_form=None).settled("all-others", val, margin=0.1)
     assert alone.recipe == {"recipe": "network", "network_val_ndcg_at_10": 1.0}
