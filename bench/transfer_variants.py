@@ -31,8 +31,10 @@ registered source: it compares the closed-form recipe (its default grid) with
 
 and prints each one's mean validation and test NDCG@10 over the cells beside the recipe's and the joint peers'.
 ``--recency`` (no registered source either) does the same for the recipe's users' recency step: ``recency off``
-(the source model's own user vectors, the recipe before that step was adopted) and ``recency r / a``, the step at
-the other points (``recency``, ``recency_alpha``) of :data:`RECENCY_GRID`.
+(every source interaction alike, at the source model's confidence: the recipe before that step was adopted),
+``recency r / a``, the step at the other points (``recency``, ``recency_alpha``) of :data:`RECENCY_GRID`, the joint
+peers (the product's joint ALS takes the same step where validation prefers it), and joint ALS without the step
+(``joint ALS, recency off``: the peer before it took the step) and with it always (``joint ALS, recent users``).
 """
 
 from __future__ import annotations
@@ -99,7 +101,8 @@ def recipe_variants(joint, val, test, seed: int) -> dict[str, tuple[float, float
     from models.evaluation.ranking import ndcg_at
     from models.factors import FactorModel
     from models.transfer.als import fit_als_encoded
-    from models.transfer.closed_form import ClosedFormGrid, fit_closed_form_transfer, item_step, user_step
+    from models.transfer.closed_form import ClosedFormGrid, fit_closed_form_transfer, item_step
+    from models.transfer.recency import user_step
 
     grid = ClosedFormGrid()
     recipe = fit_closed_form_transfer(joint, val, grid=grid, seed=seed)
@@ -144,23 +147,30 @@ def recipe_variants(joint, val, test, seed: int) -> dict[str, tuple[float, float
     return {**out, **joint_peers(joint, val, test, seed)}
 
 
-def joint_peers(joint, val, test, seed: int) -> dict[str, tuple[float, float]]:
-    """(validation, test) NDCG@10 of the joint peers."""
-    from models.evaluation.ranking import ndcg_at
+def fitted_joint_peers(joint, val, seed: int) -> dict:
+    """Both joint peers tuned on ``val`` (their TunedResults by name)."""
     from models.transfer.joint import fit_joint_als, fit_joint_ease
 
+    return {"joint-als": fit_joint_als(joint, val, seed=seed), "joint-ease": fit_joint_ease(joint, val, seed=seed)}
+
+
+def joint_peers(joint, val, test, seed: int, fitted: dict | None = None) -> dict[str, tuple[float, float]]:
+    """(validation, test) NDCG@10 of both joint peers (``fitted``: already tuned)."""
+    from models.evaluation.ranking import ndcg_at
+
     return {name: (peer.val_ndcg_at_10, ndcg_at(peer.model, test))
-            for name, peer in (("joint-als", fit_joint_als(joint, val, seed=seed)),
-                               ("joint-ease", fit_joint_ease(joint, val, seed=seed)))}
+            for name, peer in (fitted or fitted_joint_peers(joint, val, seed)).items()}
 
 
 def recency_variants(joint, val, test, seed: int) -> dict[str, tuple[float, float]]:
     """(validation, test) NDCG@10 of the closed-form recipe, of the recipe without its users' recency step, at the
-    other points of :data:`RECENCY_GRID`, and of the joint peers."""
+    other points of :data:`RECENCY_GRID`, of the joint peers (joint ALS chooses the same step on validation), and
+    of joint ALS without the step and with it always."""
     from dataclasses import replace
 
     from models.evaluation.ranking import ndcg_at
     from models.transfer.closed_form import ClosedFormGrid, fit_closed_form_transfer
+    from models.transfer.joint import JointGrid, fit_joint_als
 
     grid, out = ClosedFormGrid(), {}
     for recency, recency_alpha in ((grid.recency, grid.recency_alpha), (0.0, grid.recency_alpha), *RECENCY_GRID):
@@ -169,7 +179,13 @@ def recency_variants(joint, val, test, seed: int) -> dict[str, tuple[float, floa
         name = ("recipe" if (recency, recency_alpha) == (grid.recency, grid.recency_alpha) else
                 "recency off" if not recency else f"recency {recency:g} / {recency_alpha:g}")
         out[name] = (point.val_ndcg_at_10, ndcg_at(point.model, test))
-    return {**out, **joint_peers(joint, val, test, seed)}
+    peers = fitted_joint_peers(joint, val, seed)
+    out.update(joint_peers(joint, val, test, seed, peers))
+    # the product's joint ALS chooses its users' recency step on validation; here without it and with it always
+    for name, recency in (("joint ALS, recency off", 0.0), ("joint ALS, recent users", grid.recency)):
+        forced = fit_joint_als(joint, val, grid=JointGrid(recency=(recency,)), seed=seed)
+        out[name] = (forced.val_ndcg_at_10, ndcg_at(forced.model, test))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,6 +37,7 @@ from models.evaluation.ranking import RankingTask, ndcg_at
 from models.factors import FactorModel
 from models.transfer.als import TIE_BREAK, TunedResult, fit_als_encoded
 from models.transfer.joint import JointTrain
+from models.transfer.recency import RECENCY, RECENCY_ALPHA, recency_confidence, user_step
 
 #: Catalogue items whose Gram matrices are held at once by :func:`item_step` (64 · 64 · 8 bytes each).
 ITEM_CHUNK = 512
@@ -52,8 +53,8 @@ class ClosedFormGrid:
     regularization: float = 10.0
     source_alpha: float = 5.0
     iterations: int = 15
-    recency: float = 5.0  # interactions; 0: the source model's user vectors unchanged
-    recency_alpha: float = 20.0
+    recency: float = RECENCY  # interactions; 0: every source interaction alike
+    recency_alpha: float = RECENCY_ALPHA
     alpha: tuple[float, ...] = (5.0, 20.0, 80.0, 320.0)
     l2: tuple[float, ...] = (30.0, 100.0, 300.0, 1000.0)
 
@@ -87,43 +88,6 @@ def item_step(user_factors: np.ndarray, users: np.ndarray, items: np.ndarray, n_
             vectors[first:first + len(chunk)] = np.linalg.solve(gram + alpha * inner + l2 * eye,
                                                                 ((1.0 + alpha) * sums)[..., None])[..., 0]
     return [v.astype(np.float32) for v in out]
-
-
-def user_step(item_factors: np.ndarray, users: np.ndarray, items: np.ndarray, confidence: np.ndarray,
-              n_users: int, *, l2: float) -> np.ndarray:
-    """User vectors by one implicit-ALS user step on fixed ``item_factors``: each item of a user's pairs ``(users,
-    items)`` at preference one and confidence ``1 + c_i`` (``c_i``: the sum of its pairs' ``confidence``, so
-    repeated pairs add confidence, as implicit ALS counts them), every other item at confidence one with
-    preference zero, ``x_u = (VᵀV + Σ_i c_i·v_i v_iᵀ + l2·I)⁻¹ Σ_i (1 + c_i)·v_i``; solved in chunks of users. A
-    user without pairs gets a zero vector."""
-    v = np.asarray(item_factors, dtype=np.float64)
-    dim = v.shape[1]
-    users, items = np.asarray(users, np.int64), np.asarray(items, np.int64)
-    pairs = np.lexsort((items, users))  # each (user, item) counts its preference once: at its first row here
-    once = np.ones(len(pairs))
-    once[pairs[1:]] = (users[pairs[1:]] != users[pairs[:-1]]) | (items[pairs[1:]] != items[pairs[:-1]])
-    order = np.argsort(users, kind="stable")
-    by_user, by_item, once = users[order], items[order], once[order]
-    weights = np.asarray(confidence, np.float64)[order]
-    starts = np.searchsorted(by_user, np.arange(n_users + 1))
-    regularised = v.T @ v + l2 * np.eye(dim)
-    out = np.zeros((n_users, dim))
-    for first in range(0, n_users, ITEM_CHUNK):
-        chunk = range(first, min(first + ITEM_CHUNK, n_users))
-        inner = np.broadcast_to(regularised, (len(chunk), dim, dim)).copy()
-        sums = np.zeros((len(chunk), dim))
-        for row, user in enumerate(chunk):
-            span = slice(starts[user], starts[user + 1])
-            seen, weight = v[by_item[span]], weights[span]
-            inner[row] += (seen.T * weight) @ seen
-            sums[row] = (once[span] + weight) @ seen
-        out[first:first + len(chunk)] = np.linalg.solve(inner, sums[..., None])[..., 0]
-    return out.astype(np.float32)
-
-
-def recency_confidence(ranks: np.ndarray, *, recency: float, alpha: float) -> np.ndarray:
-    """``alpha·exp(-rank/recency)`` per pair (``ranks``: its place counted back from its user's most recent, 0)."""
-    return alpha * np.exp(-np.asarray(ranks, np.float64) / recency)
 
 
 @dataclass(frozen=True)

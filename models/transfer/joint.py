@@ -5,7 +5,9 @@ before their first target test interaction, as the source models see them) toget
 interactions, over the union of the source items and the target catalogue; it is then scored, evaluated and
 registered on the target catalogue only. Two are fitted, each tuned on validation NDCG@10 over its own grid:
 
-- ``joint-als``: implicit ALS (:mod:`models.transfer.als`);
+- ``joint-als``: implicit ALS (:mod:`models.transfer.als`), then, where validation prefers it, each user's vector
+  solved again with the recency step the transfer recipe takes (:mod:`models.transfer.recency`): a user's
+  latest source interactions weigh most, their target training interactions count at ALS's own confidence;
 - ``joint-ease``: EASE (:mod:`models.transfer.peers`), whose user rows then carry the users' source history.
 
 Where transfer carries a source model's knowledge over by initialisation, a joint model learns source and target
@@ -21,11 +23,12 @@ import numpy as np
 import polars as pl
 
 from data_contracts.columns import ITEM_ID, TIMESTAMP, USER_ID
-from models.evaluation.ranking import RankingTask
+from models.evaluation.ranking import RankingTask, ndcg_at
 from models.factors import FactorModel
 from models.split import TargetSplit, other_domains, recency_ranks, source_interactions
 from models.transfer.als import AlsGrid, EncodedTrain, TunedResult, fit_als
 from models.transfer.peers import PeerGrid, fit_ease
+from models.transfer.recency import RECENCY, RECENCY_ALPHA, recency_confidence, user_step
 
 #: Most source interactions the joint peers read into memory when the onboarding runs out of core (two id columns).
 MAX_JOINT_PAIRS = 20_000_000
@@ -36,10 +39,13 @@ class JointGrid:
     """The joint peers' grids (chosen on the development genres of ``bench/quality.py``; the held-out genres
     report them): ALS on the larger joint data prefers few factors and strong confidence, and converges in 8
     iterations (15 gave the same test NDCG@10 within 0.002 on four development cells, at twice the time); EASE,
-    heavier L2."""
+    heavier L2. ALS's users with and without the recency step (``recency``: 0 is ALS's own user vectors), at the
+    transfer recipe's numbers."""
 
     als: AlsGrid = AlsGrid(factors=(16, 32), regularization=(1.0, 10.0), alpha=(5.0,), iterations=8)
     ease: PeerGrid = PeerGrid(lambdas=(2000.0, 8000.0, 32000.0))
+    recency: tuple[float, ...] = (0.0, RECENCY)
+    recency_alpha: float = RECENCY_ALPHA
 
 
 @dataclass(frozen=True)
@@ -90,10 +96,38 @@ def _on_catalogue(result: TunedResult, n_catalogue: int, kind: str) -> TunedResu
     return replace(result, model=replace(on_catalogue(result.model, n_catalogue), kind=kind))
 
 
+def recent_joint_users(joint: JointTrain, model: FactorModel, *, recency: float, recency_alpha: float,
+                       alpha: float, l2: float) -> np.ndarray:
+    """The users of ``model`` (ALS over every joint item) solved again by one ALS user step on its item vectors:
+    their source pairs at the recency confidence (:mod:`models.transfer.recency`), their target training pairs at
+    ALS's own ``alpha``."""
+    assert joint.source_recency is not None, "the recency step needs the source interactions' times"
+    confidence = np.concatenate([recency_confidence(joint.source_recency, recency=recency, alpha=recency_alpha),
+                                 np.full(len(joint.encoded.users) - joint.n_source, alpha)])
+    return user_step(model.item_factors, joint.encoded.users, joint.encoded.items, confidence,
+                     len(joint.encoded.user_ids), l2=l2)
+
+
 def fit_joint_als(joint: JointTrain, val_task: RankingTask, *, grid: JointGrid = JointGrid(),
                   seed: int = 0) -> TunedResult:
-    """Implicit ALS on the joint pairs, tuned on the target's validation task, kept on the target catalogue."""
-    return _on_catalogue(fit_als(joint.encoded, None, val_task, grid=grid.als, seed=seed), joint.n_catalogue,
+    """Implicit ALS on the joint pairs, tuned on the target's validation task over ``grid.als``; then, at its
+    chosen point, its users as they are (``recency`` 0) or solved again by the recency step at each other
+    ``grid.recency`` (:func:`recent_joint_users`; only where the source interactions came with their times), the
+    best on validation kept (ties: the earlier); kept on the target catalogue."""
+    tuned = fit_als(joint.encoded, None, val_task, grid=grid.als, seed=seed)
+    points = [r for r in grid.recency if not r or joint.source_recency is not None] or [0.0]
+    tried, best = [], None
+    for recency in points:
+        model = tuned.model if not recency else replace(tuned.model, user_factors=recent_joint_users(
+            joint, tuned.model, recency=recency, recency_alpha=grid.recency_alpha, alpha=tuned.params["alpha"],
+            l2=tuned.params["regularization"]))
+        score = tuned.val_ndcg_at_10 if not recency else ndcg_at(model, val_task)
+        params = {**tuned.params, "recency": recency, "recency_alpha": grid.recency_alpha}
+        tried.append({**params, "val_ndcg_at_10": score})
+        if best is None or score > best[2] + 1e-12:
+            best = (model, params, score)
+    assert best is not None  # points is never empty
+    return _on_catalogue(TunedResult(best[0], best[1], best[2], [*tuned.grid, *tried]), joint.n_catalogue,
                          "joint-als")
 
 

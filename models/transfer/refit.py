@@ -67,7 +67,8 @@ def one_point_grid(kind: str, params: dict[str, Any]) -> AlsGrid | PeerGrid | Jo
     if kind in ("als", "joint-als"):
         als = AlsGrid(factors=(int(params["factors"]),), regularization=(float(params["regularization"]),),
                       alpha=(float(params["alpha"]),), iterations=int(params["iterations"]))
-        return als if kind == "als" else JointGrid(als=als)
+        return als if kind == "als" else JointGrid(als=als, recency=(float(params["recency"]),),
+                                                   recency_alpha=float(params["recency_alpha"]))
     if kind in ("ease", "joint-ease"):
         ease = PeerGrid(lambdas=(float(params["l2"]),))
         return ease if kind == "ease" else JointGrid(ease=ease)

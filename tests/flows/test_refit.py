@@ -14,10 +14,11 @@ from models.config import FineTuneConfig, ModelConfig, SplitConfig, TrainConfig
 from models.selection.candidates import prepare_source, source_profile, target_profile
 from models.split import split_target_domain, split_with
 from models.transfer.als import AlsGrid, EncodedTrain, fit_als
-from models.transfer.closed_form import ClosedFormGrid, carry_over, fit_closed_form_transfer, recency_confidence
+from models.transfer.closed_form import ClosedFormGrid, carry_over, fit_closed_form_transfer
 from models.transfer.joint import JointGrid, JointTrain, fit_joint_als, fit_joint_ease
 from models.transfer.outofcore import split_on_disk
 from models.transfer.peers import PeerGrid, fit_ease, fit_itemknn
+from models.transfer.recency import recency_confidence
 from models.transfer.recipes import (
     catalogue_ids,
     fine_tune,

@@ -18,10 +18,9 @@ from models.transfer.closed_form import (
     carry_over,
     fit_closed_form_transfer,
     item_step,
-    recency_confidence,
-    user_step,
 )
 from models.transfer.joint import JointTrain
+from models.transfer.recency import recency_confidence, user_step
 
 
 def test_the_item_step_solves_each_items_weighted_ridge_on_the_frozen_users(monkeypatch):
@@ -104,9 +103,9 @@ def test_the_user_step_weighs_recent_interactions_most(monkeypatch):
     chunks (an item's repeated pairs add their confidence; its preference counts once, as implicit ALS counts
     repeats); on orthonormal item vectors each coordinate is (1 + c_i) / (1 + c_i + l2), so the latest item weighs
     most; a user without pairs gets a zero vector."""
-    import models.transfer.closed_form as closed_form
+    import models.transfer.recency as recency
 
-    monkeypatch.setattr(closed_form, "ITEM_CHUNK", 2)  # several chunks, the last one short
+    monkeypatch.setattr(recency, "USER_CHUNK", 2)  # several chunks, the last one short
     rng = np.random.default_rng(0)
     v = rng.normal(size=(7, 3))
     users, items = rng.integers(0, 4, 40), rng.integers(0, 7, 40)  # users 0..3 of 5: user 4 has no pairs
