@@ -44,3 +44,29 @@ def games_text(synthetic_dataset, games_split, source_fit) -> ItemText:
     source, target = hashed_tfidf(item_texts(rows(source_fit.model.item_ids)),
                                   item_texts(rows(catalogue_ids(games_split))))
     return ItemText(source=source, target=target)
+
+
+@pytest.fixture
+def last_elsewhere():
+    """(joint pairs, validation task): users of s10..s12 take t1, users of s20..s22 take t2; the validation user
+    ``new`` watched s10..s12 long ago and s20 last, and takes t2. Three old interactions against one say t1; what
+    they did last says t2."""
+    from models.evaluation.ranking import build_ranking_task
+    from models.transfer.joint import JointTrain
+
+    def frame(pairs: list[tuple[str, str]]) -> pl.DataFrame:
+        return pl.DataFrame({"user_id": [u for u, _ in pairs], "item_id": [i for _, i in pairs]})
+
+    source, train = [], []
+    for n in range(40):
+        group, target = ("s1", "t1") if n % 2 else ("s2", "t2")
+        source += [(f"u{n}", f"{group}{k}", k) for k in range(3)]
+        train.append((f"u{n}", target))
+    source += [("new", f"s1{k}", k) for k in range(3)] + [("new", "s20", 100)]
+    catalogue = np.array(["t1", "t2"], dtype=object)
+    timed = pl.DataFrame({"user_id": [u for u, _, _ in source], "item_id": [i for _, i, _ in source],
+                          "timestamp": [t for _, _, t in source]})
+    joint = JointTrain.of(timed, frame(train), catalogue)
+    val = build_ranking_task(catalogue, frame([("new", "t2")]).with_columns(rating=None, timestamp=0),
+                             frame(train).with_columns(rating=None, timestamp=0), click_threshold=4.0)
+    return joint, val

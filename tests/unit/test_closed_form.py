@@ -127,23 +127,12 @@ def test_the_user_step_weighs_recent_interactions_most(monkeypatch):
     assert x[0] > x[1]
 
 
-def test_the_recipe_follows_what_a_user_did_last_in_the_source_domains():
+def test_the_recipe_follows_what_a_user_did_last_in_the_source_domains(last_elsewhere):
     """Users of s10..s12 take t1, users of s20..s22 take t2. A validation user watched s10..s12 long ago and s20
     last: on the source model's own (strongly regularised) vectors, three old interactions against one, t1 comes
     first; with the recency step, what they did last decides and t2 (their validation item) comes first."""
-    source, train = [], []
-    for n in range(40):
-        group, target = ("s1", "t1") if n % 2 else ("s2", "t2")
-        source += [(f"u{n}", f"{group}{k}", k) for k in range(3)]
-        train.append((f"u{n}", target))
-    source += [("new", f"s1{k}", k) for k in range(3)] + [("new", "s20", 100)]
-    catalogue = np.array(["t1", "t2"], dtype=object)
-    frame = pl.DataFrame({"user_id": [u for u, _, _ in source], "item_id": [i for _, i, _ in source],
-                          "timestamp": [t for _, _, t in source]})
-    joint = JointTrain.of(frame, _frame(train), catalogue)
+    joint, val = last_elsewhere
     np.testing.assert_array_equal(joint.source_recency[-4:], [3.0, 2.0, 1.0, 0.0])
-    val = build_ranking_task(catalogue, _frame([("new", "t2")]).with_columns(rating=None, timestamp=0),
-                             _frame(train).with_columns(rating=None, timestamp=0), click_threshold=4.0)
     grid = ClosedFormGrid(factors=4, regularization=10.0, iterations=10, alpha=(5.0,), l2=(1.0,), recency=0.3,
                           recency_alpha=20.0)
     recent = fit_closed_form_transfer(joint, val, grid=grid, seed=0)

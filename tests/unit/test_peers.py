@@ -118,31 +118,17 @@ def test_the_guard_registers_transfer_only_when_it_beats_every_baseline_on_valid
     assert ("negative-transfer guard" in why) == (winner != "transfer")
 
 
-def test_joint_als_takes_the_recency_step_where_validation_prefers_it():
+def test_joint_als_takes_the_recency_step_where_validation_prefers_it(last_elsewhere):
     """Users of s10..s12 take t1, users of s20..s22 take t2. A validation user watched s10..s12 long ago and s20
     last. Joint ALS's own user vector (three old interactions against one) ranks t1 first; solved again with the
     recency step, what they did last decides and t2 (their validation item) comes first, so validation keeps the
     step and the params say so. Without the source interactions' times only ALS's own users are tried."""
     from dataclasses import replace
 
-    import polars as pl
+    from models.transfer.als import AlsGrid, fit_als_encoded
+    from models.transfer.joint import JointGrid, fit_joint_als, recent_joint_users
 
-    from models.evaluation.ranking import build_ranking_task
-    from models.transfer.als import AlsGrid
-    from models.transfer.joint import JointGrid, JointTrain, fit_joint_als, recent_joint_users
-
-    source, train = [], []
-    for n in range(40):
-        group, target = ("s1", "t1") if n % 2 else ("s2", "t2")
-        source += [(f"u{n}", f"{group}{k}", k) for k in range(3)]
-        train.append((f"u{n}", target))
-    source += [("new", f"s1{k}", k) for k in range(3)] + [("new", "s20", 100)]
-    frame = pl.DataFrame({"user_id": [u for u, _, _ in source], "item_id": [i for _, i, _ in source],
-                          "timestamp": [t for _, _, t in source]})
-    catalogue = np.array(["t1", "t2"], dtype=object)
-    joint = JointTrain.of(frame, _frame(train), catalogue)
-    val = build_ranking_task(catalogue, _frame([("new", "t2")]).with_columns(rating=None, timestamp=0),
-                             _frame(train).with_columns(rating=None, timestamp=0), click_threshold=4.0)
+    joint, val = last_elsewhere
     grid = JointGrid(als=AlsGrid(factors=(4,), regularization=(10.0,), alpha=(5.0,), iterations=10), recency=(0.0, 0.3))
     chosen = fit_joint_als(joint, val, grid=grid, seed=0)
     assert chosen.params["recency"] == 0.3 and chosen.val_ndcg_at_10 == pytest.approx(1.0)
@@ -152,8 +138,6 @@ def test_joint_als_takes_the_recency_step_where_validation_prefers_it():
     assert list(chosen.model.user_ids) == list(plain.model.user_ids)
     assert np.array_equal(chosen.model.item_factors, plain.model.item_factors)  # the step moves the users only
     # the kept users: one user step on the ALS items, source pairs at the recency confidence
-    from models.transfer.als import fit_als_encoded
-
     full = fit_als_encoded(joint.encoded, factors=4, regularization=10.0, alpha=5.0, iterations=10, seed=0)
     np.testing.assert_array_equal(chosen.model.user_factors, recent_joint_users(
         joint, full, recency=0.3, recency_alpha=grid.recency_alpha, alpha=5.0, l2=10.0))
