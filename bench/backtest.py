@@ -71,7 +71,7 @@ def served_against_peers(early, task, domain: str, returning: np.ndarray, seed: 
         params = {"recipe": "closed-form", **tuned.params} if name == "transfer" else tuned.params
         model, _ = refit_model(name, whole, val, seed=seed, params=params, fits={}, source=None,
                                finetune=FineTuneConfig(), model=ModelConfig(), scratch=TrainConfig(),
-                               recipe_source=getattr(tuned, "source", None))
+                               recipe_source=tuned.source if name == "transfer" else None)
         served[name] = (tuned.val_ndcg_at_10, model)
     scores = {name: (v, evaluate_model(model, task, ks=(10,)).per_user["ndcg_at_10"])
               for name, (v, model) in served.items()}

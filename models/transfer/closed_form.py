@@ -92,8 +92,9 @@ def item_step(user_factors: np.ndarray, users: np.ndarray, items: np.ndarray, n_
 
 @dataclass(frozen=True)
 class ClosedFormResult(TunedResult):
-    """The tuned recipe and the ALS source model it was carried over from (over the joint pairs' users and items),
-    which the refit reuses (:func:`carry_over`)."""
+    """The tuned recipe and the ALS source model it was carried over from, which the refit reuses
+    (:func:`carry_over`): its vectors of every joint item, without its users (the carry-over solves them again, and
+    the recipe's model already holds one vector a user)."""
 
     source: FactorModel
 
@@ -163,4 +164,6 @@ def fit_closed_form_transfer(joint: JointTrain, val_task: RankingTask, *, grid: 
         if best is None or score > best[2] + 1e-12:
             best = (model, params, score)
     assert best is not None  # the grid is never empty
-    return ClosedFormResult(best[0], best[1], best[2], tried, source_model)
+    items_only = replace(source_model, user_ids=np.empty(0, dtype=object),
+                         user_factors=np.empty((0, source_model.dim), dtype=np.float32))
+    return ClosedFormResult(best[0], best[1], best[2], tried, items_only)
