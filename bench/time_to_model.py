@@ -75,8 +75,8 @@ def plain_pipeline(config: Any, sources_file: Path) -> dict[str, float]:
     from models.transfer.peers import PEERS
     from models.transfer.recipes import fine_tune, fit_popularity, ranking_tasks, train_scratch, zero_shot_model
     from models.transfer.refit import WholeInMemory, refit_model
+    from tasks.evaluation import HEADLINE
     from tasks.registry import BASELINES, METRIC, guard
-    from tasks.report import HEADLINE
     from tasks.runtime import default_data_dir, embedding_cache
     from tasks.selection import resolve_matching
 
@@ -143,17 +143,17 @@ def plain_pipeline(config: Any, sources_file: Path) -> dict[str, float]:
     val, test = (evaluate_models(models, task, ks=config.evaluation.ks, ctr_k=config.evaluation.ctr_k)
                  for task in (val_task, test_task))  # as the flow evaluates them (one resample set a task)
     reports = {name: (val[name], test[name]) for name in models}
+    lap("evaluate")
     mean_intervals({(name, m): test.per_user[m] for name, (_, test) in reports.items() for m in HEADLINE},
                    seed=seed)
     paired_lift_intervals(reports["transfer"][1].per_user[METRIC],
                           {b: reports[b][1].per_user[METRIC] for b in BASELINES}, seed=seed)
-    lap("evaluate")
     masks = user_slices(test_task, split.train, prepared[chosen].model.user_ids)
     head = head_items(test_task, split.train)
     for name, (_, test) in reports.items():
         sliced_means(test.per_user, masks)
         item_slice_recall(models[name], test_task, head)
-    lap("slices")
+    lap("analyse")
     # the guard's winner refitted on all of the target's data, as the flow serves it (there it trains while the
     # models are logged)
     winner, _ = guard({name: val.metrics[METRIC] for name, (val, _) in reports.items()})
@@ -243,8 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     result["overhead_flow"] = best["flow"]["wall"] / plain_total - 1
     (out / "time_to_model.json").write_text(json.dumps(result, indent=2))
 
-    stages = ["load", "validate", "split", "sources", "select", "train", "settle", "evaluate", "slices", "refit",
-              "log_register"]
+    from flows.onboard import STAGES as stages
     print(f"time to model: {args.dataset} {args.target_domain} at {args.fraction:.0%}, best of {args.repeats} "
           f"(seconds)\n")
     print("| stage | cli (fresh process) | flow (warm process) | plain functions |")

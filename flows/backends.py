@@ -50,7 +50,7 @@ from tasks.data import (
     split_target,
     validate_dataset,
 )
-from tasks.evaluation import ModelReport, analyse_models, off_policy_ctr_report
+from tasks.evaluation import Analysis, ModelReport, analyse_models
 from tasks.large import (
     batch_rows,
     bucket_rows,
@@ -66,7 +66,7 @@ from tasks.large import (
     validate_large,
 )
 from tasks.refit import Refit, refit_winner
-from tasks.registry import choose_winner
+from tasks.registry import METRIC, baselines, choose_winner
 from tasks.runtime import checkpoint_root, clear_checkpoints, default_data_dir, run_key
 from tasks.selection import Selection, select_source
 from tasks.sources import gather_sources, registered_sources
@@ -140,14 +140,6 @@ class Fits:
     def trained(self, chosen: str) -> dict[str, FitResult]:
         """The trained networks' fits (learning curves, epochs, parameters)."""
         return {**({} if self.closed_form_kept else {"transfer": self.transfers[chosen]}), "scratch": self.scratch}
-
-
-@dataclass(frozen=True)
-class Analysis:
-    """What a backend adds beyond the metrics: test metrics by slice and the off-policy CTR (None: not computed)."""
-
-    slices: dict[str, Any] | None = None
-    off_policy: dict[str, Any] | None = None
 
 
 class Backend(Protocol):
@@ -298,10 +290,9 @@ class InMemory:
 
     def analyse(self, data: Validated, target: Target, reports: dict[str, ModelReport],
                 selection: Selection) -> Analysis:
-        source_users = selection.prepared[selection.chosen].model.user_ids
-        return Analysis(analyse_models(reports, target.split, target.test_task, source_users, self.run),
-                        off_policy_ctr_report(reports, data.dataset.impressions, target.split, target.test_task,
-                                              self.run))
+        return analyse_models(reports, target.test_task, baselines(reports), metric=METRIC, split=target.split,
+                              source_users=selection.prepared[selection.chosen].model.user_ids,
+                              impressions=data.dataset.impressions)
 
 
 @dataclass
@@ -394,4 +385,4 @@ class OutOfCore:
                                    recipe_source=fits.recipe_source)
 
     def analyse(self, data: Any, target: Target, reports: dict[str, ModelReport], selection: Selection) -> Analysis:
-        return Analysis()  # slices and off-policy CTR read whole tables: not computed out of core
+        return analyse_models(reports, target.test_task, baselines(reports), metric=METRIC)

@@ -13,16 +13,17 @@ from flows.backends import backend_for
 from flows.config import OnboardConfig
 from tasks import tracking
 from tasks.data import check_target_domain, load_tables
-from tasks.evaluation import evaluate_models, log_model_runs
+from tasks.evaluation import evaluate_models, log_analysis, log_model_runs
 from tasks.refit import log_refit
-from tasks.registry import register_winner
+from tasks.registry import logged_models, register_winner
 from tasks.report import OnboardingSummary, summarize
 from tasks.runtime import Stopwatch, git_commit
 from tasks.selection import settle_selection
 from tasks.setup import tracked_run
 
 #: The flow's stages in order (its progress lines and Prefect progress artifact count them).
-STAGES = ("load", "validate", "split", "sources", "select", "train", "settle", "evaluate", "refit", "log_register")
+STAGES = ("load", "validate", "split", "sources", "select", "train", "settle", "evaluate", "analyse", "refit",
+          "log_register")
 
 
 @flow(name="onboard-domain")
@@ -58,15 +59,19 @@ def onboard_domain_flow(config: OnboardConfig) -> OnboardingSummary:
         with watch("evaluate"):
             reports = evaluate_models(fits.models(selection.chosen), fits.trained(selection.chosen),
                                       target.val_task, target.test_task, config.evaluation)
+        with watch("analyse"):  # intervals, slices, off-policy CTR: figures computed before the refit starts
+            analysis = backend.analyse(data, target, reports, selection)
         with watch("refit"):  # the guard's winner on all of the target's data (what users will get): started
-            # here, it trains while the evaluated models are logged, which does no arithmetic its bits depend on
+            # here, it trains while the models are logged, which does no arithmetic whose bits depend on BLAS's
+            # thread count (the refit holds it at one)
             refitting = (backend.refit(reports, data, target, fits, selection)
                          if config.tracking.registry and config.tracking.refit else None)
         with watch("log_register"):
             reports = log_model_runs(reports, run, config.child_run_params(selection.chosen, fits.tuned()), tags,
-                                     log_models=tuple(reports), datasets=lineage, source=selection.chosen)
-            refit = None if refitting is None else refitting.result()  # before the analysis scores the models
-            analysis = backend.analyse(data, target, reports, selection)
+                                     log_models=logged_models(reports, config.tracking.log_models),
+                                     datasets=lineage, source=selection.chosen, analysis=analysis)
+            log_analysis(analysis, reports, run)
+            refit = None if refitting is None else refitting.result()
             registration = None
             if config.tracking.registry:
                 served = None if refit is None else log_refit(refit, reports[refit.winner], run, tags, lineage)
@@ -75,5 +80,5 @@ def onboard_domain_flow(config: OnboardConfig) -> OnboardingSummary:
                                                tags={**tags, "source": selection.chosen}, served=served,
                                                datasets=lineage)
         watch.finish()
-        return summarize(reports, selection, registration, run, domain, target.summary, watch.seconds,
-                         analysis.slices, analysis.off_policy, fits.recipe)
+        return summarize(reports, selection, registration, run, domain, target.summary, watch.seconds, analysis,
+                         fits.recipe)

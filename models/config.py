@@ -269,6 +269,9 @@ class TrackingConfig(_Frozen):
                                           "validation + test, with what validation chose); False: serve the "
                                           "evaluated model, trained on the training split")
     promotion_margin: float = Field(0.0, ge=0.0, description="relative test NDCG@10 gain needed over the champion")
+    log_models: Literal["winner", "all"] = Field(
+        "winner", description="which evaluated models are logged as servable MLflow models: the guard's winner (and "
+                              "its refit), or all of them; every model's weights are kept on its run either way")
     checkpoint_dir: Path | None = Field(None, description="resumable training checkpoints; default "
                                                           "<data cache>/checkpoints")
     resume: bool = Field(True, description="a killed run restarted with the same config resumes each model from "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from models.evaluation.ranking import (
 )
 from models.evaluation.ranking import evaluate_models as evaluate_all  # the task below keeps the flow's name
 from models.evaluation.slices import head_items, item_slice_recall, sliced_means, user_slices
+from models.evaluation.uncertainty import Interval, mean_intervals, paired_lift_intervals
 from models.factors import FactorModel
 from models.nets.training import FitResult
 from models.split import TargetSplit
@@ -40,6 +41,19 @@ class ModelReport:
     fit: FitResult | None = None
     run_id: str | None = None
     model_uri: str | None = None
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """What the onboarding adds to the metrics, computed before anything is logged: the bootstrap intervals, test
+    metrics by slice and the off-policy CTR (None: not computed); what each model's child run gets of them
+    (``metrics``) and what the parent run gets (``parent_metrics``)."""
+
+    slices: dict[str, Any] | None = None
+    off_policy: dict[str, Any] | None = None
+    intervals: dict[str, Any] = field(default_factory=dict)  # :func:`intervals`
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    parent_metrics: dict[str, float] = field(default_factory=dict)  # the lift intervals, for the parent run
 
 
 @task(name="evaluate-models", cache_policy=NO_CACHE)
@@ -74,10 +88,12 @@ def _stage_metrics(report: ModelReport) -> dict[str, float]:
 def log_model_runs(
     reports: dict[str, ModelReport], run: tracking.TrackingContext, params: dict[str, dict[str, Any]],
     tags: dict[str, str], log_models: tuple[str, ...], datasets: list[tracking.DatasetRecord] | None = None,
-    source: str | None = None,
+    source: str | None = None, analysis: Analysis | None = None,
 ) -> dict[str, ModelReport]:
-    """One child run per model: params, per-epoch history, val/test metrics and (for ``log_models``) weights;
-    its datasets: the target's parts of ``datasets`` (and for ``transfer``, the training data of ``source``)."""
+    """One child run per model: params, per-epoch history, val/test metrics and its weights, as a servable MLflow
+    model for ``log_models`` (``tracking.log_factor_model``), as kept weights for the others
+    (``tracking.log_weights``); its datasets: the target's parts of ``datasets`` (and for ``transfer``, the
+    training data of ``source``); with ``analysis``, each model's slices and off-policy CTR in the same write."""
     logged = {}
     target_parts = [d for d in datasets or [] if d.context != "source"]
     chosen = [d for d in datasets or [] if d.name == f"source:{source}"]
@@ -88,8 +104,13 @@ def log_model_runs(
             child.log_datasets([*target_parts, *(chosen if name == "transfer" else [])])
             # the model first, then its metrics linked to it, with the params and curves, in one write (see
             # tracking.log_factor_model)
-            uri = tracking.log_factor_model(child.uri, child.run_id, report.model) if name in log_models else None
-            tracking.log_run_data(child.uri, child.run_id, metrics=_stage_metrics(report), model_uri=uri,
+            uri = None
+            if name in log_models:
+                uri = tracking.log_factor_model(child.uri, child.run_id, report.model)
+            else:
+                tracking.log_weights(child.uri, child.run_id, report.model)
+            metrics = {**_stage_metrics(report), **(analysis.metrics.get(name, {}) if analysis else {})}
+            tracking.log_run_data(child.uri, child.run_id, metrics=metrics, model_uri=uri,
                                   params=params.get(name, {}),
                                   history=report.fit.history if report.fit is not None else None)
         logged[name] = ModelReport(report.name, report.model, report.val, report.test, report.fit, child.run_id,
@@ -97,58 +118,112 @@ def log_model_runs(
     return logged
 
 
-@task(name="analyse-models", cache_policy=NO_CACHE)
-def analyse_models(reports: dict[str, ModelReport], split: TargetSplit, test_task: RankingTask,
-                   source_users: np.ndarray | None, run: tracking.TrackingContext) -> dict[str, Any]:
-    """Test metrics by slice (see :mod:`models.evaluation.slices`) for every model, logged to its child run
-    (``test_slice/<slice>/<metric>``) and as ``slices/slices.json``; plus the plots of the parent run:
-    ``plots/learning_curves.png``, ``plots/ndcg_at_k.png`` and ``plots/slices_ndcg_at_10.png``."""
+HEADLINE = ("ndcg_at_10", "precision_at_10", "recall_at_10")
+
+
+def intervals(reports: dict[str, ModelReport], baselines: list[str], *, metric: str, seed: int = 0) -> dict[str, Any]:
+    """Bootstrap 95 % intervals (users resampled) of each model's headline test metrics, and paired intervals
+    of transfer's relative test ``metric`` lift over each of ``baselines`` (the same users resampled for both)."""
+    # one set of resamples for every column: the models are scored on the same test users
+    found = mean_intervals({(name, m): r.test.per_user[m] for name, r in reports.items() for m in HEADLINE
+                            if m in r.test.per_user}, seed=seed)
+    metrics: dict[str, dict[str, Interval]] = {name: {} for name in reports}
+    for (name, m), interval in found.items():
+        metrics[name][m] = interval
+    lift = paired_lift_intervals(reports["transfer"].test.per_user[metric],
+                                 {b: reports[b].test.per_user[metric] for b in baselines}, seed=seed)
+    return {"metrics": metrics, "lift": lift}
+
+
+def interval_metrics(found: dict[str, Any], *, metric: str) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    """MLflow metrics of :func:`intervals`: per model (its child run) and for the parent run."""
+    per_model = {name: {f"test/{m}_ci_{side}": getattr(i, side) for m, i in metrics.items()
+                        for side in ("low", "high")} for name, metrics in found["metrics"].items()}
+    parent = {}
+    for baseline, i in found["lift"].items():
+        parent[f"test/lift_{metric}_vs_{baseline}"] = i.estimate
+        parent[f"test/lift_{metric}_vs_{baseline}_ci_low"] = i.low
+        parent[f"test/lift_{metric}_vs_{baseline}_ci_high"] = i.high
+    return per_model, parent
+
+
+def _slice_metrics(per_slice: dict[str, dict[str, float]]) -> dict[str, float]:
+    return {f"test_slice/{slice_name.replace(':', '.')}/{metric}": value
+            for slice_name, values in per_slice.items() for metric, value in values.items()}
+
+
+def _ctr_metrics(results: dict[str, Any]) -> dict[str, float]:
+    sides = (("", "ctr"), ("_ci_low", "low"), ("_ci_high", "high"))
+    return {f"test/ctr_{k.lower()}{suffix}": getattr(v, field) for k, v in results.items() for suffix, field in sides}
+
+
+def slices_by_model(reports: dict[str, ModelReport], split: TargetSplit, test_task: RankingTask,
+                    source_users: np.ndarray | None) -> dict[str, dict[str, dict[str, float]]]:
+    """Test metrics by slice (see :mod:`models.evaluation.slices`) for every model."""
     masks = user_slices(test_task, split.train, source_users)
     head = head_items(test_task, split.train)
-    slices: dict[str, dict[str, dict[str, float]]] = {}
-    for name, report in reports.items():
-        slices[name] = {**sliced_means(report.test.per_user, masks),
-                        **{f"items:{group}": values
-                           for group, values in item_slice_recall(report.model, test_task, head).items()}}
-        if report.run_id:
-            tracking.log_metrics(run.uri, report.run_id, {
-                f"test_slice/{slice_name.replace(':', '.')}/{metric}": value
-                for slice_name, values in slices[name].items() for metric, value in values.items()})
-    run.log_dict(slices, "slices/slices.json")
-    with tempfile.TemporaryDirectory(prefix="transferrec-plots-") as tmp:
-        folder = Path(tmp)
-        user_only = {m: {s: v for s, v in per.items() if not s.startswith("items:")} for m, per in slices.items()}
-        for path in (
-            plot_learning_curves({n: r.fit.history for n, r in reports.items() if r.fit is not None},
-                                 folder / "learning_curves.png"),
-            plot_metric_at_k({n: r.test.metrics for n, r in reports.items()}, folder / "ndcg_at_k.png"),
-            plot_slices(user_only, folder / "slices_ndcg_at_10.png"),
-        ):
-            run.log_artifact(path, "plots")
-    return slices
+    return {name: {**sliced_means(report.test.per_user, masks),
+                   **{f"items:{group}": values
+                      for group, values in item_slice_recall(report.model, test_task, head).items()}}
+            for name, report in reports.items()}
 
 
-@task(name="off-policy-ctr", cache_policy=NO_CACHE)
-def off_policy_ctr_report(reports: dict[str, ModelReport], impressions: pl.DataFrame | None, split: TargetSplit,
-                          test_task: RankingTask, run: tracking.TrackingContext) -> dict[str, Any]:
-    """IPS/SNIPS CTR of each model's top-1 policy on the test period's logged impressions, when the
-    impressions table carries logging propensities; otherwise says why there is none. Logged as
-    ``test/ctr_ips|snips[_ci_low|_ci_high]`` on each child run and ``ctr/off_policy.json`` on the parent."""
+def off_policy_ctr(reports: dict[str, ModelReport], impressions: pl.DataFrame | None, split: TargetSplit,
+                   test_task: RankingTask) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
+    """IPS/SNIPS CTR of each model's top-1 policy on the test period's logged impressions, when the impressions
+    table carries logging propensities (otherwise ``{"available": False, "why": ...}``); and each model's
+    ``test/ctr_ips|snips[_ci_low|_ci_high]``."""
     if impressions is None or PROPENSITY not in impressions.columns or impressions[PROPENSITY].null_count():
         why = ("no impressions table" if impressions is None else
                "the impressions table has no (complete) propensity column, so no off-policy CTR can be computed")
-        run.set_tags({"off_policy_ctr": why})
-        return {"available": False, "why": why}
+        return {"available": False, "why": why}, {}
     logged = test_period_impressions(impressions, split.cutoffs, test_task.item_ids)
-    out: dict[str, Any] = {"available": True, "impressions": logged.height, "models": {}}
     by_model = off_policy_by_model({name: report.model for name, report in reports.items()}, test_task, logged)
-    for name, report in reports.items():
-        results = by_model[name]
-        out["models"][name] = {k: vars(v) for k, v in results.items()}
-        if report.run_id and results:
-            sides = (("", "ctr"), ("_ci_low", "low"), ("_ci_high", "high"))
-            tracking.log_metrics(run.uri, report.run_id, {
-                f"test/ctr_{k.lower()}{suffix}": getattr(v, field)
-                for k, v in results.items() for suffix, field in sides})
-    run.log_dict(out, "ctr/off_policy.json")
-    return out
+    out: dict[str, Any] = {"available": True, "impressions": logged.height,
+                           "models": {name: {k: vars(v) for k, v in by_model[name].items()} for name in reports}}
+    return out, {name: _ctr_metrics(by_model[name]) for name in reports if by_model[name]}
+
+
+@task(name="analyse-models", cache_policy=NO_CACHE)
+def analyse_models(reports: dict[str, ModelReport], test_task: RankingTask, baselines: list[str], *, metric: str,
+                   split: TargetSplit | None = None, source_users: np.ndarray | None = None,
+                   impressions: pl.DataFrame | None = None) -> Analysis:
+    """The bootstrap intervals of every model (``test/<metric>_ci_low|high``) and of transfer's lift over each
+    of ``baselines`` (the parent run's ``test/lift_<metric>_vs_<baseline>[_ci_low|_ci_high]``); with the
+    ``split`` in memory, also the slices (``test_slice/<slice>/<metric>``) and the off-policy CTR
+    (``test/ctr_ips|snips[_ci_low|_ci_high]``). Figures only: :func:`log_model_runs` writes each model's with its
+    other metrics, :func:`log_analysis` and the summary the parent run's."""
+    found = intervals(reports, baselines, metric=metric)
+    per_model, parent = interval_metrics(found, metric=metric)
+    if split is None:  # out of core: slices and off-policy CTR read whole tables
+        return Analysis(intervals=found, metrics=per_model, parent_metrics=parent)
+    slices = slices_by_model(reports, split, test_task, source_users)
+    off_policy, ctr = off_policy_ctr(reports, impressions, split, test_task)
+    return Analysis(slices, off_policy, found, {name: {**per_model.get(name, {}), **_slice_metrics(slices[name]),
+                                                       **ctr.get(name, {})} for name in reports}, parent)
+
+
+@task(name="log-analysis", cache_policy=NO_CACHE)
+def log_analysis(analysis: Analysis, reports: dict[str, ModelReport], run: tracking.TrackingContext) -> None:
+    """The parent run's part of the analysis: ``slices/slices.json`` and the plots ``plots/learning_curves.png``,
+    ``plots/ndcg_at_k.png`` and ``plots/slices_ndcg_at_10.png``; ``ctr/off_policy.json``, or the tag
+    ``off_policy_ctr`` saying why there is none."""
+    if analysis.slices is not None:
+        slices = analysis.slices
+        run.log_dict(slices, "slices/slices.json")
+        with tempfile.TemporaryDirectory(prefix="transferrec-plots-") as tmp:
+            folder = Path(tmp)
+            user_only = {m: {s: v for s, v in per.items() if not s.startswith("items:")}
+                         for m, per in slices.items()}
+            for path in (
+                plot_learning_curves({n: r.fit.history for n, r in reports.items() if r.fit is not None},
+                                     folder / "learning_curves.png"),
+                plot_metric_at_k({n: r.test.metrics for n, r in reports.items()}, folder / "ndcg_at_k.png"),
+                plot_slices(user_only, folder / "slices_ndcg_at_10.png"),
+            ):
+                run.log_artifact(path, "plots")
+    if analysis.off_policy is not None:
+        if analysis.off_policy["available"]:
+            run.log_dict(analysis.off_policy, "ctr/off_policy.json")
+        else:
+            run.set_tags({"off_policy_ctr": analysis.off_policy["why"]})

@@ -61,6 +61,12 @@ def choose_winner(reports: dict[str, ModelReport]) -> tuple[str, str]:
     return guard({name: report.val.metrics[METRIC] for name, report in reports.items()})
 
 
+def logged_models(reports: dict[str, ModelReport], which: str) -> tuple[str, ...]:
+    """The models logged as servable MLflow models (``TrackingConfig.log_models``): every one (``"all"``) or the
+    guard's winner alone (``"winner"``), the one a registration can serve (its refit is logged apart)."""
+    return tuple(reports) if which == "all" else (choose_winner(reports)[0],)
+
+
 @task(name="register-model", cache_policy=NO_CACHE)
 def register_winner(
     reports: dict[str, ModelReport], domain: str, test_task: RankingTask, run: tracking.TrackingContext,

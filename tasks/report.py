@@ -9,9 +9,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict
 
-from models.evaluation.uncertainty import Interval, mean_intervals, paired_lift_intervals
 from tasks import tracking
-from tasks.evaluation import ModelReport
+from tasks.evaluation import Analysis, ModelReport
 from tasks.registry import METRIC, Registration, baselines
 from tasks.selection import Selection
 
@@ -47,35 +46,6 @@ def candidates_markdown(candidates: list[dict[str, Any]]) -> str:
         cells = ["-" if row.get(key) is None else f"{row[key]:.4f}" for _, key in CANDIDATE_COLUMNS]
         lines.append(f"| {row['rank']} | {row['name']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-HEADLINE = ("ndcg_at_10", "precision_at_10", "recall_at_10")
-
-
-def intervals(reports: dict[str, ModelReport], *, seed: int = 0) -> dict[str, Any]:
-    """Bootstrap 95 % intervals (users resampled) of each model's headline test metrics, and paired intervals
-    of transfer's relative test NDCG@10 lift over each baseline (the same users resampled for both)."""
-    # one set of resamples for every column: the models are scored on the same test users
-    found = mean_intervals({(name, m): r.test.per_user[m] for name, r in reports.items() for m in HEADLINE
-                            if m in r.test.per_user}, seed=seed)
-    metrics: dict[str, dict[str, Interval]] = {name: {} for name in reports}
-    for (name, m), interval in found.items():
-        metrics[name][m] = interval
-    lift = paired_lift_intervals(reports["transfer"].test.per_user[METRIC],
-                                 {b: reports[b].test.per_user[METRIC] for b in baselines(reports)}, seed=seed)
-    return {"metrics": metrics, "lift": lift}
-
-
-def interval_metrics(found: dict[str, Any]) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
-    """MLflow metrics of :func:`intervals`: per model (its child run) and for the parent run."""
-    per_model = {name: {f"test/{m}_ci_{side}": getattr(i, side) for m, i in metrics.items()
-                        for side in ("low", "high")} for name, metrics in found["metrics"].items()}
-    parent = {}
-    for baseline, i in found["lift"].items():
-        parent[f"test/lift_{METRIC}_vs_{baseline}"] = i.estimate
-        parent[f"test/lift_{METRIC}_vs_{baseline}_ci_low"] = i.low
-        parent[f"test/lift_{METRIC}_vs_{baseline}_ci_high"] = i.high
-    return per_model, parent
 
 
 def lift_lines(found: dict[str, Any]) -> str:
@@ -150,16 +120,13 @@ def recipe_text(recipe: dict[str, Any]) -> str:
 def summarize(
     reports: dict[str, ModelReport], selection: Selection, registration: Registration | None,
     run: tracking.TrackingContext, target_domain: str, split_summary: dict[str, Any], timings: dict[str, float],
-    slices: dict[str, Any] | None = None, off_policy: dict[str, Any] | None = None,
-    recipe: dict[str, Any] | None = None,
+    analysis: Analysis, recipe: dict[str, Any] | None = None,
 ) -> OnboardingSummary:
-    """Log lifts, the comparison table and the summary JSON to the parent run and as a Prefect artifact."""
+    """Log lifts (with ``analysis``'s intervals), the comparison table and the summary JSON to the parent run and
+    as a Prefect artifact."""
     lift = lifts(reports)
-    found = intervals(reports)
-    per_model, parent_intervals = interval_metrics(found)
-    for name, values in per_model.items():
-        if reports[name].run_id:
-            tracking.log_metrics(run.uri, reports[name].run_id, values)
+    found, parent_intervals = analysis.intervals, analysis.parent_metrics
+    slices, off_policy = analysis.slices, analysis.off_policy
     run.log_metrics({
         **lift, **parent_intervals, **{f"test/{k}": v for k, v in reports["transfer"].test.metrics.items()},
         **{f"val/{k}": v for k, v in reports["transfer"].val.metrics.items()},

@@ -117,8 +117,7 @@ def find_or_train_source(
             log.info("reusing source %s v%s%s", spec.registered_name, found.version,
                      " (re-tagged with the stable fingerprint)" if found.tags.get("fingerprint") != spec.fingerprint
                      else "")
-            model = tracking.load_factor_model(uri, f"models:/{spec.registered_name}/{found.version}")
-            profile = tracking.load_profile(uri, str(found.run_id))
+            model, profile = tracking.load_source(uri, spec.registered_name, found.version, str(found.run_id))
             return SourceModel(spec, model, profile, found.version, trained_now=False, seconds=0.0)
         experiment_id = tracking.ensure_experiment(uri, tracking.SOURCES_EXPERIMENT)
         target = target or "any"
@@ -182,8 +181,8 @@ def registered_sources(uri: str, dataset: str) -> dict[str, SourceModel]:
     sources = {}
     for entry in entries:
         spec = SourceSpec(entry["source"], entry["domains"], entry["registered_model"], entry["fingerprint"])
-        model = tracking.load_factor_model(uri, f"models:/{entry['registered_model']}/{entry['version']}")
-        sources[spec.name] = SourceModel(spec, model, tracking.load_profile(uri, entry["run_id"]), entry["version"],
+        model, profile = tracking.load_source(uri, entry["registered_model"], entry["version"], entry["run_id"])
+        sources[spec.name] = SourceModel(spec, model, profile, entry["version"],
                                          trained_now=False, seconds=0.0)
     get_run_logger().info("sources of %s from the catalogue: %s", dataset, sorted(sources))
     return sources

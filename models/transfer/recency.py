@@ -11,15 +11,14 @@ validation chooses it) take this step with the same two numbers.
 from __future__ import annotations
 
 import numpy as np
+from scipy import sparse
+
+from models.blas import one_blas_thread
 
 #: The recency step's two numbers, chosen on the development genres of ``bench/quality.py`` (``bench/
 #: transfer_variants.py --recency``): a user's last five or so source interactions weigh most.
 RECENCY = 5.0  # interactions
 RECENCY_ALPHA = 20.0
-
-#: Users whose Gram matrices are held at once by :func:`user_step` (64 · 64 · 8 bytes each).
-USER_CHUNK = 512
-
 
 def recency_confidence(ranks: np.ndarray, *, recency: float, alpha: float) -> np.ndarray:
     """``alpha·exp(-rank/recency)`` per pair (``ranks``: its place counted back from its user's most recent, 0)."""
@@ -27,32 +26,25 @@ def recency_confidence(ranks: np.ndarray, *, recency: float, alpha: float) -> np
 
 
 def user_step(item_factors: np.ndarray, users: np.ndarray, items: np.ndarray, confidence: np.ndarray,
-              n_users: int, *, l2: float) -> np.ndarray:
+              n_users: int, *, l2: float, threads: int = 0) -> np.ndarray:
     """User vectors by one implicit-ALS user step on fixed ``item_factors``: each item of a user's pairs ``(users,
     items)`` at preference one and confidence ``1 + c_i`` (``c_i``: the sum of its pairs' ``confidence``, so
     repeated pairs add confidence, as implicit ALS counts them), every other item at confidence one with
-    preference zero, ``x_u = (VᵀV + Σ_i c_i·v_i v_iᵀ + l2·I)⁻¹ Σ_i (1 + c_i)·v_i``; solved in chunks of users. A
-    user without pairs gets a zero vector."""
-    v = np.asarray(item_factors, dtype=np.float64)
-    dim = v.shape[1]
-    users, items = np.asarray(users, np.int64), np.asarray(items, np.int64)
-    pairs = np.lexsort((items, users))  # each (user, item) counts its preference once: at its first row here
-    once = np.ones(len(pairs))
-    once[pairs[1:]] = (users[pairs[1:]] != users[pairs[:-1]]) | (items[pairs[1:]] != items[pairs[:-1]])
-    order = np.argsort(users, kind="stable")
-    by_user, by_item, once = users[order], items[order], once[order]
-    weights = np.asarray(confidence, np.float64)[order]
-    starts = np.searchsorted(by_user, np.arange(n_users + 1))
-    regularised = v.T @ v + l2 * np.eye(dim)
-    out = np.zeros((n_users, dim))
-    for first in range(0, n_users, USER_CHUNK):
-        chunk = range(first, min(first + USER_CHUNK, n_users))
-        inner = np.broadcast_to(regularised, (len(chunk), dim, dim)).copy()
-        sums = np.zeros((len(chunk), dim))
-        for row, user in enumerate(chunk):
-            span = slice(starts[user], starts[user + 1])
-            seen, weight = v[by_item[span]], weights[span]
-            inner[row] += (seen.T * weight) @ seen
-            sums[row] = (once[span] + weight) @ seen
-        out[first:first + len(chunk)] = np.linalg.solve(inner, sums[..., None])[..., 0]
+    preference zero, ``x_u = (VᵀV + Σ_i c_i·v_i v_iᵀ + l2·I)⁻¹ Σ_i (1 + c_i)·v_i``, in float64. A user without
+    pairs gets a zero vector.
+
+    Solved by the ``implicit`` library's user step (its compiled least squares, on ``threads`` threads, 0: every
+    core), which holds no Python lock while it works: the flow logs the evaluated models while a refit takes this
+    step. Each user's solve is its own, so the vectors do not depend on the thread count (unit test)."""
+    from implicit.cpu._als import least_squares
+
+    v = np.ascontiguousarray(item_factors, dtype=np.float64)
+    c = sparse.csr_matrix((np.asarray(confidence, np.float64), (np.asarray(users, np.int64),
+                                                                 np.asarray(items, np.int64))),
+                          shape=(n_users, v.shape[0]))
+    c.sum_duplicates()  # a repeated pair: its confidences add, its preference counts once
+    c.data += 1.0
+    out = np.zeros((n_users, v.shape[1]))
+    with one_blas_thread():  # as implicit's fits: its own threads, and V'V's last bits fixed
+        least_squares(c, out, v, l2, threads)
     return out.astype(np.float32)

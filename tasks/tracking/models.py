@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import shutil
 import tempfile
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ from mlflow.types.schema import Array
 from models.factors import FactorModel
 from models.selection.profiles import DomainProfile
 from tasks.serving import FACTORS_ARTIFACT
-from tasks.tracking.names import MODEL_ARTIFACT
+from tasks.tracking.names import MODEL_ARTIFACT, WEIGHTS_ARTIFACT
 from tasks.tracking.runs import client, logged_model_id
 
 SIGNATURE = ModelSignature(
@@ -101,8 +103,19 @@ def log_factor_model(uri: str, run_id: str, model: FactorModel) -> str:
     return info.model_uri
 
 
+def log_weights(uri: str, run_id: str, model: FactorModel) -> str:
+    """Keep ``model``'s weights on run ``run_id`` (artifact folder :data:`WEIGHTS_ARTIFACT`) without logging an
+    MLflow model: no serving code, requirements or input example, one upload. Returns the folder's
+    ``runs:/<run_id>/weights`` URI, which :func:`load_factor_model` reads."""
+    with tempfile.TemporaryDirectory(prefix="transferrec-weights-") as tmp:
+        folder = model.save(Path(tmp) / WEIGHTS_ARTIFACT)
+        client(uri).log_artifacts(run_id, str(folder), WEIGHTS_ARTIFACT)
+    return f"runs:/{run_id}/{WEIGHTS_ARTIFACT}"
+
+
 def load_factor_model(uri: str, model_uri: str) -> FactorModel:
-    """Load the factors behind a logged/registered model (``models:/name/version``, ``models:/m-...``)."""
+    """Load the factors behind a logged/registered model (``models:/name/version``, ``models:/m-...``) or kept
+    weights (``runs:/<run id>/weights``, :func:`log_weights`)."""
     client(uri)
     with tempfile.TemporaryDirectory(prefix="transferrec-load-") as tmp:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
@@ -110,6 +123,27 @@ def load_factor_model(uri: str, model_uri: str) -> FactorModel:
         if found is None:
             raise FileNotFoundError(f"{model_uri} holds no factors.npz")
         return FactorModel.load(found)
+
+
+#: Source models and profiles read in this process, by store, registered name, version and run (a version is
+#: never changed once registered; a version number used again after a deletion names another run): a process that
+#: onboards again (a warm flow, a data-efficiency curve, a worker) reads each source from the store once.
+_SOURCES: OrderedDict[tuple[str, ...], tuple[FactorModel, DomainProfile]] = OrderedDict()
+SOURCES_KEPT = 16
+
+
+def load_source(uri: str, name: str, version: str, run_id: str) -> tuple[FactorModel, DomainProfile]:
+    """The factors of registered source model ``name`` version ``version`` and the domain profile of its run
+    ``run_id`` (:func:`load_factor_model`, :func:`load_profile`); the last :data:`SOURCES_KEPT` read are kept in
+    this process, and each call gets its own copy of the arrays."""
+    key = (uri, name, str(version), str(run_id))
+    if key not in _SOURCES:
+        _SOURCES[key] = (load_factor_model(uri, f"models:/{name}/{version}"), load_profile(uri, str(run_id)))
+        while len(_SOURCES) > SOURCES_KEPT:
+            _SOURCES.popitem(last=False)
+    _SOURCES.move_to_end(key)
+    model, profile = _SOURCES[key]
+    return copy.deepcopy(model), copy.deepcopy(profile)
 
 
 PROFILE_ARTIFACT = "profile"

@@ -105,3 +105,6 @@ EVALUATED_RUN_TAG = "evaluated_run_id"
 EVALUATED_MODEL_TAG = "evaluated_model"
 #: Artifact path of a logged model.
 MODEL_ARTIFACT = "model"
+#: Artifact folder of a model's weights on a run where it is not logged as an MLflow model (``factors.npz``,
+#: ``users.parquet``, ``items.parquet``, ``meta.json``: :meth:`models.factors.FactorModel.save`).
+WEIGHTS_ARTIFACT = "weights"

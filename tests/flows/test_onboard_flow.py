@@ -17,8 +17,12 @@ from flows.config import OnboardConfig, PretrainConfig
 from flows.onboard import onboard_domain_flow
 from flows.pretrain import pretrain_source_flow
 from models.config import FineTuneConfig
+from models.data.datasets import read_canonical_dir
+from models.evaluation.ranking import evaluate_models
 from models.selection.sources import slug
+from models.split import split_with
 from models.transfer.closed_form import ClosedFormGrid
+from models.transfer.recipes import ranking_tasks
 from tasks import tracking
 from tasks.registry import BASELINES
 from tasks.tracking import SOURCES_EXPERIMENT
@@ -163,6 +167,20 @@ def test_onboarding_logs_compares_and_registers(synthetic_dir: Path, mlflow_uri:
     assert not np.array_equal(served.item_bias, evaluated.item_bias) or len(served.user_ids) > len(
         evaluated.user_ids)
     assert (champion(mlflow_uri) == summary.model_version) == summary.promoted
+    # the winner (evaluated and refitted) is logged as a servable model; every other model keeps its weights on
+    # its run, which score as the run's metrics say
+    experiment = client.get_experiment_by_name("transferrec-games").experiment_id
+    logged = {client.get_run(m.source_run_id).info.run_name for m in client.search_logged_models([experiment])}
+    assert logged == {summary.winner, f"refit:{summary.winner}"}
+    other = next(n for n in ("popularity", "ease", "scratch") if n != summary.winner)
+    other_run = children[children["tags.mlflow.runName"] == other].iloc[0]
+    weights = tracking.load_factor_model(mlflow_uri, f"runs:/{other_run['run_id']}/{tracking.WEIGHTS_ARTIFACT}")
+    config = OnboardConfig.smoke(TARGET, synthetic_dir, mlflow_uri)
+    data = read_canonical_dir(synthetic_dir, "synthetic")
+    _, test_task = ranking_tasks(split_with(data.interactions, data.items, domain=TARGET, config=config.split),
+                                 click_threshold=config.evaluation.click_threshold)
+    scored = evaluate_models({other: weights}, test_task, ks=config.evaluation.ks, ctr_k=config.evaluation.ctr_k)
+    assert scored[other].metrics["ndcg_at_10"] == pytest.approx(other_run["metrics.test/ndcg_at_10"])
 
     # the registered model serves top-K through the pyfunc flavour
     model = mlflow.pyfunc.load_model(f"models:/{MODEL}/{summary.model_version}")

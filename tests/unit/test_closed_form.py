@@ -98,19 +98,18 @@ def test_recency_counts_back_from_each_users_latest_and_ties_share_their_places(
     np.testing.assert_array_equal(recency_ranks(frame.reverse()), [0.0, 2.0, 0.5, 1.0, 0.5, 3.0])
 
 
-def test_the_user_step_weighs_recent_interactions_most(monkeypatch):
-    """x_u = (VᵀV + Σ c_i v_i v_iᵀ + l2·I)⁻¹ Σ (1 + c_i) v_i with c_i = alpha·exp(-rank_i/recency), per user, in
-    chunks (an item's repeated pairs add their confidence; its preference counts once, as implicit ALS counts
-    repeats); on orthonormal item vectors each coordinate is (1 + c_i) / (1 + c_i + l2), so the latest item weighs
-    most; a user without pairs gets a zero vector."""
-    import models.transfer.recency as recency
-
-    monkeypatch.setattr(recency, "USER_CHUNK", 2)  # several chunks, the last one short
+def test_the_user_step_weighs_recent_interactions_most():
+    """x_u = (VᵀV + Σ c_i v_i v_iᵀ + l2·I)⁻¹ Σ (1 + c_i) v_i with c_i = alpha·exp(-rank_i/recency), per user (an
+    item's repeated pairs add their confidence; its preference counts once, as implicit ALS counts repeats), the
+    same on one thread or two; on orthonormal item vectors each coordinate is (1 + c_i) / (1 + c_i + l2), so the
+    latest item weighs most; a user without pairs gets a zero vector."""
     rng = np.random.default_rng(0)
     v = rng.normal(size=(7, 3))
     users, items = rng.integers(0, 4, 40), rng.integers(0, 7, 40)  # users 0..3 of 5: user 4 has no pairs
     ranks = rng.permutation(40).astype(float) % 9
-    solved = user_step(v, users, items, recency_confidence(ranks, recency=2.0, alpha=20.0), 5, l2=3.0)
+    confidence = recency_confidence(ranks, recency=2.0, alpha=20.0)
+    solved = user_step(v, users, items, confidence, 5, l2=3.0, threads=1)
+    np.testing.assert_array_equal(solved, user_step(v, users, items, confidence, 5, l2=3.0, threads=2))
     assert solved.shape == (5, 3) and solved.dtype == np.float32 and not solved[4].any()
     assert len(np.unique(np.stack([users, items]), axis=1)[0]) < len(users)  # repeats are there
     for u in range(4):

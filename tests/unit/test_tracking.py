@@ -240,3 +240,35 @@ print(json.dumps({{'items': [list(map(str, x)) for x in out['item_ids']], 'score
     expected_items, expected_scores = model.top_k(np.array(["u", "stranger"], dtype=object), k=2)
     assert answer["items"] == expected_items and answer["fallback"] == [False, True]
     assert np.allclose(answer["scores"], expected_scores)
+
+
+def test_a_registered_source_is_read_from_the_store_once_a_process(mlflow_uri, monkeypatch):
+    """load_source reads a version's factors and its run's profile once, then hands out copies; another run behind
+    the same name and version (a version number used again after a deletion) is read again."""
+    import polars as pl
+
+    import tasks.tracking.models as logged
+    from models.selection.profiles import build_profile
+
+    interactions = pl.DataFrame({"user_id": ["u", "u"], "item_id": ["a", "b"], "rating": [4.0, 5.0],
+                                 "timestamp": [1, 2]})
+    items = pl.DataFrame({"item_id": ["a", "b"], "domain": ["A", "A"], "title": ["x", "y"]})
+    exp = tracking.ensure_experiment(mlflow_uri, "t")
+    runs = []
+    for _ in range(2):
+        with tracking.run_context(mlflow_uri, exp, "src") as run_id:
+            tracking.log_profile(mlflow_uri, run_id, build_profile(interactions, items, dataset="d", domains=["A"]))
+            uri = tracking.log_factor_model(mlflow_uri, run_id, tiny_model())
+        runs.append(run_id)
+    tracking.register_model(mlflow_uri, "src", uri, run_id=runs[1], tags={}, aliases=[])
+    reads = []
+    real = logged.load_factor_model
+    monkeypatch.setattr(logged, "load_factor_model", lambda *a: reads.append(a) or real(*a))
+    first, profile = tracking.load_source(mlflow_uri, "src", "1", runs[1])
+    first.item_factors[:] = 7.0  # a caller's copy: the next one is untouched
+    second, again = tracking.load_source(mlflow_uri, "src", "1", runs[1])
+    assert len(reads) == 1
+    np.testing.assert_array_equal(second.item_factors, tiny_model().item_factors)
+    assert list(again.user_ids) == list(profile.user_ids) == ["u"]
+    tracking.load_source(mlflow_uri, "src", "1", runs[0])
+    assert len(reads) == 2
