@@ -154,7 +154,7 @@ def _slice_metrics(per_slice: dict[str, dict[str, float]]) -> dict[str, float]:
 
 def _ctr_metrics(results: dict[str, Any]) -> dict[str, float]:
     sides = (("", "ctr"), ("_ci_low", "low"), ("_ci_high", "high"))
-    return {f"test/ctr_{k.lower()}{suffix}": getattr(v, field) for k, v in results.items() for suffix, field in sides}
+    return {f"test/ctr_{k.lower()}{suffix}": getattr(v, attr) for k, v in results.items() for suffix, attr in sides}
 
 
 def slices_by_model(reports: dict[str, ModelReport], split: TargetSplit, test_task: RankingTask,
