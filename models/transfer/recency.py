@@ -20,6 +20,7 @@ from models.blas import one_blas_thread
 RECENCY = 5.0  # interactions
 RECENCY_ALPHA = 20.0
 
+
 def recency_confidence(ranks: np.ndarray, *, recency: float, alpha: float) -> np.ndarray:
     """``alpha·exp(-rank/recency)`` per pair (``ranks``: its place counted back from its user's most recent, 0)."""
     return alpha * np.exp(-np.asarray(ranks, np.float64) / recency)
