@@ -345,9 +345,8 @@ class OutOfCore:
 
     def select(self, sources: dict[str, Any], target: Target) -> Selection:
         self.models = {name: fit.model for name, fit in sources.items()}  # the chosen one is refitted from
-        return probe_large_sources(self.models, target.split,
-                                   target.val_task, self.run, self.config.finetune, self.config.split.seed,
-                                   self.rows)
+        return probe_large_sources(self.models, target.split, target.val_task, self.config.finetune,
+                                   self.config.split.seed, self.rows)
 
     def train(self, target: Target, sources: dict[str, Any], selection: Selection) -> Fits:
         """The finalists' fine-tunes and scratch side by side on the task runner; then ALS, EASE and ItemKNN

@@ -13,7 +13,7 @@ from tasks import tracking
 from tasks.curve import curve_point, log_curve, split_fractions
 from tasks.data import check_target_domain, load_tables, validate_dataset
 from tasks.runtime import checkpoint_root
-from tasks.selection import select_source
+from tasks.selection import log_selection, select_source
 from tasks.setup import tracked_run
 from tasks.sources import gather_sources
 from tasks.training import fine_tune_source, fit_popularity_baseline, train_scratch_baseline
@@ -43,6 +43,8 @@ def data_efficiency_flow(config: CurveConfig) -> dict[str, Any]:
                 selection = select_source(sources, split, val_task, point_run, dataset=dataset.name,
                                           same_dataset=True, config=config.sources, finetune=config.finetune,
                                           selection=config.selection)
+                log_selection(point_run, selection.table, selection.rationale, selection.chosen,
+                              selection.decided_by)
                 transfer = fine_tune_source(selection.chosen, selection.prepared[selection.chosen], split,
                                             config.finetune, config.split.seed)
                 scratch = train_scratch_baseline(split, config.sources.model, config.scratch, config.split.seed,

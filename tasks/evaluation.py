@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import tempfile
+from concurrent.futures import Future
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -84,37 +86,48 @@ def _stage_metrics(report: ModelReport) -> dict[str, float]:
     return metrics
 
 
+def open_model_runs(models: dict[str, FactorModel], fits: dict[str, FitResult], run: tracking.TrackingContext,
+                    tags: dict[str, str], datasets: list[tracking.DatasetRecord] | None = None,
+                    source: str | None = None) -> dict[str, Future[str]]:
+    """One child run per model, started on the tracking's background thread while the models are evaluated and
+    analysed (:meth:`~tasks.tracking.TrackingContext.later`): its tags, its datasets (the target's parts of
+    ``datasets``, and for ``transfer`` the training data of ``source``) and its weights
+    (``tracking.log_weights``). A trained network's run starts when its fit did (``fits``). Returns each
+    run's id (a future); :func:`log_model_runs` finishes them."""
+    target_parts = [d for d in datasets or [] if d.context != "source"]
+    chosen = [d for d in datasets or [] if d.name == f"source:{source}"]
+
+    def open_run(name: str, model: FactorModel) -> str:
+        trained_for = fits[name].seconds if name in fits else 0.0
+        child_id = tracking.start_run(run.uri, run.experiment_id, name, parent_id=run.run_id,
+                                      tags={**tags, "role": name}, started_seconds_ago=trained_for)
+        tracking.log_datasets(run.uri, child_id, [*target_parts, *(chosen if name == "transfer" else [])])
+        tracking.log_weights(run.uri, child_id, model)
+        return child_id
+
+    return {name: run.later(partial(open_run, name, model)) for name, model in models.items()}
+
+
 @task(name="log-model-runs", cache_policy=NO_CACHE)
 def log_model_runs(
     reports: dict[str, ModelReport], run: tracking.TrackingContext, params: dict[str, dict[str, Any]],
-    tags: dict[str, str], log_models: tuple[str, ...], datasets: list[tracking.DatasetRecord] | None = None,
-    source: str | None = None, analysis: Analysis | None = None,
+    log_models: tuple[str, ...], opened: dict[str, Future[str]], analysis: Analysis | None = None,
 ) -> dict[str, ModelReport]:
-    """One child run per model: params, per-epoch history, val/test metrics and its weights, as a servable MLflow
-    model for ``log_models`` (``tracking.log_factor_model``), as kept weights for the others
-    (``tracking.log_weights``); its datasets: the target's parts of ``datasets`` (and for ``transfer``, the
-    training data of ``source``); with ``analysis``, each model's slices and off-policy CTR in the same write."""
+    """Finish each model's child run (:func:`open_model_runs`): for ``log_models``, a servable MLflow model
+    (``tracking.log_factor_model``; every run keeps its weights); then its params, per-epoch history, val/test
+    metrics and, with ``analysis``, its slices, intervals and off-policy CTR, in one write; FINISHED."""
     logged = {}
-    target_parts = [d for d in datasets or [] if d.context != "source"]
-    chosen = [d for d in datasets or [] if d.name == f"source:{source}"]
     for name, report in reports.items():
-        trained_for = report.fit.seconds if report.fit is not None else 0.0
-        estimator = {"ctr_estimator": report.test.ctr.estimator} if report.test.ctr is not None else {}
-        with run.child(name, tags={**tags, "role": name, **estimator}, started_seconds_ago=trained_for) as child:
-            child.log_datasets([*target_parts, *(chosen if name == "transfer" else [])])
+        child_id = opened[name].result()
+        with tracking.closing_run(run.uri, child_id):
             # the model first, then its metrics linked to it, with the params and curves, in one write (see
             # tracking.log_factor_model)
-            uri = None
-            if name in log_models:
-                uri = tracking.log_factor_model(child.uri, child.run_id, report.model)
-            else:
-                tracking.log_weights(child.uri, child.run_id, report.model)
+            uri = tracking.log_factor_model(run.uri, child_id, report.model) if name in log_models else None
             metrics = {**_stage_metrics(report), **(analysis.metrics.get(name, {}) if analysis else {})}
-            tracking.log_run_data(child.uri, child.run_id, metrics=metrics, model_uri=uri,
-                                  params=params.get(name, {}),
-                                  history=report.fit.history if report.fit is not None else None)
-        logged[name] = ModelReport(report.name, report.model, report.val, report.test, report.fit, child.run_id,
-                                   uri)
+            estimator = {"ctr_estimator": report.test.ctr.estimator} if report.test.ctr is not None else {}
+            tracking.log_run_data(run.uri, child_id, metrics=metrics, model_uri=uri, params=params.get(name, {}),
+                                  history=report.fit.history if report.fit is not None else None, tags=estimator)
+        logged[name] = ModelReport(report.name, report.model, report.val, report.test, report.fit, child_id, uri)
     return logged
 
 

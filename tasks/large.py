@@ -41,7 +41,7 @@ from models.transfer.outofcore import (
 from models.transfer.peers import PeerTooLarge
 from tasks import tracking
 from tasks.data import RawTables, log_contract_reports
-from tasks.selection import Selection, log_selection
+from tasks.selection import Selection
 
 
 def batch_rows(config: DataConfig) -> int:
@@ -134,8 +134,9 @@ def joint_pairs_large(tables: ValidatedScans, split: DiskSplit) -> JointTrain | 
 
 @task(name="probe-sources", cache_policy=NO_CACHE)
 def probe_large_sources(sources: dict[str, FactorModel], split: DiskSplit, val_task: RankingTask,
-                        run: tracking.TrackingContext, finetune: FineTuneConfig, seed: int, rows: int) -> Selection:
-    """Rank the sources by their zero-shot validation NDCG@10 (each carried over to the target untrained)."""
+                        finetune: FineTuneConfig, seed: int, rows: int) -> Selection:
+    """Rank the sources by their zero-shot validation NDCG@10 (each carried over to the target untrained); the
+    flow logs the table once settled (:func:`tasks.selection.settle_selection`)."""
     zero_shot = finetune.model_copy(update={"mode": "zero-shot"})
     scores = {name: ndcg_at(fine_tune_on_disk(model, split, config=zero_shot, seed=seed, batch_rows=rows).fit.model,
                              val_task) for name, model in sources.items()}
@@ -145,8 +146,7 @@ def probe_large_sources(sources: dict[str, FactorModel], split: DiskSplit, val_t
     chosen = table["name"][0]
     rationale = (f"{chosen}: best zero-shot validation NDCG@10 ({scores[chosen]:.4f}) of {len(scores)} source(s) "
                  "(out-of-core onboarding: the zero-shot probe is the selection signal)")
-    log_selection(run, table, rationale, chosen, "zero-shot probe")
-    return Selection(chosen, table, rationale, "zero-shot probe", {}, {})
+    return Selection(chosen, table, rationale, "zero-shot probe", {})
 
 
 @task(name="fine-tune-on-disk", cache_policy=NO_CACHE, task_run_name="fine-tune-on-disk-{name}")

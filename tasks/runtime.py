@@ -309,19 +309,71 @@ def clear_checkpoints(folder: Path | None) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+class _ProgressArtifact:
+    """The flow run's Prefect progress artifact, created and moved off the caller's thread: each update is an API
+    call (about 25 ms), and a stage should not wait for its page to move. Only the latest update is sent (an older
+    one still pending is dropped); a daemon thread sends it, in the caller's context (the flow run it belongs to),
+    and ends as soon as nothing is pending, so nothing outlives the flow. :meth:`wait` waits (bounded) for the
+    last one."""
+
+    def __init__(self, label: str) -> None:
+        import contextvars
+        import threading
+
+        self.key = "progress-" + "".join(c if c.isalnum() else "-" for c in label.lower())[:80]
+        self._context = contextvars.copy_context()
+        self._lock = threading.Lock()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._pending: tuple[float, str] | None = None
+        self._artifact: Any = None
+
+    def move(self, percent: float, description: str) -> None:
+        import threading
+
+        with self._lock:
+            self._pending = (percent, description)
+            if not self._idle.is_set():
+                return  # the running sender picks it up
+            self._idle.clear()
+        threading.Thread(target=self._context.copy().run, args=(self._send_pending,), daemon=True,
+                         name="transferrec-progress").start()
+
+    def wait(self, timeout: float = 5.0) -> None:
+        self._idle.wait(timeout)
+
+    def _send_pending(self) -> None:
+        while True:
+            with self._lock:
+                update, self._pending = self._pending, None
+                if update is None:
+                    self._idle.set()
+                    return
+            try:  # the page of the flow run; a tracking hiccup here never stops a run
+                from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+                if self._artifact is None:
+                    self._artifact = create_progress_artifact(update[0], key=self.key, description=update[1])
+                else:
+                    update_progress_artifact(self._artifact, update[0], description=update[1])
+            except Exception as error:  # noqa: BLE001 - e.g. no flow run context (a plain call)
+                logging.getLogger(__name__).debug("progress artifact not updated: %s", error)
+
+
 class Stopwatch:
     """Wall time per named stage: ``with watch("fine_tune"): ...``; ``watch.seconds`` holds the totals.
 
     With a ``label`` (and the flow's ``stages`` in order), each stage's start is also reported: a progress line
     (:data:`models.nets.training.progress`) and a Prefect progress artifact (key ``progress-<label>``) that
-    moves with the stages, so the flow run's page shows how far it is.
+    moves with the stages, so the flow run's page shows how far it is (sent in the background:
+    :class:`_ProgressArtifact`).
     """
 
     def __init__(self, label: str | None = None, stages: tuple[str, ...] = ()) -> None:
         self.seconds: dict[str, float] = {}
         self.label, self.stages = label, stages
         self.started = time.perf_counter()
-        self._artifact: Any = None
+        self._artifact = _ProgressArtifact(label) if label is not None else None
 
     def _report(self, stage: str) -> None:
         from models.nets.training import progress
@@ -329,27 +381,14 @@ class Stopwatch:
         done = self.stages.index(stage) if stage in self.stages else len(self.seconds)
         total = max(len(self.stages), done + 1)
         progress.info(f"[{self.label}] {stage} (stage {done + 1}/{total}, {time.perf_counter() - self.started:.0f}s)")
-        try:  # the page of the flow run; a tracking hiccup here never stops a run
-            from prefect.artifacts import create_progress_artifact, update_progress_artifact
-
-            description = f"{self.label}: {stage}"
-            if self._artifact is None:
-                key = "progress-" + "".join(c if c.isalnum() else "-" for c in self.label.lower())[:80]
-                self._artifact = create_progress_artifact(100.0 * done / total, key=key, description=description)
-            else:
-                update_progress_artifact(self._artifact, 100.0 * done / total, description=description)
-        except Exception as error:  # noqa: BLE001 - e.g. no flow run context (a plain call)
-            logging.getLogger(__name__).debug("progress artifact not updated: %s", error)
+        if self._artifact is not None:
+            self._artifact.move(100.0 * done / total, f"{self.label}: {stage}")
 
     def finish(self) -> None:
-        """Mark the progress artifact complete."""
+        """Mark the progress artifact complete (waits, a few seconds at most, for it to be sent)."""
         if self._artifact is not None:
-            try:
-                from prefect.artifacts import update_progress_artifact
-
-                update_progress_artifact(self._artifact, 100.0, description=f"{self.label}: done")
-            except Exception as error:  # noqa: BLE001
-                logging.getLogger(__name__).debug("progress artifact not updated: %s", error)
+            self._artifact.move(100.0, f"{self.label}: done")
+            self._artifact.wait()
 
     @contextmanager
     def __call__(self, stage: str) -> Iterator[None]:

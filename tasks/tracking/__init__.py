@@ -2,12 +2,14 @@
 
 * :mod:`tasks.tracking.names`: experiment, registered-model and run names, aliases;
 * :mod:`tasks.tracking.runs`: the store, experiments, runs and what is logged to them (:class:`TrackingContext`);
+* :mod:`tasks.tracking.background`: the writes a flow does not wait for, on one background thread;
 * :mod:`tasks.tracking.models`: logged factor models, domain profiles, registered versions and aliases;
 * :mod:`tasks.tracking.queries`: the source catalogue and recent onboardings, read back.
 
 Callers use ``from tasks import tracking`` and ``tracking.<name>``.
 """
 
+from tasks.tracking.background import later
 from tasks.tracking.models import (
     PROFILE_ARTIFACT,
     SIGNATURE,
@@ -53,6 +55,7 @@ from tasks.tracking.runs import (
     TrackingContext,
     client,
     close_abandoned_runs,
+    closing_run,
     default_tracking_uri,
     dumps,
     end_run,
@@ -83,7 +86,7 @@ __all__ = [
     "SOURCE_PREFIX", "SOURCES_EXPERIMENT", "WEIGHTS_ARTIFACT", "DatasetRecord", "RegisteredVersion", "TrackingContext",
     "alias_version",
     "client",
-    "close_abandoned_runs", "owner_tags",
+    "close_abandoned_runs", "closing_run", "later", "owner_tags",
     "curve_experiment_name", "curve_point_run_name", "curve_run_name", "dataset_tag", "default_tracking_uri",
     "dumps", "end_run",
     "ensure_experiment", "experiment_name", "find_version", "flatten", "live_curve", "load_factor_model",

@@ -14,11 +14,10 @@ import logging
 import math
 import os
 import socket
-import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import cache
@@ -32,6 +31,7 @@ from mlflow.exceptions import MlflowException
 
 from models.selection.sources import slug
 from tasks.runtime import interruption
+from tasks.tracking.background import BACKGROUND, later
 
 logger = logging.getLogger(__name__)
 
@@ -242,32 +242,6 @@ def log_datasets(uri: str, run_id: str, records: list[DatasetRecord]) -> None:
 LIVE_PREFIX = "live/"
 
 
-class _LiveWriter:
-    """One background thread that writes the live curves in the order they come; :meth:`flush` waits for what was
-    queued. (MLflow's own asynchronous logging polls its queue once a second, and each run's end waited for that
-    poll, up to a second of idle wall a run; this thread blocks until there is work.)"""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._pool: ThreadPoolExecutor | None = None
-        self._pending: list[Future] = []
-
-    def submit(self, write: Callable[[], None]) -> None:
-        with self._lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="transferrec-live-curves")
-            self._pending = [f for f in self._pending if not f.done()]
-            self._pending.append(self._pool.submit(write))
-
-    def flush(self) -> None:
-        with self._lock:
-            pending, self._pending = self._pending, []
-        wait(pending)
-
-
-_LIVE = _LiveWriter()
-
-
 def live_curve(uri: str, run_id: str, label: str) -> Callable[[Any], None]:
     """An ``on_epoch`` for :func:`models.nets.training.fit_network`: each epoch's training loss and validation
     score on the run while the fit trains (step = epoch), so the MLflow UI shows the curves before the end.
@@ -287,7 +261,7 @@ def live_curve(uri: str, run_id: str, label: str) -> Callable[[Any], None]:
             except Exception as error:  # noqa: BLE001 - the store failing never stops a fit
                 logger.warning("live curve of %s not logged: %s", label, error)
 
-        _LIVE.submit(write)
+        BACKGROUND.submit(write)
 
     return log
 
@@ -321,8 +295,9 @@ def start_run(uri: str, experiment_id: str, name: str, *, parent_id: str | None 
 
 
 def end_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
-    """Mark a run FINISHED, FAILED or KILLED, once what was logged in the background (:func:`live_curve`) is in."""
-    _LIVE.flush()
+    """Mark a run FINISHED, FAILED or KILLED, once what was queued in the background (:func:`live_curve`,
+    :func:`later`) is in."""
+    BACKGROUND.flush()
     client(uri).set_terminated(run_id, status=status)
 
 
@@ -373,15 +348,26 @@ def close_abandoned_runs(uri: str, experiment_id: str, config_key: str, *, found
 @contextmanager
 def run_context(uri: str, experiment_id: str, name: str, *, parent_id: str | None = None,
                 tags: dict[str, Any] | None = None, started_seconds_ago: float = 0.0) -> Iterator[str]:
-    """A run that ends FINISHED, or FAILED with ``error.txt`` (message and traceback) when the block raises;
-    KILLED when the process was stopped (a ``BaseException`` that is no error, or anything raised after a SIGINT or
-    SIGTERM: :func:`tasks.runtime.interruption`)."""
+    """A new run (a child of ``parent_id`` when given) for the block, ended as :func:`closing_run` ends it."""
     run_id = start_run(uri, experiment_id, name, parent_id=parent_id, tags=tags,
                        started_seconds_ago=started_seconds_ago)
-    try:
+    with closing_run(uri, run_id, parent=parent_id is None, experiment_id=experiment_id):
         yield run_id
+
+
+@contextmanager
+def closing_run(uri: str, run_id: str, *, parent: bool = False, experiment_id: str | None = None) -> Iterator[None]:
+    """End run ``run_id`` after the block: FINISHED, once the writes queued for it in the background
+    (:func:`later`) are in; FAILED with ``error.txt`` (message and traceback) when the block or one of those
+    writes raised; KILLED when the process was stopped (a ``BaseException`` that is no error, or anything
+    raised after a SIGINT or SIGTERM: :func:`tasks.runtime.interruption`). A ``parent`` run that does not
+    finish ends its child runs still RUNNING (those opened ahead of their results) the same way."""
+    try:
+        yield
+        BACKGROUND.flush(raise_for=run_id)
     except BaseException as exc:
         try:
+            BACKGROUND.flush(drop_for=run_id)
             report = getattr(exc, "to_markdown", None)
             if callable(report):
                 log_text(uri, run_id, report(), "contracts/violation.md")
@@ -389,9 +375,21 @@ def run_context(uri: str, experiment_id: str, name: str, *, parent_id: str | Non
             set_tags(uri, run_id, {"error": f"{type(exc).__name__}: {str(exc)[:4000]}"})
         finally:
             stopped = not isinstance(exc, Exception) or interruption() is not None
-            end_run(uri, run_id, "KILLED" if stopped else "FAILED")
+            status = "KILLED" if stopped else "FAILED"
+            if parent and experiment_id is not None:
+                _end_running_children(uri, experiment_id, run_id, status)
+            end_run(uri, run_id, status)
         raise
     end_run(uri, run_id, "FINISHED")
+
+
+def _end_running_children(uri: str, experiment_id: str, run_id: str, status: str) -> None:
+    try:
+        for child in client(uri).search_runs([experiment_id], f"attributes.status = 'RUNNING' and "
+                                                             f"tags.mlflow.parentRunId = '{run_id}'"):
+            client(uri).set_terminated(child.info.run_id, status=status)
+    except Exception as error:  # noqa: BLE001 - the parent's own end comes first
+        logger.warning("child runs of %s not ended: %s", run_id, error)
 
 
 def dumps(data: Any) -> str:
@@ -434,6 +432,10 @@ class TrackingContext:
 
     def live_curve(self, label: str) -> Callable[[Any], None]:
         return live_curve(self.uri, self.run_id, label)
+
+    def later(self, write: Callable[[], Any]) -> Future:
+        """Run ``write`` on the tracking's background thread (:func:`later`); its error fails this run."""
+        return later(write, owner=self.run_id)
 
     @contextmanager
     def child(self, name: str, *, tags: dict[str, Any] | None = None,

@@ -134,6 +134,12 @@ def test_onboarding_logs_compares_and_registers(synthetic_dir: Path, mlflow_uri:
     assert artifact is not None and artifact.data == 100.0 and artifact.description == "onboard games: done"
     artifacts = {a.path for a in client.list_artifacts(summary.mlflow_run_id)}
     assert {"summary.json", "summary.md", "config.json", "contracts", "selection", "slices", "plots"} <= artifacts
+    # the candidate table, once: every candidate in one row, the chosen finalist's fine-tuned scores filled
+    logged = json.loads(Path(client.download_artifacts(summary.mlflow_run_id, "selection/candidates.json",
+                                                       str(tmp_path))).read_text())
+    rows = [dict(zip(logged["columns"], row, strict=True)) for row in logged["data"]]
+    assert sorted(row["name"] for row in rows) == sorted(c["name"] for c in summary.candidates)
+    assert next(row for row in rows if row["name"] == summary.chosen_source)["val_ndcg_at_10"] is not None
     plots = {a.path for a in client.list_artifacts(summary.mlflow_run_id, "plots")}
     assert plots == {"plots/learning_curves.png", "plots/ndcg_at_k.png", "plots/slices_ndcg_at_10.png"}
     # slices: every test user in exactly one activity group; the groups' user-weighted mean is the overall mean

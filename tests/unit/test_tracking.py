@@ -85,6 +85,51 @@ def test_live_curves_are_written_in_the_background_and_all_in_when_the_run_ends(
     assert any("live curve of scratch not logged" in r.getMessage() for r in caplog.records)
 
 
+def test_writes_queued_for_later_land_in_order_before_their_run_ends_and_can_open_runs(mlflow_uri):
+    """``later``: off the caller's thread, in the order queued; a queued write may open and end a child run
+    (its end does not wait for itself); the parent's end waits for all of them."""
+    import threading
+
+    exp = tracking.ensure_experiment(mlflow_uri, "t")
+    threads = []
+    with tracking.open_run(mlflow_uri, exp, "t", "parent") as run:
+        def probe(i: int) -> None:
+            threads.append(threading.current_thread().name)
+            with run.child(f"probe:{i}") as child:
+                child.log_metrics({"val/ndcg_at_10": i / 10})
+            run.log_metrics({"last_probe": float(i)})
+
+        futures = [run.later(lambda i=i: probe(i)) for i in range(3)]
+    client = mlflow.MlflowClient(mlflow_uri)
+    assert all(f.done() for f in futures) and client.get_run(run.run_id).info.status == "FINISHED"
+    assert set(threads) != {threading.current_thread().name}
+    assert [m.value for m in client.get_metric_history(run.run_id, "last_probe")] == [0.0, 1.0, 2.0]
+    children = client.search_runs([exp], f"tags.mlflow.parentRunId = '{run.run_id}'")
+    assert sorted((c.info.run_name, c.info.status, c.data.metrics["val/ndcg_at_10"]) for c in children) == [
+        (f"probe:{i}", "FINISHED", i / 10) for i in range(3)]
+
+
+def test_a_failed_write_queued_for_later_fails_its_run_and_ends_the_children_left_open(mlflow_uri):
+    """The error of a background write is raised when its run ends (FAILED with the error), and a parent that
+    does not finish ends the child runs still open (opened ahead of their results) with it; another run is not
+    touched by that error."""
+    exp = tracking.ensure_experiment(mlflow_uri, "t")
+    client = mlflow.MlflowClient(mlflow_uri)
+    with pytest.raises(RuntimeError, match="store refused"), tracking.open_run(mlflow_uri, exp, "t", "p") as run:
+        opened = run.later(lambda: tracking.start_run(mlflow_uri, exp, "opened", parent_id=run.run_id))
+
+        def refuse() -> None:
+            raise RuntimeError("store refused the probe run")
+
+        run.later(refuse)
+    assert client.get_run(run.run_id).info.status == "FAILED"
+    assert "store refused" in client.get_run(run.run_id).data.tags["error"]
+    assert client.get_run(opened.result()).info.status == "FAILED"
+    with tracking.run_context(mlflow_uri, exp, "next") as next_id:
+        pass
+    assert client.get_run(next_id).info.status == "FINISHED"
+
+
 def test_a_runs_metrics_params_curves_and_tags_go_in_batches_within_mlflows_bounds(mlflow_uri):
     """More than MLflow takes in one write (1,000 entries, 100 params): everything arrives, split into batches."""
     exp = tracking.ensure_experiment(mlflow_uri, "t")
