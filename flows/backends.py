@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -142,6 +144,18 @@ class Fits:
         return {**({} if self.closed_form_kept else {"transfer": self.transfers[chosen]}), "scratch": self.scratch}
 
 
+#: Called with a baseline's name, model and training seconds as soon as it is trained (its child run is opened
+#: then: :class:`tasks.evaluation.ModelRuns`).
+Trained = Callable[[str, FactorModel, float], None]
+
+
+def _report_baseline(trained: Trained | None, key: str, result: Any) -> None:
+    """``trained`` of a finished job that is a baseline (not a transfer recipe: which one is kept is settled
+    after the train stage)."""
+    if trained is not None and result is not None and key != "closed-form" and not key.startswith("transfer:"):
+        trained(key, result.model, result.seconds if isinstance(result, FitResult) else 0.0)
+
+
 class Backend(Protocol):
     """The onboarding's steps over one kind of data; a context manager that cleans up when the run ends."""
 
@@ -154,7 +168,8 @@ class Backend(Protocol):
     def sources(self, data: Any, target: Target) -> dict[str, Any]: ...
     def lineage(self, target: Target, sources: dict[str, Any]) -> list[tracking.DatasetRecord]: ...
     def select(self, sources: dict[str, Any], target: Target) -> Selection: ...
-    def train(self, target: Target, sources: dict[str, Any], selection: Selection) -> Fits: ...
+    def train(self, target: Target, sources: dict[str, Any], selection: Selection,
+              trained: Trained | None = None) -> Fits: ...
     def refit(self, reports: dict[str, ModelReport], data: Any, target: Target, fits: Fits,
               selection: Selection) -> PrefectFuture[Refit]: ...
     def analyse(self, data: Any, target: Target, reports: dict[str, ModelReport], selection: Selection) -> Analysis: ...
@@ -246,10 +261,11 @@ class InMemory:
                              same_dataset=config.sources.data is None, config=config.sources,
                              finetune=config.finetune, selection=config.selection)
 
-    def train(self, target: Target, sources: dict[str, Any], selection: Selection) -> Fits:
+    def train(self, target: Target, sources: dict[str, Any], selection: Selection,
+              trained: Trained | None = None) -> Fits:
         """The finalists' fine-tunes, scratch, ALS, EASE, ItemKNN and (with sources from the target's own
         dataset) the joint peers and the closed-form transfer recipe side by side on the task runner; then
-        popularity."""
+        popularity. ``trained`` hears of each baseline as it finishes."""
         config, split, seed = self.config, target.split, self.config.split.seed
         content = selection.prepared[selection.chosen].text.target  # the same catalogue texts in every candidate
         jobs: dict[str, tuple[Any, tuple, dict[str, Any]]] = {}
@@ -268,9 +284,12 @@ class InMemory:
         encoded = EncodedTrain.of(split.train, catalogue_ids(split))  # ALS, EASE and ItemKNN read the same pairs
         jobs["als"] = (fit_als_baseline, (encoded, target.val_task, seed), {})
         jobs.update({kind: (fit_peer_baseline, (kind, encoded, target.val_task), {}) for kind in PEERS})
-        done = run_jobs(jobs, runner=config.runner)
+        done = run_jobs(jobs, runner=config.runner, on_result=partial(_report_baseline, trained))
+        popularity = fit_popularity_baseline(split)
+        if trained is not None:
+            trained("popularity", popularity, 0.0)
         return Fits({key.removeprefix("transfer:"): fit for key, fit in done.items() if key.startswith("transfer:")},
-                    done["scratch"], done["als"], fit_popularity_baseline(split),
+                    done["scratch"], done["als"], popularity,
                     {kind: done[kind] for kind in (*PEERS, *JOINT) if done.get(kind) is not None},
                     done.get("closed-form"))
 
@@ -348,10 +367,11 @@ class OutOfCore:
         return probe_large_sources(self.models, target.split, target.val_task, self.config.finetune,
                                    self.config.split.seed, self.rows)
 
-    def train(self, target: Target, sources: dict[str, Any], selection: Selection) -> Fits:
+    def train(self, target: Target, sources: dict[str, Any], selection: Selection,
+              trained: Trained | None = None) -> Fits:
         """The finalists' fine-tunes and scratch side by side on the task runner; then ALS, EASE and ItemKNN
         over scratch's pair file, the joint peers and the closed-form transfer recipe (below their in-memory
-        bound), and popularity."""
+        bound), and popularity. (Their child runs are opened once the stage ends: ``trained`` is not called.)"""
         config, split, seed, rows = self.config, target.split, self.config.split.seed, self.rows
         jobs: dict[str, tuple[Any, tuple, dict[str, Any]]] = {
             f"transfer:{name}": (fine_tune_large, (name, sources[name].model, split, config.finetune, seed, rows),

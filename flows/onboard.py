@@ -13,7 +13,7 @@ from flows.backends import backend_for
 from flows.config import OnboardConfig
 from tasks import tracking
 from tasks.data import check_target_domain, load_tables
-from tasks.evaluation import evaluate_models, log_analysis, log_model_runs, open_model_runs
+from tasks.evaluation import ModelRuns, evaluate_models, log_analysis, log_model_runs
 from tasks.refit import log_refit
 from tasks.registry import logged_models, register_winner
 from tasks.report import OnboardingSummary, summarize
@@ -50,15 +50,14 @@ def onboard_domain_flow(config: OnboardConfig) -> OnboardingSummary:
             run.log_datasets(lineage)
         with watch("select"):
             selection = backend.select(sources, target)
+        runs = ModelRuns(run, tags, lineage)  # each model's child run, opened in the background once it is known
         with watch("train"):  # the finalists' fine-tunes and the baselines
-            fits = backend.train(target, sources, selection)
+            fits = backend.train(target, sources, selection, runs.open)
         with watch("settle"):
             selection = settle_selection(selection, fits.transfers, target.val_task, target.test_task, run,
                                          margin=config.selection.val_margin)
             fits = fits.settled(selection.chosen, target.val_task, config.finetune.recipe_margin)  # the recipe kept
-            # each model's child run opened in the background while the models are evaluated and analysed
-            opened = open_model_runs(fits.models(selection.chosen), fits.trained(selection.chosen), run, tags,
-                                     lineage, selection.chosen)
+            runs.open_all(fits.models(selection.chosen), fits.trained(selection.chosen), selection.chosen)
         with watch("evaluate"):
             reports = evaluate_models(fits.models(selection.chosen), fits.trained(selection.chosen),
                                       target.val_task, target.test_task, config.evaluation)
@@ -70,8 +69,8 @@ def onboard_domain_flow(config: OnboardConfig) -> OnboardingSummary:
             refitting = (backend.refit(reports, data, target, fits, selection)
                          if config.tracking.registry and config.tracking.refit else None)
         with watch("log_register"):
-            reports = log_model_runs(reports, run, config.child_run_params(selection.chosen, fits.tuned()),
-                                     log_models=logged_models(reports, config.tracking.log_models), opened=opened,
+            reports = log_model_runs(reports, runs, config.child_run_params(selection.chosen, fits.tuned()),
+                                     log_models=logged_models(reports, config.tracking.log_models),
                                      analysis=analysis)
             log_analysis(analysis, reports, run)
             refit = None if refitting is None else refitting.result()

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.futures import as_completed
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from prefect.utilities.callables import get_call_parameters
 
@@ -38,15 +39,30 @@ def task_runner(config: RunnerConfig) -> TaskRunner:
     return RayTaskRunner(address=config.address) if config.address else RayTaskRunner()
 
 
-def run_jobs(jobs: dict[str, tuple[Any, tuple, dict[str, Any]]], *, runner: RunnerConfig) -> dict[str, Any]:
+def run_jobs(jobs: dict[str, tuple[Any, tuple, dict[str, Any]]], *, runner: RunnerConfig,
+             on_result: Callable[[str, Any], None] | None = None) -> dict[str, Any]:
     """Run Prefect tasks ``{key: (task, args, kwargs)}`` and return ``{key: result}``: submitted together to the
-    task runner of ``runner``, or called one after the other when its kind is sequential."""
+    task runner of ``runner``, or called one after the other when its kind is sequential. ``on_result(key,
+    result)`` is called in this thread for each job: as it finishes on threads, when all have on a cluster."""
     if runner.kind == "sequential":
-        return {key: task(*args, **kwargs) for key, (task, args, kwargs) in jobs.items()}
+        done = {}
+        for key, (task, args, kwargs) in jobs.items():
+            done[key] = task(*args, **kwargs)
+            if on_result is not None:
+                on_result(key, done[key])
+        return done
     with task_runner(runner) as opened:
         futures = {key: opened.submit(task, get_call_parameters(task.fn, args, kwargs))
                    for key, (task, args, kwargs) in jobs.items()}
-        return {key: future.result() for key, future in futures.items()}
+        if on_result is not None and runner.kind == "threads":
+            keys = {id(future): key for key, future in futures.items()}
+            for future in as_completed(list(futures.values())):
+                on_result(keys[id(future)], future.result())
+        results = {key: future.result() for key, future in futures.items()}
+    if on_result is not None and runner.kind != "threads":
+        for key, result in results.items():
+            on_result(key, result)
+    return results
 
 
 T = TypeVar("T")

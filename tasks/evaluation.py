@@ -86,48 +86,64 @@ def _stage_metrics(report: ModelReport) -> dict[str, float]:
     return metrics
 
 
-def open_model_runs(models: dict[str, FactorModel], fits: dict[str, FitResult], run: tracking.TrackingContext,
-                    tags: dict[str, str], datasets: list[tracking.DatasetRecord] | None = None,
-                    source: str | None = None) -> dict[str, Future[str]]:
-    """One child run per model, started on the tracking's background thread while the models are evaluated and
-    analysed (:meth:`~tasks.tracking.TrackingContext.later`): its tags, its datasets (the target's parts of
-    ``datasets``, and for ``transfer`` the training data of ``source``) and its weights
-    (``tracking.log_weights``). A trained network's run starts when its fit did (``fits``). Returns each
-    run's id (a future); :func:`log_model_runs` finishes them."""
-    target_parts = [d for d in datasets or [] if d.context != "source"]
-    chosen = [d for d in datasets or [] if d.name == f"source:{source}"]
+class ModelRuns:
+    """Each model's child run, opened on the tracking's background thread as soon as the model is trained
+    (:meth:`open`, :meth:`~tasks.tracking.TrackingContext.later`), while the others train and the models are
+    evaluated: its tags, its datasets (the target's parts of ``datasets``, and for ``transfer`` the training data
+    of its source) and its weights (``tracking.log_weights``). A trained network's run starts when its fit did.
+    :func:`log_model_runs` finishes them."""
 
-    def open_run(name: str, model: FactorModel) -> str:
-        trained_for = fits[name].seconds if name in fits else 0.0
+    def __init__(self, run: tracking.TrackingContext, tags: dict[str, str],
+                 datasets: list[tracking.DatasetRecord] | None = None) -> None:
+        self.run, self.tags, self.datasets = run, tags, datasets or []
+        self.opened: dict[str, Future[str]] = {}
+
+    def open(self, name: str, model: FactorModel, trained_for: float = 0.0, source: str | None = None) -> None:
+        """Open ``name``'s run (once) with ``model``'s weights, started ``trained_for`` seconds ago."""
+        if name not in self.opened:
+            self.opened[name] = self.run.later(partial(self._open, name, model, trained_for, source))
+
+    def open_all(self, models: dict[str, FactorModel], fits: dict[str, FitResult], source: str) -> None:
+        """Open the runs of ``models`` not open yet (``transfer``'s with the training data of ``source``)."""
+        for name, model in models.items():
+            self.open(name, model, fits[name].seconds if name in fits else 0.0,
+                      source if name == "transfer" else None)
+
+    def run_id(self, name: str) -> str:
+        """The id of ``name``'s run, once opened (raises what opening it raised)."""
+        return self.opened[name].result()
+
+    def _open(self, name: str, model: FactorModel, trained_for: float, source: str | None) -> str:
+        run = self.run
         child_id = tracking.start_run(run.uri, run.experiment_id, name, parent_id=run.run_id,
-                                      tags={**tags, "role": name}, started_seconds_ago=trained_for)
-        tracking.log_datasets(run.uri, child_id, [*target_parts, *(chosen if name == "transfer" else [])])
+                                      tags={**self.tags, "role": name}, started_seconds_ago=trained_for)
+        tracking.log_datasets(run.uri, child_id, [d for d in self.datasets if d.context != "source"
+                                                  or (source is not None and d.name == f"source:{source}")])
         tracking.log_weights(run.uri, child_id, model)
         return child_id
-
-    return {name: run.later(partial(open_run, name, model)) for name, model in models.items()}
 
 
 @task(name="log-model-runs", cache_policy=NO_CACHE)
 def log_model_runs(
-    reports: dict[str, ModelReport], run: tracking.TrackingContext, params: dict[str, dict[str, Any]],
-    log_models: tuple[str, ...], opened: dict[str, Future[str]], analysis: Analysis | None = None,
+    reports: dict[str, ModelReport], runs: ModelRuns, params: dict[str, dict[str, Any]],
+    log_models: tuple[str, ...], analysis: Analysis | None = None,
 ) -> dict[str, ModelReport]:
-    """Finish each model's child run (:func:`open_model_runs`): for ``log_models``, a servable MLflow model
+    """Finish each model's child run (:class:`ModelRuns`): for ``log_models``, a servable MLflow model
     (``tracking.log_factor_model``; every run keeps its weights); then its params, per-epoch history, val/test
     metrics and, with ``analysis``, its slices, intervals and off-policy CTR, in one write; FINISHED."""
-    logged = {}
+    logged, uri = {}, runs.run.uri
     for name, report in reports.items():
-        child_id = opened[name].result()
-        with tracking.closing_run(run.uri, child_id):
+        child_id = runs.run_id(name)
+        with tracking.closing_run(uri, child_id):
             # the model first, then its metrics linked to it, with the params and curves, in one write (see
             # tracking.log_factor_model)
-            uri = tracking.log_factor_model(run.uri, child_id, report.model) if name in log_models else None
+            model_uri = tracking.log_factor_model(uri, child_id, report.model) if name in log_models else None
             metrics = {**_stage_metrics(report), **(analysis.metrics.get(name, {}) if analysis else {})}
             estimator = {"ctr_estimator": report.test.ctr.estimator} if report.test.ctr is not None else {}
-            tracking.log_run_data(run.uri, child_id, metrics=metrics, model_uri=uri, params=params.get(name, {}),
+            tracking.log_run_data(uri, child_id, metrics=metrics, model_uri=model_uri, params=params.get(name, {}),
                                   history=report.fit.history if report.fit is not None else None, tags=estimator)
-        logged[name] = ModelReport(report.name, report.model, report.val, report.test, report.fit, child_id, uri)
+        logged[name] = ModelReport(report.name, report.model, report.val, report.test, report.fit, child_id,
+                                   model_uri)
     return logged
 
 

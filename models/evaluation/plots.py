@@ -1,4 +1,7 @@
-"""The plots an onboarding logs (PNG files; matplotlib with the Agg backend, imported when called)."""
+"""The plots an onboarding logs (PNG files; matplotlib's Agg canvas, imported when called).
+
+Figures are made without pyplot (no global figure state), so a plot may be drawn on any thread.
+"""
 
 from __future__ import annotations
 
@@ -6,33 +9,28 @@ from pathlib import Path
 from typing import Any
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot
-
-    return pyplot
-
-
 def load_backend() -> None:
-    """Import matplotlib's Agg backend now (about half a second the first time), not at the first plot."""
-    _pyplot()
+    """Import matplotlib's Agg canvas now (about half a second the first time), not at the first plot."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
 
 
 def figure(width: float = 6.0) -> tuple[Any, Any]:
-    """A new (figure, axes) of the Agg backend."""
-    return _pyplot().subplots(figsize=(width, 4))
+    """A new (figure, axes) on an Agg canvas."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, 4))
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots()
 
 
 def save(fig: Any, ax: Any, path: Path, *, grid: bool = True, dpi: int = 110) -> Path:
-    """Grid, legend, tight layout, write ``path`` (PNG), close the figure."""
+    """Grid, legend, tight layout, write ``path`` (PNG)."""
     if grid:
         ax.grid(True, alpha=0.3)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=dpi)
-    _pyplot().close(fig)
     return path
 
 
