@@ -6,6 +6,8 @@ backend (:mod:`flows.backends`) answers each.
 
 from __future__ import annotations
 
+from functools import partial
+
 from prefect import flow
 from prefect.runtime import flow_run
 
@@ -43,11 +45,11 @@ def onboard_domain_flow(config: OnboardConfig) -> OnboardingSummary:
             data = backend.validate(raw)
         with watch("split"):
             target = backend.split(data)
-        run.log_params({f"split.{k}": v for k, v in target.summary.items()})
+        run.later(partial(run.log_params, {f"split.{k}": v for k, v in target.summary.items()}))
         with watch("sources"):
             sources = backend.sources(data, target)
             lineage = backend.lineage(target, sources)
-            run.log_datasets(lineage)
+            run.later(partial(run.log_datasets, lineage))
         with watch("select"):
             selection = backend.select(sources, target)
         runs = ModelRuns(run, tags, lineage)  # each model's child run, opened in the background once it is known

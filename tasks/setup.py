@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -45,7 +46,7 @@ def tracked_run(config: BaseModel, settings: TrackingConfig, experiment: str, ru
             get_run_logger().warning("marked %d run(s) a killed process left RUNNING as KILLED: %s", len(closed),
                                      ", ".join(closed))
             run.set_tags({"closed_abandoned_runs": ",".join(closed)})
-        payload = config.model_dump(mode="json")
-        run.log_params(tracking.flatten(payload))
-        run.log_dict(payload, "config.json")
+        payload = config.model_dump(mode="json")  # written in the background while the flow starts
+        run.later(partial(run.log_params, tracking.flatten(payload)))
+        run.later(partial(run.log_dict, payload, "config.json"))
         yield run

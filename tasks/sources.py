@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache, partial
 from pathlib import Path
 
 import polars as pl
@@ -31,7 +33,9 @@ class SourceSpec:
     domains: list[str]
     registered_name: str
     fingerprint: str
-    legacy_fingerprint: str | None = None  # under the data fingerprint before FINGERPRINT_ALGORITHM
+    # the fingerprint under the data fingerprint before FINGERPRINT_ALGORITHM: computed (it reads every row) only
+    # when the stable one finds nothing
+    legacy_fingerprint: Callable[[], str] | None = None
 
 
 @dataclass(frozen=True)
@@ -58,16 +62,20 @@ def plan_sources(dataset: Dataset, data_fingerprint: str, target: str, test_rati
                              top_single=config.top_single, all_others=config.all_others,
                              combinations=config.combinations, same_dataset=same_dataset)
     hidden = target if same_dataset else None
-    legacy = legacy_fingerprint(dataset)  # finds sources registered before the stable fingerprint
+    legacy = cache(partial(legacy_fingerprint, dataset))  # finds sources registered before the stable fingerprint
 
     def keyed(data: str, domains: list[str]) -> str:
         return source_fingerprint(data_fingerprint=data, target=hidden, test_ratio=test_ratio if same_dataset else None,
                                   domains=domains, model=config.model, train=config.train, val_ratio=config.val_ratio,
                                   seed=config.seed)
 
+    def keyed_legacy(domains: list[str]) -> str:
+        return keyed(legacy(), domains)
+
     specs = [SourceSpec(name=name, domains=domains,
                         registered_name=tracking.source_model_name(dataset.name, hidden, name),
-                        fingerprint=keyed(data_fingerprint, domains), legacy_fingerprint=keyed(legacy, domains))
+                        fingerprint=keyed(data_fingerprint, domains),
+                        legacy_fingerprint=partial(keyed_legacy, domains))
              for name, domains in plan.items()]
     get_run_logger().info("source candidates for %s: %s", target, [s.name for s in specs])
     return specs
@@ -79,11 +87,12 @@ def _find_source(uri: str, spec: SourceSpec) -> tracking.RegisteredVersion | Non
     found = tracking.find_version(uri, spec.registered_name, tag="fingerprint", value=spec.fingerprint)
     if found is not None or spec.legacy_fingerprint is None:
         return found
-    found = tracking.find_version(uri, spec.registered_name, tag="fingerprint", value=spec.legacy_fingerprint)
+    legacy = spec.legacy_fingerprint()
+    found = tracking.find_version(uri, spec.registered_name, tag="fingerprint", value=legacy)
     if found is not None:
         tracking.set_version_tags(uri, spec.registered_name, found.version, {
             "fingerprint": spec.fingerprint, "fingerprint_algorithm": FINGERPRINT_ALGORITHM,
-            "fingerprint_legacy": spec.legacy_fingerprint})
+            "fingerprint_legacy": legacy})
     return found
 
 

@@ -183,11 +183,17 @@ def test_a_source_registered_under_the_legacy_fingerprint_is_found_and_re_tagged
     with tracking.run_context(mlflow_uri, exp, "m") as run_id:
         uri = tracking.log_factor_model(mlflow_uri, run_id, tiny_model())
     tracking.register_model(mlflow_uri, "src", uri, run_id=run_id, tags={"fingerprint": "old"}, aliases=[])
-    spec = SourceSpec("s", ["A"], "src", fingerprint="new", legacy_fingerprint="old")
+    spec = SourceSpec("s", ["A"], "src", fingerprint="new", legacy_fingerprint=lambda: "old")
     assert _find_source(mlflow_uri, spec).version == "1"
     assert tracking.find_version(mlflow_uri, "src", tag="fingerprint", value="new").tags["fingerprint_legacy"] == "old"
     assert _find_source(mlflow_uri, SourceSpec("s", ["A"], "src", fingerprint="new")).version == "1"
-    assert _find_source(mlflow_uri, SourceSpec("s", ["A"], "src", fingerprint="other", legacy_fingerprint="x")) is None
+
+    def not_needed() -> str:
+        raise AssertionError("the legacy fingerprint reads every row: only computed when the stable one misses")
+
+    assert _find_source(mlflow_uri, SourceSpec("s", ["A"], "src", "new", legacy_fingerprint=not_needed)).version == "1"
+    assert _find_source(mlflow_uri, SourceSpec("s", ["A"], "src", fingerprint="other",
+                                                legacy_fingerprint=lambda: "x")) is None
 
 
 def test_default_tracking_uri_is_sqlite_in_the_working_directory(tmp_path, monkeypatch):
