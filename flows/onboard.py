@@ -39,19 +39,20 @@ def onboard_domain_flow(config: OnboardConfig) -> OnboardingSummary:
     check_target_domain(config.data, domain)  # a mistyped domain stops here, before an experiment is made for it
     with (tracked_run(config, config.tracking, tracking.experiment_name(domain), run_name, tags) as run,
           backend_for(config, run) as backend):
-        with watch("load"):
-            raw = load_tables(backend.data)
-        with watch("validate"):
-            data = backend.validate(raw)
-        with watch("split"):
-            target = backend.split(data)
-        run.later(partial(run.log_params, {f"split.{k}": v for k, v in target.summary.items()}))
-        with watch("sources"):
-            sources = backend.sources(data, target)
-            lineage = backend.lineage(target, sources)
-            run.later(partial(run.log_datasets, lineage))
-        with watch("select"):
-            selection = backend.select(sources, target)
+        with tracking.held_writes():  # what these stages log is written while the models train
+            with watch("load"):
+                raw = load_tables(backend.data)
+            with watch("validate"):
+                data = backend.validate(raw)
+            with watch("split"):
+                target = backend.split(data)
+            run.later(partial(run.log_params, {f"split.{k}": v for k, v in target.summary.items()}))
+            with watch("sources"):
+                sources = backend.sources(data, target)
+                lineage = backend.lineage(target, sources)
+                run.later(partial(run.log_datasets, lineage))
+            with watch("select"):
+                selection = backend.select(sources, target)
         runs = ModelRuns(run, tags, lineage)  # each model's child run, opened in the background once it is known
         with watch("train"):  # the finalists' fine-tunes and the baselines
             fits = backend.train(target, sources, selection, runs.open)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import tempfile
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -128,7 +129,10 @@ def validate_dataset(
         log_contract_reports(violation.reports, run, failed=True)
         log.error("%s", violation)
         raise violation from None
-    log_contract_reports(result.reports, run, failed=False)
+    if run is None:
+        log_contract_reports(result.reports, run, failed=False)
+    else:  # the data passed: the report is written in the background (on a violation, before the run fails)
+        run.later(partial(log_contract_reports, result.reports, run, failed=False))
     if result.quarantine and run is not None:
         with tempfile.TemporaryDirectory(prefix="transferrec-quarantine-") as tmp:
             for table, rows in result.quarantine.items():

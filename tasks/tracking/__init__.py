@@ -9,7 +9,7 @@
 Callers use ``from tasks import tracking`` and ``tracking.<name>``.
 """
 
-from tasks.tracking.background import later
+from tasks.tracking.background import held_writes, later
 from tasks.tracking.models import (
     PROFILE_ARTIFACT,
     SIGNATURE,
@@ -86,7 +86,7 @@ __all__ = [
     "SOURCE_PREFIX", "SOURCES_EXPERIMENT", "WEIGHTS_ARTIFACT", "DatasetRecord", "RegisteredVersion", "TrackingContext",
     "alias_version",
     "client",
-    "close_abandoned_runs", "closing_run", "later", "owner_tags",
+    "close_abandoned_runs", "closing_run", "held_writes", "later", "owner_tags",
     "curve_experiment_name", "curve_point_run_name", "curve_run_name", "dataset_tag", "default_tracking_uri",
     "dumps", "end_run",
     "ensure_experiment", "experiment_name", "find_version", "flatten", "live_curve", "load_factor_model",

@@ -3,9 +3,12 @@ the model runs opened while the models are evaluated), in the order they were qu
 
 from __future__ import annotations
 
+import contextvars
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 #: Name (prefix) of the tracking's background thread.
@@ -31,11 +34,11 @@ class _BackgroundWriter:
         self._pending: list[Future] = []
         self._errors: dict[str, list[BaseException]] = {}
 
-    def submit(self, write: Callable[[], Any], *, owner: str | None = None) -> Future:
-        """Queue ``write``; with ``owner`` (a run id) its error is kept for that run's end."""
-        import contextvars
-
-        context = contextvars.copy_context()
+    def submit(self, write: Callable[[], Any], *, owner: str | None = None,
+               context: contextvars.Context | None = None) -> Future:
+        """Queue ``write`` (to run in ``context``, by default the caller's); with ``owner`` (a run id) its error is
+        kept for that run's end."""
+        context = context or contextvars.copy_context()
         with self._lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=BACKGROUND_THREAD)
@@ -68,8 +71,42 @@ class _BackgroundWriter:
 
 BACKGROUND = _BackgroundWriter()
 
+#: The writes :func:`later` holds back in this context (:func:`held_writes`), None when it holds none.
+_HELD: contextvars.ContextVar[list | None] = contextvars.ContextVar("transferrec_held_writes", default=None)
+
 
 def later(write: Callable[[], Any], *, owner: str) -> Future:
     """Run ``write`` on the tracking's background thread (:class:`_BackgroundWriter`), after the writes queued
-    before it; its error fails run ``owner`` when that run ends. Returns the future of its result."""
-    return BACKGROUND.submit(write, owner=owner)
+    before it (inside :func:`held_writes`, once that block ends); its error fails run ``owner`` when that run
+    ends. Returns the future of its result."""
+    held = _HELD.get()
+    if held is None:
+        return BACKGROUND.submit(write, owner=owner)
+    placeholder: Future = Future()
+    held.append((contextvars.copy_context(), write, owner, placeholder))
+    return placeholder
+
+
+@contextmanager
+def held_writes() -> Iterator[None]:
+    """Hold back the writes queued with :func:`later` in the block until it ends, raised or not: a flow holds
+    those of the stages before its training, which hold the interpreter's lock most of the time, so that they are
+    written while the models train (most of a fit runs in compiled code that lets other threads run)."""
+    held: list = []
+    token = _HELD.set(held)
+    try:
+        yield
+    finally:
+        _HELD.reset(token)
+        for context, write, owner, placeholder in held:
+            BACKGROUND.submit(partial(_run_into, placeholder, write), owner=owner, context=context)
+
+
+def _run_into(placeholder: Future, write: Callable[[], Any]) -> Any:
+    try:
+        result = write()
+    except BaseException as error:
+        placeholder.set_exception(error)
+        raise
+    placeholder.set_result(result)
+    return result

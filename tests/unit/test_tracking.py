@@ -109,6 +109,25 @@ def test_writes_queued_for_later_land_in_order_before_their_run_ends_and_can_ope
         (f"probe:{i}", "FINISHED", i / 10) for i in range(3)]
 
 
+def test_held_writes_start_when_the_block_ends_in_order_and_in_their_callers_context(mlflow_uri):
+    import contextvars
+    import time
+
+    where: contextvars.ContextVar[str] = contextvars.ContextVar("where", default="nowhere")
+    exp = tracking.ensure_experiment(mlflow_uri, "t")
+    done: list[tuple[int, str]] = []
+    with tracking.open_run(mlflow_uri, exp, "t", "held") as run:
+        with tracking.held_writes():
+            futures = []
+            for i in range(3):
+                where.set(f"stage {i}")
+                futures.append(run.later(lambda i=i: done.append((i, where.get())) or i))
+            time.sleep(0.2)
+            assert done == [] and not any(f.done() for f in futures)  # held
+        assert [f.result(timeout=10) for f in futures] == [0, 1, 2]
+    assert done == [(0, "stage 0"), (1, "stage 1"), (2, "stage 2")]
+
+
 def test_a_failed_write_queued_for_later_fails_its_run_and_ends_the_children_left_open(mlflow_uri):
     """The error of a background write is raised when its run ends (FAILED with the error), and a parent that
     does not finish ends the child runs still open (opened ahead of their results) with it; another run is not
