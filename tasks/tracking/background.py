@@ -103,6 +103,7 @@ def held_writes() -> Iterator[None]:
 
 
 def _run_into(placeholder: Future, write: Callable[[], Any]) -> Any:
+    _HELD.set(None)  # in this write's own context: what it queues goes to the thread, the hold is over
     try:
         result = write()
     except BaseException as error:

@@ -122,10 +122,13 @@ def test_held_writes_start_when_the_block_ends_in_order_and_in_their_callers_con
             for i in range(3):
                 where.set(f"stage {i}")
                 futures.append(run.later(lambda i=i: done.append((i, where.get())) or i))
+            # a held write that queues another: that one is not held again once the hold is over
+            futures.append(run.later(lambda: run.later(lambda: done.append((3, "queued by a held write")))))
             time.sleep(0.2)
             assert done == [] and not any(f.done() for f in futures)  # held
-        assert [f.result(timeout=10) for f in futures] == [0, 1, 2]
-    assert done == [(0, "stage 0"), (1, "stage 1"), (2, "stage 2")]
+        assert [f.result(timeout=10) for f in futures[:3]] == [0, 1, 2]
+        futures[3].result(timeout=10).result(timeout=10)
+    assert done == [(0, "stage 0"), (1, "stage 1"), (2, "stage 2"), (3, "queued by a held write")]
 
 
 def test_a_failed_write_queued_for_later_fails_its_run_and_ends_the_children_left_open(mlflow_uri):
