@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import logging
 import os
@@ -9,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -317,9 +319,6 @@ class _ProgressArtifact:
     last one."""
 
     def __init__(self, label: str) -> None:
-        import contextvars
-        import threading
-
         self.key = "progress-" + "".join(c if c.isalnum() else "-" for c in label.lower())[:80]
         self._context = contextvars.copy_context()
         self._lock = threading.Lock()
@@ -329,8 +328,6 @@ class _ProgressArtifact:
         self._artifact: Any = None
 
     def move(self, percent: float, description: str) -> None:
-        import threading
-
         with self._lock:
             self._pending = (percent, description)
             if not self._idle.is_set():

@@ -336,9 +336,7 @@ def close_abandoned_runs(uri: str, experiment_id: str, config_key: str, *, found
             continue
         note = (f"left RUNNING by process {tags.get(PID_TAG)} on {host}, which ended without closing it; marked "
                 f"KILLED by run {found_by}")
-        children = c.search_runs([experiment_id], f"attributes.status = 'RUNNING' and tags.mlflow.parentRunId = "
-                                                  f"'{run.info.run_id}'")
-        for each in [*children, run]:
+        for each in [*_running_children(uri, experiment_id, run.info.run_id), run]:
             c.set_tag(each.info.run_id, "killed_note", note)
             c.set_terminated(each.info.run_id, status="KILLED")
         closed.append(run.info.run_id)
@@ -351,17 +349,18 @@ def run_context(uri: str, experiment_id: str, name: str, *, parent_id: str | Non
     """A new run (a child of ``parent_id`` when given) for the block, ended as :func:`closing_run` ends it."""
     run_id = start_run(uri, experiment_id, name, parent_id=parent_id, tags=tags,
                        started_seconds_ago=started_seconds_ago)
-    with closing_run(uri, run_id, parent=parent_id is None, experiment_id=experiment_id):
+    with closing_run(uri, run_id, children_in=None if parent_id else experiment_id):
         yield run_id
 
 
 @contextmanager
-def closing_run(uri: str, run_id: str, *, parent: bool = False, experiment_id: str | None = None) -> Iterator[None]:
+def closing_run(uri: str, run_id: str, *, children_in: str | None = None) -> Iterator[None]:
     """End run ``run_id`` after the block: FINISHED, once the writes queued for it in the background
     (:func:`later`) are in; FAILED with ``error.txt`` (message and traceback) when the block or one of those
     writes raised; KILLED when the process was stopped (a ``BaseException`` that is no error, or anything
-    raised after a SIGINT or SIGTERM: :func:`tasks.runtime.interruption`). A ``parent`` run that does not
-    finish ends its child runs still RUNNING (those opened ahead of their results) the same way."""
+    raised after a SIGINT or SIGTERM: :func:`tasks.runtime.interruption`). With ``children_in`` (the run's
+    experiment id), a run that does not finish ends its child runs still RUNNING (those opened ahead of their
+    results) the same way."""
     try:
         yield
         BACKGROUND.flush(raise_for=run_id)
@@ -376,20 +375,21 @@ def closing_run(uri: str, run_id: str, *, parent: bool = False, experiment_id: s
         finally:
             stopped = not isinstance(exc, Exception) or interruption() is not None
             status = "KILLED" if stopped else "FAILED"
-            if parent and experiment_id is not None:
-                _end_running_children(uri, experiment_id, run_id, status)
+            if children_in is not None:
+                try:
+                    for child in _running_children(uri, children_in, run_id):
+                        client(uri).set_terminated(child.info.run_id, status=status)
+                except Exception as error:  # noqa: BLE001 - the run's own end comes first
+                    logger.warning("child runs of %s not ended: %s", run_id, error)
             end_run(uri, run_id, status)
         raise
     end_run(uri, run_id, "FINISHED")
 
 
-def _end_running_children(uri: str, experiment_id: str, run_id: str, status: str) -> None:
-    try:
-        for child in client(uri).search_runs([experiment_id], f"attributes.status = 'RUNNING' and "
-                                                             f"tags.mlflow.parentRunId = '{run_id}'"):
-            client(uri).set_terminated(child.info.run_id, status=status)
-    except Exception as error:  # noqa: BLE001 - the parent's own end comes first
-        logger.warning("child runs of %s not ended: %s", run_id, error)
+def _running_children(uri: str, experiment_id: str, run_id: str) -> list:
+    """The child runs of ``run_id`` still RUNNING."""
+    return client(uri).search_runs([experiment_id], f"attributes.status = 'RUNNING' and "
+                                                    f"tags.mlflow.parentRunId = '{run_id}'")
 
 
 def dumps(data: Any) -> str:
