@@ -177,9 +177,10 @@ class _TemporaryApi:
              "--log-level", "error", "--lifespan", "on"],
             env=env, start_new_session=True, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
         self.url = f"http://127.0.0.1:{self.port}/api"
+        self.owner = os.getpid()  # a process forked from this one (flows.daemon) uses the server, never stops it
 
     def wait(self, timeout: float) -> None:
-        """Until the server answers its health check.
+        """Until the server answers its health check (in a forked process: at once, the owner waited).
 
         Raises:
             RuntimeError: it exited or did not answer within ``timeout`` seconds.
@@ -187,6 +188,8 @@ class _TemporaryApi:
         import urllib.error
         import urllib.request
 
+        if os.getpid() != self.owner:
+            return
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -201,7 +204,7 @@ class _TemporaryApi:
         raise RuntimeError(f"Prefect's temporary API server did not answer within {timeout:.0f} s")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
+        if os.getpid() == self.owner and self.process.poll() is None:
             self.process.terminate()
             try:
                 self.process.wait(timeout=5)
@@ -245,6 +248,12 @@ def await_prefect_api(timeout: float | None = None) -> None:
     if _TEMPORARY is not None:
         key = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
         _TEMPORARY.wait(timeout or float(os.environ.get(key, ENV_DEFAULTS[key])))
+
+
+def stop_prefect_api() -> None:
+    """Stop :func:`prestart_prefect_api`'s server now (no-op when it was not started, or in a forked process)."""
+    if _TEMPORARY is not None:
+        _TEMPORARY.stop()
 
 
 def quiet_libraries() -> None:

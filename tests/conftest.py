@@ -29,6 +29,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if worker:  # or their first CLI runs would race to create one Prefect database
         home = home.with_name(f"{home.name}-{worker}")
     os.environ.setdefault("PREFECT_HOME", str(home))
+    os.environ.setdefault("TRANSFERREC_NO_DAEMON", "1")  # a daemon of the developer's never runs the tests' commands
     configure_environment({"PREFECT_LOGGING_LEVEL": "WARNING"})
     quiet_libraries()
 

@@ -1,5 +1,5 @@
 """The ``transferrec`` command line: fetch, validate, synthetic, domains, pretrain, onboard, demo, curve, serve,
-trigger, deployments, notify, compare, recommend, sources, tracking-server, ui.
+trigger, deployments, notify, compare, recommend, sources, tracking-server, ui, daemon.
 
 * :mod:`flows.cli.options`: the run commands' options, bound to config fields (defaults and choices come from
   the config models); ``--config``, ``--set`` and ``--print-config``.
@@ -47,17 +47,35 @@ from flows.cli.output import compare_markdown, print_summary  # noqa: E402
 from flows.cli.parser import FLOW_COMMANDS, build_parser, resolve_config  # noqa: E402
 
 if TYPE_CHECKING:
+    import argparse
+
     from tasks.runtime import Interrupted
 
-__all__ = ["build_parser", "compare_markdown", "main", "print_summary", "resolve_config", "run"]
+__all__ = ["build_parser", "compare_markdown", "main", "print_summary", "resolve_config", "run", "run_here"]
 
 
 def run() -> None:
-    """The ``transferrec`` console script: :func:`main` as the process, which then ends without the
-    interpreter's teardown (:func:`_exit_now`)."""
-    code = main()
+    """The ``transferrec`` console script: the command in the running daemon when there is one
+    (:func:`flows.daemon.forward`), else :func:`main` as the process, which then ends without the interpreter's
+    teardown (:func:`_exit_now`)."""
+    from flows.daemon import forward
+
+    code = forward(sys.argv[1:])
+    if code is None:
+        code = main()
     _FINISHED.append(code)
     sys.exit(code)
+
+
+def run_here(argv: list[str]) -> int:
+    """The command ``argv`` as the console script runs it, in a process the daemon forked for it: :func:`main`,
+    then the exit handlers, the last of which (:func:`_exit_now`) ends the process."""
+    import atexit
+
+    code = main(argv)
+    _FINISHED.append(code)
+    atexit._run_exitfuncs()
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
             quiet_libraries()
             if not args.quiet:
                 show_progress()
+        if args.command == "daemon":
+            return daemon(args)
         from flows.cli.commands import COMMANDS
 
         if args.command not in FLOW_COMMANDS:
@@ -107,6 +127,29 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if restore is not None:
             restore()
+
+
+def daemon(args: argparse.Namespace) -> int:
+    """``daemon start|stop|status`` (:mod:`flows.daemon`): the daemon runs each command it is handed as
+    :func:`run_here` does."""
+    from flows import daemon as warm
+    from flows.cli.output import print_json
+
+    if args.action == "start":
+        return warm.start(run_here, foreground=args.foreground, idle_timeout=args.idle_timeout)
+    if args.action == "stop":
+        stopped = warm.stop()
+        sys.stdout.write("transferrec daemon: stopped\n" if stopped else "transferrec daemon: none running\n")
+        return 0
+    state = warm.status()
+    if args.json:
+        print_json({"up": state is not None, **(state or {})})
+    elif state is None:
+        sys.stdout.write(f"transferrec daemon: none running ({warm.socket_path()})\n")
+    else:
+        sys.stdout.write(f"transferrec daemon: pid {state['pid']}, {state['socket']}, {state['served']} commands "
+                         f"served, {state['running']} running\n")
+    return 0
 
 
 def _stopped(stop: Interrupted) -> int:

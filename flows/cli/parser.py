@@ -10,6 +10,7 @@ from pathlib import Path
 from data_contracts.columns import TABLES
 from flows.cli import options as opt
 from flows.config import CurveConfig, OnboardConfig, PretrainConfig
+from flows.daemon import IDLE_TIMEOUT
 from models.config import DataConfig
 from models.data.fetch import MOVIELENS
 
@@ -200,6 +201,19 @@ def build_parser() -> argparse.ArgumentParser:
                                               "a postgresql:// URI for a shared one)")
     server.add_argument("--state-dir", type=Path, default=Path(".transferrec-server"),
                         help="the server's working folder: auth config, log (default ./.transferrec-server)")
+
+    daemon = sub.add_parser(
+        "daemon", help="a warm process that runs the commands of this user (start, stop, status)",
+        description="Start a background process that imports torch, Lightning, Prefect and MLflow once, keeps "
+                    "one Prefect API up and runs each later `transferrec` command in a fork of itself, about 10 s "
+                    "sooner. It listens on $TRANSFERREC_DAEMON_SOCKET (default: daemon.sock in the data cache "
+                    "folder) and ends after --idle-timeout seconds without a command, or with `daemon stop`. A "
+                    "command runs in its own process when the daemon runs other code or another environment.")
+    daemon.add_argument("action", choices=("start", "stop", "status"))
+    daemon.add_argument("--foreground", action="store_true", help="start: serve in this process until stopped")
+    daemon.add_argument("--idle-timeout", type=float, default=IDLE_TIMEOUT, metavar="SECONDS",
+                        help="start: end after this long without a command")
+    _json(daemon, "the status")
 
     ui = sub.add_parser("ui", help="start the MLflow UI on the local store",
                         description="Start `mlflow ui` on the tracking store (default ./mlflow.db).")
