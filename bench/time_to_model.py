@@ -9,6 +9,9 @@ Measures, with the source models already registered:
 
 * ``cli``: `transferrec onboard ... --json` as a fresh process (imports, Prefect's temporary API, MLflow,
   the flow): wall time, and the flow's own stage timings from its JSON;
+* ``daemon``: the same command as a fresh process while `transferrec daemon` runs (started after the ``cli``
+  repeats, with the same environment; untimed): the command runs in a fork of the daemon, which imported the
+  libraries and started Prefect's API once;
 * ``flow``: the flow called again in this (warm) process: stage timings;
 * ``plain``: the same computations as plain function calls -- read the tables, the contracts' polars
   evaluator (great-expectations only runs when a rule fails, as in the flow), split, source weights from local
@@ -47,6 +50,27 @@ def timed_process(args: list[str], env: dict[str, str]) -> tuple[float, subproce
     start = time.perf_counter()
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=1800)
     return time.perf_counter() - start, done
+
+
+def through_the_daemon(onboard: list[str], env: dict[str, str], repeats: int) -> list[dict[str, Any]]:
+    """``repeats`` runs of the command while `transferrec daemon` runs (started and stopped here, untimed)."""
+    daemon = [str(BIN / "transferrec"), "daemon"]
+    started = subprocess.run([*daemon, "start"], env=env, capture_output=True, text=True, timeout=300)
+    assert started.returncode == 0 and "ready" in started.stdout, started.stderr[-2000:]
+    runs = []
+    try:
+        for _ in range(repeats):
+            wall, done = timed_process(onboard, env)
+            assert done.returncode == 0 and "note:" not in done.stderr, done.stderr[-3000:]
+            summary = json.loads(done.stdout.strip().splitlines()[-1])
+            runs.append({"wall": wall, **summary["timings_seconds"],
+                         "test_ndcg_at_10_transfer": summary["metrics"]["transfer"]["ndcg_at_10"]})
+        served = json.loads(subprocess.run([*daemon, "status", "--json"], env=env, capture_output=True, text=True,
+                                           timeout=60).stdout.strip().splitlines()[-1])["served"]
+        assert served == repeats, f"the daemon ran {served} of the {repeats} commands"
+    finally:
+        subprocess.run([*daemon, "stop"], env=env, capture_output=True, timeout=120)
+    return runs
 
 
 def startup_costs(env: dict[str, str]) -> dict[str, float]:
@@ -191,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     uri = f"sqlite:///{store / 'mlflow.db'}"
     prefect_home = Path(tempfile.mkdtemp(prefix="ttm-prefect-"))
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PREFECT_HOME": str(prefect_home),
+           "TRANSFERREC_NO_DAEMON": "1", "TRANSFERREC_DAEMON_SOCKET": str(store / "daemon.sock"),
            **({"TRANSFERREC_DATA_DIR": str(args.data_dir)} if args.data_dir else {})}
     os.environ.update({k: v for k, v in env.items() if k in ("MLFLOW_TRACKING_URI", "PREFECT_HOME",
                                                            "TRANSFERREC_DATA_DIR")})
@@ -209,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = json.loads(done.stdout.strip().splitlines()[-1])
         result["cli"].append({"wall": wall, **summary["timings_seconds"],
                               "test_ndcg_at_10_transfer": summary["metrics"]["transfer"]["ndcg_at_10"]})
+    result["daemon"] = through_the_daemon(onboard, {**env, "TRANSFERREC_NO_DAEMON": "0"}, args.repeats)
 
     from flows.cli import build_parser, resolve_config
     from flows.onboard import onboard_domain_flow
@@ -239,9 +265,10 @@ def main(argv: list[str] | None = None) -> int:
         result["plain"].append(plain_pipeline(config, sources_file))
 
     best = {kind: min(result[kind], key=lambda r: r["wall"] if "wall" in r else r["total"]) for kind in
-            ("cli", "flow", "plain")}
+            ("cli", "daemon", "flow", "plain")}
     plain_total = best["plain"]["total"]
     result["overhead_cli"] = best["cli"]["wall"] / plain_total - 1
+    result["overhead_daemon"] = best["daemon"]["wall"] / plain_total - 1
     result["overhead_flow"] = best["flow"]["wall"] / plain_total - 1
     pairs = [f["wall"] / p["total"] - 1 for f, p in zip(result["flow"], result["plain"], strict=True)]
     result["overhead_flow_median_pair"] = statistics.median(pairs)
@@ -250,17 +277,21 @@ def main(argv: list[str] | None = None) -> int:
     from flows.onboard import STAGES as stages
     print(f"time to model: {args.dataset} {args.target_domain} at {args.fraction:.0%}, best of {args.repeats} "
           f"(seconds)\n")
-    print("| stage | cli (fresh process) | flow (warm process) | plain functions |")
-    print("|---|---|---|---|")
+    print("| stage | cli (fresh process) | cli (fresh process, daemon running) | flow (warm process) "
+          "| plain functions |")
+    print("|---|---|---|---|---|")
     for stage in stages:
-        cells = [best[k].get(stage) for k in ("cli", "flow", "plain")]
+        cells = [best[k].get(stage) for k in ("cli", "daemon", "flow", "plain")]
         print(f"| {stage} | " + " | ".join("-" if c is None else f"{c:.2f}" for c in cells) + " |")
-    print(f"| **total** | **{best['cli']['wall']:.2f}** | **{best['flow']['wall']:.2f}** | **{plain_total:.2f}** |")
-    print(f"\noverhead vs plain: fresh process {result['overhead_cli']:+.0%}, warm flow {result['overhead_flow']:+.0%} "
+    print(f"| **total** | **{best['cli']['wall']:.2f}** | **{best['daemon']['wall']:.2f}** | "
+          f"**{best['flow']['wall']:.2f}** | **{plain_total:.2f}** |")
+    print(f"\noverhead vs plain: fresh process {result['overhead_cli']:+.0%}, fresh process with the daemon "
+          f"{result['overhead_daemon']:+.0%}, warm flow {result['overhead_flow']:+.0%} "
           f"(best of each; the median of the {len(pairs)} interleaved flow/plain pairs: "
           f"{result['overhead_flow_median_pair']:+.0%})")
     print("start-up: " + ", ".join(f"{k} {v:.2f}s" for k, v in result["startup"].items()))
-    print(f"transfer test NDCG@10: cli {best['cli']['test_ndcg_at_10_transfer']:.4f}, plain "
+    print(f"transfer test NDCG@10: cli {best['cli']['test_ndcg_at_10_transfer']:.4f}, daemon "
+          f"{best['daemon']['test_ndcg_at_10_transfer']:.4f}, plain "
           f"{best['plain']['test_ndcg_at_10_transfer']:.4f}; the plain refit: {best['plain']['refit_winner']}")
     print(f"wrote {out / 'time_to_model.json'}")
     return 0

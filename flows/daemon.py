@@ -308,6 +308,8 @@ class _Daemon:
         self.stopping = True
 
     def loop(self) -> None:
+        from tasks.runtime import prefect_api_ended
+
         idle_since = time.monotonic()
         try:
             while not self.stopping:
@@ -321,6 +323,9 @@ class _Daemon:
                     else:
                         self._caller_left(ready)
                 self._reap()
+                if prefect_api_ended():
+                    sys.stderr.write("transferrec daemon: its Prefect API server ended; stopping\n")
+                    break
                 if self.children:
                     idle_since = time.monotonic()
                 elif time.monotonic() - idle_since > self.idle_timeout:
@@ -395,14 +400,16 @@ class _Daemon:
                 self.children[pid] = None
 
     def _reap(self) -> None:
-        while self.children:
+        """Tell the callers of the commands that ended their exit codes (only the commands' processes are waited
+        for: Prefect's API server is this process's child too)."""
+        for pid in list(self.children):
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                done, status = os.waitpid(pid, os.WNOHANG)
             except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            conn = self.children.pop(pid, None)
+                done, status = pid, 0
+            if done == 0:
+                continue
+            conn = self.children.pop(pid)
             if conn is not None:
                 code = os.waitstatus_to_exitcode(status)  # -N: ended by signal N, which shells report as 128 + N
                 with contextlib.suppress(OSError):
@@ -439,8 +446,10 @@ def _preload() -> None:
             importlib.import_module(name)
     quiet_libraries()
     from models.evaluation.plots import load_backend
+    from tasks import tracking
 
     load_backend()
+    tracking.prepare_model_logging()
 
 
 def _child(run: Callable[[list[str]], int], request: dict[str, Any], fds: list[int], *, env: dict[str, str],

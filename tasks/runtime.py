@@ -250,6 +250,11 @@ def await_prefect_api(timeout: float | None = None) -> None:
         _TEMPORARY.wait(timeout or float(os.environ.get(key, ENV_DEFAULTS[key])))
 
 
+def prefect_api_ended() -> bool:
+    """Whether :func:`prestart_prefect_api`'s server has exited (False when none was started)."""
+    return _TEMPORARY is not None and _TEMPORARY.process.poll() is not None
+
+
 def stop_prefect_api() -> None:
     """Stop :func:`prestart_prefect_api`'s server now (no-op when it was not started, or in a forked process)."""
     if _TEMPORARY is not None:

@@ -55,14 +55,9 @@ __all__ = ["build_parser", "compare_markdown", "main", "print_summary", "resolve
 
 
 def run() -> None:
-    """The ``transferrec`` console script: the command in the running daemon when there is one
-    (:func:`flows.daemon.forward`), else :func:`main` as the process, which then ends without the interpreter's
-    teardown (:func:`_exit_now`)."""
-    from flows.daemon import forward
-
-    code = forward(sys.argv[1:])
-    if code is None:
-        code = main()
+    """The command as this process (the console script, :mod:`flows.console`, when no daemon runs it):
+    :func:`main`, then the process ends without the interpreter's teardown (:func:`_exit_now`)."""
+    code = main()
     _FINISHED.append(code)
     sys.exit(code)
 

@@ -122,8 +122,9 @@ def _validate_folder(args: argparse.Namespace, data: Any) -> int:
 def _prepare_while_the_api_starts(config: Any) -> None:
     """What the onboarding needs first and last, done while Prefect's temporary API starts (a fresh command
     otherwise waits for it idle when its own imports finish first): the tracking store opened (MLflow's SQL store,
-    its import and schema check, about a second) and the plots' backend imported. A store that fails here is left
-    to the flow, which reports it on its run."""
+    its import and schema check, about a second), MLflow's map of installed packages (read when the first
+    servable model is logged, about half a second) and the plots' backend imported. A store that fails here is
+    left to the flow, which reports it on its run."""
     from models.evaluation.plots import load_backend
     from tasks import tracking
     from tasks.setup import resolved_tracking_uri
@@ -132,6 +133,7 @@ def _prepare_while_the_api_starts(config: Any) -> None:
         tracking.client(resolved_tracking_uri(config.tracking))
     except Exception:  # noqa: BLE001, S110 - the flow's prepare-tracking meets it again and reports it
         pass
+    tracking.prepare_model_logging()
     load_backend()
 
 

@@ -63,6 +63,18 @@ def _stage_serving_code(folder: Path) -> list[str]:
     return sorted({str(folder / Path(relative).parts[0]) for relative in SERVING_CODE})
 
 
+def prepare_model_logging() -> None:
+    """Build MLflow's map of installed packages to their modules now: a process's first servable model builds it
+    to check the model's requirements against the environment (about half a second on 2 cores, reading every
+    installed distribution's metadata), so a command builds it while Prefect's API starts, and the daemon
+    (:mod:`flows.daemon`) before it forks. Where an MLflow version lacks the private call, nothing happens."""
+    from mlflow.utils import requirements_utils
+
+    build = getattr(requirements_utils, "_init_packages_to_modules_map", None)
+    if build is not None:
+        build()
+
+
 def log_factor_model(uri: str, run_id: str, model: FactorModel) -> str:
     """Log ``model`` as an MLflow pyfunc model of run ``run_id``; returns its model URI.
 
