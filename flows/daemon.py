@@ -210,14 +210,18 @@ def stop(timeout: float = 30.0) -> bool:
 
 
 def start(run: Callable[[list[str]], int], *, foreground: bool = False, idle_timeout: float = IDLE_TIMEOUT) -> int:
-    """Start the daemon (nothing when one answers), which runs each command handed to it as ``run(argv)`` in a
-    fork of itself (``flows.cli.run_here``: the command as the console script runs it). In the background, the
-    call returns once it listens (its imports take about 10 s), with its output in ``daemon.log`` beside the
-    socket; ``foreground`` serves in this process until stopped."""
+    """Start the daemon, which runs each command handed to it as ``run(argv)`` in a fork of itself
+    (``flows.cli.run_here``: the command as the console script runs it). One already running on this code is
+    kept; one running on other code (started before an upgrade or an edit) is stopped and replaced. In the
+    background, the call returns once it listens (its imports take about 10 s), with its output in ``daemon.log``
+    beside the socket; ``foreground`` serves in this process until stopped."""
     running = status()
-    if running is not None:
+    if running is not None and running["key"] == code_key():
         sys.stdout.write(f"transferrec daemon: already running (pid {running['pid']}, {running['socket']})\n")
         return 0
+    if running is not None:
+        sys.stdout.write(f"transferrec daemon: pid {running['pid']} runs other code; replacing it\n")
+        stop()
     if not hasattr(os, "fork") or not hasattr(socket, "AF_UNIX"):
         raise OSError("the transferrec daemon needs fork() and Unix sockets")
     path = socket_path()
