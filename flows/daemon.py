@@ -64,18 +64,20 @@ def socket_path() -> Path:
     return default_data_dir() / "daemon.sock"
 
 
-def code_key() -> str:
+def code_key(root: Path | None = None) -> str:
     """What the daemon's copy of the code is: the interpreter and every source file of the project's packages
-    (path, size, modification time), so that an upgrade or an edit is never run on the old code."""
-    root = Path(__file__).resolve().parent.parent
+    under ``root`` (default: this checkout or installation) by path, size and modification time, so that an
+    upgrade or an edit is never run on the old code."""
+    root = root or Path(__file__).resolve().parent.parent
     digest = hashlib.sha256(f"{sys.executable}\n{sys.version}\n".encode())
     for package in _PACKAGES:
-        for folder, dirs, files in sorted(os.walk(root / package)):
-            dirs[:] = sorted(d for d in dirs if d != "__pycache__")
-            for name in sorted(files):
-                if name.endswith((".py", ".json", ".yml", ".yaml")):
-                    stat = os.stat(os.path.join(folder, name))
-                    digest.update(f"{folder}/{name}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+        files = []
+        for folder, dirs, names in os.walk(root / package):
+            dirs[:] = [d for d in dirs if d != "__pycache__"]
+            files += [os.path.join(folder, n) for n in names if n.endswith((".py", ".json", ".yml", ".yaml"))]
+        for path in sorted(files):
+            stat = os.stat(path)
+            digest.update(f"{os.path.relpath(path, root)}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:16]
 
 
@@ -356,7 +358,7 @@ class _Daemon:
             conn.close()
             self.stopping = True
         else:
-            refused = self._refusal(request)
+            refused = refusal(request, key=self.key, environment=self.environment, defaults=self.defaults)
             if refused:
                 _send(conn, {"refused": refused})
                 conn.close()
@@ -364,21 +366,6 @@ class _Daemon:
                 self._fork(conn, request, fds)
         for fd in fds:
             os.close(fd)
-
-    def _refusal(self, request: dict[str, Any]) -> str | None:
-        if request.get("key") != self.key:
-            return (f"the transferrec daemon (pid {os.getpid()}) runs other code (started before an upgrade or an "
-                    "edit); `transferrec daemon stop` ends it")
-        argv = request["run"]
-        top = argv[:argv.index(_command(argv))] if _command(argv) in argv else argv
-        if "-v" in top or "--verbose" in top:
-            return "verbose logs (-v) are set up when Prefect is imported, which the daemon did without them"
-        wanted = _import_time({**self.defaults, **request["env"]})
-        differ = sorted(k for k in set(wanted) | set(self.environment) if wanted.get(k) != self.environment.get(k))
-        if differ:
-            return (f"this environment differs from the transferrec daemon's in {', '.join(differ[:4])}"
-                    f"{' ...' if len(differ) > 4 else ''} (read when the libraries are imported)")
-        return None
 
     def _fork(self, conn: socket.socket, request: dict[str, Any], fds: list[int]) -> None:
         pid = os.fork()
@@ -434,6 +421,25 @@ class _Daemon:
         from tasks.runtime import stop_prefect_api
 
         stop_prefect_api()
+
+
+def refusal(request: dict[str, Any], *, key: str, environment: dict[str, str], defaults: dict[str, str]) -> str | None:
+    """Why the daemon whose code is ``key`` and whose import-time ``environment`` it imported under (with the
+    defaults a command sets, ``defaults``) cannot run ``request`` (a command handed to it), or None when it can."""
+    if request.get("key") != key:
+        return (f"the transferrec daemon (pid {os.getpid()}) runs other code (started before an upgrade or an "
+                "edit); `transferrec daemon start` replaces it")
+    argv = request["run"]
+    command = _command(argv)
+    top = argv[:argv.index(command)] if command is not None else argv
+    if "-v" in top or "--verbose" in top:
+        return "verbose logs (-v) are set up when Prefect is imported, which the daemon did without them"
+    wanted = _import_time({**defaults, **request["env"]})
+    differ = sorted(k for k in set(wanted) | set(environment) if wanted.get(k) != environment.get(k))
+    if differ:
+        return (f"this environment differs from the transferrec daemon's in {', '.join(differ[:4])}"
+                f"{' ...' if len(differ) > 4 else ''} (read when the libraries are imported)")
+    return None
 
 
 def _import_time(env: Any) -> dict[str, str]:
