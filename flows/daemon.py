@@ -83,10 +83,7 @@ def code_key(root: Path | None = None) -> str:
 
 def _send(conn: socket.socket, message: dict[str, Any], fds: list[int] | None = None) -> None:
     data = json.dumps(message).encode()
-    if fds:
-        socket.send_fds(conn, [_HEADER.pack(len(data))], fds)
-    else:
-        conn.sendall(_HEADER.pack(len(data)))
+    socket.send_fds(conn, [_HEADER.pack(len(data))], fds or [])
     conn.sendall(data)
 
 
@@ -101,21 +98,12 @@ def _exactly(conn: socket.socket, size: int) -> bytes | None:
     return b"".join(chunks)
 
 
-def _receive(conn: socket.socket, *, fds: bool = False) -> tuple[dict[str, Any] | None, list[int]]:
+def _receive(conn: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
     """One message (None: the other side closed), with the file descriptors passed beside it."""
-    if fds:
-        header, passed, _, _ = socket.recv_fds(conn, _HEADER.size, 3)
-        if len(header) < _HEADER.size:
-            rest = _exactly(conn, _HEADER.size - len(header)) if header else None
-            if rest is None:
-                return None, passed
-            header += rest
-    else:
-        header, passed = _exactly(conn, _HEADER.size), []
-        if header is None:
-            return None, []
-    data = _exactly(conn, _HEADER.unpack(header)[0])
-    return (json.loads(data) if data is not None else None), passed
+    header, fds, _, _ = socket.recv_fds(conn, _HEADER.size, 3)
+    rest = _exactly(conn, _HEADER.size - len(header)) if header else None
+    data = _exactly(conn, _HEADER.unpack(header + rest)[0]) if rest is not None else None
+    return (json.loads(data) if data is not None else None), fds
 
 
 def _ask(message: dict[str, Any], timeout: float = 10.0) -> dict[str, Any] | None:
@@ -177,10 +165,25 @@ def forward(argv: list[str]) -> int | None:
         finally:
             for each, handler in previous.items():
                 signal.signal(each, handler)
-    if done is None:
-        sys.stderr.write("error: the transferrec daemon ended before the command did\n")
+    if done is None:  # the daemon died: its command is sent SIGTERM (by Linux too) and waited for
+        _pass_on(pid, signal.SIGTERM)
+        _wait_gone(pid, 20.0)
+        sys.stderr.write("error: the transferrec daemon ended before the command did (the command was stopped)\n")
         return 1
     return int(done["exit"])
+
+
+def _wait_gone(pid: int, timeout: float) -> None:
+    """Until process ``pid`` has ended (SIGKILL after ``timeout`` seconds)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
 
 
 def _pass_on(pid: int, signum: int) -> None:
@@ -197,18 +200,12 @@ def status() -> dict[str, Any] | None:
 
 
 def stop(timeout: float = 30.0) -> bool:
-    """Ask the running daemon to end (its running commands are stopped as by SIGTERM); True once it has."""
+    """Ask the running daemon to end (its running commands are stopped as by SIGTERM) and wait until it has
+    (SIGKILL after ``timeout`` seconds); False when none answers."""
     answer = _ask({"stop": True})
-    if answer is None:
-        return False
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(answer["pid"], 0)
-            time.sleep(0.1)
-            continue
-        return True
-    return False
+    if answer is not None:
+        _wait_gone(answer["pid"], timeout)
+    return answer is not None
 
 
 def start(run: Callable[[list[str]], int], *, foreground: bool = False, idle_timeout: float = IDLE_TIMEOUT) -> int:
@@ -343,7 +340,7 @@ class _Daemon:
         conn, _ = self.listener.accept()
         conn.settimeout(10)
         try:
-            request, fds = _receive(conn, fds=True)
+            request, fds = _receive(conn)
         except (OSError, ValueError):
             conn.close()
             return
@@ -475,6 +472,9 @@ def _child(run: Callable[[list[str]], int], request: dict[str, Any], fds: list[i
         for fd in close_fds:
             os.close(fd)
         os.setsid()  # its own process group: the daemon stops it with its children
+        from tasks.runtime import die_with_parent
+
+        die_with_parent()  # a daemon that dies (killed outright) takes its commands along
         for target, fd in zip((0, 1, 2), fds, strict=False):
             os.dup2(fd, target)
         for fd in fds:

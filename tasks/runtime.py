@@ -175,7 +175,7 @@ class _TemporaryApi:
             [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect_dir.parent), "--factory",
              "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
              "--log-level", "error", "--lifespan", "on"],
-            env=env, start_new_session=True, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+            env=env, start_new_session=True, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
         self.url = f"http://127.0.0.1:{self.port}/api"
         self.owner = os.getpid()  # a process forked from this one (flows.daemon) uses the server, never stops it
 
@@ -213,8 +213,9 @@ class _TemporaryApi:
                 self.process.wait()
 
 
-def _die_with_parent() -> None:
-    """In the forked child before exec: ask Linux to SIGTERM it when its parent dies (elsewhere: nothing)."""
+def die_with_parent() -> None:
+    """In a forked child (before an exec, or a command the daemon forked): ask Linux to SIGTERM it when its parent
+    dies (elsewhere: nothing)."""
     if sys.platform.startswith("linux"):
         import ctypes
 

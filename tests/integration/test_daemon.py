@@ -129,3 +129,34 @@ def test_an_onboarding_through_the_daemon_then_stopped_by_its_caller(daemon, sho
     while status(env, tmp_path)["running"] and time.monotonic() < deadline:
         time.sleep(0.5)
     assert status(env, tmp_path)["running"] == 0
+
+
+@pytest.mark.slow
+def test_a_daemon_killed_outright_takes_its_commands_along(shop: Path, tmp_path: Path):
+    """A lost daemon never leaves a command running unseen: its forks get SIGTERM (Linux ends them with it) and the
+    caller says so and exits 1."""
+    from flows.services import descendants, process_alive
+
+    env = {**os.environ, "TRANSFERREC_DAEMON_SOCKET": str(tmp_path / "d.sock"),
+           "TRANSFERREC_DATA_DIR": str(tmp_path / "cache"),
+           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    env.pop("TRANSFERREC_NO_DAEMON", None)
+    started = transferrec(["daemon", "start"], env, tmp_path)
+    assert started.returncode == 0, started.stderr
+    pid = status(env, tmp_path)["pid"]
+    caller = subprocess.Popen([str(SCRIPT), *ONBOARD, "--data", str(shop), "--columns", str(shop / "columns.yaml")],
+                              env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert caller.stderr is not None
+    for line in caller.stderr:
+        if "] sources (stage" in line:
+            break
+    helpers = descendants(pid)  # the command's fork and the Prefect API server
+    assert len(helpers) >= 2, helpers
+    os.kill(pid, signal.SIGKILL)
+    err = caller.communicate(timeout=60)[1]
+    assert caller.returncode == 1, err[-2000:]
+    assert "error: the transferrec daemon ended before the command did" in err.splitlines()[-1]
+    deadline = time.monotonic() + 30
+    while [p for p in helpers if process_alive(p)] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [p for p in helpers if process_alive(p)], "left running"
