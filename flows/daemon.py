@@ -144,30 +144,38 @@ def forward(argv: list[str]) -> int | None:
     path = socket_path()
     if not path.exists():
         return None
-    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    with conn:
-        try:
-            conn.connect(str(path))
-            _send(conn, {"run": argv, "cwd": os.getcwd(), "env": dict(os.environ), "key": code_key()}, _std_fds())
-            reply, _ = _receive(conn)
-        except OSError:
-            return None
-        if reply is None:
-            return None
-        if "refused" in reply:
-            sys.stderr.write(f"note: {reply['refused']}; running the command in this process\n")
-            return None
-        pid = reply["pid"]
-        previous = {each: signal.signal(each, lambda signum, _frame: _pass_on(pid, signum))
-                    for each in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-        try:
+    pids: list[int] = []  # the command's process, once the daemon has forked it
+    early: list[int] = []  # a stop asked for before then
+
+    def handler(signum: int, _frame: object) -> None:
+        _pass_on(pids[0], signum) if pids else early.append(signum)
+
+    previous = {each: signal.signal(each, handler) for each in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            try:
+                conn.connect(str(path))
+                _send(conn, {"run": argv, "cwd": os.getcwd(), "env": dict(os.environ), "key": code_key()},
+                      _std_fds())
+                reply, _ = _receive(conn)
+            except OSError:
+                reply = None
+            if reply is None or "refused" in reply:
+                if early:
+                    sys.stderr.write(f"interrupted by {signal.Signals(early[0]).name}: stopped before it began\n")
+                elif reply is not None:
+                    sys.stderr.write(f"note: {reply['refused']}; running the command in this process\n")
+                return 128 + early[0] if early else None
+            pids.append(reply["pid"])
+            for signum in early:
+                _pass_on(pids[0], signum)
             done, _ = _receive(conn)
-        finally:
-            for each, handler in previous.items():
-                signal.signal(each, handler)
+    finally:
+        for each, before in previous.items():
+            signal.signal(each, before)
     if done is None:  # the daemon died: its command is sent SIGTERM (by Linux too) and waited for
-        _pass_on(pid, signal.SIGTERM)
-        _wait_gone(pid, 20.0)
+        _pass_on(pids[0], signal.SIGTERM)
+        _wait_gone(pids[0], 20.0)
         sys.stderr.write("error: the transferrec daemon ended before the command did (the command was stopped)\n")
         return 1
     return int(done["exit"])
@@ -291,9 +299,8 @@ class _Daemon:
 
         if threading.active_count() != 1:  # a fork copies only the calling thread: nothing may run beside it
             raise RuntimeError(f"threads started by the imports: {[t.name for t in threading.enumerate()]}")
-        self.started, self.served = time.time(), 0
+        self.started, self.served, self.stopping = time.time(), 0, False
         self.children: dict[int, socket.socket | None] = {}
-        self.stopping = False
         with contextlib.suppress(FileNotFoundError):
             path.unlink()  # a dead daemon's socket (start found none answering)
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -302,13 +309,10 @@ class _Daemon:
         self.listener.listen(16)
         self.wake_read, wake_write = os.pipe()
         os.set_blocking(wake_write, False)
-        signal.set_wakeup_fd(wake_write)
+        signal.set_wakeup_fd(wake_write)  # a signal (a command's end: SIGCHLD) wakes the select
         signal.signal(signal.SIGCHLD, lambda *_: None)
         for each in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(each, self._stop_requested)
-
-    def _stop_requested(self, *_: object) -> None:
-        self.stopping = True
+            signal.signal(each, lambda *_: setattr(self, "stopping", True))
 
     def loop(self) -> None:
         from tasks.runtime import prefect_api_ended
