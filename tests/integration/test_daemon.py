@@ -25,6 +25,19 @@ def transferrec(args: list[str], env: dict[str, str], cwd: Path, timeout: float 
     return subprocess.run([str(SCRIPT), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
+def started(args: list[str], env: dict[str, str], cwd: Path, *, until: str) -> subprocess.Popen[str]:
+    """The command running, once a line of its stderr holds ``until``."""
+    caller = subprocess.Popen([str(SCRIPT), *args], env=env, cwd=cwd, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    assert caller.stderr is not None
+    seen = []
+    for line in caller.stderr:
+        if until in line:
+            return caller
+        seen.append(line)
+    raise AssertionError(f"{args[0]} ended before {until!r}: {''.join(seen)[-2000:]}")
+
+
 def status(env: dict[str, str], cwd: Path) -> dict:
     done = transferrec(["daemon", "status", "--json"], env, cwd)
     assert done.returncode == 0, done.stderr
@@ -100,14 +113,9 @@ def test_an_onboarding_through_the_daemon_then_stopped_by_its_caller(daemon, sho
     assert str(client.get_registered_model("transferrec-garden").aliases["champion"]) == "1"
 
     # SIGTERM to the caller reaches the command: the run is marked KILLED, nothing registered, the caller says 143
-    caller = subprocess.Popen([str(SCRIPT), *ONBOARD, *data], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
-    assert caller.stderr is not None
-    for line in caller.stderr:
-        if "] train (stage" in line:
-            break
+    caller = started([*ONBOARD, *data], env, tmp_path, until="] train (stage")
     caller.send_signal(signal.SIGTERM)
-    out, err = caller.communicate(timeout=60)
+    err = caller.communicate(timeout=60)[1]
     assert caller.returncode == 143, err[-2000:]
     assert "interrupted by SIGTERM: stopped" in err
     runs = [r for r in client.search_runs([client.get_experiment_by_name("transferrec-garden").experiment_id],
@@ -116,12 +124,7 @@ def test_an_onboarding_through_the_daemon_then_stopped_by_its_caller(daemon, sho
     assert [str(v.version) for v in client.search_model_versions("name = 'transferrec-garden'")] == ["1"]
 
     # a caller killed outright takes its command along
-    caller = subprocess.Popen([str(SCRIPT), *ONBOARD, *data], env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
-    assert caller.stderr is not None
-    for line in caller.stderr:
-        if "] train (stage" in line:
-            break
+    caller = started([*ONBOARD, *data], env, tmp_path, until="] train (stage")
     assert status(env, tmp_path)["running"] == 1
     caller.kill()
     caller.wait()
@@ -144,12 +147,8 @@ def test_a_daemon_killed_outright_takes_its_commands_along(shop: Path, tmp_path:
     started = transferrec(["daemon", "start"], env, tmp_path)
     assert started.returncode == 0, started.stderr
     pid = status(env, tmp_path)["pid"]
-    caller = subprocess.Popen([str(SCRIPT), *ONBOARD, "--data", str(shop), "--columns", str(shop / "columns.yaml")],
-                              env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    assert caller.stderr is not None
-    for line in caller.stderr:
-        if "] sources (stage" in line:
-            break
+    caller = started([*ONBOARD, "--data", str(shop), "--columns", str(shop / "columns.yaml")], env, tmp_path,
+                     until="] sources (stage")
     helpers = descendants(pid)  # the command's fork and the Prefect API server
     assert len(helpers) >= 2, helpers
     os.kill(pid, signal.SIGKILL)
