@@ -50,8 +50,8 @@ def daemon(tmp_path_factory) -> Iterator[tuple[dict[str, str], Path]]:
     env = {**os.environ, "TRANSFERREC_DAEMON_SOCKET": str(root / "d.sock"), "TRANSFERREC_DATA_DIR": str(root / "cache"),
            "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
     env.pop("TRANSFERREC_NO_DAEMON", None)
-    started = transferrec(["daemon", "start", "--idle-timeout", "900"], env, root)
-    assert started.returncode == 0 and "ready (pid" in started.stdout, (started.stdout, started.stderr)
+    up = transferrec(["daemon", "start", "--idle-timeout", "900"], env, root)
+    assert up.returncode == 0 and "ready (pid" in up.stdout, (up.stdout, up.stderr)
     yield env, root
     pid = status(env, root).get("pid")
     stopped = transferrec(["daemon", "stop"], env, root)
@@ -144,8 +144,8 @@ def test_a_daemon_killed_outright_takes_its_commands_along(shop: Path, tmp_path:
            "TRANSFERREC_DATA_DIR": str(tmp_path / "cache"),
            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
     env.pop("TRANSFERREC_NO_DAEMON", None)
-    started = transferrec(["daemon", "start"], env, tmp_path)
-    assert started.returncode == 0, started.stderr
+    up = transferrec(["daemon", "start"], env, tmp_path)
+    assert up.returncode == 0, up.stderr
     pid = status(env, tmp_path)["pid"]
     caller = started([*ONBOARD, "--data", str(shop), "--columns", str(shop / "columns.yaml")], env, tmp_path,
                      until="] sources (stage")
