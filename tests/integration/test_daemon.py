@@ -4,6 +4,7 @@ Prefect API and write to a SQLite MLflow store."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
+from flows.services import descendants, process_alive
 from models.data.synthetic import generate_retail, write_retail_export
 
 SCRIPT = Path(sys.executable).with_name("transferrec")
@@ -44,21 +46,31 @@ def status(env: dict[str, str], cwd: Path) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@contextlib.contextmanager
+def running_daemon(env: dict[str, str], cwd: Path) -> Iterator[int]:
+    """A daemon started by the console script (its pid), stopped afterwards even when the test failed."""
+    up = transferrec(["daemon", "start", "--idle-timeout", "900"], env, cwd)
+    assert up.returncode == 0 and "ready (pid" in up.stdout, (up.stdout, up.stderr)
+    pid = status(env, cwd)["pid"]
+    try:
+        yield pid
+    finally:
+        if process_alive(pid):
+            transferrec(["daemon", "stop"], env, cwd)
+
+
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory) -> Iterator[tuple[dict[str, str], Path]]:
     root = tmp_path_factory.mktemp("daemon")
     env = {**os.environ, "TRANSFERREC_DAEMON_SOCKET": str(root / "d.sock"), "TRANSFERREC_DATA_DIR": str(root / "cache"),
            "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
     env.pop("TRANSFERREC_NO_DAEMON", None)
-    up = transferrec(["daemon", "start", "--idle-timeout", "900"], env, root)
-    assert up.returncode == 0 and "ready (pid" in up.stdout, (up.stdout, up.stderr)
-    yield env, root
-    pid = status(env, root).get("pid")
-    stopped = transferrec(["daemon", "stop"], env, root)
-    assert stopped.returncode == 0 and "stopped" in stopped.stdout, stopped.stdout
-    assert not (root / "d.sock").exists()
-    with pytest.raises(ProcessLookupError):
-        os.kill(pid, 0)
+    with running_daemon(env, root) as pid:
+        yield env, root
+        stopped = transferrec(["daemon", "stop"], env, root)
+        assert stopped.returncode == 0 and "stopped" in stopped.stdout, stopped.stdout
+        assert not (root / "d.sock").exists()
+        assert not process_alive(pid)
 
 
 def test_commands_run_in_the_daemon_with_their_output_and_exit_codes(daemon, tmp_path: Path):
@@ -138,21 +150,17 @@ def test_an_onboarding_through_the_daemon_then_stopped_by_its_caller(daemon, sho
 def test_a_daemon_killed_outright_takes_its_commands_along(shop: Path, tmp_path: Path):
     """A lost daemon never leaves a command running unseen: its forks get SIGTERM (Linux ends them with it) and the
     caller says so and exits 1."""
-    from flows.services import descendants, process_alive
-
     env = {**os.environ, "TRANSFERREC_DAEMON_SOCKET": str(tmp_path / "d.sock"),
            "TRANSFERREC_DATA_DIR": str(tmp_path / "cache"),
            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
     env.pop("TRANSFERREC_NO_DAEMON", None)
-    up = transferrec(["daemon", "start"], env, tmp_path)
-    assert up.returncode == 0, up.stderr
-    pid = status(env, tmp_path)["pid"]
-    caller = started([*ONBOARD, "--data", str(shop), "--columns", str(shop / "columns.yaml")], env, tmp_path,
-                     until="] sources (stage")
-    helpers = descendants(pid)  # the command's fork and the Prefect API server
-    assert len(helpers) >= 2, helpers
-    os.kill(pid, signal.SIGKILL)
-    err = caller.communicate(timeout=60)[1]
+    with running_daemon(env, tmp_path) as pid:
+        caller = started([*ONBOARD, "--data", str(shop), "--columns", str(shop / "columns.yaml")], env, tmp_path,
+                         until="] sources (stage")
+        helpers = descendants(pid)  # the command's fork and the Prefect API server
+        assert len(helpers) >= 2, helpers
+        os.kill(pid, signal.SIGKILL)
+        err = caller.communicate(timeout=60)[1]
     assert caller.returncode == 1, err[-2000:]
     assert "error: the transferrec daemon ended before the command did" in err.splitlines()[-1]
     deadline = time.monotonic() + 30
