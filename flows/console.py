@@ -14,9 +14,9 @@ def run() -> None:
 
     code = forward(sys.argv[1:])
     if code is None:
-        from flows.cli import run as run_here
+        from flows.cli import run as run_in_this_process
 
-        run_here()  # ends the process
+        run_in_this_process()  # ends the process
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

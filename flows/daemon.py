@@ -284,17 +284,17 @@ def _serve(path: Path, run: Callable[[list[str]], int], idle_timeout: float, rea
 
 class _Daemon:
     def __init__(self, path: Path, run: Callable[[list[str]], int], idle_timeout: float) -> None:
-        from tasks.runtime import ENV_DEFAULTS, await_prefect_api, configure_environment, prestart_prefect_api
+        from tasks import runtime
 
         self.path, self.run, self.idle_timeout, self.key = path, run, idle_timeout, code_key()
-        configure_environment({"PREFECT_LOGGING_LEVEL": "CRITICAL"})  # as a command without -v sets it
+        self.defaults = {**runtime.ENV_DEFAULTS, **runtime.command_environment(verbose=False)}  # a command's, no -v
+        runtime.configure_environment(self.defaults)
         self.environment = _import_time(os.environ)
-        self.defaults = {**ENV_DEFAULTS, "PREFECT_LOGGING_LEVEL": "CRITICAL"}
         before = dict(os.environ)
-        prestart_prefect_api()
+        runtime.prestart_prefect_api()
         self.api = {k: v for k, v in os.environ.items() if before.get(k) != v}  # the API's URL, when started here
         _preload()
-        await_prefect_api()
+        runtime.await_prefect_api()
         import threading
 
         if threading.active_count() != 1:  # a fork copies only the calling thread: nothing may run beside it

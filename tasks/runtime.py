@@ -60,6 +60,12 @@ def retry_transient(task: object, task_run: object, state: object) -> bool:
     return not isinstance(error, PERMANENT_ERRORS)
 
 
+def command_environment(*, verbose: bool) -> dict[str, str]:
+    """What a ``transferrec`` command sets over :data:`ENV_DEFAULTS`: Prefect's log level (quiet unless ``-v``;
+    expected failures are reported once, without Prefect's tracebacks)."""
+    return {"PREFECT_LOGGING_LEVEL": "INFO" if verbose else "CRITICAL"}
+
+
 def configure_environment(overrides: dict[str, str] | None = None) -> None:
     """Set telemetry-off and quiet defaults in ``os.environ`` (existing values win) before Prefect is imported."""
     for key, value in {**ENV_DEFAULTS, **(overrides or {})}.items():

@@ -76,11 +76,9 @@ def run_here(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     """The ``transferrec`` command line on ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
     args = build_parser().parse_args(argv)
-    from tasks.runtime import Interrupted, configure_environment, handle_signals, interruption
+    from tasks.runtime import Interrupted, command_environment, configure_environment, handle_signals, interruption
 
-    # Quiet by default: expected failures (bad data, too little data) are reported once, without Prefect's
-    # tracebacks; -v shows every log.
-    configure_environment({"PREFECT_LOGGING_LEVEL": "INFO" if args.verbose else "CRITICAL"})
+    configure_environment(command_environment(verbose=args.verbose))
     restore = None
     try:
         restore = handle_signals()
