@@ -47,35 +47,47 @@ def cut(dataset, domain: str, before: float):
             target.filter(pl.col(TIMESTAMP) >= t), t)
 
 
-def served_against_peers(early, task, domain: str, returning: np.ndarray, seed: int) -> dict:
+def served_against_peers(early, task, domain: str, returning: np.ndarray, seed: int,
+                         transitions: bool = False) -> dict:
     """``--against-peers``: the closed-form recipe and the joint peers as the refit serves them (tuned on the
     split of the data before T, then refitted by :func:`models.transfer.refit.refit_model`), scored after T;
-    transfer's paired lift over each peer, over all users after T and the returning ones."""
+    transfer's paired lift over each peer, over all users after T and the returning ones. ``transitions``: also
+    the recipe blended with its cross-domain transitions (``transfer+transitions``, with the weight validation
+    chose)."""
+    from dataclasses import replace
+
     from models.config import FineTuneConfig, ModelConfig, SplitConfig, TrainConfig
     from models.evaluation.ranking import evaluate_model
     from models.evaluation.uncertainty import paired_lift_interval
     from models.split import split_with
-    from models.transfer.closed_form import fit_closed_form_transfer
+    from models.transfer.closed_form import ClosedFormGrid, fit_closed_form_transfer
     from models.transfer.joint import JointTrain, fit_joint_als, fit_joint_ease
     from models.transfer.recipes import ranking_tasks
     from models.transfer.refit import WholeInMemory, refit_model
+    from models.transfer.transitions import TransitionGrid
 
     split = split_with(early.interactions, early.items, domain=domain, config=SplitConfig(fraction=1.0, seed=seed))
     val, _ = ranking_tasks(split, click_threshold=4.0)
     joint = JointTrain.of_split(early.interactions, early.items, split)
     whole = WholeInMemory(split, early.interactions, early.items)
-    served = {}
-    for name, fit in (("transfer", fit_closed_form_transfer), ("joint-als", fit_joint_als),
-                      ("joint-ease", fit_joint_ease)):
+    served, weights = {}, {}
+    blended = replace(ClosedFormGrid(), transitions=TransitionGrid())
+    fits = [("transfer", fit_closed_form_transfer), ("joint-als", fit_joint_als), ("joint-ease", fit_joint_ease)]
+    if transitions:
+        fits.append(("transfer+transitions", lambda *a, **k: fit_closed_form_transfer(*a, grid=blended, **k)))
+    for name, fit in fits:
         tuned = fit(joint, val, seed=seed)
-        params = {"recipe": "closed-form", **tuned.params} if name == "transfer" else tuned.params
-        model, _ = refit_model(name, whole, val, seed=seed, params=params, fits={}, source=None,
-                               finetune=FineTuneConfig(), model=ModelConfig(), scratch=TrainConfig(),
-                               recipe_source=tuned.source if name == "transfer" else None)
+        recipe = name.startswith("transfer")
+        params = {"recipe": "closed-form", **tuned.params} if recipe else tuned.params
+        model, _ = refit_model("transfer" if recipe else name, whole, val, seed=seed, params=params, fits={},
+                               source=None, finetune=FineTuneConfig(), model=ModelConfig(), scratch=TrainConfig(),
+                               recipe_source=tuned.source if recipe else None)
         served[name] = (tuned.val_ndcg_at_10, model)
+        weights[name] = tuned.params.get("transition_weight")
     scores = {name: (v, evaluate_model(model, task, ks=(10,)).per_user["ndcg_at_10"])
               for name, (v, model) in served.items()}
-    out = {name: {"val_ndcg_at_10": v, "after_ndcg_at_10": float(per_user.mean())}
+    out = {name: {"val_ndcg_at_10": v, "after_ndcg_at_10": float(per_user.mean()),
+                  **({"transition_weight": weights[name]} if weights[name] is not None else {})}
            for name, (v, per_user) in scores.items()}
     for peer in ("joint-als", "joint-ease"):
         for label, mask in (("", slice(None)), ("returning_", returning)):
@@ -103,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--against-peers", action="store_true",
                         help="also serve the closed-form recipe and the joint peers (plain calls) and compare them "
                              "after T")
+    parser.add_argument("--transitions", action="store_true",
+                        help="with --against-peers: also serve the recipe blended with its cross-domain transitions")
+    parser.add_argument("--peers-only", action="store_true",
+                        help="with --against-peers: only that comparison (no onboarding, no source models)")
     parser.add_argument("--data-dir", type=Path)
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
@@ -138,7 +154,10 @@ def main(argv: list[str] | None = None) -> int:
         known = set(early.interactions[USER_ID])
         returning = np.array([u in known for u in task.user_ids])
         if args.against_peers:
-            peers += [(before, seed, served_against_peers(early, task, domain, returning, seed)) for seed in args.seeds]
+            peers += [(before, seed, served_against_peers(early, task, domain, returning, seed, args.transitions))
+                      for seed in args.seeds]
+        if args.peers_only:
+            continue
         with tempfile.TemporaryDirectory(prefix="transferrec-backtest-") as tmp:  # sources trained once per cut
             data = write_canonical_dir(early, Path(tmp) / "data")
             uri = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
@@ -165,29 +184,32 @@ def main(argv: list[str] | None = None) -> int:
                     "lift": lift.estimate, "lift_low": lift.low, "lift_high": lift.high,
                     "returning_lift": back.estimate, "returning_lift_low": back.low,
                     "returning_lift_high": back.high})
-    mode = "out of core" if args.out_of_core else "in memory"
-    print(f"{args.dataset}, target {domain}, {mode}: NDCG@10, P@10 and R@10 after T of the served model, evaluated "
-          "vs refit; lift = refit over evaluated NDCG@10 with its paired 95 % interval (all users after T, and "
-          "those with interactions before T)\n"
-          "| before T | seed | winner | after T: interactions, users (returning) | NDCG@10 | P@10 | R@10 | lift "
-          "| lift, returning users |\n|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['before']:.0%} | {r['seed']} | {r['winner']} | {r['after_interactions']:,}, {r['after_users']:,} "
-              f"({r['returning_users']:,}) | {r['evaluated_ndcg']:.4f} → {r['refit_ndcg']:.4f} | "
-              f"{r['evaluated_precision']:.4f} → {r['refit_precision']:.4f} | "
-              f"{r['evaluated_recall']:.4f} → {r['refit_recall']:.4f} | "
-              f"{r['lift']:+.1%} ({r['lift_low']:+.1%} .. {r['lift_high']:+.1%}) | "
-              f"{r['returning_lift']:+.1%} ({r['returning_lift_low']:+.1%} .. {r['returning_lift_high']:+.1%}) |")
-    lifts = [r["lift"] for r in rows]
-    above = sum(r["lift_low"] > 0 for r in rows)
-    print(f"mean lift {np.mean(lifts):+.1%} over {len(rows)} cut(s) x seed(s); interval above zero in {above}, "
-          f"lift below zero in {sum(x < 0 for x in lifts)}")
+    if rows:
+        mode = "out of core" if args.out_of_core else "in memory"
+        print(f"{args.dataset}, target {domain}, {mode}: NDCG@10, P@10 and R@10 after T of the served model, evaluated "
+              "vs refit; lift = refit over evaluated NDCG@10 with its paired 95 % interval (all users after T, and "
+              "those with interactions before T)\n"
+              "| before T | seed | winner | after T: interactions, users (returning) | NDCG@10 | P@10 | R@10 | lift "
+              "| lift, returning users |\n|---|---|---|---|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['before']:.0%} | {r['seed']} | {r['winner']} | {r['after_interactions']:,}, "
+                  f"{r['after_users']:,} ({r['returning_users']:,}) | "
+                  f"{r['evaluated_ndcg']:.4f} → {r['refit_ndcg']:.4f} | "
+                  f"{r['evaluated_precision']:.4f} → {r['refit_precision']:.4f} | "
+                  f"{r['evaluated_recall']:.4f} → {r['refit_recall']:.4f} | "
+                  f"{r['lift']:+.1%} ({r['lift_low']:+.1%} .. {r['lift_high']:+.1%}) | "
+                  f"{r['returning_lift']:+.1%} ({r['returning_lift_low']:+.1%} .. {r['returning_lift_high']:+.1%}) |")
+        lifts = [r["lift"] for r in rows]
+        above = sum(r["lift_low"] > 0 for r in rows)
+        print(f"mean lift {np.mean(lifts):+.1%} over {len(rows)} cut(s) x seed(s); interval above zero in {above}, "
+              f"lift below zero in {sum(x < 0 for x in lifts)}")
     if peers:
         print("\nserved after T, each tuned on the data before T and refitted on all of it (NDCG@10 after T; "
               "transfer's lift over each joint peer with its paired 95 % interval, all users and returning ones)\n"
               "| before T | seed | validation NDCG@10 transfer / joint ALS / joint EASE | after T transfer / joint ALS"
-              " / joint EASE | transfer vs joint ALS (returning) | transfer vs joint EASE (returning) |\n"
-              "|---|---|---|---|---|---|")
+              " / joint EASE | transfer vs joint ALS (returning) | transfer vs joint EASE (returning) |"
+              + (" after T, transfer with transitions |" if args.transitions else "") + "\n"
+              "|---|---|---|---|---|---|" + ("---|" if args.transitions else ""))
         names = ("transfer", "joint-als", "joint-ease")
         for before, seed, out in peers:
             val = " / ".join(f"{out[n]['val_ndcg_at_10']:.4f}" for n in names)
@@ -196,7 +218,10 @@ def main(argv: list[str] | None = None) -> int:
                               for key in ("", "returning_")
                               for e, lo, hi in [out[peer][f"{key}transfer_lift"]])
                      for peer in ("joint-als", "joint-ease")]
-            print(f"| {before:.0%} | {seed} | {val} | {after} | {lifts[0]} | {lifts[1]} |")
+            blend = out.get("transfer+transitions")
+            extra = (f" {blend['after_ndcg_at_10']:.4f} (validation {blend['val_ndcg_at_10']:.4f}, weight "
+                     f"{blend['transition_weight']:g}) |" if blend else "")
+            print(f"| {before:.0%} | {seed} | {val} | {after} | {lifts[0]} | {lifts[1]} |{extra}")
     args.out.mkdir(parents=True, exist_ok=True)
     suffix = "-out-of-core" if args.out_of_core else ""
     (args.out / f"backtest-{args.dataset}{suffix}.json").write_text(json.dumps(

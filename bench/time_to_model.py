@@ -162,13 +162,14 @@ def plain_pipeline(config: Any, sources_file: Path) -> dict[str, float]:
     # the transfer recipe kept, as the flow keeps it (the fine-tune needs the margin on validation)
     network = ndcg_at(fits["transfer"].model, val_task)
     closed_form = fits["closed-form"]
-    transfer = (fits["transfer"].model
-                if keeps_fine_tune(network, closed_form.val_ndcg_at_10, config.finetune.recipe_margin)
-                else closed_form.model)
+    kept = not keeps_fine_tune(network, closed_form.val_ndcg_at_10, config.finetune.recipe_margin)
+    transfer = closed_form.model if kept else fits["transfer"].model
     models = {"transfer": transfer, "popularity": popularity, "scratch": fits["scratch"].model,
               **{name: fits[name].model for name in ("als", *PEERS, *JOINT)}}
-    val, test = (evaluate_models(models, task, ks=config.evaluation.ks, ctr_k=config.evaluation.ctr_k)
-                 for task in (val_task, test_task))  # as the flow evaluates them (one resample set a task)
+    as_validated = {"transfer": closed_form.val_model} if kept and closed_form.val_model is not None else {}
+    val, test = (evaluate_models(scored, task, ks=config.evaluation.ks, ctr_k=config.evaluation.ctr_k)
+                 for scored, task in (({**models, **as_validated}, val_task), (models, test_task)))
+    # as the flow evaluates them (one resample set a task; the recipe validated as of the validation period)
     reports = {name: (val[name], test[name]) for name in models}
     lap("evaluate")
     mean_intervals({(name, m): test.per_user[m] for name, (_, test) in reports.items() for m in HEADLINE},

@@ -14,6 +14,9 @@ Usage (after `bench/quality.py` has registered the genres' source models in benc
     python bench/transfer_variants.py --recency --cells \
         Horror:0.05:0,Horror:0.1:0,Horror:0.3:0,Crime:0.05:0,Crime:0.1:0,Crime:0.3:0,\
         Thriller:0.05:0,Thriller:0.1:0,Thriller:0.3:0,Adventure:0.05:0,Adventure:0.1:0,Adventure:0.3:0
+    python bench/transfer_variants.py --transitions --cells \
+        Horror:0.05:0,Horror:0.1:0,Horror:0.3:0,Crime:0.05:0,Crime:0.1:0,Crime:0.3:0,\
+        Thriller:0.05:0,Thriller:0.1:0,Thriller:0.3:0,Adventure:0.05:0,Adventure:0.1:0,Adventure:0.3:0
     python bench/transfer_variants.py --recipe-variants --cells \
         Horror:0.05:0,Horror:0.1:0,Horror:0.3:0,Crime:0.05:0,Crime:0.1:0,Crime:0.3:0,\
         Thriller:0.05:0,Thriller:0.1:0,Thriller:0.3:0,Adventure:0.05:0,Adventure:0.1:0,Adventure:0.3:0
@@ -35,6 +38,9 @@ and prints each one's mean validation and test NDCG@10 over the cells beside the
 ``recency r / a``, the step at the other points (``recency``, ``recency_alpha``) of :data:`RECENCY_GRID`, the joint
 peers (the product's joint ALS takes the same step where validation prefers it), and joint ALS without the step
 (``joint ALS, recency off``: the peer before it took the step) and with it always (``joint ALS, recent users``).
+``--transitions`` (no registered source either) compares the recipe without its cross-domain transitions
+(``recipe``), with them (the default), with one of their numbers changed (:data:`TRANSITION_VARIANTS`), the
+transitions alone, the target's own transitions alone (a target-only sequential model) and the joint peers.
 """
 
 from __future__ import annotations
@@ -188,6 +194,59 @@ def recency_variants(joint, val, test, seed: int) -> dict[str, tuple[float, floa
     return out
 
 
+#: ``--transitions``' points: one field of the default TransitionGrid changed at a time.
+TRANSITION_VARIANTS = (("window", 3), ("window", 50), ("decay", 3.0), ("popularity", 0.0), ("popularity", 1.0),
+                       ("history", 10), ("history", 200), ("recency", 2.0), ("recency", 20.0))
+
+
+def target_only_transitions(joint, grid, before):
+    """The transitions of the target's training pairs alone (a target item after the earlier target items of the
+    same user: what a target-only sequential model reads), scored on each user's target history: (n_users x
+    n_catalogue), or None. Each pair is read twice, as history just after itself (so never its own transition) and
+    as the target interaction."""
+    from models.transfer.transitions import transition_scores
+
+    target = slice(joint.n_source, len(joint.encoded.users))
+    users, items = joint.encoded.users[target], joint.encoded.items[target]
+    times = joint.timeline.times[target].astype(np.float64)
+    return transition_scores(np.concatenate([users, users]), np.concatenate([items, items]),
+                             np.concatenate([times + 0.5, times]), n_source=len(users),
+                             n_users=len(joint.encoded.user_ids), n_items=joint.n_catalogue,
+                             n_catalogue=joint.n_catalogue, grid=grid, before=before)
+
+
+def transition_variants(joint, val, test, seed: int) -> dict[str, tuple[float, float]]:
+    """(validation, test) NDCG@10 of the closed-form recipe without the transitions (``recipe``, the reference of
+    the table), with them (the product's default), at the other points of :data:`TRANSITION_VARIANTS`, the
+    transitions alone (a weight far above the recipe's), the target's own transitions alone (no source data), and
+    the joint peers. Validation of the transitions is as of each user's validation period, as the product does."""
+    from dataclasses import replace
+
+    from models.evaluation.ranking import ndcg_at
+    from models.transfer.closed_form import ClosedFormGrid, fit_closed_form_transfer
+    from models.transfer.transitions import TransitionGrid, blended
+
+    grid, out = ClosedFormGrid(), {}
+    alone = fit_closed_form_transfer(joint, val, grid=replace(grid, transitions=None), seed=seed)
+    out["recipe"] = (alone.val_ndcg_at_10, ndcg_at(alone.model, test))
+    default = TransitionGrid()
+    points = [("transitions (default)", default), *((f"{field} {value:g}", replace(default, **{field: value}))
+                                                   for field, value in TRANSITION_VARIANTS),
+              ("transitions alone", replace(default, weights=(1e6,)))]
+    for name, transitions in points:
+        fit = fit_closed_form_transfer(joint, val, grid=replace(grid, transitions=transitions), seed=seed)
+        out[name] = (fit.val_ndcg_at_10, ndcg_at(fit.model, test))
+    empty = replace(alone.model, user_factors=np.zeros((len(alone.model.user_ids), 0), np.float32),
+                    item_factors=np.zeros((len(alone.model.item_ids), 0), np.float32),
+                    item_bias=np.zeros(len(alone.model.item_ids), np.float32))
+    scores = [target_only_transitions(joint, default, before) for before in (joint.timeline.validation, None)]
+    out["target-only transitions alone"] = tuple(
+        ndcg_at(blended(empty, s, 1.0, 1.0), task) if s is not None else float("nan")
+        for s, task in zip(scores, (val, test), strict=True))
+    out.update(joint_peers(joint, val, test, seed))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cells", required=True, help="genre:fraction:seed,... (a genre alone: its nine cells, "
@@ -201,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
                                                                        "docstring); needs no registered source")
     parser.add_argument("--recency", action="store_true", help="the closed-form recipe's users' recency step at other "
                                                                 "points and without it; needs no registered source")
+    parser.add_argument("--transitions", action="store_true", help="the recipe's cross-domain transitions at other "
+                                                                    "points, alone, and the target's own transitions "
+                                                                    "alone; needs no registered source")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
     fine_tunes = args.hyper_parameters or args.blends or args.closed_form or args.recipes
@@ -235,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
                            config=SplitConfig(fraction=float(fraction), seed=int(seed)))
         val, test = ranking_tasks(split, click_threshold=4.0)
         catalogue = catalogue_ids(split)
-        for wanted, measure in ((args.recipe_variants, recipe_variants), (args.recency, recency_variants)):
+        for wanted, measure in ((args.recipe_variants, recipe_variants), (args.recency, recency_variants),
+                                (args.transitions, transition_variants)):
             if wanted:
                 variants.append(measure(JointTrain.of_split(data.interactions, data.items, split), val, test,
                                         int(seed)))

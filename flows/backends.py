@@ -132,6 +132,14 @@ class Fits:
         return {"transfer": transfer, "popularity": self.popularity, "als": self.als.model,
                 "scratch": self.scratch.model, **{name: peer.model for name, peer in self.peers.items()}}
 
+    def validation_models(self) -> dict[str, FactorModel]:
+        """The compared models whose users' state depends on when they are asked, as of each user's validation
+        period (the closed-form recipe kept: :attr:`~models.transfer.closed_form.ClosedFormResult.val_model`);
+        the others are validated as they are."""
+        if self.closed_form_kept and self.closed_form is not None and self.closed_form.val_model is not None:
+            return {"transfer": self.closed_form.val_model}
+        return {}
+
     def tuned(self) -> dict[str, dict[str, Any]]:
         """The hyper-parameters the baselines tuned on validation chose; for ``transfer``, the recipe kept (and
         the closed-form recipe's choices when it is the one)."""
@@ -272,7 +280,8 @@ class InMemory:
         if self.joint is not None:  # the longest fits first: the stage ends when the last one does
             jobs.update({kind: (fit_peer_baseline, (kind, self.joint, target.val_task, seed), {}) for kind in JOINT})
             if config.finetune.closed_form:
-                jobs["closed-form"] = (fit_closed_form, (self.joint, target.val_task, seed), {})
+                recipe = (self.joint, target.val_task, seed, config.finetune.transitions)
+                jobs["closed-form"] = (fit_closed_form, recipe, {})
         jobs |= {
             f"transfer:{name}": (fine_tune_source, (name, selection.prepared[name], split, config.finetune, seed),
                                  {"checkpoint_dir": _under(self.checkpoints, f"transfer-{slug(name)}"),
@@ -385,7 +394,8 @@ class OutOfCore:
         closed_form = None
         if self.joint is not None:
             peers.update({kind: fit_peer_baseline(kind, self.joint, target.val_task, seed) for kind in JOINT})
-            closed_form = fit_closed_form(self.joint, target.val_task, seed) if config.finetune.closed_form else None
+            closed_form = (fit_closed_form(self.joint, target.val_task, seed, config.finetune.transitions)
+                           if config.finetune.closed_form else None)
         return Fits({key.removeprefix("transfer:"): fit for key, fit in done.items() if key.startswith("transfer:")},
                     scratch.fit, fit_als_baseline(encoded, target.val_task, seed), popularity_large(split),
                     {kind: peer for kind, peer in peers.items() if peer is not None}, closed_form)

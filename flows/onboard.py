@@ -63,7 +63,7 @@ def onboard_domain_flow(config: OnboardConfig) -> OnboardingSummary:
             runs.open_all(fits.models(selection.chosen), fits.trained(selection.chosen), selection.chosen)
         with watch("evaluate"):
             reports = evaluate_models(fits.models(selection.chosen), fits.trained(selection.chosen),
-                                      target.val_task, target.test_task, config.evaluation)
+                                      target.val_task, target.test_task, config.evaluation, fits.validation_models())
         with watch("analyse"):  # intervals, slices, off-policy CTR: figures computed before the refit starts
             analysis = backend.analyse(data, target, reports, selection)
         with watch("refit"):  # the guard's winner on all of the target's data (what users will get): started

@@ -122,6 +122,11 @@ class FineTuneConfig(_Frozen):
         "also carry an implicit-ALS model of the source domains over in closed form (needs the source domains' "
         "interactions: sources from the target's own dataset), the transfer model unless the network fine-tune "
         "validates better by recipe_margin (models.transfer.closed_form)"))
+    transitions: bool = Field(False, description=(
+        "blend the closed-form recipe with cross-domain transitions (which target items users took right after "
+        "their latest source items), weighted on validation as of each user's validation period: for models "
+        "served with fresh histories; after a cut date with histories frozen it did not help "
+        "(models.transfer.transitions, docs/benchmarks.md)"))
     recipe_margin: float = Field(0.1, ge=0.0, description=(
         "relative validation NDCG@10 gain the network fine-tune needs over the closed-form recipe to be kept "
         "instead (validation is small: on the development genres of bench/quality.py, the runs where the "

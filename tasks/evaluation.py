@@ -61,10 +61,12 @@ class Analysis:
 @task(name="evaluate-models", cache_policy=NO_CACHE)
 def evaluate_models(
     models: dict[str, FactorModel], fits: dict[str, FitResult], val_task: RankingTask, test_task: RankingTask,
-    config: EvalConfig,
+    config: EvalConfig, val_models: dict[str, FactorModel] | None = None,
 ) -> dict[str, ModelReport]:
-    """Full-ranking metrics of every model on validation and test (same users, items and exclusions)."""
-    val = evaluate_all(models, val_task, ks=config.ks, ctr_k=config.ctr_k)
+    """Full-ranking metrics of every model on validation and test (same users, items and exclusions);
+    ``val_models``: a model as validated where it differs from the one tested (its users as of their validation
+    period)."""
+    val = evaluate_all({**models, **(val_models or {})}, val_task, ks=config.ks, ctr_k=config.ctr_k)
     test = evaluate_all(models, test_task, ks=config.ks, ctr_k=config.ctr_k)
     return {name: ModelReport(name=name, model=model, fit=fits.get(name), val=val[name], test=test[name])
             for name, model in models.items()}

@@ -18,10 +18,11 @@ from models.nets.training import FitResult
 from models.selection.candidates import PreparedSource
 from models.split import TargetSplit
 from models.transfer.als import EncodedTrain, TunedResult, fit_als
-from models.transfer.closed_form import ClosedFormResult, fit_closed_form_transfer
+from models.transfer.closed_form import ClosedFormGrid, ClosedFormResult, fit_closed_form_transfer
 from models.transfer.joint import JOINT, JointTrain
 from models.transfer.peers import PEERS, PeerTooLarge
 from models.transfer.recipes import fine_tune, fit_popularity, train_scratch
+from models.transfer.transitions import TransitionGrid
 from tasks import tracking
 
 
@@ -99,10 +100,12 @@ def fit_peer_baseline(kind: str, train: EncodedTrain | JointTrain, val_task: Ran
 
 @task(name="closed-form-transfer", cache_policy=NO_CACHE)
 @_one_blas_thread
-def fit_closed_form(joint: JointTrain, val_task: RankingTask, seed: int) -> ClosedFormResult:
+def fit_closed_form(joint: JointTrain, val_task: RankingTask, seed: int, transitions: bool = False) -> ClosedFormResult:
     """The closed-form transfer recipe (:mod:`models.transfer.closed_form`): an implicit-ALS model of the time-safe
-    source interactions, its users frozen, the target's item vectors solved on them; tuned on validation."""
-    result = fit_closed_form_transfer(joint, val_task, seed=seed)
+    source interactions, its users frozen, the target's item vectors solved on them; tuned on validation; with
+    ``transitions``, blended with the cross-domain transitions where validation prefers them."""
+    grid = ClosedFormGrid(transitions=TransitionGrid() if transitions else None)
+    result = fit_closed_form_transfer(joint, val_task, grid=grid, seed=seed)
     get_run_logger().info("closed-form transfer: best %s, val NDCG@10 %.4f", result.params, result.val_ndcg_at_10)
     return result
 

@@ -32,12 +32,16 @@ import itertools
 from dataclasses import dataclass, replace
 
 import numpy as np
+import polars as pl
 
+from data_contracts.columns import TIMESTAMP, USER_ID
 from models.evaluation.ranking import RankingTask, ndcg_at
 from models.factors import FactorModel
+from models.split import recency_ranks
 from models.transfer.als import TIE_BREAK, TunedResult, fit_als_encoded
 from models.transfer.joint import JointTrain
 from models.transfer.recency import RECENCY, RECENCY_ALPHA, recency_confidence, user_step
+from models.transfer.transitions import TransitionGrid, blended, spread, transition_scores
 
 #: Catalogue items whose Gram matrices are held at once by :func:`item_step` (64 · 64 · 8 bytes each).
 ITEM_CHUNK = 512
@@ -57,6 +61,7 @@ class ClosedFormGrid:
     recency_alpha: float = RECENCY_ALPHA
     alpha: tuple[float, ...] = (5.0, 20.0, 80.0, 320.0)
     l2: tuple[float, ...] = (30.0, 100.0, 300.0, 1000.0)
+    transitions: TransitionGrid | None = None  # step 4 of the module docstring (FineTuneConfig.transitions)
 
 
 def keeps_fine_tune(fine_tune_val: float, closed_form_val: float, margin: float) -> bool:
@@ -97,20 +102,30 @@ class ClosedFormResult(TunedResult):
     the recipe's model already holds one vector a user)."""
 
     source: FactorModel
+    # the model as validated: every user's state as of their validation period (None: ``model`` itself)
+    val_model: FactorModel | None = None
 
 
-def _recent_users(joint: JointTrain, item_factors: np.ndarray, grid: ClosedFormGrid) -> np.ndarray:
-    """The users' vectors of step 2 of the module docstring on ``item_factors`` (one row per joint item)."""
-    source = slice(0, joint.n_source)
+def _recent_users(joint: JointTrain, item_factors: np.ndarray, grid: ClosedFormGrid,
+                  before: np.ndarray | None = None) -> np.ndarray:
+    """The users' vectors of step 2 of the module docstring on ``item_factors`` (one row per joint item);
+    ``before``: per user, only their source interactions before that time (their recency counted among those)."""
+    users, items = joint.encoded.users[:joint.n_source], joint.encoded.items[:joint.n_source]
+    ranks = joint.source_recency
+    if before is not None:
+        assert joint.timeline is not None, "a history as of a time needs the interactions' times"
+        times = joint.timeline.times[:joint.n_source]
+        keep = times < before[users]
+        users, items = users[keep], items[keep]
+        ranks = recency_ranks(pl.DataFrame({USER_ID: users, TIMESTAMP: times[keep]}))
     if not grid.recency:
-        confidence = np.full(joint.n_source, grid.source_alpha)
-    elif joint.source_recency is None:
+        confidence = np.full(len(users), grid.source_alpha)
+    elif ranks is None:
         raise ValueError("the closed-form recipe weighs source interactions by recency, and these came without "
                          "their times")
     else:
-        confidence = recency_confidence(joint.source_recency, recency=grid.recency, alpha=grid.recency_alpha)
-    return user_step(item_factors, joint.encoded.users[source], joint.encoded.items[source], confidence,
-                     len(joint.encoded.user_ids), l2=grid.regularization)
+        confidence = recency_confidence(ranks, recency=grid.recency, alpha=grid.recency_alpha)
+    return user_step(item_factors, users, items, confidence, len(joint.encoded.user_ids), l2=grid.regularization)
 
 
 def _carried_over(joint: JointTrain, user_factors: np.ndarray,
@@ -125,6 +140,45 @@ def _carried_over(joint: JointTrain, user_factors: np.ndarray,
     catalogue = encoded.item_ids[:n_catalogue]
     return [FactorModel(encoded.user_ids, catalogue, user_factors, vectors, bias, kind="transfer")
             for vectors in item_step(user_factors, users, items, n_catalogue, points)]
+
+
+def _transition_scores(joint: JointTrain, grid: TransitionGrid, before: np.ndarray | None = None) -> np.ndarray | None:
+    """The transition scores of every joint user over the catalogue (:mod:`models.transfer.transitions`); None
+    without the pairs' times, above the dense bound, or where no user's history leads to a target item."""
+    if joint.timeline is None:
+        return None
+    encoded = joint.encoded
+    scores = transition_scores(encoded.users, encoded.items, joint.timeline.times, n_source=joint.n_source,
+                               n_users=len(encoded.user_ids), n_items=len(encoded.item_ids),
+                               n_catalogue=joint.n_catalogue, grid=grid, before=before)
+    return scores if scores is not None and scores.std() > 0 else None
+
+
+def transition_params(grid: TransitionGrid, weight: float) -> dict[str, float]:
+    """The transitions' numbers and the blend weight as a run's parameters (read back by :func:`transitions_of`)."""
+    return {"transition_weight": weight, "transition_window": grid.window, "transition_decay": grid.decay,
+            "transition_popularity": grid.popularity, "transition_history": grid.history,
+            "transition_recency": grid.recency}
+
+
+def transitions_of(params: dict) -> tuple[TransitionGrid, float] | None:
+    """The transitions and their weight that :func:`transition_params` wrote; None where the recipe was kept alone."""
+    if not float(params.get("transition_weight", 0.0)):
+        return None
+    return TransitionGrid(window=int(params["transition_window"]), decay=float(params["transition_decay"]),
+                          popularity=float(params["transition_popularity"]),
+                          history=int(params["transition_history"]),
+                          recency=float(params["transition_recency"])), float(params["transition_weight"])
+
+
+def with_transitions(joint: JointTrain, model: FactorModel, grid: TransitionGrid, weight: float) -> FactorModel:
+    """The recipe's ``model`` (its users as of their test period: every source interaction ``joint`` holds)
+    blended with the transitions at ``weight`` (step 4 of the module docstring); ``model`` itself where the
+    transitions have nothing to add (weight 0, no times, above the dense bound)."""
+    scores = _transition_scores(joint, grid) if weight else None
+    if scores is None:
+        return model
+    return blended(model, scores, weight, spread(model, joint.n_catalogue) / float(scores.std()))
 
 
 def carry_over(joint: JointTrain, source: FactorModel, grid: ClosedFormGrid) -> list[FactorModel]:
@@ -164,6 +218,28 @@ def fit_closed_form_transfer(joint: JointTrain, val_task: RankingTask, *, grid: 
         if best is None or score > best[2] + 1e-12:
             best = (model, params, score)
     assert best is not None  # the grid is never empty
+    model, params, score = best
+    timeline, val_model = joint.timeline, None
+    if grid.transitions is not None and timeline is not None and timeline.validation is not None:
+        test_scores = _transition_scores(joint, grid.transitions)
+        val_scores = _transition_scores(joint, grid.transitions, before=timeline.validation)
+        if test_scores is not None and val_scores is not None:
+            # validated as a served model would have been: every user's history as of their validation period
+            _, item_factors, _ = source_model.aligned(np.empty(0, dtype=object), joint.encoded.item_ids)
+            as_of_val = replace(model, user_factors=_recent_users(joint, item_factors, grid, timeline.validation))
+            scale = spread(as_of_val, joint.n_catalogue) / float(val_scores.std())
+            chosen = None
+            for weight in grid.transitions.weights:
+                weighted = ndcg_at(blended(as_of_val, val_scores, weight, scale), val_task)
+                tried.append({**params, **transition_params(grid.transitions, weight), "val_ndcg_at_10": weighted})
+                if chosen is None or weighted > chosen[1] + 1e-12:
+                    chosen = (weight, weighted)
+            assert chosen is not None  # the weights are never empty
+            weight, score = chosen
+            params = {**params, **transition_params(grid.transitions, weight)}
+            val_model = blended(as_of_val, val_scores, weight, scale) if weight else as_of_val
+            if weight:
+                model = blended(model, test_scores, weight, spread(model, joint.n_catalogue) / float(test_scores.std()))
     items_only = replace(source_model, user_ids=np.empty(0, dtype=object),
                          user_factors=np.empty((0, source_model.dim), dtype=np.float32))
-    return ClosedFormResult(best[0], best[1], best[2], tried, items_only)
+    return ClosedFormResult(model, params, score, tried, items_only, val_model)

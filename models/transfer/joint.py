@@ -29,6 +29,7 @@ from models.split import TargetSplit, other_domains, recency_ranks, source_inter
 from models.transfer.als import AlsGrid, EncodedTrain, TunedResult, fit_als
 from models.transfer.peers import PeerGrid, fit_ease
 from models.transfer.recency import RECENCY, RECENCY_ALPHA, recency_confidence, user_step
+from models.transfer.transitions import Timeline, validation_cutoffs
 
 #: Most source interactions the joint peers read into memory when the onboarding runs out of core (two id columns).
 MAX_JOINT_PAIRS = 20_000_000
@@ -53,26 +54,35 @@ class JointTrain:
     """The joint training pairs: catalogue items first (``n_catalogue`` of them), then the source-only items; the
     first ``n_source`` pairs are the source interactions, the rest the target's training ones. ``source_recency``:
     each source pair's place in its user's source history counted back from the most recent (0), when the
-    source interactions came with their times (:func:`models.split.recency_ranks`)."""
+    source interactions came with their times (:func:`models.split.recency_ranks`); ``timeline``: every pair's
+    time, when both sides came with them (:mod:`models.transfer.transitions`)."""
 
     encoded: EncodedTrain
     n_catalogue: int
     n_source: int
     source_recency: np.ndarray | None = None
+    timeline: Timeline | None = None
 
     @classmethod
-    def of(cls, source: pl.DataFrame, train: pl.DataFrame, catalogue: np.ndarray) -> JointTrain:
+    def of(cls, source: pl.DataFrame, train: pl.DataFrame, catalogue: np.ndarray,
+           val: pl.DataFrame | None = None) -> JointTrain:
         """Encode the time-safe ``source`` interactions and the target ``train`` ones over the target
         ``catalogue`` followed by the source items outside it; ``source``'s times, when it has them, give each
-        source pair's recency."""
+        source pair's recency, and with ``train``'s every pair's time (with ``val``, each user's first
+        validation time)."""
         catalogue = np.asarray(catalogue, dtype=object)
         outside = (source.select(ITEM_ID).unique()
                    .filter(~pl.col(ITEM_ID).is_in(pl.Series(catalogue, dtype=pl.String)))
                    .sort(ITEM_ID)[ITEM_ID].to_numpy().astype(object))
         pairs = pl.concat([source.select(USER_ID, ITEM_ID), train.select(USER_ID, ITEM_ID)])
         recency = recency_ranks(source) if TIMESTAMP in source.columns else None
-        return cls(EncodedTrain.of(pairs, np.concatenate([catalogue, outside])), len(catalogue), source.height,
-                   recency)
+        encoded = EncodedTrain.of(pairs, np.concatenate([catalogue, outside]))
+        timeline = None
+        if TIMESTAMP in source.columns and TIMESTAMP in train.columns:
+            times = np.concatenate([source[TIMESTAMP].to_numpy(), train[TIMESTAMP].to_numpy()]).astype(np.int64)
+            timeline = Timeline(times, None if val is None or TIMESTAMP not in val.columns
+                                else validation_cutoffs(encoded.user_ids, val))
+        return cls(encoded, len(catalogue), source.height, recency, timeline)
 
     @classmethod
     def of_split(cls, interactions: pl.DataFrame, items: pl.DataFrame, split: TargetSplit, *,
@@ -82,7 +92,7 @@ class JointTrain:
         (:func:`models.transfer.outofcore.joint_train_on_disk` reads the same from disk)."""
         source = source_interactions(interactions, items, domains=other_domains(items, split.domain),
                                      cutoffs=split.cutoffs if time_safe else None)
-        return cls.of(source, split.train, split.catalogue[ITEM_ID].to_numpy())
+        return cls.of(source, split.train, split.catalogue[ITEM_ID].to_numpy(), split.val)
 
 
 def on_catalogue(model: FactorModel, n_catalogue: int) -> FactorModel:

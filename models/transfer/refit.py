@@ -26,7 +26,7 @@ from models.factors import FactorModel
 from models.nets.training import FitResult
 from models.split import TargetSplit
 from models.transfer.als import AlsGrid, EncodedTrain, fit_als
-from models.transfer.closed_form import ClosedFormGrid, carry_over
+from models.transfer.closed_form import ClosedFormGrid, carry_over, transitions_of, with_transitions
 from models.transfer.init import ItemText
 from models.transfer.joint import JOINT, JointGrid, JointTrain
 from models.transfer.outofcore import (
@@ -209,7 +209,13 @@ def refit_model(
                               recency=float(params["recency"]), recency_alpha=float(params["recency_alpha"]),
                               alpha=(float(params["alpha"]),), l2=(float(params["l2"]),))
         assert recipe_source is not None, "a closed-form refit needs the source model the recipe was evaluated with"
-        return on_the_joint_pairs(whole, lambda joint: carry_over(joint, recipe_source, grid)[0], params)
+        transitions = transitions_of(params)
+
+        def recipe(joint: JointTrain) -> FactorModel:
+            model = carry_over(joint, recipe_source, grid)[0]
+            return model if transitions is None else with_transitions(joint, model, *transitions)
+
+        return on_the_joint_pairs(whole, recipe, params)
     if winner == "transfer":
         assert source is not None, "a transfer refit needs the chosen source"
         train = fixed_epochs(finetune.train, fits["transfer"])
