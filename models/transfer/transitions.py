@@ -125,10 +125,17 @@ def transition_scores(users: np.ndarray, items: np.ndarray, times: np.ndarray, *
     return np.asarray((h @ t).todense(), dtype=np.float32)
 
 
-def spread(model: FactorModel, n_catalogue: int) -> float:
-    """The standard deviation of ``model``'s scores over its users and its first ``n_catalogue`` items."""
-    scores = model.user_factors.astype(np.float64) @ model.item_factors[:n_catalogue].T.astype(np.float64)
-    return float((scores + model.item_bias[:n_catalogue]).std())
+def spread(model: FactorModel, n_catalogue: int, chunk: int = 65_536) -> float:
+    """The standard deviation of ``model``'s scores over its users and its first ``n_catalogue`` items (summed over
+    ``chunk`` users at a time: no users x items array of float64)."""
+    items = model.item_factors[:n_catalogue].T.astype(np.float64)
+    bias = model.item_bias[:n_catalogue].astype(np.float64)
+    total = squares = 0.0
+    for first in range(0, len(model.user_ids), chunk):
+        scores = model.user_factors[first:first + chunk].astype(np.float64) @ items + bias
+        total, squares = total + scores.sum(), squares + np.square(scores).sum()
+    cells = len(model.user_ids) * n_catalogue
+    return float(np.sqrt(max(squares / cells - (total / cells) ** 2, 0.0))) if cells else 0.0
 
 
 def blended(model: FactorModel, scores: np.ndarray, weight: float, scale: float) -> FactorModel:

@@ -172,3 +172,15 @@ def test_without_times_or_at_weight_zero_the_recipe_is_kept_alone(sequential):
     np.testing.assert_array_equal(untimed.model.user_factors, zero.model.user_factors)
     assert with_transitions(joint, zero.model, TransitionGrid(), 0.0) is zero.model
     assert transition_params(TransitionGrid(), 2.0)["transition_window"] == TransitionGrid().window
+
+
+def test_the_spread_is_the_standard_deviation_of_every_score_summed_in_chunks():
+    from models.factors import FactorModel
+    from models.transfer.transitions import spread
+
+    rng = np.random.default_rng(0)
+    model = FactorModel(np.arange(7).astype(str).astype(object), np.arange(5).astype(str).astype(object),
+                        rng.normal(size=(7, 3)).astype(np.float32), rng.normal(size=(5, 3)).astype(np.float32),
+                        rng.normal(size=5).astype(np.float32))
+    scores = model.user_factors.astype(np.float64) @ model.item_factors[:4].T + model.item_bias[:4]
+    assert spread(model, 4, chunk=3) == pytest.approx(scores.std(), rel=1e-9)
