@@ -12,7 +12,9 @@ NDCG@10 lift over the evaluated model and its paired bootstrap 95 % interval (th
 users after T and over the returning ones (those with interactions before T). ``--out-of-core`` onboards out
 of core, where the refit streams the split's parts. ``--against-peers`` also serves the closed-form recipe and the
 joint peers as the refit does (plain calls: tuned on the split of the data before T, fitted again on all of it)
-and prints transfer's lift over each joint peer after T.
+and prints transfer's lift over each joint peer after T; with ``--transitions`` also the recipe blended with its
+cross-domain transitions (``finetune.transitions``), and ``--peers-only`` skips the onboardings (and the source
+models they train).
 
 Datasets: ``retail`` (the seeded synthetic retail export, target ``garden``) and ``movielens-1m`` (a genre,
 ``--target-domain``, fetched first). Prints a table and writes ``bench/results/backtest-<dataset>.json``.
