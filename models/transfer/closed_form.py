@@ -16,6 +16,11 @@ solving the target's item vectors on its frozen user vectors.
    target training interaction with item ``i`` (every other user counts as a zero with confidence one). ``alpha``
    and ``l2`` are chosen on the target's validation NDCG@10 over the grid.
 
+4. **Transitions** (optional: ``ClosedFormGrid.transitions``, ``FineTuneConfig.transitions``): the recipe's scores
+   blended with which target items users took right after their latest source items
+   (:mod:`models.transfer.transitions`), at a weight chosen on validation with every user's history, and the
+   recipe's users, as of their validation period (:attr:`ClosedFormResult.val_model`: the model as validated).
+
 Steps 2 and 3 read nothing of the source fit but its item vectors (:func:`carry_over`): the refit before serving
 (:mod:`models.transfer.refit`) runs them again from the evaluated source model on every source interaction and
 all of the target's pairs, without fitting the source again.

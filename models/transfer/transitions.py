@@ -33,7 +33,7 @@ import polars as pl
 from scipy import sparse
 
 from data_contracts.columns import TIMESTAMP, USER_ID
-from models.factors import FactorModel
+from models.factors import FactorModel, index_of
 from models.split import recency_ranks
 
 #: Largest users × catalogue items of the dense transition scores (float32: 800 MB), the dense peers' bound.
@@ -64,8 +64,6 @@ class Timeline:
 
 def validation_cutoffs(user_ids: np.ndarray, val: pl.DataFrame) -> np.ndarray:
     """Per user of ``user_ids``, the time of their first interaction in ``val`` (``inf`` where they have none)."""
-    from models.factors import index_of
-
     first = val.group_by(USER_ID).agg(pl.col(TIMESTAMP).min())
     rows = index_of(user_ids, first[USER_ID])
     out = np.full(len(user_ids), np.inf)
