@@ -176,11 +176,13 @@ def transitions_of(params: dict) -> tuple[TransitionGrid, float] | None:
                           recency=float(params["transition_recency"])), float(params["transition_weight"])
 
 
-def with_transitions(joint: JointTrain, model: FactorModel, grid: TransitionGrid, weight: float) -> FactorModel:
+def with_transitions(joint: JointTrain, model: FactorModel, grid: TransitionGrid, weight: float,
+                     scores: np.ndarray | None = None) -> FactorModel:
     """The recipe's ``model`` (its users as of their test period: every source interaction ``joint`` holds)
-    blended with the transitions at ``weight`` (step 4 of the module docstring); ``model`` itself where the
-    transitions have nothing to add (weight 0, no times, above the dense bound)."""
-    scores = _transition_scores(joint, grid) if weight else None
+    blended with the transitions at ``weight`` (step 4 of the module docstring; ``scores``: their scores on
+    ``joint`` when already computed); ``model`` itself where the transitions have nothing to add (weight 0, no
+    times, above the dense bound)."""
+    scores = None if not weight else scores if scores is not None else _transition_scores(joint, grid)
     if scores is None:
         return model
     return blended(model, scores, weight, spread(model, joint.n_catalogue) / float(scores.std()))
@@ -243,8 +245,7 @@ def fit_closed_form_transfer(joint: JointTrain, val_task: RankingTask, *, grid: 
             weight, score = chosen
             params = {**params, **transition_params(grid.transitions, weight)}
             val_model = blended(as_of_val, val_scores, weight, scale) if weight else as_of_val
-            if weight:
-                model = blended(model, test_scores, weight, spread(model, joint.n_catalogue) / float(test_scores.std()))
+            model = with_transitions(joint, model, grid.transitions, weight, test_scores)
     items_only = replace(source_model, user_ids=np.empty(0, dtype=object),
                          user_factors=np.empty((0, source_model.dim), dtype=np.float32))
     return ClosedFormResult(model, params, score, tried, items_only, val_model)
