@@ -38,9 +38,11 @@ and prints each one's mean validation and test NDCG@10 over the cells beside the
 ``recency r / a``, the step at the other points (``recency``, ``recency_alpha``) of :data:`RECENCY_GRID`, the joint
 peers (the product's joint ALS takes the same step where validation prefers it), and joint ALS without the step
 (``joint ALS, recency off``: the peer before it took the step) and with it always (``joint ALS, recent users``).
-``--transitions`` (no registered source either) compares the recipe without its cross-domain transitions
-(``recipe``), with them (the default), with one of their numbers changed (:data:`TRANSITION_VARIANTS`), the
-transitions alone, the target's own transitions alone (a target-only sequential model) and the joint peers.
+``--source-iterations`` (no registered source either) compares the recipe with the recipe whose source model is
+fitted in fewer ALS iterations (:data:`SOURCE_ITERATIONS`). ``--transitions`` (no registered source either)
+compares the recipe without its cross-domain transitions (``recipe``), with them (the default), with one of their
+numbers changed (:data:`TRANSITION_VARIANTS`), the transitions alone, the target's own transitions alone (a
+target-only sequential model) and the joint peers.
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ BLEND_WEIGHTS = tuple(round(0.1 * k, 1) for k in range(11))
 BIAS_FEATURES = (0.25, 0.5, 1.0, 2.0)
 #: ``--recipe-variants``' source grid: (factors, regularization) of the recipe's source model.
 SOURCE_GRID = ((64, 10.0), (64, 30.0), (128, 10.0), (128, 30.0))
+#: ``--source-iterations``: the recipe's source model fitted in these ALS iterations (default 15).
+SOURCE_ITERATIONS = (5, 8)
 #: ``--recipe-variants``' recency points: (recency, recency_alpha) of the recipe's users' recency step.
 RECENCY_GRID = ((2.0, 5.0), (5.0, 5.0), (10.0, 5.0), (2.0, 20.0), (10.0, 20.0), (10.0, 50.0), (20.0, 50.0))
 
@@ -151,6 +155,22 @@ def recipe_variants(joint, val, test, seed: int) -> dict[str, tuple[float, float
     chosen = max(tried, key=lambda t: t.val_ndcg_at_10)
     out["source grid"] = (chosen.val_ndcg_at_10, ndcg_at(chosen.model, test))
     return {**out, **joint_peers(joint, val, test, seed)}
+
+
+def source_iteration_variants(joint, val, test, seed: int) -> dict[str, tuple[float, float]]:
+    """(validation, test) NDCG@10 of the closed-form recipe and of the recipe whose source model is fitted in
+    fewer ALS iterations (:data:`SOURCE_ITERATIONS`)."""
+    from dataclasses import replace
+
+    from models.evaluation.ranking import ndcg_at
+    from models.transfer.closed_form import ClosedFormGrid, fit_closed_form_transfer
+
+    out = {}
+    for iterations in (ClosedFormGrid().iterations, *SOURCE_ITERATIONS):
+        fit = fit_closed_form_transfer(joint, val, grid=replace(ClosedFormGrid(), iterations=iterations), seed=seed)
+        out["recipe" if iterations == ClosedFormGrid().iterations else f"source iterations {iterations}"] = (
+            fit.val_ndcg_at_10, ndcg_at(fit.model, test))
+    return out
 
 
 def fitted_joint_peers(joint, val, seed: int) -> dict:
@@ -260,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
                                                                        "docstring); needs no registered source")
     parser.add_argument("--recency", action="store_true", help="the closed-form recipe's users' recency step at other "
                                                                 "points and without it; needs no registered source")
+    parser.add_argument("--source-iterations", action="store_true", help="the closed-form recipe's source model "
+                                                                         "fitted in fewer ALS iterations")
     parser.add_argument("--transitions", action="store_true", help="the recipe's cross-domain transitions at other "
                                                                     "points, alone, and the target's own transitions "
                                                                     "alone; needs no registered source")
@@ -298,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         val, test = ranking_tasks(split, click_threshold=4.0)
         catalogue = catalogue_ids(split)
         for wanted, measure in ((args.recipe_variants, recipe_variants), (args.recency, recency_variants),
+                                (args.source_iterations, source_iteration_variants),
                                 (args.transitions, transition_variants)):
             if wanted:
                 variants.append(measure(JointTrain.of_split(data.interactions, data.items, split), val, test,
@@ -360,18 +383,19 @@ def main(argv: list[str] | None = None) -> int:
 
 def variant_table(runs: list[dict[str, tuple[float, float]]]) -> str:
     """Each variant's mean validation and test NDCG@10 over the cells, its mean test lift over the recipe and over
-    the better joint peer on test, and the cells where it tests better than the recipe."""
-    peer = [max(run["joint-als"][1], run["joint-ease"][1]) for run in runs]
+    the better joint peer on test (where the runs have them), and the cells where it tests better than the recipe."""
+    peers = "joint-als" in runs[0]
+    peer = [max(run["joint-als"][1], run["joint-ease"][1]) for run in runs] if peers else []
     lines = ["| model | mean val NDCG@10 | mean test NDCG@10 | mean test lift vs the recipe | "
-             "mean test lift vs the better joint peer | cells better than the recipe on test |",
-             "|---|---|---|---|---|---|"]
+             + ("mean test lift vs the better joint peer | " if peers else "")
+             + "cells better than the recipe on test |", "|---|---|---|---|" + ("---|" if peers else "") + "---|"]
     for name in runs[0]:
         val, test = (np.mean([run[name][k] for run in runs]) for k in (0, 1))
         over_recipe = np.mean([run[name][1] / run["recipe"][1] - 1 for run in runs])
-        over_peer = np.mean([run[name][1] / p - 1 for run, p in zip(runs, peer, strict=True)])
+        over_peer = (f" {np.mean([run[name][1] / p - 1 for run, p in zip(runs, peer, strict=True)]):+.1%} |"
+                     if peers else "")
         better = sum(run[name][1] > run["recipe"][1] for run in runs)
-        lines.append(f"| {name} | {val:.4f} | {test:.4f} | {over_recipe:+.1%} | {over_peer:+.1%} "
-                     f"| {better}/{len(runs)} |")
+        lines.append(f"| {name} | {val:.4f} | {test:.4f} | {over_recipe:+.1%} |{over_peer} {better}/{len(runs)} |")
     return "\n".join(lines)
 
 

@@ -27,12 +27,28 @@ TIE_BREAK = 1e-6
 
 @dataclass(frozen=True)
 class AlsGrid:
-    """The hyper-parameters tried; every combination is fitted and the best on validation kept."""
+    """The hyper-parameters tried, the best on validation kept, by successive halving: every combination is
+    fitted for ``rung`` iterations and scored on validation, the best ``survivors`` of them are fitted on to
+    ``iterations`` and scored again (the rung chosen on the development genres of ``bench/quality.py``:
+    ``bench/als_halving.py``). A survivor is the same model as a straight fit of ``iterations`` (ALS's
+    iterations resume where they stopped); a point dropped at the rung is one the full grid might have kept.
+    ``rung`` 0 (or at least ``iterations``), or a grid of at most ``survivors`` points: every point fitted to
+    the end."""
 
     factors: tuple[int, ...] = (16, 64)
     regularization: tuple[float, ...] = (0.01, 1.0)
     alpha: tuple[float, ...] = (1.0, 10.0)
     iterations: int = 15
+    rung: int = 3
+    survivors: int = 3
+
+    def points(self) -> list[tuple[int, float, float]]:
+        """Every (factors, regularization, alpha), in the order ties are broken (the earlier wins)."""
+        return list(itertools.product(self.factors, self.regularization, self.alpha))
+
+    def halves(self) -> bool:
+        """Whether the grid is fitted by successive halving (see the class docstring)."""
+        return 0 < self.rung < self.iterations and len(self.points()) > self.survivors
 
 
 @dataclass(frozen=True)
@@ -63,22 +79,46 @@ class EncodedTrain:
         return cls(user_ids, np.asarray(item_ids, dtype=object), users, items)
 
 
+def _counts(train: EncodedTrain) -> sparse.csr_matrix:
+    counts = sparse.csr_matrix((np.ones(len(train.users), dtype=np.float32), (train.users, train.items)),
+                               shape=(len(train.user_ids), len(train.item_ids)))
+    counts.sum_duplicates()
+    return counts
+
+
+class AlsFit:
+    """One implicit-ALS model on encoded training pairs, fitted a number of iterations at a time (each
+    :meth:`advance` resumes where the last stopped: the same factors as one fit of all of them, unit test)."""
+
+    def __init__(self, train: EncodedTrain, *, factors: int, regularization: float, alpha: float, seed: int,
+                 threads: int = 0, counts: sparse.csr_matrix | None = None) -> None:
+        from implicit.cpu.als import AlternatingLeastSquares
+        self.train, self.counts = train, _counts(train) if counts is None else counts  # counts: shared by a grid
+        with one_blas_thread():  # implicit warns when it finds BLAS on several threads
+            self.model = AlternatingLeastSquares(factors=factors, regularization=regularization, alpha=alpha,
+                                                 iterations=0, random_state=seed, num_threads=threads)
+
+    def advance(self, iterations: int) -> AlsFit:
+        self.model.iterations = iterations
+        # implicit's own threads; a multi-threaded BLAS would fight them (and move Y'Y's last bits)
+        with one_blas_thread():
+            self.model.fit(self.counts, show_progress=False)
+        return self
+
+    def factor_model(self) -> FactorModel:
+        popularity = np.bincount(self.train.items, minlength=len(self.train.item_ids)).astype(np.float32)
+        return FactorModel(self.train.user_ids, self.train.item_ids,
+                           np.asarray(self.model.user_factors, dtype=np.float32),
+                           np.asarray(self.model.item_factors, dtype=np.float32),
+                           (TIE_BREAK * np.log1p(popularity)).astype(np.float32), kind="als")
+
+
 def fit_als_encoded(train: EncodedTrain, *, factors: int, regularization: float, alpha: float, iterations: int,
                     seed: int, threads: int = 0) -> FactorModel:
     """One implicit-ALS fit on encoded training pairs, on ``threads`` threads (0: every core). Each user's and each
     item's solve is its own, so the factors do not depend on the thread count (unit test)."""
-    from implicit.cpu.als import AlternatingLeastSquares
-    counts = sparse.csr_matrix((np.ones(len(train.users), dtype=np.float32), (train.users, train.items)),
-                               shape=(len(train.user_ids), len(train.item_ids)))
-    counts.sum_duplicates()
-    with one_blas_thread():  # implicit's own threads; a multi-threaded BLAS would fight them (and move Y'Y's last bits)
-        model = AlternatingLeastSquares(factors=factors, regularization=regularization, alpha=alpha,
-                                        iterations=iterations, random_state=seed, num_threads=threads)
-        model.fit(counts, show_progress=False)
-    popularity = np.bincount(train.items, minlength=len(train.item_ids)).astype(np.float32)
-    return FactorModel(train.user_ids, train.item_ids, np.asarray(model.user_factors, dtype=np.float32),
-                       np.asarray(model.item_factors, dtype=np.float32),
-                       (TIE_BREAK * np.log1p(popularity)).astype(np.float32), kind="als")
+    return AlsFit(train, factors=factors, regularization=regularization, alpha=alpha, seed=seed,
+                  threads=threads).advance(iterations).factor_model()
 
 
 def fit_als_once(train: pl.DataFrame, item_ids: np.ndarray, *, factors: int, regularization: float, alpha: float,
@@ -88,21 +128,38 @@ def fit_als_once(train: pl.DataFrame, item_ids: np.ndarray, *, factors: int, reg
                            alpha=alpha, iterations=iterations, seed=seed)
 
 
+def _ranked(fitted: tuple[float, int, dict[str, float], AlsFit]) -> tuple[float, int]:
+    return -fitted[0], fitted[1]  # the best validation first; ties: the earlier point
+
+
 def fit_als(train: pl.DataFrame | EncodedTrain, catalogue: pl.DataFrame | None, val_task: RankingTask, *,
             grid: AlsGrid = AlsGrid(), seed: int = 0) -> TunedResult:
-    """Fit every grid point and keep the best by validation NDCG@10 (ties: the earlier, smaller point);
-    ``train`` is the training frame (with its ``catalogue``), or its pairs already encoded over the catalogue
-    (``catalogue`` unused)."""
+    """Fit the grid (by successive halving where :meth:`AlsGrid.halves`) and keep the best by validation NDCG@10
+    after ``grid.iterations`` (ties: the earlier point); ``train`` is the training frame (with its
+    ``catalogue``), or its pairs already encoded over the catalogue (``catalogue`` unused). The result's grid
+    lists every point at the rung, then the survivors at the end; at most ``survivors`` + 1 models are held."""
     encoded = train if isinstance(train, EncodedTrain) else EncodedTrain.of(
         train, catalogue[ITEM_ID].to_numpy().astype(object))
-    tried, best = [], None
-    for factors, regularization, alpha in itertools.product(grid.factors, grid.regularization, grid.alpha):
-        model = fit_als_encoded(encoded, factors=factors, regularization=regularization, alpha=alpha,
-                                iterations=grid.iterations, seed=seed)
-        score = ndcg_at(model, val_task)
-        params = {"factors": factors, "regularization": regularization, "alpha": alpha, "iterations": grid.iterations}
+    counts = _counts(encoded)
+    halves = grid.halves()
+    first, keep = (grid.rung, grid.survivors) if halves else (grid.iterations, 1)
+    tried: list[dict[str, float]] = []
+    alive: list[tuple[float, int, dict[str, float], AlsFit]] = []  # (score, place, params, model), best first
+    for place, (factors, regularization, alpha) in enumerate(grid.points()):
+        als = AlsFit(encoded, factors=factors, regularization=regularization, alpha=alpha, seed=seed,
+                     counts=counts).advance(first)
+        params = {"factors": factors, "regularization": regularization, "alpha": alpha, "iterations": first}
+        score = ndcg_at(als.factor_model(), val_task)
         tried.append({**params, "val_ndcg_at_10": score})
-        if best is None or score > best[2] + 1e-12:
-            best = (model, params, score)
-    assert best is not None  # the grid is never empty
-    return TunedResult(best[0], best[1], best[2], tried)
+        alive = sorted([*alive, (score, place, params, als)], key=_ranked)[:keep]
+    if halves:  # the survivors fitted on to the end, in grid order, and scored again
+        finished = []
+        for _, place, params, als in sorted(alive, key=lambda a: a[1]):
+            model = als.advance(grid.iterations - grid.rung).factor_model()
+            params = {**params, "iterations": grid.iterations}
+            score = ndcg_at(model, val_task)
+            tried.append({**params, "val_ndcg_at_10": score})
+            finished.append((score, place, params, als))
+        alive = sorted(finished, key=_ranked)
+    score, _, params, als = alive[0]  # the grid is never empty
+    return TunedResult(als.factor_model(), params, score, tried)

@@ -39,11 +39,13 @@ MAX_JOINT_PAIRS = 20_000_000
 class JointGrid:
     """The joint peers' grids (chosen on the development genres of ``bench/quality.py``; the held-out genres
     report them): ALS on the larger joint data prefers few factors and strong confidence, and converges in 8
-    iterations (15 gave the same test NDCG@10 within 0.002 on four development cells, at twice the time); EASE,
-    heavier L2. ALS's users with and without the recency step (``recency``: 0 is ALS's own user vectors), at the
-    transfer recipe's numbers."""
+    iterations (15 gave the same test NDCG@10 within 0.002 on four development cells, at twice the time), the
+    best point after 3 fitted on (successive halving, :class:`~models.transfer.als.AlsGrid`); EASE, heavier L2.
+    ALS's users with and without the recency step (``recency``: 0 is ALS's own user vectors), at the transfer
+    recipe's numbers."""
 
-    als: AlsGrid = AlsGrid(factors=(16, 32), regularization=(1.0, 10.0), alpha=(5.0,), iterations=8)
+    als: AlsGrid = AlsGrid(factors=(16, 32), regularization=(1.0, 10.0), alpha=(5.0,), iterations=8, rung=3,
+                           survivors=1)
     ease: PeerGrid = PeerGrid(lambdas=(2000.0, 8000.0, 32000.0))
     recency: tuple[float, ...] = (0.0, RECENCY)
     recency_alpha: float = RECENCY_ALPHA

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -23,14 +25,38 @@ def test_als_tunes_its_grid_and_learns_taste(split):
     val, test = ranking_tasks(split, click_threshold=4.0)
     grid = AlsGrid(factors=(8, 16), regularization=(0.1,), alpha=(1.0, 10.0), iterations=10)
     result = fit_als(split.train, split.catalogue, val, grid=grid, seed=0)
-    assert len(result.grid) == 4
-    assert result.val_ndcg_at_10 == max(g["val_ndcg_at_10"] for g in result.grid)
+    assert len(result.grid) == 4 + grid.survivors  # every point at the rung, then the survivors at the end
+    finished = [g for g in result.grid if g["iterations"] == grid.iterations]
+    assert result.val_ndcg_at_10 == max(g["val_ndcg_at_10"] for g in finished)
     assert result.params in [{k: g[k] for k in ("factors", "regularization", "alpha", "iterations")}
-                             for g in result.grid]
+                             for g in finished]
     # users' taste drives this data: ALS must beat popularity on held-out test interactions
     als = evaluate_model(result.model, test, ks=(10,)).metrics["ndcg_at_10"]
     popularity = evaluate_model(fit_popularity(split), test, ks=(10,)).metrics["ndcg_at_10"]
     assert als > popularity
+
+
+def test_successive_halving_carries_the_best_points_at_the_rung_on_to_the_same_models_as_straight_fits(split):
+    from models.transfer.als import EncodedTrain, fit_als_encoded
+
+    val, _ = ranking_tasks(split, click_threshold=4.0)
+    encoded = EncodedTrain.of(split.train, split.catalogue["item_id"].to_numpy().astype(object))
+    grid = AlsGrid(factors=(4, 8), regularization=(0.1, 10.0), alpha=(1.0, 10.0), iterations=9, rung=3, survivors=3)
+    result = fit_als(encoded, None, val, grid=grid, seed=1)
+    at_rung, finished = result.grid[:8], result.grid[8:]
+    assert [g["iterations"] for g in at_rung] == [3] * 8 and [g["iterations"] for g in finished] == [9] * 3
+    point = ("factors", "regularization", "alpha")
+    best_at_rung = sorted(range(8), key=lambda i: -at_rung[i]["val_ndcg_at_10"])[:3]
+    assert [tuple(g[k] for k in point) for g in finished] == [tuple(at_rung[i][k] for k in point)
+                                                              for i in sorted(best_at_rung)]
+    # a survivor resumed at the rung is the model a straight fit of every iteration gives
+    straight = fit_als_encoded(encoded, **{k: result.params[k] for k in point}, iterations=9, seed=1)
+    np.testing.assert_array_equal(result.model.user_factors, straight.user_factors)
+    np.testing.assert_array_equal(result.model.item_factors, straight.item_factors)
+    # without a rung every point runs to the end, and the best of them is kept
+    full = fit_als(encoded, None, val, grid=replace(grid, rung=0), seed=1)
+    assert [g["iterations"] for g in full.grid] == [9] * 8
+    assert full.val_ndcg_at_10 == max(g["val_ndcg_at_10"] for g in full.grid) >= result.val_ndcg_at_10
 
 
 def test_users_without_a_vector_get_the_popular_items(split):
