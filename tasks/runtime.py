@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -177,11 +178,15 @@ class _TemporaryApi:
         prefect_dir = Path(importlib.util.find_spec("prefect").origin).parent  # type: ignore[arg-type, union-attr]
         env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
                "PREFECT__SERVER_FINAL": "1"}
+        # its output goes to a file of its own, not the command's terminal: stopped while a run is cancelled, its
+        # database pool logs the cancelled rollback with a traceback; a server that fails to start shows its tail
+        self.log = tempfile.TemporaryFile()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect_dir.parent), "--factory",
              "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
              "--log-level", "error", "--lifespan", "on"],
-            env=env, start_new_session=True, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
+            env=env, start_new_session=True, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent)
         self.url = f"http://127.0.0.1:{self.port}/api"
         self.owner = os.getpid()  # a process forked from this one (flows.daemon) uses the server, never stops it
 
@@ -199,7 +204,8 @@ class _TemporaryApi:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"Prefect's temporary API server exited with code {self.process.returncode}")
+                raise RuntimeError(f"Prefect's temporary API server exited with code {self.process.returncode}"
+                                   f"{self._tail()}")
             try:
                 with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
                     if response.status == 200:
@@ -207,7 +213,14 @@ class _TemporaryApi:
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
             time.sleep(0.1)
-        raise RuntimeError(f"Prefect's temporary API server did not answer within {timeout:.0f} s")
+        raise RuntimeError(f"Prefect's temporary API server did not answer within {timeout:.0f} s{self._tail()}")
+
+    def _tail(self, size: int = 2000) -> str:
+        """The end of the server's output, for an error saying it did not come up."""
+        self.log.seek(0, os.SEEK_END)
+        self.log.seek(max(0, self.log.tell() - size))
+        text = self.log.read().decode(errors="replace").strip()
+        return f"; its output ends:\n{text}" if text else ""
 
     def stop(self) -> None:
         if os.getpid() == self.owner and self.process.poll() is None:
