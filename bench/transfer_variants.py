@@ -165,10 +165,10 @@ def source_iteration_variants(joint, val, test, seed: int) -> dict[str, tuple[fl
     from models.evaluation.ranking import ndcg_at
     from models.transfer.closed_form import ClosedFormGrid, fit_closed_form_transfer
 
-    out = {}
-    for iterations in (ClosedFormGrid().iterations, *SOURCE_ITERATIONS):
-        fit = fit_closed_form_transfer(joint, val, grid=replace(ClosedFormGrid(), iterations=iterations), seed=seed)
-        out["recipe" if iterations == ClosedFormGrid().iterations else f"source iterations {iterations}"] = (
+    default, out = ClosedFormGrid(), {}
+    for iterations in (default.iterations, *SOURCE_ITERATIONS):
+        fit = fit_closed_form_transfer(joint, val, grid=replace(default, iterations=iterations), seed=seed)
+        out["recipe" if iterations == default.iterations else f"source iterations {iterations}"] = (
             fit.val_ndcg_at_10, ndcg_at(fit.model, test))
     return out
 
