@@ -14,7 +14,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
@@ -158,6 +158,23 @@ def flow_settings() -> Iterator[None]:
         yield
 
 
+#: The temporary API's server services that are off unless the environment turns them on: the task-run recorder,
+#: the event persister and the automations' triggers work on every event a run emits (about 1.3 s of the server's
+#: CPU per onboarding, on the cores the models train on). The temporary API is not browsed (no UI) and holds no
+#: automations; it keeps each flow run, its states, logs and artifacts. A Prefect server (``PREFECT_API_URL``)
+#: records task runs and events as it is configured to.
+TEMPORARY_API_SERVICES = {"PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED": "false",
+                          "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED": "false",
+                          "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED": "false"}
+
+
+def temporary_api_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The temporary API server's environment: ``environ`` (whose own settings win), the services of
+    :data:`TEMPORARY_API_SERVICES` off, no UI, and Prefect's marks of an ephemeral server."""
+    return {**TEMPORARY_API_SERVICES, **environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
+            "PREFECT__SERVER_FINAL": "1"}
+
+
 class _TemporaryApi:
     """Prefect's temporary API server, started as Prefect starts it (uvicorn over
     ``prefect.server.api.server:create_app``, UI off) but without importing Prefect's server in this process: its
@@ -176,8 +193,7 @@ class _TemporaryApi:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
         prefect_dir = Path(importlib.util.find_spec("prefect").origin).parent  # type: ignore[arg-type, union-attr]
-        env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
-               "PREFECT__SERVER_FINAL": "1"}
+        env = temporary_api_environment(os.environ)
         # its output goes to a file of its own, not the command's terminal: stopped while a run is cancelled, its
         # database pool logs the cancelled rollback with a traceback; a server that fails to start shows its tail
         self.log = tempfile.TemporaryFile()
