@@ -12,7 +12,10 @@ Measures, with the source models already registered:
 * ``daemon``: the same command as a fresh process while `transferrec daemon` runs (started after the ``cli``
   repeats, with the same environment; untimed): the command runs in a fork of the daemon, which imported the
   libraries and started Prefect's API once;
-* ``flow``: the flow called again in this (warm) process: stage timings;
+* ``flow``: the flow called again in this (warm) process, on the temporary API a command starts: stage
+  timings, and the CPU seconds that API's server used during the call (the server's services follow the
+  environment: ``PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED=true`` and the like turn on what a command's
+  temporary API leaves off, for all four columns);
 * ``plain``: the same computations as plain function calls -- read the tables, the contracts' polars
   evaluator (great-expectations only runs when a rule fails, as in the flow), split, source weights from local
   files, selection (profiles, zero-shot probe, ranking), the fine-tune, the closed-form recipe and every
@@ -71,6 +74,15 @@ def through_the_daemon(onboard: list[str], env: dict[str, str], repeats: int) ->
     finally:
         subprocess.run([*daemon, "stop"], env=env, capture_output=True, timeout=120)
     return runs
+
+
+def process_cpu(pid: int | None) -> float:
+    """CPU seconds (user and system) process ``pid`` has used (Linux's /proc); NaN where it cannot be read."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def startup_costs(env: dict[str, str]) -> dict[str, float]:
@@ -237,23 +249,34 @@ def main(argv: list[str] | None = None) -> int:
                               "test_ndcg_at_10_transfer": summary["metrics"]["transfer"]["ndcg_at_10"]})
     result["daemon"] = through_the_daemon(onboard, {**env, "TRANSFERREC_NO_DAEMON": "0"}, args.repeats)
 
-    from flows.cli import build_parser, resolve_config
-    from flows.onboard import onboard_domain_flow
-    from tasks.runtime import configure_environment, flow_settings, quiet_libraries
-    from tasks.tracking import load_factor_model, load_profile, source_catalogue
+    from tasks.runtime import (
+        await_prefect_api,
+        configure_environment,
+        flow_settings,
+        prefect_api_pid,
+        prestart_prefect_api,
+        quiet_libraries,
+    )
 
     configure_environment({"PREFECT_LOGGING_LEVEL": "CRITICAL"})
+    prestart_prefect_api()  # the temporary API a command starts (before Prefect is imported, as a command does)
+    from flows.cli import build_parser, resolve_config
+    from flows.onboard import onboard_domain_flow
+    from tasks.tracking import load_factor_model, load_profile, source_catalogue
+
     quiet_libraries()
+    await_prefect_api()
     config = resolve_config(build_parser().parse_args(onboard[1:-1] + (["--data-dir", str(args.data_dir)]
                                                                        if args.data_dir else [])))
     sources_file = store / "sources"
-    with flow_settings():  # untimed: this process's first flow call starts Prefect's temporary API
+    with flow_settings():  # untimed: this process's first flow call
         onboard_domain_flow(config)
     for repeat in range(args.repeats):  # flow and plain interleaved: a drift of the machine reaches both
-        start = time.perf_counter()
+        start, api_cpu = time.perf_counter(), process_cpu(prefect_api_pid())
         with flow_settings():  # as the command runs its flows
             summary = onboard_domain_flow(config)
-        result["flow"].append({"wall": time.perf_counter() - start, **summary.timings_seconds})
+        result["flow"].append({"wall": time.perf_counter() - start, **summary.timings_seconds,
+                               "api_server_cpu": process_cpu(prefect_api_pid()) - api_cpu})
         if repeat == 0:  # the plain path reads the same source weights and profiles from local files
             wanted = {c["name"] for c in summary.candidates}
             catalogue = [e for e in source_catalogue(uri, with_stats=False)
@@ -290,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{result['overhead_daemon']:+.0%}, warm flow {result['overhead_flow']:+.0%} "
           f"(best of each; the median of the {len(pairs)} interleaved flow/plain pairs: "
           f"{result['overhead_flow_median_pair']:+.0%})")
+    api_cpu = statistics.median(f["api_server_cpu"] for f in result["flow"])
+    print(f"Prefect's temporary API server: {api_cpu:.2f} s of CPU per warm flow (median of {args.repeats})")
     print("start-up: " + ", ".join(f"{k} {v:.2f}s" for k, v in result["startup"].items()))
     print(f"transfer test NDCG@10: cli {best['cli']['test_ndcg_at_10_transfer']:.4f}, daemon "
           f"{best['daemon']['test_ndcg_at_10_transfer']:.4f}, plain "

@@ -159,10 +159,10 @@ def flow_settings() -> Iterator[None]:
 
 
 #: The temporary API's server services that are off unless the environment turns them on: the task-run recorder,
-#: the event persister and the automations' triggers work on every event a run emits (about 1.3 s of the server's
-#: CPU per onboarding, on the cores the models train on). The temporary API is not browsed (no UI) and holds no
-#: automations; it keeps each flow run, its states, logs and artifacts. A Prefect server (``PREFECT_API_URL``)
-#: records task runs and events as it is configured to.
+#: the event persister and the automations' triggers work on every event a run emits (about 1.1 s of the server's
+#: CPU per onboarding, on the cores the models train on: ``bench/time_to_model.py``). The temporary API is not
+#: browsed (no UI) and holds no automations; it keeps each flow run, its states, logs and artifacts. A Prefect
+#: server (``PREFECT_API_URL``) records task runs and events as it is configured to.
 TEMPORARY_API_SERVICES = {"PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED": "false",
                           "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED": "false",
                           "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED": "false"}
@@ -289,6 +289,11 @@ def await_prefect_api(timeout: float | None = None) -> None:
 def prefect_api_ended() -> bool:
     """Whether :func:`prestart_prefect_api`'s server has exited (False when none was started)."""
     return _TEMPORARY is not None and _TEMPORARY.process.poll() is not None
+
+
+def prefect_api_pid() -> int | None:
+    """The process id of :func:`prestart_prefect_api`'s server (None when none was started)."""
+    return None if _TEMPORARY is None else _TEMPORARY.process.pid
 
 
 def stop_prefect_api() -> None:
