@@ -295,6 +295,7 @@ class _Daemon:
         self.api = {k: v for k, v in os.environ.items() if before.get(k) != v}  # the API's URL, when started here
         _preload()
         runtime.await_prefect_api()
+        runtime.freeze_heap()  # each command (a fork) then neither walks nor copies what the daemon imported
         import threading
 
         if threading.active_count() != 1:  # a fork copies only the calling thread: nothing may run beside it

@@ -291,6 +291,17 @@ def prefect_api_ended() -> bool:
     return _TEMPORARY is not None and _TEMPORARY.process.poll() is not None
 
 
+def freeze_heap() -> None:
+    """Exempt every object alive now from Python's cyclic garbage collector (:func:`gc.freeze`): call it once the
+    libraries are imported. They leave about 760,000 tracked objects (modules, classes, caches) and a few dozen
+    unreachable ones, which stay. Without it, the first full collection of a command's flow walked them all
+    (about half a second), and in a fork of the daemon it also wrote to each of them, copying the daemon's memory
+    pages into the command's."""
+    import gc
+
+    gc.freeze()
+
+
 def prefect_api_pid() -> int | None:
     """The process id of :func:`prestart_prefect_api`'s server (None when none was started)."""
     return None if _TEMPORARY is None else _TEMPORARY.process.pid

@@ -123,10 +123,12 @@ def _prepare_while_the_api_starts(config: Any) -> None:
     """What the onboarding needs first and last, done while Prefect's temporary API starts (a fresh command
     otherwise waits for it idle when its own imports finish first): the tracking store opened (MLflow's SQL store,
     its import and schema check, about a second), MLflow's map of installed packages (read when the first
-    servable model is logged, about half a second) and the plots' backend imported. A store that fails here is
-    left to the flow, which reports it on its run."""
+    servable model is logged, about half a second) and the plots' backend imported; then what the imports left
+    is exempted from the garbage collector (:func:`tasks.runtime.freeze_heap`). A store that fails here is left
+    to the flow, which reports it on its run."""
     from models.evaluation.plots import load_backend
     from tasks import tracking
+    from tasks.runtime import freeze_heap
     from tasks.setup import resolved_tracking_uri
 
     try:
@@ -135,6 +137,7 @@ def _prepare_while_the_api_starts(config: Any) -> None:
         pass
     tracking.prepare_model_logging()
     load_backend()
+    freeze_heap()
 
 
 def _run_onboard(config: Any) -> Any:
