@@ -123,12 +123,10 @@ def _prepare_while_the_api_starts(config: Any) -> None:
     """What the onboarding needs first and last, done while Prefect's temporary API starts (a fresh command
     otherwise waits for it idle when its own imports finish first): the tracking store opened (MLflow's SQL store,
     its import and schema check, about a second), MLflow's map of installed packages (read when the first
-    servable model is logged, about half a second) and the plots' backend imported; then what the imports left
-    is exempted from the garbage collector (:func:`tasks.runtime.freeze_heap`). A store that fails here is left
-    to the flow, which reports it on its run."""
+    servable model is logged, about half a second) and the plots' backend imported. A store that fails here is
+    left to the flow, which reports it on its run."""
     from models.evaluation.plots import load_backend
     from tasks import tracking
-    from tasks.runtime import freeze_heap
     from tasks.setup import resolved_tracking_uri
 
     try:
@@ -137,15 +135,22 @@ def _prepare_while_the_api_starts(config: Any) -> None:
         pass
     tracking.prepare_model_logging()
     load_backend()
+
+
+def _ready_for_the_flow() -> None:
+    """Once a flow command has imported what it runs: exempt what the imports left from the garbage collector
+    (:func:`tasks.runtime.freeze_heap`), then wait for Prefect's temporary API (when this command started one)."""
+    from tasks.runtime import await_prefect_api, freeze_heap
+
     freeze_heap()
+    await_prefect_api()
 
 
 def _run_onboard(config: Any) -> Any:
     from flows.onboard import onboard_domain_flow
-    from tasks.runtime import await_prefect_api
 
     _prepare_while_the_api_starts(config)
-    await_prefect_api()
+    _ready_for_the_flow()
     return onboard_domain_flow(config)
 
 
@@ -181,10 +186,9 @@ def demo(args: argparse.Namespace) -> int:
 
 def pretrain(args: argparse.Namespace) -> int:
     from flows.pretrain import pretrain_source_flow
-    from tasks.runtime import await_prefect_api
 
     config = resolve_config(args)
-    await_prefect_api()
+    _ready_for_the_flow()
     result = pretrain_source_flow(config)
     if args.json:
         print_json(result)
@@ -197,10 +201,9 @@ def pretrain(args: argparse.Namespace) -> int:
 
 def curve(args: argparse.Namespace) -> int:
     from flows.curve import data_efficiency_flow
-    from tasks.runtime import await_prefect_api
 
     config = resolve_config(args)
-    await_prefect_api()
+    _ready_for_the_flow()
     result = data_efficiency_flow(config)
     if args.plot is not None:
         from models.evaluation.curve import plot_curve
