@@ -116,7 +116,7 @@ def plain_pipeline(config: Any, sources_file: Path) -> dict[str, float]:
     from models.transfer.refit import WholeInMemory, refit_model
     from tasks.evaluation import HEADLINE
     from tasks.registry import BASELINES, METRIC, guard
-    from tasks.runtime import default_data_dir, embedding_cache
+    from tasks.runtime import closed_form_cache, default_data_dir, embedding_cache
     from tasks.selection import resolve_matching
 
     seconds: dict[str, float] = {}
@@ -166,7 +166,9 @@ def plain_pipeline(config: Any, sources_file: Path) -> dict[str, float]:
             "als": pool.submit(fit_als, encoded, None, val_task, seed=seed),
             **{kind: pool.submit(fit, encoded, val_task) for kind, fit in PEERS.items()},
             **{kind: pool.submit(fit, joint, val_task, seed=seed) for kind, fit in JOINT.items()},
-            "closed-form": pool.submit(fit_closed_form_transfer, joint, val_task, seed=seed),
+            # its ALS source read back as the flow reads it (tasks.training.fit_closed_form)
+            "closed-form": pool.submit(fit_closed_form_transfer, joint, val_task, seed=seed,
+                                       cache=closed_form_cache()),
         }
         fits = {name: job.result() for name, job in jobs.items()}
     popularity = fit_popularity(split)

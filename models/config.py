@@ -71,6 +71,11 @@ class TrainConfig(_Frozen):
     min_negatives: int = Field(128, ge=1, description="fewest sampled negatives of a data-sized batch")
     max_epochs: int = Field(40, ge=1)
     patience: int = Field(3, ge=1, description="epochs without val NDCG@10 improvement before stopping")
+    sized_patience: int = Field(1, ge=1, description=(
+        "the patience of data-sized batches (more than batch_size x steps_per_epoch pairs), when lower: an epoch "
+        "is then a pass over that many pairs at least, scored on a validation sample of up to max_val_users, so "
+        "one epoch without improvement is a trend, not noise (on the first onboarding of docs/benchmarks.md every "
+        "network's best epoch was the one before its first worse one), and each epoch waited costs the most"))
     k: int = Field(10, ge=1, description="cut-off of the validation NDCG that drives early stopping")
     max_val_users: int = Field(MAX_VAL_USERS, ge=1, description=(
         "validation NDCG during training uses a seeded sample of this many users when there are more (its cost "
@@ -89,7 +94,8 @@ class TrainConfig(_Frozen):
         """This config with the batch and the negatives for ``n_pairs`` training pairs (see ``steps_per_epoch``):
         unchanged up to ``batch_size * steps_per_epoch`` pairs; above, a power-of-two batch of about
         ``n_pairs / steps_per_epoch`` pairs, with the negatives cut so that ``batch x negatives`` (the step's
-        logits, whose size decides its cost) stays what the configured pair gives. Full softmax (0) stays full."""
+        logits, whose size decides its cost) stays what the configured pair gives, and the patience at most
+        ``sized_patience``. Full softmax (0) stays full."""
         if self.steps_per_epoch is None or n_pairs <= self.batch_size * self.steps_per_epoch:
             return self
         wanted = -(-n_pairs // self.steps_per_epoch)
@@ -97,7 +103,8 @@ class TrainConfig(_Frozen):
         negatives = self.n_negatives
         if negatives:
             negatives = max(min(negatives, self.min_negatives), negatives * self.batch_size // batch)
-        return self.model_copy(update={"batch_size": batch, "n_negatives": negatives})
+        return self.model_copy(update={"batch_size": batch, "n_negatives": negatives,
+                                       "patience": min(self.patience, self.sized_patience)})
 
 
 class FineTuneConfig(_Frozen):

@@ -356,6 +356,13 @@ def embedding_cache() -> Path:
     return default_data_dir() / "embeddings"
 
 
+def closed_form_cache() -> Path:
+    """Where the closed-form recipe's ALS source fits are kept by the hash of their inputs
+    (``<data cache>/closed-form``; :func:`models.transfer.closed_form.source_model`): an onboarding of data seen
+    before skips that fit."""
+    return default_data_dir() / "closed-form"
+
+
 def checkpoint_root(checkpoint_dir: Path | None, resume: bool) -> Path | None:
     """Where resumable checkpoints go (``<data cache>/checkpoints`` by default), or None without resume."""
     if not resume:

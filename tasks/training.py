@@ -24,6 +24,7 @@ from models.transfer.peers import PEERS, PeerTooLarge
 from models.transfer.recipes import fine_tune, fit_popularity, train_scratch
 from models.transfer.transitions import TransitionGrid
 from tasks import tracking
+from tasks.runtime import closed_form_cache
 
 
 def _one_blas_thread(fit: Callable) -> Callable:
@@ -102,10 +103,11 @@ def fit_peer_baseline(kind: str, train: EncodedTrain | JointTrain, val_task: Ran
 @_one_blas_thread
 def fit_closed_form(joint: JointTrain, val_task: RankingTask, seed: int, transitions: bool = False) -> ClosedFormResult:
     """The closed-form transfer recipe (:mod:`models.transfer.closed_form`): an implicit-ALS model of the time-safe
-    source interactions, its users frozen, the target's item vectors solved on them; tuned on validation; with
+    source interactions (read back from :func:`~tasks.runtime.closed_form_cache` when these inputs were fitted
+    before), its users frozen, the target's item vectors solved on them; tuned on validation; with
     ``transitions``, blended with the cross-domain transitions where validation prefers them."""
     grid = ClosedFormGrid(transitions=TransitionGrid() if transitions else None)
-    result = fit_closed_form_transfer(joint, val_task, grid=grid, seed=seed)
+    result = fit_closed_form_transfer(joint, val_task, grid=grid, seed=seed, cache=closed_form_cache())
     get_run_logger().info("closed-form transfer: best %s, val NDCG@10 %.4f", result.params, result.val_ndcg_at_10)
     return result
 

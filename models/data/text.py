@@ -14,9 +14,7 @@ Two embedders, both offline:
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -26,6 +24,7 @@ import numpy as np
 import polars as pl
 
 from data_contracts.columns import DESCRIPTION, GENRE_SEPARATOR, GENRES, ITEM_ID, TITLE
+from models.cache import read_array, write_array
 
 EmbedderName = Literal["auto", "minilm", "hashed"]
 HASH_BUCKETS = 4096
@@ -148,29 +147,6 @@ def _minilm_key(texts: list[str]) -> str:
     return digest.hexdigest()
 
 
-def _read_cached(file: Path, rows: int) -> np.ndarray | None:
-    try:
-        vectors = np.load(file, allow_pickle=False)
-    except (OSError, ValueError):  # none yet, or a damaged file: embedded again and rewritten
-        return None
-    return vectors if vectors.shape == (rows, MINILM_DIM) and vectors.dtype == np.float32 else None
-
-
-def _write_cached(file: Path, vectors: np.ndarray) -> None:
-    """Write ``file`` whole or not at all (another process reading it never sees half of it); a folder that
-    cannot be written only means no cache."""
-    temporary = None
-    try:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=file.parent, suffix=".npy.tmp")
-        with os.fdopen(handle, "wb") as out:
-            np.save(out, vectors, allow_pickle=False)
-        os.replace(temporary, file)
-    except OSError:
-        if temporary is not None:  # a full disk: no half-written file stays behind
-            Path(temporary).unlink(missing_ok=True)
-
-
 def embed_minilm(texts: list[str], model=None, *, cache: Path | None = None) -> np.ndarray:
     """MiniLM sentence vectors (L2-normalised, float32).
 
@@ -182,13 +158,13 @@ def embed_minilm(texts: list[str], model=None, *, cache: Path | None = None) -> 
     if not texts:
         return np.zeros((0, MINILM_DIM), dtype=np.float32)
     file = cache / f"minilm-{_minilm_key(texts)}.npy" if cache is not None and model is None else None
-    if file is not None and (cached := _read_cached(file, len(texts))) is not None:
+    if file is not None and (cached := read_array(file, (len(texts), MINILM_DIM), np.float32)) is not None:
         return cached
     model = model or _minilm()
     vectors = np.asarray(model.encode(texts, batch_size=256, normalize_embeddings=True, show_progress_bar=False),
                          dtype=np.float32)
     if file is not None:
-        _write_cached(file, vectors)
+        write_array(file, vectors)
     return vectors
 
 

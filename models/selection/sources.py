@@ -94,7 +94,7 @@ def source_fingerprint(
 
 HARDWARE_FIELDS = {"accelerator", "devices", "strategy", "num_nodes"}
 #: TrainConfig fields added after source models were first registered (the data-sized batch among them).
-LATER_FIELDS = {"max_val_users", "steps_per_epoch", "max_batch_size", "min_negatives"}
+LATER_FIELDS = {"max_val_users", "steps_per_epoch", "max_batch_size", "min_negatives", "sized_patience"}
 
 
 def _train_identity(train: TrainConfig) -> dict[str, object]:

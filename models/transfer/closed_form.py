@@ -33,13 +33,17 @@ implicit ALS ranks users it has no vector for).
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from data_contracts.columns import TIMESTAMP, USER_ID
+from models.cache import read_array, write_array
 from models.evaluation.ranking import RankingTask, ndcg_at
 from models.factors import FactorModel
 from models.split import recency_ranks
@@ -48,6 +52,11 @@ from models.transfer.joint import JointTrain
 from models.transfer.recency import RECENCY, RECENCY_ALPHA, recency_confidence, user_step
 from models.transfer.transitions import TransitionGrid, blended, spread, transition_scores
 
+#: The source fit's version in :func:`source_key`: a change to what the ALS fit returns for the same inputs bumps
+#: it, so a cached fit of the old one is not read back.
+SOURCE_FIT_VERSION = 1
+#: Source pairs hashed at once by :func:`source_key` (a pair file's columns are read in such blocks).
+HASH_BLOCK = 1 << 22
 #: Catalogue items whose Gram matrices are held at once by :func:`item_step` (64 · 64 · 8 bytes each).
 ITEM_CHUNK = 512
 
@@ -200,22 +209,58 @@ def carry_over(joint: JointTrain, source: FactorModel, grid: ClosedFormGrid) -> 
     return _carried_over(joint, _recent_users(joint, item_factors, grid), list(itertools.product(grid.alpha, grid.l2)))
 
 
+def source_key(joint: JointTrain, grid: ClosedFormGrid, seed: int) -> str:
+    """What the recipe's source fit depends on, hashed: the fit's version and point, the seed, the joint's item
+    ids and user count (its rows) and every source pair. Equal keys mean the same item vectors."""
+    encoded = joint.encoded
+    digest = hashlib.sha256(json.dumps({
+        "fit": SOURCE_FIT_VERSION, "factors": grid.factors, "regularization": grid.regularization,
+        "alpha": grid.source_alpha, "iterations": grid.iterations, "seed": seed, "users": len(encoded.user_ids),
+    }, sort_keys=True).encode())
+    for item in encoded.item_ids:
+        digest.update(b"\x1f" + str(item).encode())
+    for column in (encoded.users, encoded.items):  # arrays or columns of a pair file: read in blocks
+        for start in range(0, joint.n_source, HASH_BLOCK):
+            digest.update(np.ascontiguousarray(column[start:min(start + HASH_BLOCK, joint.n_source)],
+                                               dtype=np.int64).tobytes())
+    return digest.hexdigest()
+
+
+def source_model(joint: JointTrain, grid: ClosedFormGrid = ClosedFormGrid(), *, seed: int = 0,
+                 cache: Path | None = None) -> FactorModel:
+    """Step 1 of the module docstring: the ALS source fitted on the joint's source pairs at ``grid``'s point, as
+    its vectors of every joint item (no user: steps 2 and 3 solve them again). With ``cache`` (a folder) a fit of
+    the same inputs (:func:`source_key`) is read back from ``<cache>/closed-form-source-<key>.npy`` (a plain
+    array, no pickle) instead of fitted again, and a new fit is written there: an onboarding of data seen
+    before (a rerun, a schedule on unchanged data) skips the fit, as it reuses its registered source models."""
+    encoded, pairs = joint.encoded, slice(0, joint.n_source)
+    rows, dim = len(encoded.item_ids), grid.factors
+    file = cache / f"closed-form-source-{source_key(joint, grid, seed)}.npy" if cache is not None else None
+    stored = read_array(file, (rows, dim + 1), np.float32) if file is not None else None
+    if stored is None:
+        fitted = fit_als_encoded(  # over every joint item; the catalogue's vectors are solved again later
+            replace(encoded, users=encoded.users[pairs], items=encoded.items[pairs]), factors=dim,
+            regularization=grid.regularization, alpha=grid.source_alpha, iterations=grid.iterations, seed=seed)
+        stored = np.column_stack([fitted.item_factors, fitted.item_bias]).astype(np.float32)  # (items, dim + 1)
+        if file is not None:
+            write_array(file, stored)
+    return FactorModel(np.empty(0, dtype=object), encoded.item_ids, np.empty((0, dim), dtype=np.float32),
+                       np.ascontiguousarray(stored[:, :dim]), np.ascontiguousarray(stored[:, dim]), kind="als")
+
+
 def fit_closed_form_transfer(joint: JointTrain, val_task: RankingTask, *, grid: ClosedFormGrid = ClosedFormGrid(),
-                             seed: int = 0) -> ClosedFormResult:
-    """The closed-form recipe (module docstring) on the joint pairs: the source model on the source pairs, its
-    users' recent interests, the carry-over on the target's training pairs; tuned on ``val_task``, kind
-    ``transfer``.
+                             seed: int = 0, cache: Path | None = None) -> ClosedFormResult:
+    """The closed-form recipe (module docstring) on the joint pairs: the source model on the source pairs
+    (:func:`source_model`, read from ``cache`` when fitted before), its users' recent interests, the carry-over on
+    the target's training pairs; tuned on ``val_task``, kind ``transfer``.
 
     Raises:
         ValueError: ``grid.recency`` is set and ``joint`` has no source recency (its source came without times).
     """
-    encoded, source = joint.encoded, slice(0, joint.n_source)
-    source_model = fit_als_encoded(  # over every joint item; the catalogue's vectors are solved again below
-        replace(encoded, users=encoded.users[source], items=encoded.items[source]), factors=grid.factors,
-        regularization=grid.regularization, alpha=grid.source_alpha, iterations=grid.iterations, seed=seed)
+    source = source_model(joint, grid, seed=seed, cache=cache)
     points = list(itertools.product(grid.alpha, grid.l2))
     tried, best = [], None
-    for (alpha, l2), model in zip(points, carry_over(joint, source_model, grid), strict=True):
+    for (alpha, l2), model in zip(points, carry_over(joint, source, grid), strict=True):
         score = ndcg_at(model, val_task)
         params = {"recipe": "closed-form", "source_factors": grid.factors,
                   "source_regularization": grid.regularization, "source_alpha": grid.source_alpha,
@@ -232,7 +277,7 @@ def fit_closed_form_transfer(joint: JointTrain, val_task: RankingTask, *, grid: 
         val_scores = _transition_scores(joint, grid.transitions, before=timeline.validation)
         if test_scores is not None and val_scores is not None:
             # validated as a served model would have been: every user's history as of their validation period
-            _, item_factors, _ = source_model.aligned(np.empty(0, dtype=object), joint.encoded.item_ids)
+            _, item_factors, _ = source.aligned(np.empty(0, dtype=object), joint.encoded.item_ids)
             as_of_val = replace(model, user_factors=_recent_users(joint, item_factors, grid, timeline.validation))
             scale = spread(as_of_val, joint.n_catalogue) / float(val_scores.std())
             chosen = None
@@ -246,6 +291,4 @@ def fit_closed_form_transfer(joint: JointTrain, val_task: RankingTask, *, grid: 
             params = {**params, **transition_params(grid.transitions, weight)}
             val_model = blended(as_of_val, val_scores, weight, scale) if weight else as_of_val
             model = with_transitions(joint, model, grid.transitions, weight, test_scores)
-    items_only = replace(source_model, user_ids=np.empty(0, dtype=object),
-                         user_factors=np.empty((0, source_model.dim), dtype=np.float32))
-    return ClosedFormResult(model, params, score, tried, items_only, val_model)
+    return ClosedFormResult(model, params, score, tried, source, val_model)

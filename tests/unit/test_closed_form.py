@@ -233,3 +233,43 @@ def test_a_refit_above_the_joint_bound_with_every_source_interaction_reads_the_t
     assert asked == [False, True]
     assert params["l2"] == 10.0 and params["refit_source"].startswith("time-safe (21,000,000 source interactions")
     assert list(model.item_ids) == list(catalogue) and model.kind == "joint-ease"
+
+
+def test_the_recipes_source_fit_is_read_back_from_the_cache_for_the_same_inputs_only(tmp_path):
+    """The ALS source of the same joint pairs, point and seed is written once and read back as it was fitted
+    (the recipe then gives the same model); another seed, one more source pair or another point is another key;
+    a damaged file is fitted again and rewritten."""
+    from models.transfer.closed_form import source_key, source_model
+
+    rng = np.random.default_rng(1)
+    source = [(f"u{u}", f"s{i}") for u, i in zip(rng.integers(0, 30, 200), rng.integers(0, 12, 200), strict=True)]
+    train = [(f"u{u}", f"t{i}") for u, i in zip(rng.integers(0, 30, 40), rng.integers(0, 4, 40), strict=True)]
+    catalogue = np.array([f"t{i}" for i in range(4)], dtype=object)
+    joint = JointTrain.of(_frame(source), _frame(train), catalogue)
+    grid = ClosedFormGrid(factors=4, regularization=1.0, iterations=5, recency=0.0)
+    fresh = source_model(joint, grid, seed=0)
+    first = source_model(joint, grid, seed=0, cache=tmp_path)
+    (file,) = tmp_path.glob("closed-form-source-*.npy")
+    assert file.name == f"closed-form-source-{source_key(joint, grid, 0)}.npy"
+    again = source_model(joint, grid, seed=0, cache=tmp_path)
+    for model in (first, again):
+        assert list(model.item_ids) == list(joint.encoded.item_ids) and len(model.user_ids) == 0
+        np.testing.assert_array_equal(model.item_factors, fresh.item_factors)
+        np.testing.assert_array_equal(model.item_bias, fresh.item_bias)
+
+    val = build_ranking_task(catalogue, _frame(train[:5]).with_columns(rating=None, timestamp=0),
+                             _frame(train[5:]).with_columns(rating=None, timestamp=0), click_threshold=4.0)
+    cached = fit_closed_form_transfer(joint, val, grid=grid, seed=0, cache=tmp_path)
+    plain = fit_closed_form_transfer(joint, val, grid=grid, seed=0)
+    np.testing.assert_array_equal(cached.model.item_factors, plain.model.item_factors)
+    assert cached.params == plain.params and cached.val_ndcg_at_10 == plain.val_ndcg_at_10
+
+    one_more = JointTrain.of(_frame([*source, ("u0", "s0")]), _frame(train), catalogue)
+    keys = {source_key(joint, grid, 0), source_key(joint, grid, 1), source_key(one_more, grid, 0),
+            source_key(joint, replace(grid, iterations=6), 0), source_key(joint, replace(grid, alpha=(1.0,)), 0)}
+    assert len(keys) == 4  # the carry-over's grid is not the source's: the last key is the first one
+
+    file.write_bytes(b"not an array")
+    damaged = source_model(joint, grid, seed=0, cache=tmp_path)
+    np.testing.assert_array_equal(damaged.item_factors, fresh.item_factors)
+    assert np.load(file, allow_pickle=False).shape == (len(joint.encoded.item_ids), grid.factors + 1)

@@ -136,6 +136,9 @@ def test_batches_grow_with_the_data_and_the_negatives_shrink_in_proportion():
     assert TrainConfig(n_negatives=0).sized_for(10**7).n_negatives == 0  # full softmax stays full
     assert TrainConfig(n_negatives=64).sized_for(10**7).n_negatives == 64  # never more than configured
     assert TrainConfig(steps_per_epoch=None).sized_for(10**9) == TrainConfig(steps_per_epoch=None)
+    # data-sized: one epoch without improvement ends the fit; a lower patience stays
+    assert (config.patience, grown.patience, config.sized_for(10**7).patience) == (3, 1, 1)
+    assert config.model_copy(update={"patience": 2, "sized_patience": 5}).sized_for(10**7).patience == 2
 
 
 def test_a_fit_on_more_pairs_runs_sized_batches(games_split):
@@ -155,6 +158,12 @@ def test_a_fit_on_more_pairs_runs_sized_batches(games_split):
     plain = train_scratch(games_split, model=ModelConfig(dim=8), train=config.model_copy(
         update={"steps_per_epoch": None}), seed=0, restore_best=False)
     assert (plain.batch_size, plain.n_negatives) == (8, 16)
+    # with early stopping, the data-sized fit stops at its first epoch without improvement (patience 20 aside)
+    stopping = config.model_copy(update={"max_epochs": 20, "patience": 20, "lr": 0.05})
+    stopped = train_scratch(games_split, model=ModelConfig(dim=8), train=stopping, seed=0)
+    scores = [row["val/ndcg_at_10"] for row in stopped.history]
+    assert 2 < stopped.epochs_run < 20 and scores[-1] <= max(scores[:-1])
+    assert all(later > earlier for earlier, later in zip(scores[:-2], scores[1:-1], strict=True))
 
 
 def test_when_no_epoch_beats_the_start_the_trainable_weights_return_to_it(games_split):
