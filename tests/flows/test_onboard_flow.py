@@ -25,6 +25,7 @@ from models.transfer.closed_form import ClosedFormGrid
 from models.transfer.recipes import ranking_tasks
 from tasks import tracking
 from tasks.registry import BASELINES
+from tasks.runtime import closed_form_cache
 from tasks.tracking import SOURCES_EXPERIMENT
 
 TARGET = "games"
@@ -225,6 +226,8 @@ def test_second_onboarding_reuses_sources_and_gates_the_champion(synthetic_dir: 
 
     assert len(runs(mlflow_uri, SOURCES_EXPERIMENT)) == n_sources  # nothing retrained
     assert versions(mlflow_uri) == ["1", "2"]
+    # the closed-form recipe's ALS source, kept by its inputs: one per seed (the seed is one of them)
+    assert len(list(closed_form_cache().glob("closed-form-source-*.npy"))) == 2
     tags = mlflow.MlflowClient(mlflow_uri).get_model_version(MODEL, "2").tags
     if first.promoted:  # whichever model won the second run's guard
         # the champion was re-evaluated on the second run's test users, with a paired interval of the lift
