@@ -10,6 +10,8 @@ popular items, as a practitioner's fallback would give them.
 from __future__ import annotations
 
 import itertools
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,17 +88,31 @@ def _counts(train: EncodedTrain) -> sparse.csr_matrix:
     return counts
 
 
+_IMPORTING = threading.Lock()
+
+
+def implicit_cpu() -> tuple[type, Callable[..., None]]:
+    """implicit's ALS model and its compiled least squares (the user step of :mod:`models.transfer.recency`),
+    imported under one lock: the onboarding's fits start side by side in threads, and two threads importing
+    implicit's modules at once, each through another one first, stop each other on Python's module locks
+    (``_DeadlockError``)."""
+    with _IMPORTING:
+        from implicit.cpu._als import least_squares
+        from implicit.cpu.als import AlternatingLeastSquares
+    return AlternatingLeastSquares, least_squares
+
+
 class AlsFit:
     """One implicit-ALS model on encoded training pairs, fitted a number of iterations at a time (each
     :meth:`advance` resumes where the last stopped: the same factors as one fit of all of them, unit test)."""
 
     def __init__(self, train: EncodedTrain, *, factors: int, regularization: float, alpha: float, seed: int,
                  threads: int = 0, counts: sparse.csr_matrix | None = None) -> None:
-        from implicit.cpu.als import AlternatingLeastSquares
+        als, _ = implicit_cpu()
         self.train, self.counts = train, _counts(train) if counts is None else counts  # counts: shared by a grid
         with one_blas_thread():  # implicit warns when it finds BLAS on several threads
-            self.model = AlternatingLeastSquares(factors=factors, regularization=regularization, alpha=alpha,
-                                                 iterations=0, random_state=seed, num_threads=threads)
+            self.model = als(factors=factors, regularization=regularization, alpha=alpha, iterations=0,
+                             random_state=seed, num_threads=threads)
 
     def advance(self, iterations: int) -> AlsFit:
         self.model.iterations = iterations

@@ -37,7 +37,9 @@ def user_step(item_factors: np.ndarray, users: np.ndarray, items: np.ndarray, co
     Solved by the ``implicit`` library's user step (its compiled least squares, on ``threads`` threads, 0: every
     core), which holds no Python lock while it works: the flow logs the evaluated models while a refit takes this
     step. Each user's solve is its own, so the vectors do not depend on the thread count (unit test)."""
-    from implicit.cpu._als import least_squares
+    from models.transfer.als import implicit_cpu
+
+    _, least_squares = implicit_cpu()
 
     v = np.ascontiguousarray(item_factors, dtype=np.float64)
     c = sparse.csr_matrix((np.asarray(confidence, np.float64), (np.asarray(users, np.int64),

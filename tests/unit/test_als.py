@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -113,3 +114,43 @@ def test_overlapping_fits_keep_blas_on_one_thread_until_the_last_one_leaves():
     assert first_left.is_set()
     np.testing.assert_array_equal(seen[0], one_thread)
     assert not np.array_equal(y.T @ y, one_thread)  # the process's own setting is back
+
+
+def test_fits_starting_side_by_side_in_a_fresh_process_import_implicit_once():
+    """The onboarding starts its fits in threads at once: the recipe's user step (implicit's compiled least
+    squares) and an ALS fit (implicit's model) then import implicit's modules at the same moment, which without
+    the one import lock stopped one of them on Python's module locks (_DeadlockError), nearly every time."""
+    import subprocess
+    import sys
+
+    script = """
+import threading
+import numpy as np
+from models.transfer.als import AlsFit, EncodedTrain
+from models.transfer.recency import user_step
+
+ids = np.array(["a", "b", "c"], dtype=object)
+pairs = np.array([0, 1, 2, 0]), np.array([0, 1, 2, 1])
+start, errors = threading.Barrier(2), []
+
+def run(job):
+    start.wait()
+    try:
+        job()
+    except Exception as error:
+        errors.append(repr(error))
+
+jobs = [lambda: user_step(np.eye(3, 2), *pairs, np.ones(4), 3, l2=1.0),
+        lambda: AlsFit(EncodedTrain(ids, ids, *pairs), factors=2, regularization=1.0, alpha=1.0, seed=0).advance(1)]
+threads = [threading.Thread(target=run, args=(job,)) for job in jobs]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print(errors)
+"""
+    # a fresh interpreter: implicit not yet imported
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout
