@@ -131,6 +131,7 @@ class FitResult:
     resumed_from_epoch: int | None = None  # the epoch a killed fit was resumed at
     batch_size: int = 0  # as sized for the data (TrainConfig.sized_for)
     n_negatives: int = 0  # likewise (0: full softmax)
+    patience: int = 0  # likewise (0: no early stopping, a fixed number of epochs)
 
 
 def encode_pairs(frame: pl.DataFrame, user_ids: np.ndarray, item_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -360,4 +361,5 @@ def fit_network(
         resumed_from_epoch=resumed_at,
         batch_size=config.batch_size,
         n_negatives=config.n_negatives,
+        patience=config.patience if restore_best else 0,
     )

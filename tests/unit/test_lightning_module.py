@@ -162,6 +162,7 @@ def test_a_fit_on_more_pairs_runs_sized_batches(games_split):
     stopping = config.model_copy(update={"max_epochs": 20, "patience": 20, "lr": 0.05})
     stopped = train_scratch(games_split, model=ModelConfig(dim=8), train=stopping, seed=0)
     scores = [row["val/ndcg_at_10"] for row in stopped.history]
+    assert (stopped.patience, fit.patience) == (1, 0)  # as sized; a fit of fixed epochs does not stop early
     assert 2 < stopped.epochs_run < 20 and scores[-1] <= max(scores[:-1])
     assert all(later > earlier for earlier, later in zip(scores[:-2], scores[1:-1], strict=True))
 
