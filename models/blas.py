@@ -1,7 +1,7 @@
 """BLAS on one thread for the numeric fits, whichever runner runs them side by side.
 
 OpenBLAS's thread count is one setting for the whole process, and some of its results depend on it in the last
-bits (``Y'Y`` of a thin matrix, a Cholesky factorisation, a scoring product): a fit that ran while the setting was
+bits (``Y'Y`` of a thin matrix, a linear solve, a scoring product): a fit that ran while the setting was
 different would not reproduce. Every block under :func:`one_blas_thread` sees one thread, however many such blocks
 overlap in threads: the first to enter sets it, the last to leave restores the process's own setting.
 

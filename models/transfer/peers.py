@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 from scipy import sparse
 
-from models.blas import one_blas_thread
 from models.evaluation.ranking import RankingTask, ndcg_at
 from models.factors import FactorModel
 from models.transfer.als import TIE_BREAK, EncodedTrain, TunedResult
@@ -72,14 +71,23 @@ def _model(train: EncodedTrain, x: sparse.csr_matrix, popularity: np.ndarray, we
 def ease_weights(g: np.ndarray, l2: float, columns: int | None = None) -> np.ndarray:
     """EASE (Steck 2019) from the gram ``g = X'X``: ``B = argmin |X - XB|^2 + l2 |B|^2`` with ``diag(B) = 0``, in
     closed form: ``P = (X'X + l2 I)^-1``, ``B_ij = -P_ij / P_jj`` (``i != j``), ``B_jj = 0``. Returns the first
-    ``columns`` columns of ``B`` (items x columns; default all), solved through one Cholesky factorisation."""
-    from scipy.linalg import cho_factor, cho_solve
+    ``columns`` columns of ``B`` (items x columns; default all), solved through one Cholesky factorisation.
 
-    regularised = g + l2 * np.eye(g.shape[0])
-    n = g.shape[0] if columns is None else columns
-    with one_blas_thread():  # the factorisation's last bits follow BLAS's thread count
-        p = cho_solve(cho_factor(regularised, overwrite_a=True, check_finite=False), np.eye(g.shape[0], n),
-                      check_finite=False)
+    The factorisation and the solve run in torch (float64, LAPACK): they release Python's lock while they work,
+    where scipy's hold it for the whole call, which at 5,000 items stopped every other thread of the process for
+    six seconds a call (the other fits' Python, logging, progress, and the signal handler that ends a run on
+    Ctrl-C). Their last bits follow torch's thread count, fixed for the process, so a fit beside others gives the
+    same weights as alone. Every column at once is ``P`` itself, from the factor (``cholesky_inverse``)."""
+    import torch
+
+    items = g.shape[0]
+    n = items if columns is None else columns
+    regularised = np.array(g, dtype=np.float64)  # a copy: + l2 on the diagonal, without an items x items identity
+    regularised.flat[:: items + 1] += l2
+    factor = torch.linalg.cholesky(torch.from_numpy(regularised))
+    del regularised
+    p = (torch.cholesky_inverse(factor) if n == items
+         else torch.cholesky_solve(torch.eye(items, n, dtype=torch.float64), factor)).numpy()
     b = -p / np.diag(p[:n])[None, :]
     b[np.arange(n), np.arange(n)] = 0.0
     return b

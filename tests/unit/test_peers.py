@@ -64,6 +64,60 @@ def test_ease_solved_for_some_columns_equals_those_columns_of_the_full_solution(
     np.testing.assert_allclose(itemknn_weights(G, 4, columns=3), itemknn_weights(G, 4)[:, :3], atol=1e-12)
 
 
+def test_ease_lets_the_other_threads_run_while_it_factorises_and_gives_the_same_weights_beside_them():
+    """scipy's Cholesky held Python's lock for the whole call (six seconds at 5,000 items): no other thread of
+    the process ran meanwhile, the signal handler that ends a run on Ctrl-C among them. Here a thread ticks
+    throughout the solve, and weights solved while other threads multiply matrices are those solved alone."""
+    import threading
+    import time
+
+    import torch
+
+    rng = np.random.default_rng(0)
+    x = sparse.csr_matrix((rng.random((3000, 2000)) < 0.02).astype(np.float32))
+    g = gram(x)
+    alone = ease_weights(g, 50.0)
+    ticks: list[float] = []
+    stop = threading.Event()
+
+    def tick() -> None:
+        while not stop.is_set():
+            ticks.append(time.perf_counter())
+            time.sleep(0.001)
+
+    ticker = threading.Thread(target=tick)
+    ticker.start()
+    try:
+        time.sleep(0.05)
+        start = time.perf_counter()
+        for _ in range(3):
+            beside = ease_weights(g, 50.0)
+        took = time.perf_counter() - start
+    finally:
+        stop.set()
+        ticker.join()
+    during = [t for t in ticks if start <= t <= start + took]
+    gaps = np.diff([start, *during, start + took])
+    # held for the whole call, one gap would span a solve (a third of ``took``)
+    assert gaps.max() < took / 6, (gaps.max(), took)
+    np.testing.assert_array_equal(beside, alone)
+
+    busy = threading.Event()
+
+    def multiply() -> None:
+        a = torch.randn(600, 600, generator=torch.Generator().manual_seed(0))
+        while not busy.is_set():
+            a @ a
+
+    other = threading.Thread(target=multiply)
+    other.start()
+    try:
+        np.testing.assert_array_equal(ease_weights(g, 50.0), alone)
+    finally:
+        busy.set()
+        other.join()
+
+
 def _frame(pairs: list[tuple[str, str]]):
     import polars as pl
 
