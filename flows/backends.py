@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from prefect.futures import PrefectFuture
+from prefect.utilities.annotations import quote
 
 from data_contracts.batched import ValidatedScans
 from flows.config import OnboardConfig
@@ -265,7 +266,7 @@ class InMemory:
 
     def select(self, sources: dict[str, Any], target: Target) -> Selection:
         config = self.config
-        return select_source(sources, target.split, target.val_task, self.run, dataset=config.data.dataset,
+        return select_source(quote(sources), target.split, target.val_task, self.run, dataset=config.data.dataset,
                              same_dataset=config.sources.data is None, config=config.sources,
                              finetune=config.finetune, selection=config.selection)
 
@@ -318,7 +319,7 @@ class InMemory:
 
     def analyse(self, data: Validated, target: Target, reports: dict[str, ModelReport],
                 selection: Selection) -> Analysis:
-        return analyse_models(reports, target.test_task, baselines(reports), metric=METRIC, split=target.split,
+        return analyse_models(quote(reports), target.test_task, baselines(reports), metric=METRIC, split=target.split,
                               source_users=selection.prepared[selection.chosen].model.user_ids,
                               impressions=data.dataset.impressions)
 

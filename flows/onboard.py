@@ -10,12 +10,14 @@ from functools import partial
 
 from prefect import flow
 from prefect.runtime import flow_run
+from prefect.utilities.annotations import quote
 
 from flows.backends import backend_for
 from flows.config import OnboardConfig
+from models.evaluation.plots import plot_learning_curves, plot_metric_at_k
 from tasks import tracking
 from tasks.data import check_target_domain, load_tables
-from tasks.evaluation import ModelRuns, evaluate_models, log_analysis, log_model_runs
+from tasks.evaluation import ModelRuns, evaluate_models, log_analysis, log_model_runs, plot_later
 from tasks.refit import log_refit
 from tasks.registry import logged_models, register_winner
 from tasks.report import OnboardingSummary, summarize
@@ -61,9 +63,14 @@ def onboard_domain_flow(config: OnboardConfig) -> OnboardingSummary:
                                          margin=config.selection.val_margin)
             fits = fits.settled(selection.chosen, target.val_task, config.finetune.recipe_margin)  # the recipe kept
             runs.open_all(fits.models(selection.chosen), fits.trained(selection.chosen), selection.chosen)
+            plot_later(run, plot_learning_curves,
+                       {name: fit.history for name, fit in fits.trained(selection.chosen).items()},
+                       "learning_curves.png")
         with watch("evaluate"):
             reports = evaluate_models(fits.models(selection.chosen), fits.trained(selection.chosen),
                                       target.val_task, target.test_task, config.evaluation, fits.validation_models())
+            plot_later(run, plot_metric_at_k, {name: report.test.metrics for name, report in reports.items()},
+                       "ndcg_at_k.png")
         with watch("analyse"):  # intervals, slices, off-policy CTR: figures computed before the refit starts
             analysis = backend.analyse(data, target, reports, selection)
         with watch("refit"):  # the guard's winner on all of the target's data (what users will get): started
@@ -72,18 +79,20 @@ def onboard_domain_flow(config: OnboardConfig) -> OnboardingSummary:
             refitting = (backend.refit(reports, data, target, fits, selection)
                          if config.tracking.registry and config.tracking.refit else None)
         with watch("log_register"):
-            reports = log_model_runs(reports, runs, config.child_run_params(selection.chosen, fits.tuned()),
+            # quote(): the reports and the analysis reach these tasks as they are (Prefect walks every other
+            # argument for futures: tens of thousands of nested metrics, a tenth of a second of each flow)
+            reports = log_model_runs(quote(reports), runs, config.child_run_params(selection.chosen, fits.tuned()),
                                      log_models=logged_models(reports, config.tracking.log_models),
-                                     analysis=analysis)
-            log_analysis(analysis, reports, run)
+                                     analysis=quote(analysis))
+            log_analysis(quote(analysis), run)
             refit = None if refitting is None else refitting.result()
             registration = None
             if config.tracking.registry:
                 served = None if refit is None else log_refit(refit, reports[refit.winner], run, tags, lineage)
-                registration = register_winner(reports, domain, target.test_task, run, config.evaluation,
+                registration = register_winner(quote(reports), domain, target.test_task, run, config.evaluation,
                                                margin=config.tracking.promotion_margin,
                                                tags={**tags, "source": selection.chosen}, served=served,
                                                datasets=lineage)
         watch.finish()
-        return summarize(reports, selection, registration, run, domain, target.summary, watch.seconds, analysis,
-                         fits.recipe)
+        return summarize(quote(reports), quote(selection), registration, run, domain, target.summary, watch.seconds,
+                         quote(analysis), fits.recipe)

@@ -16,7 +16,7 @@ from prefect.cache_policies import NO_CACHE
 
 from data_contracts.columns import PROPENSITY
 from models.config import EvalConfig
-from models.evaluation.plots import plot_learning_curves, plot_metric_at_k, plot_slices
+from models.evaluation.plots import plot_slices
 from models.evaluation.ranking import (
     Evaluation,
     RankingTask,
@@ -234,25 +234,27 @@ def analyse_models(reports: dict[str, ModelReport], test_task: RankingTask, base
                                                        **ctr.get(name, {})} for name in reports}, parent)
 
 
+def plot_later(run: tracking.TrackingContext, plot: Any, data: Any, file: str) -> None:
+    """Draw ``plot(data, path)`` and log it as the run's ``plots/<file>`` on the tracking's background thread
+    (:meth:`~tasks.tracking.TrackingContext.later`): the flow goes on meanwhile, the run ends once it is
+    written, and an error fails the run. The flow queues each plot as soon as what it shows is known."""
+    run.later(partial(_draw_and_log, run, plot, data, file))
+
+
+def _draw_and_log(run: tracking.TrackingContext, plot: Any, data: Any, file: str) -> None:
+    with tempfile.TemporaryDirectory(prefix="transferrec-plots-") as tmp:
+        run.log_artifact(plot(data, Path(tmp) / file), "plots")
+
+
 @task(name="log-analysis", cache_policy=NO_CACHE)
-def log_analysis(analysis: Analysis, reports: dict[str, ModelReport], run: tracking.TrackingContext) -> None:
-    """The parent run's part of the analysis: ``slices/slices.json`` and the plots ``plots/learning_curves.png``,
-    ``plots/ndcg_at_k.png`` and ``plots/slices_ndcg_at_10.png``; ``ctr/off_policy.json``, or the tag
-    ``off_policy_ctr`` saying why there is none."""
+def log_analysis(analysis: Analysis, run: tracking.TrackingContext) -> None:
+    """The parent run's part of the analysis: ``slices/slices.json`` and the plot ``plots/slices_ndcg_at_10.png``
+    (:func:`plot_later`); ``ctr/off_policy.json``, or the tag ``off_policy_ctr`` saying why there is none."""
     if analysis.slices is not None:
         slices = analysis.slices
         run.log_dict(slices, "slices/slices.json")
-        with tempfile.TemporaryDirectory(prefix="transferrec-plots-") as tmp:
-            folder = Path(tmp)
-            user_only = {m: {s: v for s, v in per.items() if not s.startswith("items:")}
-                         for m, per in slices.items()}
-            for path in (
-                plot_learning_curves({n: r.fit.history for n, r in reports.items() if r.fit is not None},
-                                     folder / "learning_curves.png"),
-                plot_metric_at_k({n: r.test.metrics for n, r in reports.items()}, folder / "ndcg_at_k.png"),
-                plot_slices(user_only, folder / "slices_ndcg_at_10.png"),
-            ):
-                run.log_artifact(path, "plots")
+        user_only = {m: {s: v for s, v in per.items() if not s.startswith("items:")} for m, per in slices.items()}
+        plot_later(run, plot_slices, user_only, "slices_ndcg_at_10.png")
     if analysis.off_policy is not None:
         if analysis.off_policy["available"]:
             run.log_dict(analysis.off_policy, "ctr/off_policy.json")

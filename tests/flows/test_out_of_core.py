@@ -45,6 +45,9 @@ def test_out_of_core_onboarding_trains_on_disk_and_registers(synthetic_dir: Path
     assert logged.data.params["split.test_interactions"] == str(memory.test.height)
     assert logged.data.params["split.test_users_evaluated"] == "150"
     assert logged.data.tags["out_of_core"] == "true" and logged.info.status == "FINISHED"
+    # the plots whose figures exist out of core (no slices here)
+    plots = {a.path for a in mlflow.MlflowClient(mlflow_uri).list_artifacts(summary.mlflow_run_id, "plots")}
+    assert plots == {"plots/learning_curves.png", "plots/ndcg_at_k.png"}
     # lineage on disk: the three parts by their locations and settings (not re-read to hash), and the sources
     inputs = {d.dataset.name: d.dataset for d in logged.inputs.dataset_inputs}
     assert {"target:train", "target:val", "target:test"} <= set(inputs)
