@@ -75,7 +75,7 @@ def ease_weights(g: np.ndarray, l2: float, columns: int | None = None) -> np.nda
 
     The factorisation and the solve run in torch (float64, LAPACK): they release Python's lock while they work,
     where scipy's hold it for the whole call, which at 5,000 items stopped every other thread of the process for
-    six seconds a call (the other fits' Python, logging, progress, and the signal handler that ends a run on
+    four seconds a call (the other fits' Python, logging, progress, and the signal handler that ends a run on
     Ctrl-C). Their last bits follow torch's thread count, fixed for the process, so a fit beside others gives the
     same weights as alone. Every column at once is ``P`` itself, from the factor (``cholesky_inverse``)."""
     import torch

@@ -65,9 +65,10 @@ def test_ease_solved_for_some_columns_equals_those_columns_of_the_full_solution(
 
 
 def test_ease_lets_the_other_threads_run_while_it_factorises_and_gives_the_same_weights_beside_them():
-    """scipy's Cholesky held Python's lock for the whole call (six seconds at 5,000 items): no other thread of
-    the process ran meanwhile, the signal handler that ends a run on Ctrl-C among them. Here a thread ticks
-    throughout the solve, and weights solved while other threads multiply matrices are those solved alone."""
+    """scipy's Cholesky held Python's lock for the whole call (four seconds at 5,000 items: bench/ease_lock.py):
+    no other thread of the process ran meanwhile, the signal handler that ends a run on Ctrl-C among them. Here a
+    thread ticks throughout the solve, and weights solved while other threads multiply matrices are those solved
+    alone."""
     import threading
     import time
 
