@@ -28,8 +28,8 @@ Measures, with the source models already registered:
 The flow and plain repeats alternate (a drift of the machine reaches both). Prints a table and writes
 ``time_to_model.json``. Overhead = (best wall - best plain total) / best plain total, for the fresh command and
 the warm flow; for the warm flow also the median over the alternating (flow, plain) pairs, and the CPU seconds
-each took (every thread of this process, and for the flow its API server's): on two cores the walls drift by a
-third from run to run, what the flow adds in CPU much less.
+each took (every thread of this process, and for the flow its API server's). Both drift from run to run on two
+cores (thread pools that wait for work spin on them), so compare runs of one sitting.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from functools import partial
@@ -234,14 +235,14 @@ def analyse_models(reports: dict[str, ModelReport], test_task: RankingTask, base
                                                        **ctr.get(name, {})} for name in reports}, parent)
 
 
-def plot_later(run: tracking.TrackingContext, plot: Any, data: Any, file: str) -> None:
+def plot_later(run: tracking.TrackingContext, plot: Callable[[Any, Path], Path], data: Any, file: str) -> None:
     """Draw ``plot(data, path)`` and log it as the run's ``plots/<file>`` on the tracking's background thread
     (:meth:`~tasks.tracking.TrackingContext.later`): the flow goes on meanwhile, the run ends once it is
     written, and an error fails the run. The flow queues each plot as soon as what it shows is known."""
     run.later(partial(_draw_and_log, run, plot, data, file))
 
 
-def _draw_and_log(run: tracking.TrackingContext, plot: Any, data: Any, file: str) -> None:
+def _draw_and_log(run: tracking.TrackingContext, plot: Callable[[Any, Path], Path], data: Any, file: str) -> None:
     with tempfile.TemporaryDirectory(prefix="transferrec-plots-") as tmp:
         run.log_artifact(plot(data, Path(tmp) / file), "plots")
 
