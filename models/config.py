@@ -76,6 +76,10 @@ class TrainConfig(_Frozen):
         "is then a pass over that many pairs at least, scored on a validation sample of up to max_val_users, so "
         "one epoch without improvement is a trend, not noise (on the first onboarding of docs/benchmarks.md every "
         "network's best epoch was the one before its first worse one), and each epoch waited costs the most"))
+    row_update_ratio: float | None = Field(64.0, gt=0.0, description=(
+        "update the user table row by row (models.nets.optim.RowAdam: dense Adam's update, applied to a row when a "
+        "batch uses it) when it holds more than this many rows per pair of a batch, on one device: dense Adam "
+        "walks every row at every step; None: never"))
     k: int = Field(10, ge=1, description="cut-off of the validation NDCG that drives early stopping")
     max_val_users: int = Field(MAX_VAL_USERS, ge=1, description=(
         "validation NDCG during training uses a seeded sample of this many users when there are more (its cost "
@@ -89,6 +93,12 @@ class TrainConfig(_Frozen):
     @classmethod
     def smoke(cls) -> TrainConfig:
         return cls(max_epochs=5, patience=2, batch_size=256)
+
+    def updates_rows(self, n_users: int) -> bool:
+        """Whether a user table of ``n_users`` rows is updated row by row (``row_update_ratio``): on one device
+        of one machine only (under DDP every process would hold its own lazy state)."""
+        return (self.row_update_ratio is not None and n_users > self.row_update_ratio * self.batch_size
+                and self.strategy == "auto" and str(self.devices) == "1" and self.num_nodes == 1)
 
     def sized_for(self, n_pairs: int) -> TrainConfig:
         """This config with the batch and the negatives for ``n_pairs`` training pairs (see ``steps_per_epoch``):

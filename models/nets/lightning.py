@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from models.evaluation.metrics import per_user_metrics
 from models.evaluation.ranking import MAX_SCORE_CELLS, Csr, topk_hits
 from models.nets.network import MatrixFactorization
+from models.nets.optim import RowAdam
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ class RecommenderModule(pl.LightningModule):
         transferred_lr_scale: float = 1.0,
         anchor: float = 0.0,
         seed: int | None = None,
+        row_updates: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["network", "val", "frozen_user_rows"])
@@ -107,6 +109,12 @@ class RecommenderModule(pl.LightningModule):
                 self.register_buffer("_user_grad_mask", keep)
                 network.user_emb.weight.register_hook(lambda grad: grad * self._user_grad_mask)
             self.n_frozen_user_rows = int(frozen_user_rows.sum())
+        # the user table's rows updated only when a batch uses them (RowAdam: dense Adam's update, lazily), where
+        # dense Adam's update applies: every row trainable, no weight decay and no anchor (whose gradients reach
+        # every row at every step)
+        self.row_updates = (row_updates and network.user_emb.weight.requires_grad and not self.n_frozen_user_rows
+                            and weight_decay == 0 and anchor == 0)
+        network.user_emb.sparse = self.row_updates
 
     def trainable_parameters(self) -> int:
         """Number of parameters the optimiser can change (frozen user rows excluded)."""
@@ -115,8 +123,15 @@ class RecommenderModule(pl.LightningModule):
             total -= self.n_frozen_user_rows * self.network.user_emb.embedding_dim
         return total
 
+    def _row_adam(self) -> RowAdam | None:
+        optimizer = self.trainer.optimizers[0] if self.row_updates and self.trainer.optimizers else None
+        return optimizer if isinstance(optimizer, RowAdam) else None
+
     def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
         users, items = batch
+        optimizer = self._row_adam()
+        if optimizer is not None:  # the batch's user rows take the steps they skipped before they are read
+            optimizer.prepare(self.network.user_emb.weight, users)
         n_neg = self.hparams.n_negatives
         if n_neg and n_neg < self.network.n_items:
             loss = self._sampled_softmax(users, items, n_neg)
@@ -165,6 +180,18 @@ class RecommenderModule(pl.LightningModule):
         logits = torch.cat([pos.unsqueeze(1), neg], dim=1)
         return F.cross_entropy(logits, torch.zeros_like(items))
 
+    def on_validation_start(self) -> None:
+        self._flush()
+
+    def on_train_end(self) -> None:
+        self._flush()
+
+    def _flush(self) -> None:
+        """Every row of a row-updated table up to date: before validation reads it and when training ends."""
+        optimizer = self._row_adam()
+        if optimizer is not None:
+            optimizer.flush()
+
     def validation_step(self, batch: list[torch.Tensor], batch_idx: int) -> None:
         assert self.val is not None
         rows = batch[0].cpu().numpy()
@@ -187,8 +214,8 @@ class RecommenderModule(pl.LightningModule):
                    "lr": self.hparams.lr * self.hparams.transferred_lr_scale}]
         # fused: one pass over each tensor instead of one per operation (CPU and CUDA; the same update)
         fused = all(p.device.type in ("cpu", "cuda") for p in trainable)
-        return torch.optim.Adam([g for g in groups if g["params"]], weight_decay=self.hparams.weight_decay,
-                                fused=fused)
+        return (RowAdam if self.row_updates else torch.optim.Adam)(
+            [g for g in groups if g["params"]], weight_decay=self.hparams.weight_decay, fused=fused)
 
 
 class HistoryState(Callback):

@@ -283,7 +283,8 @@ def fit_network(
     module = RecommenderModule(network, lr=config.lr, weight_decay=config.weight_decay, l2=config.l2,
                                n_negatives=config.n_negatives, k=config.k, val=val,
                                frozen_user_rows=frozen_user_rows, transferred_lr_scale=transferred_lr_scale,
-                               anchor=anchor, seed=seed if own_random_stream else None)
+                               anchor=anchor, seed=seed if own_random_stream else None,
+                               row_updates=config.updates_rows(network.user_emb.num_embeddings))
     initial = full_validation_ndcg(network, val, config.k)
     # what training can change, to return to when no epoch beats it (frozen tables and buffers stay as they are:
     # a copy of a frozen 4 M-user table is 1 GB)
@@ -347,6 +348,7 @@ def fit_network(
     if checkpoint_dir is not None:  # finished: nothing left to resume
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
     network.cpu()
+    network.user_emb.sparse = False  # as it came: a dense table (row updates were this fit's)
     u, v, b = network.arrays()
     model = FactorModel(np.asarray(user_ids, dtype=object), np.asarray(item_ids, dtype=object), u, v, b, kind=kind)
     return FitResult(

@@ -94,7 +94,8 @@ def source_fingerprint(
 
 HARDWARE_FIELDS = {"accelerator", "devices", "strategy", "num_nodes"}
 #: TrainConfig fields added after source models were first registered (the data-sized batch among them).
-LATER_FIELDS = {"max_val_users", "steps_per_epoch", "max_batch_size", "min_negatives", "sized_patience"}
+LATER_FIELDS = {"max_val_users", "steps_per_epoch", "max_batch_size", "min_negatives", "sized_patience",
+                "row_update_ratio"}
 
 
 def _train_identity(train: TrainConfig) -> dict[str, object]:

@@ -151,8 +151,10 @@ class _Crash(pl_lightning.Callback):
             raise RuntimeError("killed")
 
 
-def test_a_killed_fit_resumes_from_its_last_checkpoint(games_split, tmp_path):
-    train = TrainConfig(max_epochs=6, patience=6)
+@pytest.mark.parametrize("row_updates", [False, True], ids=["dense-adam", "row-adam"])
+def test_a_killed_fit_resumes_from_its_last_checkpoint(games_split, tmp_path, row_updates):
+    # row updates: RowAdam's late rows and their step counts travel in the checkpoint too
+    train = TrainConfig(max_epochs=6, patience=6, row_update_ratio=0.01 if row_updates else None)
     folder = tmp_path / "ckpt"
     from models.nets.training import fit_network
     from models.transfer.recipes import catalogue_ids, encode_pairs, validation_data
