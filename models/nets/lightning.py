@@ -205,7 +205,8 @@ class RecommenderModule(pl.LightningModule):
         tower of a two-tower network) at ``lr * transferred_lr_scale``, everything else at ``lr``.
 
         The groups are whole tensors: with Adam a per-row gradient scale would cancel out, so new users
-        inside the user table train at the transferred rate too.
+        inside the user table train at the transferred rate too. With ``row_updates``, :class:`RowAdam` (the user
+        table's rows updated where batches read them, the same arithmetic).
         """
         transferred = {id(p) for p in self.network.transferred_parameters()}
         trainable = [p for p in self.network.parameters() if p.requires_grad]
