@@ -234,7 +234,22 @@ def log_datasets(uri: str, run_id: str, records: list[DatasetRecord]) -> None:
             dataset = (from_polars(record.frame, source=source, name=record.name, digest=record.digest)
                        if record.frame is not None else MetaDataset(source, name=record.name, digest=record.digest))
         inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", record.context)]))
-    client(uri).log_inputs(run_id, datasets=inputs)
+    # MLflow looks a dataset up in the experiment, then inserts it when missing: two runs logging the same data at
+    # once (two refreshes of one domain) can both miss it, and the second insert breaks the experiment's unique
+    # (name, digest). The write is one transaction, rolled back whole; written again, it finds the first run's row.
+    for attempt in range(_DATASET_ATTEMPTS):
+        try:
+            client(uri).log_inputs(run_id, datasets=inputs)
+            return
+        except MlflowException as exc:
+            text = str(exc).lower()
+            if attempt == _DATASET_ATTEMPTS - 1 or not ("unique" in text or "duplicate" in text):
+                raise
+            time.sleep(0.05 * (attempt + 1))
+
+
+#: writes of a run's datasets tried when another run inserted the same dataset at the same moment
+_DATASET_ATTEMPTS = 5
 
 
 #: Prefix of the curves logged while a fit trains (``live/<fit>/train_loss``, ``live/<fit>/val_ndcg_at_10``);

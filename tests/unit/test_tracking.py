@@ -345,3 +345,36 @@ def test_a_registered_source_is_read_from_the_store_once_a_process(mlflow_uri, m
     assert list(again.user_ids) == list(profile.user_ids) == ["u"]
     tracking.load_source(mlflow_uri, "src", "1", runs[0])
     assert len(reads) == 2
+
+
+def test_runs_logging_the_same_datasets_at_once_all_get_them(mlflow_uri, tmp_path):
+    """Two refreshes of one domain log the same split at the same moment: MLflow looks each dataset up, then
+    inserts it, so both can miss it and the second insert breaks the experiment's unique (name, digest)."""
+    import threading
+
+    from tasks.tracking.runs import DatasetRecord, client, log_datasets
+
+    for trial in range(3):  # without the second write, six threads broke it in 10 of 10 tries
+        experiment = tracking.ensure_experiment(mlflow_uri, f"race-{trial}")
+        runs = [client(mlflow_uri).create_run(experiment).info.run_id for _ in range(6)]
+        records = [DatasetRecord(name=f"target:{k}", context="training", location=str(tmp_path), digest=f"d{k}")
+                   for k in range(5)]
+        start, errors = threading.Barrier(len(runs)), []
+
+        def log(run_id: str, start: threading.Barrier, records: list, errors: list) -> None:
+            start.wait()
+            try:
+                log_datasets(mlflow_uri, run_id, records)
+            except Exception as exc:  # noqa: BLE001 - collected for the assertion below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=log, args=(run_id, start, records, errors)) for run_id in runs]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        for run_id in runs:
+            inputs = client(mlflow_uri).get_run(run_id).inputs.dataset_inputs
+            assert sorted((i.dataset.name, i.dataset.digest) for i in inputs) == [(f"target:{k}", f"d{k}")
+                                                                                   for k in range(5)]
