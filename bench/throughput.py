@@ -77,8 +77,8 @@ def fit_once(n: int, epochs: int, fit: str = "fine-tune", batch_size: int | None
     wall = time.perf_counter() - started
     on_gpu = train.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
     device = torch.cuda.get_device_name(0) if on_gpu else f"cpu ({torch.get_num_threads()} threads)"
-    rows = fit == "scratch" and train.sized_for(n).updates_rows(n_users)  # fine-tune: every user row is frozen
-    return {"pairs": n, "users": n_users, "items": n_items, "fit": fit, "device": device, "row_updates": rows,
+    return {"pairs": n, "users": n_users, "items": n_items, "fit": fit, "device": device,
+            "row_updates": result.row_updates,
             "epochs": result.epochs_run,
             "batch_size": result.batch_size, "negatives": result.n_negatives,
             "wall_s": round(wall, 3), "pairs_per_s": round(n * result.epochs_run / wall)}

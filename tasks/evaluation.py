@@ -83,7 +83,8 @@ def _stage_metrics(report: ModelReport) -> dict[str, float]:
                         "fit/best_epoch": report.fit.best_epoch, "fit/initial_val_ndcg_at_10":
                         report.fit.initial_val_ndcg, "fit/trainable_parameters": report.fit.trainable_parameters,
                         "fit/init_seconds": report.fit.init_seconds, "fit/batch_size": report.fit.batch_size,
-                        "fit/negatives": report.fit.n_negatives, "fit/patience": report.fit.patience})
+                        "fit/negatives": report.fit.n_negatives, "fit/patience": report.fit.patience,
+                        "fit/row_updates": float(report.fit.row_updates)})
         if report.fit.resumed_from_epoch is not None:
             metrics["fit/resumed_from_epoch"] = report.fit.resumed_from_epoch
     return metrics

@@ -157,6 +157,7 @@ def find_or_train_source(
                 "val/ndcg_at_10": fit.best_val_ndcg, "fit/seconds": fit.seconds, "fit/epochs": fit.epochs_run,
                 "fit/best_epoch": fit.best_epoch, "fit/trainable_parameters": fit.trainable_parameters,
                 "fit/batch_size": fit.batch_size, "fit/negatives": fit.n_negatives, "fit/patience": fit.patience,
+                "fit/row_updates": float(fit.row_updates),
                 "data/users": len(fit.model.user_ids), "data/items": len(fit.model.item_ids),
             }, model_uri=model_uri)
             version = tracking.register_model(

@@ -132,6 +132,7 @@ class FitResult:
     batch_size: int = 0  # as sized for the data (TrainConfig.sized_for)
     n_negatives: int = 0  # likewise (0: full softmax)
     patience: int = 0  # likewise (0: no early stopping, a fixed number of epochs)
+    row_updates: bool = False  # the user table updated where batches read it (models.nets.optim.RowAdam)
 
 
 def encode_pairs(frame: pl.DataFrame, user_ids: np.ndarray, item_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -364,4 +365,5 @@ def fit_network(
         batch_size=config.batch_size,
         n_negatives=config.n_negatives,
         patience=config.patience if restore_best else 0,
+        row_updates=module.row_updates,
     )

@@ -210,6 +210,10 @@ class DatasetRecord:
     frame: pl.DataFrame | None = None
 
 
+#: writes of a run's datasets tried when another run inserted the same dataset at the same moment
+_DATASET_ATTEMPTS = 5
+
+
 def log_datasets(uri: str, run_id: str, records: list[DatasetRecord]) -> None:
     """Log ``records`` as the run's inputs (``mlflow.log_input`` for a run addressed by id), in one write."""
     if not records:
@@ -247,9 +251,6 @@ def log_datasets(uri: str, run_id: str, records: list[DatasetRecord]) -> None:
                 raise
             time.sleep(0.05 * (attempt + 1))
 
-
-#: writes of a run's datasets tried when another run inserted the same dataset at the same moment
-_DATASET_ATTEMPTS = 5
 
 
 #: Prefix of the curves logged while a fit trains (``live/<fit>/train_loss``, ``live/<fit>/val_ndcg_at_10``);

@@ -130,6 +130,7 @@ def test_a_fit_with_row_updates_learns_as_the_dense_fit_does(games_split):
         assert not net.user_emb.sparse  # the network comes back as it went in
     dense, rows = fits
     assert kinds == ["Adam", "RowAdam"]
+    assert (dense.row_updates, rows.row_updates) == (False, True)  # what the fit reports (logged fit/row_updates)
     assert rows.best_val_ndcg > rows.initial_val_ndcg
     assert abs(rows.best_val_ndcg - dense.best_val_ndcg) < 0.02
     np.testing.assert_allclose(rows.model.user_factors, dense.model.user_factors, atol=0.05)
