@@ -23,6 +23,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
+import polars as pl
 from prefect.futures import PrefectFuture
 from prefect.utilities.annotations import quote
 
@@ -34,6 +35,7 @@ from models.data.datasets import Dataset
 from models.evaluation.ranking import RankingTask, ndcg_at
 from models.factors import FactorModel
 from models.nets.training import FitResult
+from models.selection.candidates import other_on_target
 from models.selection.sources import slug
 from models.split import TargetSplit
 from models.transfer.als import EncodedTrain, TunedResult
@@ -71,7 +73,7 @@ from tasks.large import (
 from tasks.refit import Refit, refit_winner
 from tasks.registry import METRIC, baselines, choose_winner
 from tasks.runtime import checkpoint_root, clear_checkpoints, default_data_dir, run_key
-from tasks.selection import Selection, select_source
+from tasks.selection import Selection, resolve_matching, select_source
 from tasks.sources import gather_sources, registered_sources
 from tasks.training import (
     fine_tune_source,
@@ -102,7 +104,7 @@ class Fits:
     als: TunedResult
     popularity: FactorModel
     peers: dict[str, TunedResult]  # EASE, ItemKNN and the joint peers (those fitted: see tasks.registry.BASELINES)
-    closed_form: ClosedFormResult | None = None  # models.transfer.closed_form (sources from the target's own dataset)
+    closed_form: ClosedFormResult | None = None  # models.transfer.closed_form (sources that share the target's users)
     recipe: dict[str, Any] | None = None  # the transfer recipe kept by settled(): its name and both validations
 
     def settled(self, chosen: str, val_task: RankingTask, margin: float) -> Fits:
@@ -209,6 +211,10 @@ class InMemory:
     run: tracking.TrackingContext
     checkpoints: Path | None = field(default=None, init=False)  # this run's, known once the data is
     joint: JointTrain | None = field(default=None, init=False)  # the joint peers' pairs, with time-safe sources
+    # sources from another dataset: its interactions with the target's items, under the target's ids (the refit's
+    # joint pairs), and whether its users are the target's (the closed-form recipe carries users over)
+    other: pl.DataFrame | None = field(default=None, init=False)
+    shared_users: bool = field(default=True, init=False)
 
     @property
     def data(self) -> DataConfig:
@@ -248,6 +254,12 @@ class InMemory:
             return registered_sources(self.run.uri, config.sources.data.dataset)
         # another dataset: the same contracts, nothing hidden (no user is shared)
         other, fingerprint = validate_dataset(load_tables(config.sources.data), config.sources.data, None, None)
+        # the joint peers learn from its interactions with the target's items (none matched: no joint peer)
+        item_match, self.shared_users = resolve_matching(config.sources, same_dataset=False)
+        self.other = other_on_target(other, target.split.catalogue, item_match=item_match,
+                                     shared_users=self.shared_users)
+        if not self.other.is_empty():
+            self.joint = JointTrain.of_other_dataset(self.other, target.split, shared_users=self.shared_users)
         return gather_sources(other, fingerprint, domain, None, same_dataset=False, **common)
 
     def lineage(self, target: Target, sources: dict[str, Any]) -> list[tracking.DatasetRecord]:
@@ -280,7 +292,7 @@ class InMemory:
         jobs: dict[str, tuple[Any, tuple, dict[str, Any]]] = {}
         if self.joint is not None:  # the longest fits first: the stage ends when the last one does
             jobs.update({kind: (fit_peer_baseline, (kind, self.joint, target.val_task, seed), {}) for kind in JOINT})
-            if config.finetune.closed_form:
+            if config.finetune.closed_form and self.shared_users:  # the recipe carries the source's users over
                 recipe = (self.joint, target.val_task, seed, config.finetune.transitions)
                 jobs["closed-form"] = (fit_closed_form, recipe, {})
         jobs |= {
@@ -311,7 +323,7 @@ class InMemory:
         winner, _ = choose_winner(reports)
         prepared = selection.prepared[selection.chosen]
         whole = WholeInMemory(target.split, data.dataset.interactions, data.dataset.items, text=prepared.text,
-                              family=config.finetune.family)
+                              family=config.finetune.family, other=self.other, other_shares_users=self.shared_users)
         return refit_winner.submit(winner, whole, target.val_task, seed=config.split.seed, tuned=fits.tuned(),
                                    fits=fits.trained(selection.chosen), source=prepared.model,
                                    finetune=config.finetune, model=config.model, scratch=config.scratch,

@@ -16,12 +16,13 @@ import numpy as np
 import polars as pl
 
 from data_contracts.columns import DOMAIN, ITEM_ID
+from models.data.datasets import Dataset
 from models.data.text import EmbedderName, TextEmbeddings, embed_minilm, embed_pair, resolve_embedder
 from models.factors import FactorModel, index_of
-from models.selection.profiles import DomainProfile, build_profile
+from models.selection.profiles import DomainProfile, build_profile, item_keys
 from models.selection.similarity import candidate_signals
 from models.split import TargetSplit, source_interactions
-from models.transfer.alignment import AlignedSource, ItemMatch, align_source, item_mapping
+from models.transfer.alignment import AlignedSource, ItemMatch, align_source, interactions_on_target, item_mapping
 from models.transfer.init import ItemText
 
 
@@ -95,3 +96,14 @@ def prepare_source(
     signals = candidate_signals(aligned.model, split, profile, target, embeddings, shared_users=shared_users)
     signals["matched_items"] = float(aligned.matched_items)
     return PreparedSource(aligned, text, embeddings, signals)
+
+
+def other_on_target(other: Dataset, catalogue: pl.DataFrame, *, item_match: ItemMatch,
+                    shared_users: bool) -> pl.DataFrame:
+    """The interactions of ``other`` (another dataset) with the target ``catalogue``'s items, matched as the
+    sources' items are (``item_match``: by id, by ``Title (Year)`` key, or none) and renamed to the target's ids;
+    unless ``shared_users``, its users in a namespace of their own (:func:`models.transfer.alignment.
+    interactions_on_target`). Empty where nothing matches."""
+    keyed = [items.select(ITEM_ID, key=item_keys(items)) for items in (other.items, catalogue)]
+    mapping = item_mapping(*keyed, how=item_match)
+    return interactions_on_target(other.interactions, mapping, shared_users=shared_users)

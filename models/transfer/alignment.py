@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
-from data_contracts.columns import ITEM_ID
+from data_contracts.columns import ITEM_ID, USER_ID
 from models.factors import FactorModel
 
 ItemMatch = Literal["id", "title", "none"]
@@ -64,3 +64,15 @@ def align_source(source: FactorModel, mapping: pl.DataFrame, *, shared_users: bo
     model = FactorModel(user_ids, item_ids, source.user_factors, source.item_factors, source.item_bias,
                         kind=source.kind, meta=source.meta)
     return AlignedSource(model, int(renamed["target_id"].is_not_null().sum()))
+
+
+def interactions_on_target(interactions: pl.DataFrame, mapping: pl.DataFrame, *, shared_users: bool) -> pl.DataFrame:
+    """Another catalogue's ``interactions`` with the target's items (``mapping``: :func:`item_mapping`), renamed to
+    their target ids; unless ``shared_users``, every user moved into :data:`SOURCE_NAMESPACE` (other people, even
+    where the numbers collide). What the joint peers learn from when the sources come from another dataset
+    (:mod:`models.transfer.joint`)."""
+    renamed = (interactions.join(mapping.rename({"source_id": ITEM_ID}), on=ITEM_ID, how="inner")
+               .drop(ITEM_ID).rename({"target_id": ITEM_ID}))
+    if not shared_users:
+        renamed = renamed.with_columns((pl.lit(SOURCE_NAMESPACE) + pl.col(USER_ID).cast(pl.String)).alias(USER_ID))
+    return renamed.select(interactions.columns)

@@ -25,7 +25,7 @@ import polars as pl
 from data_contracts.columns import ITEM_ID, TIMESTAMP, USER_ID
 from models.evaluation.ranking import RankingTask, ndcg_at
 from models.factors import FactorModel
-from models.split import TargetSplit, other_domains, recency_ranks, source_interactions
+from models.split import TargetSplit, other_domains, recency_ranks, source_interactions, time_safe_source
 from models.transfer.als import AlsGrid, EncodedTrain, TunedResult, fit_als
 from models.transfer.peers import PeerGrid, fit_ease
 from models.transfer.recency import RECENCY, RECENCY_ALPHA, recency_confidence, user_step
@@ -94,6 +94,18 @@ class JointTrain:
         (:func:`models.transfer.outofcore.joint_train_on_disk` reads the same from disk)."""
         source = source_interactions(interactions, items, domains=other_domains(items, split.domain),
                                      cutoffs=split.cutoffs if time_safe else None)
+        return cls.of(source, split.train, split.catalogue[ITEM_ID].to_numpy(), split.val)
+
+    @classmethod
+    def of_other_dataset(cls, source: pl.DataFrame, split: TargetSplit, *, shared_users: bool,
+                         time_safe: bool = True) -> JointTrain:
+        """Another dataset's interactions with the target's items, under the target's ids
+        (:func:`models.transfer.alignment.interactions_on_target`), and the target's training pairs. Where that
+        dataset's users are the target's (``shared_users``), only their interactions before each one's cutoff
+        (``time_safe``, as :meth:`of_split`); other people's are kept whole, as the source models from that dataset
+        keep them."""
+        if shared_users and time_safe:
+            source = time_safe_source(source, split.cutoffs)
         return cls.of(source, split.train, split.catalogue[ITEM_ID].to_numpy(), split.val)
 
 

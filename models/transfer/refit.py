@@ -100,6 +100,10 @@ class WholeInMemory:
     items: pl.DataFrame
     text: ItemText | None = None  # the chosen source's item texts (transfer)
     family: ModelFamily = "mf"
+    # sources from another dataset: its interactions with the target's items (the joint peers' source pairs;
+    # :meth:`models.transfer.joint.JointTrain.of_other_dataset`), and whether its users are the target's
+    other: pl.DataFrame | None = None
+    other_shares_users: bool = False
 
     @property
     def whole(self) -> TargetSplit:
@@ -118,6 +122,9 @@ class WholeInMemory:
         return EncodedTrain.of(whole.train, catalogue_ids(whole))
 
     def joint(self, *, time_safe: bool = False) -> JointTrain:
+        if self.other is not None:
+            return JointTrain.of_other_dataset(self.other, self.whole, shared_users=self.other_shares_users,
+                                               time_safe=time_safe)
         return JointTrain.of_split(self.interactions, self.items, self.whole, time_safe=time_safe)
 
     def transfer(self, source: FactorModel, config: FineTuneConfig, seed: int, **options: Any) -> FactorModel:

@@ -82,6 +82,15 @@ def test_shared_items_disjoint_users(catalogues, mlflow_uri: str, capsys):
     # carried-over item vectors make a better start than random ones: the fine-tuned transfer beats the same
     # network trained from scratch (by several percent on this data with the 5-epoch smoke budget)
     assert summary.val_metrics["transfer"]["ndcg_at_10"] > summary.val_metrics["scratch"]["ndcg_at_10"]
+    # the joint peers learn from the other shop's interactions with these items, as every peer in the guard; the
+    # closed-form recipe, which carries the source's users over, is not fitted for other people
+    assert set(summary.metrics) == {"transfer", *BASELINES}
+    assert summary.transfer_recipe["recipe"] == "network" and "closed_form_val_ndcg_at_10" not in \
+        summary.transfer_recipe
+    peers = runs(mlflow_uri, "transferrec-movies")
+    joint = peers[peers["tags.mlflow.parentRunId"] == summary.mlflow_run_id].set_index("tags.mlflow.runName")
+    for kind in JOINT:
+        assert joint.loc[kind, "status"] == "FINISHED" and joint.loc[kind, "metrics.test/ndcg_at_10"] > 0
 
     # the sources serve any target of another dataset: registered once, with their profile
     client = mlflow.MlflowClient(mlflow_uri)
