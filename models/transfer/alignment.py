@@ -67,12 +67,15 @@ def align_source(source: FactorModel, mapping: pl.DataFrame, *, shared_users: bo
 
 
 def interactions_on_target(interactions: pl.DataFrame, mapping: pl.DataFrame, *, shared_users: bool) -> pl.DataFrame:
-    """Another catalogue's ``interactions`` with the target's items (``mapping``: :func:`item_mapping`), renamed to
-    their target ids; unless ``shared_users``, every user moved into :data:`SOURCE_NAMESPACE` (other people, even
-    where the numbers collide). What the joint peers learn from when the sources come from another dataset
-    (:mod:`models.transfer.joint`)."""
-    renamed = (interactions.join(mapping.rename({"source_id": ITEM_ID}), on=ITEM_ID, how="inner")
-               .drop(ITEM_ID).rename({"target_id": ITEM_ID}))
+    """Another catalogue's ``interactions`` in the target's id space, as :func:`align_source` puts its models:
+    the items ``mapping`` matches (:func:`item_mapping`) under their target ids, the others and, unless
+    ``shared_users``, every user moved into :data:`SOURCE_NAMESPACE` (other people, even where the numbers
+    collide). What the joint peers learn from when the sources come from another dataset
+    (:meth:`models.transfer.joint.JointTrain.of_other_dataset`)."""
+    renamed = (interactions.join(mapping.rename({"source_id": ITEM_ID}), on=ITEM_ID, how="left",
+                                 maintain_order="left")
+               .with_columns(pl.coalesce(pl.col("target_id"), pl.lit(SOURCE_NAMESPACE) + pl.col(ITEM_ID))
+                             .alias(ITEM_ID)))
     if not shared_users:
         renamed = renamed.with_columns((pl.lit(SOURCE_NAMESPACE) + pl.col(USER_ID).cast(pl.String)).alias(USER_ID))
     return renamed.select(interactions.columns)

@@ -135,10 +135,10 @@ def test_joint_pairs_put_the_catalogue_first_and_the_source_only_items_after():
 
 
 def test_another_datasets_pairs_join_the_target_under_its_ids_and_users_apart():
-    """Another shop sells two of the target's three items (one matched by its title key under another id, one not
-    sold there) and one of its own. Its interactions with the matched item come over under the target's id, the
-    others stay behind; its users, other people with colliding ids, get a namespace of their own. Where its users
-    are the target's, they keep their ids and only what they did before their cutoff."""
+    """Another shop sells one of the target's three items (under another id, matched by its title key) and one of
+    its own. Its interactions come over with the matched item under the target's id and its own item in a
+    namespace, as are its users, other people with colliding ids. Where its users are the target's, they keep
+    their ids and only what they did before their cutoff. Nothing matched: nothing comes over."""
     import polars as pl
 
     from models.data.datasets import Dataset
@@ -154,8 +154,9 @@ def test_another_datasets_pairs_join_the_target_under_its_ids_and_users_apart():
     catalogue = pl.DataFrame({"item_id": ["t1", "t2", "t3"], "title": ["Heat (1995)", "Alien (1979)", "Up (2009)"]})
     moved = other_on_target(other, catalogue, item_match="title", shared_users=False)
     assert moved.columns == other.interactions.columns
-    assert moved.sort("user_id").select("user_id", "item_id").rows() == [
-        (f"{SOURCE_NAMESPACE}u1", "t1"), (f"{SOURCE_NAMESPACE}u2", "t1")]
+    assert moved.sort("user_id", "item_id").select("user_id", "item_id").rows() == [
+        (f"{SOURCE_NAMESPACE}u1", f"{SOURCE_NAMESPACE}o2"), (f"{SOURCE_NAMESPACE}u1", "t1"),
+        (f"{SOURCE_NAMESPACE}u2", "t1")]
     assert other_on_target(other, catalogue, item_match="none", shared_users=False).is_empty()
 
     train = pl.DataFrame({"user_id": ["u1", "u2"], "item_id": ["t2", "t3"], "rating": [4.0, 4.0],
@@ -163,11 +164,12 @@ def test_another_datasets_pairs_join_the_target_under_its_ids_and_users_apart():
     split = TargetSplit("films", train, train.clear(), train.clear(), catalogue.with_columns(domain=pl.lit("films")),
                         pl.DataFrame({"user_id": ["u1", "u2"], "cutoff": [5, 5]}), train.height)
     apart = JointTrain.of_other_dataset(moved, split, shared_users=False)
-    assert apart.n_source == 2 and len(apart.encoded.user_ids) == 4  # two people of each shop
+    assert apart.n_source == 3 and len(apart.encoded.user_ids) == 4  # two people of each shop
+    assert list(apart.encoded.item_ids) == ["t1", "t2", "t3", f"{SOURCE_NAMESPACE}o2"] and apart.n_catalogue == 3
     same = other_on_target(other, catalogue, item_match="title", shared_users=True)
     joint = JointTrain.of_other_dataset(same, split, shared_users=True)
-    assert joint.n_source == 1 and list(joint.encoded.user_ids) == ["u1", "u2"]  # u2's t1 came after its cutoff
-    assert JointTrain.of_other_dataset(same, split, shared_users=True, time_safe=False).n_source == 2
+    assert joint.n_source == 2 and list(joint.encoded.user_ids) == ["u1", "u2"]  # u2's t1 came after its cutoff
+    assert JointTrain.of_other_dataset(same, split, shared_users=True, time_safe=False).n_source == 3
 
 
 def test_the_joint_peers_score_the_target_catalogue_from_a_users_source_history():
