@@ -17,6 +17,9 @@ Usage (after `bench/quality.py` has registered the genres' source models in benc
     python bench/transfer_variants.py --transitions --cells \
         Horror:0.05:0,Horror:0.1:0,Horror:0.3:0,Crime:0.05:0,Crime:0.1:0,Crime:0.3:0,\
         Thriller:0.05:0,Thriller:0.1:0,Thriller:0.3:0,Adventure:0.05:0,Adventure:0.1:0,Adventure:0.3:0
+    python bench/transfer_variants.py --domain-weights --cells \
+        Horror:0.05:0,Horror:0.1:0,Horror:0.3:0,Crime:0.05:0,Crime:0.1:0,Crime:0.3:0,\
+        Thriller:0.05:0,Thriller:0.1:0,Thriller:0.3:0,Adventure:0.05:0,Adventure:0.1:0,Adventure:0.3:0
     python bench/transfer_variants.py --recipe-variants --cells \
         Horror:0.05:0,Horror:0.1:0,Horror:0.3:0,Crime:0.05:0,Crime:0.1:0,Crime:0.3:0,\
         Thriller:0.05:0,Thriller:0.1:0,Thriller:0.3:0,Adventure:0.05:0,Adventure:0.1:0,Adventure:0.3:0
@@ -42,12 +45,15 @@ peers (the product's joint ALS takes the same step where validation prefers it),
 fitted in fewer ALS iterations (:data:`SOURCE_ITERATIONS`). ``--transitions`` (no registered source either)
 compares the recipe without its cross-domain transitions (``recipe``), with them (the default), with one of their
 numbers changed (:data:`TRANSITION_VARIANTS`), the transitions alone, the target's own transitions alone (a
-target-only sequential model) and the joint peers.
+target-only sequential model) and the joint peers. ``--domain-weights`` (no registered source either) compares the
+recipe with the recipe whose users' recency step weighs each source domain by its affinity to the target, at the
+exponents of :data:`DOMAIN_WEIGHT_EXPONENTS` (:func:`domain_weight_variants`).
 """
 
 from __future__ import annotations
 
 import argparse
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -267,6 +273,48 @@ def transition_variants(joint, val, test, seed: int) -> dict[str, tuple[float, f
     return out
 
 
+#: ``--domain-weights``: the exponents p of each source domain's affinity to the target (0: the recipe itself).
+DOMAIN_WEIGHT_EXPONENTS = (1.0, 2.0, 4.0)
+
+
+def domain_weight_variants(joint, val, test, seed: int, item_domains: dict) -> dict[str, tuple[float, float]]:
+    """(validation, test) NDCG@10 of the closed-form recipe, and of the recipe whose users' recency step weighs
+    each source interaction by its domain's affinity to the target (multi-source weighting by a selection
+    signal): ``affinity_d`` = the share of domain d among the source interactions of the target's training users
+    over its share among all source interactions; a pair's confidence ``w_d·(1 + c) - 1`` (``c``: the recipe's
+    recency confidence), ``w_d = affinity_d^p`` scaled to a mean of one over the pairs (and clipped at zero),
+    the carry-over's grid chosen on validation as the recipe's."""
+    import itertools
+
+    from models.evaluation.ranking import ndcg_at
+    from models.transfer.closed_form import ClosedFormGrid, _carried_over, source_model
+    from models.transfer.recency import recency_confidence, user_step
+
+    grid = ClosedFormGrid()
+    source = source_model(joint, grid, seed=seed)
+    _, item_factors, _ = source.aligned(np.empty(0, dtype=object), joint.encoded.item_ids)
+    domains, codes = np.unique(np.array([item_domains[i] for i in joint.encoded.item_ids]), return_inverse=True)
+    users, items = joint.encoded.users[:joint.n_source], joint.encoded.items[:joint.n_source]
+    in_target = np.zeros(len(joint.encoded.user_ids), dtype=bool)
+    in_target[joint.encoded.users[joint.n_source:]] = True
+    pair_domain = codes[items]
+    overall = np.bincount(pair_domain, minlength=len(domains)) / len(pair_domain)
+    among = np.bincount(pair_domain[in_target[users]], minlength=len(domains)) / max(1, in_target[users].sum())
+    affinity = np.where(overall > 0, among / np.maximum(overall, 1e-12), 1.0)
+    recency = recency_confidence(joint.source_recency, recency=grid.recency, alpha=grid.recency_alpha)
+    points, out = list(itertools.product(grid.alpha, grid.l2)), {}
+    for p in (0.0, *DOMAIN_WEIGHT_EXPONENTS):
+        weight = affinity ** p
+        weight = weight / weight[pair_domain].mean()
+        confidence = np.maximum(weight[pair_domain] * (1.0 + recency) - 1.0, 0.0)
+        user_factors = user_step(item_factors, users, items, confidence, len(joint.encoded.user_ids),
+                                 l2=grid.regularization)
+        scored = [(ndcg_at(model, val), model) for model in _carried_over(joint, user_factors, points)]
+        best_val, best = max(scored, key=lambda t: t[0])
+        out["recipe" if not p else f"domain weights p={p:g}"] = (best_val, ndcg_at(best, test))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cells", required=True, help="genre:fraction:seed,... (a genre alone: its nine cells, "
@@ -285,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--transitions", action="store_true", help="the recipe's cross-domain transitions at other "
                                                                     "points, alone, and the target's own transitions "
                                                                     "alone; needs no registered source")
+    parser.add_argument("--domain-weights", action="store_true", help="the recipe's users' recency step with each "
+                        "source domain weighted by its affinity to the target (module docstring)")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
     fine_tunes = args.hyper_parameters or args.blends or args.closed_form or args.recipes
@@ -319,9 +369,11 @@ def main(argv: list[str] | None = None) -> int:
                            config=SplitConfig(fraction=float(fraction), seed=int(seed)))
         val, test = ranking_tasks(split, click_threshold=4.0)
         catalogue = catalogue_ids(split)
+        item_domains = dict(zip(data.items["item_id"].to_list(), data.items["domain"].to_list(), strict=True))
         for wanted, measure in ((args.recipe_variants, recipe_variants), (args.recency, recency_variants),
                                 (args.source_iterations, source_iteration_variants),
-                                (args.transitions, transition_variants)):
+                                (args.transitions, transition_variants),
+                                (args.domain_weights, partial(domain_weight_variants, item_domains=item_domains))):
             if wanted:
                 variants.append(measure(JointTrain.of_split(data.interactions, data.items, split), val, test,
                                         int(seed)))
