@@ -4,7 +4,8 @@ A joint model is fitted once on the time-safe interactions of every source domai
 before their first target test interaction, as the source models see them) together with the target's training
 interactions, over the union of the source items and the target catalogue; it is then scored, evaluated and
 registered on the target catalogue only. With sources from another dataset, the source interactions are that
-dataset's, in the target's id space (:meth:`JointTrain.of_other_dataset`). Two are fitted, each tuned on validation NDCG@10 over its own grid:
+dataset's, in the target's id space (:meth:`JointTrain.of_other_dataset`). Two are fitted, each tuned on validation
+NDCG@10 over its own grid:
 
 - ``joint-als``: implicit ALS (:mod:`models.transfer.als`), then, where validation prefers it, each user's vector
   solved again with the recency step the transfer recipe takes (:mod:`models.transfer.recency`): a user's

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from scipy import sparse
@@ -170,6 +172,19 @@ def test_another_datasets_pairs_join_the_target_under_its_ids_and_users_apart():
     joint = JointTrain.of_other_dataset(same, split, shared_users=True)
     assert joint.n_source == 2 and list(joint.encoded.user_ids) == ["u1", "u2"]  # u2's t1 came after its cutoff
     assert JointTrain.of_other_dataset(same, split, shared_users=True, time_safe=False).n_source == 3
+
+    # the refit of a joint winner reads the same pairs with the target's whole (every part, not only training)
+    from models.config import FineTuneConfig, ModelConfig, TrainConfig
+    from models.evaluation.ranking import build_ranking_task
+    from models.transfer.refit import WholeInMemory, refit_model
+
+    later = pl.DataFrame({"user_id": ["u1"], "item_id": ["t3"], "rating": [5.0], "timestamp": [6]})
+    whole = WholeInMemory(replace(split, test=later), later.clear(), split.catalogue, other=moved)
+    assert whole.joint().n_source == 3 and len(whole.joint().encoded.users) == 6
+    val = build_ranking_task(catalogue["item_id"].to_numpy(), later, train, click_threshold=4.0)
+    model, params = refit_model("joint-ease", whole, val, seed=0, params={"l2": 10.0}, fits={}, source=None,
+                                finetune=FineTuneConfig(), model=ModelConfig(), scratch=TrainConfig())
+    assert list(model.item_ids) == ["t1", "t2", "t3"] and model.kind == "joint-ease" and params == {"l2": 10.0}
 
 
 def test_the_joint_peers_score_the_target_catalogue_from_a_users_source_history():
