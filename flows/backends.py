@@ -252,14 +252,15 @@ class InMemory:
             return gather_sources(data.dataset, data.fingerprint, domain, target.split.cutoffs, **common)
         if config.sources.registered_only:  # the catalogue alone: registered models and profiles, no raw data
             return registered_sources(self.run.uri, config.sources.data.dataset)
-        # another dataset: the same contracts, nothing hidden (no user is shared)
+        # another dataset: the same contracts; its source models hide nothing (they serve any target)
         other, fingerprint = validate_dataset(load_tables(config.sources.data), config.sources.data, None, None)
-        # the joint peers learn from its interactions with the target's items (none matched: no joint peer)
+        # the joint peers learn from its interactions in the target's id space (no item matched: none is fitted)
         item_match, self.shared_users = resolve_matching(config.sources, same_dataset=False)
-        self.other = other_on_target(other, target.split.catalogue, item_match=item_match,
-                                     shared_users=self.shared_users)
-        if not self.other.is_empty():
-            self.joint = JointTrain.of_other_dataset(self.other, target.split, shared_users=self.shared_users)
+        on_target = other_on_target(other, target.split.catalogue, item_match=item_match,
+                                    shared_users=self.shared_users)
+        if not on_target.is_empty():
+            self.other = on_target
+            self.joint = JointTrain.of_other_dataset(on_target, target.split, shared_users=self.shared_users)
         return gather_sources(other, fingerprint, domain, None, same_dataset=False, **common)
 
     def lineage(self, target: Target, sources: dict[str, Any]) -> list[tracking.DatasetRecord]:
