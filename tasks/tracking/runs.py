@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import socket
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -261,23 +262,33 @@ LIVE_PREFIX = "live/"
 def live_curve(uri: str, run_id: str, label: str) -> Callable[[Any], None]:
     """An ``on_epoch`` for :func:`models.nets.training.fit_network`: each epoch's training loss and validation
     score on the run while the fit trains (step = epoch), so the MLflow UI shows the curves before the end.
-    Written by a background thread (a fit does not wait on the store; :func:`end_run` waits for the writes); a
-    failed write is logged and never stops a fit."""
+    Written by a background thread (a fit does not wait on the store; :func:`end_run` waits for the writes): the
+    epochs reported while a write waits its turn go with it, in one write (epochs of a fraction of a second each
+    cost a write apiece otherwise, on the thread that logs the onboarding's other runs); a failed write is logged
+    and never stops a fit."""
     key = f"{LIVE_PREFIX}{slug(label)}/"
+    pending: list[Metric] = []
+    guard = threading.Lock()
+
+    def write() -> None:
+        with guard:
+            metrics = pending.copy()
+            pending.clear()
+        try:
+            client(uri).log_batch(run_id, metrics=metrics, synchronous=True)
+        except Exception as error:  # noqa: BLE001 - the store failing never stops a fit
+            logger.warning("live curve of %s not logged: %s", label, error)
 
     def log(report: Any) -> None:
         now = int(time.time() * 1000)
         metrics = [Metric(f"{key}{name}", float(value), now, report.epoch)
                    for name, value in (("train_loss", report.loss), (f"val_ndcg_at_{report.k}", report.val_ndcg))
                    if not math.isnan(value)]
-
-        def write() -> None:
-            try:
-                client(uri).log_batch(run_id, metrics=metrics, synchronous=True)
-            except Exception as error:  # noqa: BLE001 - the store failing never stops a fit
-                logger.warning("live curve of %s not logged: %s", label, error)
-
-        BACKGROUND.submit(write)
+        with guard:
+            queued = bool(pending)  # a write is waiting: these go with it
+            pending.extend(metrics)
+        if not queued and metrics:
+            BACKGROUND.submit(write)
 
     return log
 
