@@ -252,15 +252,19 @@ class InMemory:
             return gather_sources(data.dataset, data.fingerprint, domain, target.split.cutoffs, **common)
         if config.sources.registered_only:  # the catalogue alone: registered models and profiles, no raw data
             return registered_sources(self.run.uri, config.sources.data.dataset)
-        # another dataset: the same contracts; its source models hide nothing (they serve any target)
+        # another dataset: the same contracts; its source models of other people serve any target, those of the
+        # target's own users hide the target's test period as the target's own dataset's do
         other, fingerprint = validate_dataset(load_tables(config.sources.data), config.sources.data, None, None)
-        # the joint peers learn from its interactions in the target's id space (no item matched: none is fitted)
+        # the joint peers learn from its interactions in the target's id space (no item, no user shared: none is fitted)
         item_match, self.shared_users = resolve_matching(config.sources, same_dataset=False)
         on_target = other_on_target(other, target.split.catalogue, item_match=item_match,
                                     shared_users=self.shared_users)
         if not on_target.is_empty():
             self.other = on_target
             self.joint = JointTrain.of_other_dataset(on_target, target.split, shared_users=self.shared_users)
+        if self.shared_users:
+            return gather_sources(other, fingerprint, domain, target.split.cutoffs, same_dataset=False,
+                                  target_data=data.fingerprint, **common)
         return gather_sources(other, fingerprint, domain, None, same_dataset=False, **common)
 
     def lineage(self, target: Target, sources: dict[str, Any]) -> list[tracking.DatasetRecord]:

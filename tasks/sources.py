@@ -52,20 +52,24 @@ class SourceModel:
 
 @task(name="plan-sources", cache_policy=NO_CACHE)
 def plan_sources(dataset: Dataset, data_fingerprint: str, target: str, test_ratio: float,
-                 config: SourcesConfig, *, same_dataset: bool = True) -> list[SourceSpec]:
+                 config: SourcesConfig, *, same_dataset: bool = True,
+                 target_data: str | None = None) -> list[SourceSpec]:
     """The source candidates of ``target`` with their registry names and fingerprints.
 
     Sources from the target's own dataset hide the target's test period (time-safe, one set per target);
-    sources from another dataset share no user with it and serve every target of that dataset.
+    sources from another dataset whose users are the target's (``target_data``: the target dataset's
+    fingerprint, which with ``target`` and ``test_ratio`` fixes each user's cutoff) hide it too; sources from
+    another dataset of other people serve every target of that dataset.
     """
     plan = source_candidates(dataset.domains(), target, candidates=config.candidates,
                              top_single=config.top_single, all_others=config.all_others,
                              combinations=config.combinations, same_dataset=same_dataset)
-    hidden = target if same_dataset else None
+    hidden = target if same_dataset or target_data is not None else None
     legacy = cache(partial(legacy_fingerprint, dataset))  # finds sources registered before the stable fingerprint
 
     def keyed(data: str, domains: list[str]) -> str:
-        return source_fingerprint(data_fingerprint=data, target=hidden, test_ratio=test_ratio if same_dataset else None,
+        data = data if target_data is None else f"{data}+{target_data}"
+        return source_fingerprint(data_fingerprint=data, target=hidden, test_ratio=test_ratio if hidden else None,
                                   domains=domains, model=config.model, train=config.train, val_ratio=config.val_ratio,
                                   seed=config.seed)
 
@@ -200,16 +204,19 @@ def registered_sources(uri: str, dataset: str) -> dict[str, SourceModel]:
 
 def gather_sources(dataset: Dataset, data_fingerprint: str, target: str, cutoffs: pl.DataFrame | None,
                    test_ratio: float, config: SourcesConfig, uri: str, *, same_dataset: bool = True,
-                   force: bool = False, triggered_by: str | None = None,
+                   target_data: str | None = None, force: bool = False, triggered_by: str | None = None,
                    checkpoints: Path | None = None) -> dict[str, SourceModel]:
     """Plan the source candidates of ``target`` (:func:`plan_sources`) and find or train each
     (:func:`find_or_train_source`): every flow that needs sources names and reuses them alike.
 
-    Within the target's dataset (``same_dataset``) the sources hide the target's test period (``cutoffs``);
-    from another dataset nothing is hidden (``cutoffs`` None).
+    Within the target's dataset (``same_dataset``) the sources hide the target's test period (``cutoffs``); so
+    do sources from another dataset whose users are the target's (``target_data``: the target dataset's
+    fingerprint, with its ``cutoffs``); from another dataset of other people nothing is hidden (``cutoffs``
+    None).
     """
-    specs = plan_sources(dataset, data_fingerprint, target, test_ratio, config, same_dataset=same_dataset)
-    hidden = target if same_dataset else None
+    specs = plan_sources(dataset, data_fingerprint, target, test_ratio, config, same_dataset=same_dataset,
+                         target_data=target_data)
+    hidden = target if same_dataset or target_data is not None else None
     return {spec.name: find_or_train_source(dataset, cutoffs, spec, config, hidden, uri, force=force,
                                             triggered_by=triggered_by, checkpoints=checkpoints)
             for spec in specs}

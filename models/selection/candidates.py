@@ -103,10 +103,10 @@ def other_on_target(other: Dataset, catalogue: pl.DataFrame, *, item_match: Item
     """The interactions of ``other`` (another dataset) in the target's id space: the target ``catalogue``'s items
     matched as the sources' items are (``item_match``: by id, by ``Title (Year)`` key, or none) under their target
     ids; its own items and, unless ``shared_users``, its users in a namespace of their own
-    (:func:`models.transfer.alignment.interactions_on_target`). Empty where no item matches: nothing connects the
-    two then."""
+    (:func:`models.transfer.alignment.interactions_on_target`). Empty where neither an item nor a user is shared:
+    nothing connects the two then."""
     keyed = [items.select(ITEM_ID, key=item_keys(items)) for items in (other.items, catalogue)]
     mapping = item_mapping(*keyed, how=item_match)
-    if mapping.is_empty():
+    if mapping.is_empty() and not shared_users:
         return other.interactions.clear()
     return interactions_on_target(other.interactions, mapping, shared_users=shared_users)

@@ -145,3 +145,42 @@ def test_shared_users_with_a_configured_combination(synthetic_dir: Path, mlflow_
     client = mlflow.MlflowClient(mlflow_uri)
     run = client.get_run(summary.mlflow_run_id)
     assert run.data.tags["selection_decided_by"] and run.data.tags["chosen_source"] == summary.chosen_source
+
+
+def test_another_export_of_the_same_customers_hides_the_targets_test_period(synthetic_dataset, mlflow_uri: str,
+                                                                            tmp_path: Path):
+    """A company's new category in one export, its other categories in another, the same customer ids
+    (``sources.shared_users``): the source models, the closed-form recipe and the joint peers see each customer's
+    other purchases before their first target test interaction only, as within one dataset, and the sources are
+    registered for this target, not for any."""
+    import polars as pl
+
+    from data_contracts.columns import DOMAIN, ITEM_ID
+    from models.data.datasets import Dataset
+    from models.split import split_with, time_safe_source
+    from tasks import tracking
+
+    data = synthetic_dataset
+    parts = {}
+    for name, keep in (("new-category", pl.col(DOMAIN) == "games"), ("old-categories", pl.col(DOMAIN) != "games")):
+        items = data.items.filter(keep)
+        interactions = data.interactions.join(items.select(ITEM_ID), on=ITEM_ID, how="semi")
+        parts[name] = (write_canonical_dir(Dataset(name, interactions, items), tmp_path / name), interactions)
+    target_dir, old_dir = parts["new-category"][0], parts["old-categories"][0]
+    config = OnboardConfig.smoke("games", target_dir, mlflow_uri).model_copy(update={
+        "data": DataConfig(dataset=target_dir.name, path=target_dir),
+        "sources": SourcesConfig.smoke().model_copy(update={
+            "data": DataConfig(dataset=old_dir.name, path=old_dir), "embedder": "hashed", "shared_users": True})})
+    summary = onboard_domain_flow(config)
+
+    cutoffs = split_with(parts["new-category"][1], data.items, domain="games", config=config.split).cutoffs
+    hidden = parts["old-categories"][1].height - time_safe_source(parts["old-categories"][1], cutoffs).height
+    assert hidden > 0  # the old export holds purchases after some customers' cutoffs
+    sources = [e for e in tracking.source_catalogue(mlflow_uri) if e["dataset"] == "old-categories"]
+    assert sources and all(e["time_safe_for"] == "games" for e in sources)
+    everything = next(e for e in sources if set(e["domains"]) == {"books", "music", "movies"})
+    assert everything["interactions"] == parts["old-categories"][1].height - hidden
+    # the users are known: the closed-form recipe is fitted beside the fine-tune, and the joint peers
+    assert "closed_form_val_ndcg_at_10" in summary.transfer_recipe
+    assert set(summary.metrics) == {"transfer", *BASELINES}
+    assert {c["name"]: c["user_coverage"] for c in summary.candidates}[everything["source"]] > 0.9

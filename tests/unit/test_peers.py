@@ -140,7 +140,7 @@ def test_another_datasets_pairs_join_the_target_under_its_ids_and_users_apart():
     """Another shop sells one of the target's three items (under another id, matched by its title key) and one of
     its own. Its interactions come over with the matched item under the target's id and its own item in a
     namespace, as are its users, other people with colliding ids. Where its users are the target's, they keep
-    their ids and only what they did before their cutoff. Nothing matched: nothing comes over."""
+    their ids and only what they did before their cutoff. Neither items nor users shared: nothing comes over."""
     import polars as pl
 
     from models.data.datasets import Dataset
@@ -160,6 +160,7 @@ def test_another_datasets_pairs_join_the_target_under_its_ids_and_users_apart():
         (f"{SOURCE_NAMESPACE}u1", f"{SOURCE_NAMESPACE}o2"), (f"{SOURCE_NAMESPACE}u1", "t1"),
         (f"{SOURCE_NAMESPACE}u2", "t1")]
     assert other_on_target(other, catalogue, item_match="none", shared_users=False).is_empty()
+    assert other_on_target(other, catalogue, item_match="none", shared_users=True).height == 3  # the same people
 
     train = pl.DataFrame({"user_id": ["u1", "u2"], "item_id": ["t2", "t3"], "rating": [4.0, 4.0],
                           "timestamp": [3, 3]})
