@@ -262,10 +262,9 @@ class InMemory:
         if not on_target.is_empty():
             self.other = on_target
             self.joint = JointTrain.of_other_dataset(on_target, target.split, shared_users=self.shared_users)
-        if self.shared_users:
-            return gather_sources(other, fingerprint, domain, target.split.cutoffs, same_dataset=False,
-                                  target_data=data.fingerprint, **common)
-        return gather_sources(other, fingerprint, domain, None, same_dataset=False, **common)
+        shared = self.shared_users
+        return gather_sources(other, fingerprint, domain, target.split.cutoffs if shared else None, same_dataset=False,
+                              target_data=data.fingerprint if shared else None, **common)
 
     def lineage(self, target: Target, sources: dict[str, Any]) -> list[tracking.DatasetRecord]:
         """The target's parts and each source's training data, for the run's datasets in MLflow."""

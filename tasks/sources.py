@@ -50,6 +50,12 @@ class SourceModel:
     seconds: float
 
 
+def hidden_target(target: str, *, same_dataset: bool, target_data: str | None) -> str | None:
+    """The target whose test period the sources hide: within its dataset, or from another dataset of the same
+    users (``target_data``, see :func:`plan_sources`); None for another dataset of other people."""
+    return target if same_dataset or target_data is not None else None
+
+
 @task(name="plan-sources", cache_policy=NO_CACHE)
 def plan_sources(dataset: Dataset, data_fingerprint: str, target: str, test_ratio: float,
                  config: SourcesConfig, *, same_dataset: bool = True,
@@ -64,7 +70,7 @@ def plan_sources(dataset: Dataset, data_fingerprint: str, target: str, test_rati
     plan = source_candidates(dataset.domains(), target, candidates=config.candidates,
                              top_single=config.top_single, all_others=config.all_others,
                              combinations=config.combinations, same_dataset=same_dataset)
-    hidden = target if same_dataset or target_data is not None else None
+    hidden = hidden_target(target, same_dataset=same_dataset, target_data=target_data)
     legacy = cache(partial(legacy_fingerprint, dataset))  # finds sources registered before the stable fingerprint
 
     def keyed(data: str, domains: list[str]) -> str:
@@ -216,7 +222,7 @@ def gather_sources(dataset: Dataset, data_fingerprint: str, target: str, cutoffs
     """
     specs = plan_sources(dataset, data_fingerprint, target, test_ratio, config, same_dataset=same_dataset,
                          target_data=target_data)
-    hidden = target if same_dataset or target_data is not None else None
+    hidden = hidden_target(target, same_dataset=same_dataset, target_data=target_data)
     return {spec.name: find_or_train_source(dataset, cutoffs, spec, config, hidden, uri, force=force,
                                             triggered_by=triggered_by, checkpoints=checkpoints)
             for spec in specs}

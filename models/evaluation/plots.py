@@ -31,7 +31,7 @@ def figure(width: float = 6.0) -> tuple[Any, Any]:
     return fig, fig.subplots()
 
 
-#: Room beside the axes for the legend, and below them for rotated labels (inches).
+#: Room beside the axes for the legend, and below them for the x labels (two lines at most; inches).
 LEGEND_INCHES = 1.45
 BOTTOM_INCHES = 0.9
 
