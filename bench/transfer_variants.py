@@ -7,6 +7,9 @@ docs/benchmarks.md reports as tried.
 Usage (after `bench/quality.py` has registered the genres' source models in bench/results/mlflow.db):
 
     python bench/transfer_variants.py --cells Horror:0.1:0 --hyper-parameters
+    python bench/transfer_variants.py --negatives --cells \
+        Horror:0.05:0,Horror:0.1:0,Horror:0.3:0,Crime:0.05:0,Crime:0.1:0,Crime:0.3:0,\
+        Thriller:0.05:0,Thriller:0.1:0,Thriller:0.3:0,Adventure:0.05:0,Adventure:0.1:0,Adventure:0.3:0
     python bench/transfer_variants.py --blends --cells \
         Horror:0.1:0,Crime:0.1:0,Sci-Fi:0.1:0,Thriller:0.1:0,Adventure:0.1:0,Horror:0.3:1,Crime:0.3:1,Thriller:0.3:1
     python bench/transfer_variants.py --cells Horror:0.1:0,Crime:0.1:0 --closed-form
@@ -47,12 +50,16 @@ compares the recipe without its cross-domain transitions (``recipe``), with them
 numbers changed (:data:`TRANSITION_VARIANTS`), the transitions alone, the target's own transitions alone (a
 target-only sequential model) and the joint peers. ``--domain-weights`` (no registered source either) compares the
 recipe with the recipe whose users' recency step weighs each source domain by its affinity to the target, at the
-exponents of :data:`DOMAIN_WEIGHT_EXPONENTS` (:func:`domain_weight_variants`).
+exponents of :data:`DOMAIN_WEIGHT_EXPONENTS` (:func:`domain_weight_variants`). ``--negatives`` compares the default
+fine-tune (a full softmax over the target catalogue up to 1,024 items) with the same fine-tune on
+:data:`SAMPLED_NEGATIVES` uniformly sampled negatives, and on the full softmax without each user's other training
+items among its negatives (:func:`seen_masked`: the negatives the evaluation ranks against), and the recipe.
 """
 
 from __future__ import annotations
 
 import argparse
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
@@ -82,6 +89,42 @@ def blend(a, b, weight: float, catalogue: np.ndarray):
     return FactorModel(users, catalogue, np.hstack([ua * (1 - weight) / sa, ub * weight / sb]).astype(np.float32),
                        np.hstack([va, vb]).astype(np.float32),
                        ((1 - weight) * ba / sa + weight * bb / sb).astype(np.float32), kind="blend")
+
+
+#: ``--negatives``' sampled-softmax sizes (uniform negatives shared by a batch) against the default's full softmax.
+SAMPLED_NEGATIVES = (64, 256)
+
+
+@contextmanager
+def seen_masked():
+    """While open, the networks' full softmax leaves each pair's user's other training items out of its negatives,
+    as the evaluation ranks only the items a user has not interacted with (by default every other item of the
+    catalogue is a negative, a user's other positives included)."""
+    import torch
+    import torch.nn.functional as F
+
+    from models.nets.lightning import RecommenderModule
+
+    original = RecommenderModule.training_step
+
+    def training_step(self, batch, batch_idx):
+        users, items = batch
+        if not hasattr(self, "_seen"):
+            pairs_users, pairs_items = self.trainer.train_dataloader.dataset.tensors[:2]
+            self._seen = torch.zeros(self.network.user_emb.num_embeddings, self.network.n_items, dtype=torch.bool)
+            self._seen[pairs_users, pairs_items] = True
+        others = self._seen[users]
+        others[torch.arange(len(items)), items] = False
+        loss = F.cross_entropy(self.network(users).masked_fill(others, float("-inf")), items)
+        self._loss_sum = self._loss_sum + loss.detach() * len(users)
+        self._loss_pairs += len(users)
+        return loss
+
+    RecommenderModule.training_step = training_step
+    try:
+        yield
+    finally:
+        RecommenderModule.training_step = original
 
 
 def network_item_step(source, split, catalogue: np.ndarray, points: list[tuple[float, float]]) -> list:
@@ -335,9 +378,11 @@ def main(argv: list[str] | None = None) -> int:
                                                                     "alone; needs no registered source")
     parser.add_argument("--domain-weights", action="store_true", help="the recipe's users' recency step with each "
                         "source domain weighted by its affinity to the target (module docstring)")
+    parser.add_argument("--negatives", action="store_true", help="the fine-tune's negatives: sampled (uniform) "
+                        "instead of the full softmax, and the full softmax without each user's other training items")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
-    fine_tunes = args.hyper_parameters or args.blends or args.closed_form or args.recipes
+    fine_tunes = args.hyper_parameters or args.blends or args.closed_form or args.recipes or args.negatives
 
     from mlflow import MlflowClient
 
@@ -399,6 +444,20 @@ def main(argv: list[str] | None = None) -> int:
                                        ("random item init", {"item_init": "random"}, {})):
                 config = FineTuneConfig(**mode, train=defaults.model_copy(update=train))
                 print(f"  {label}: {score(fine_tune(source, split, config=config, seed=int(seed)).model)}", flush=True)
+        if args.negatives:
+            defaults, tried = target_train_defaults(), {"default": transfer}
+            for n in SAMPLED_NEGATIVES:
+                config = FineTuneConfig(train=defaults.model_copy(update={"n_negatives": n}))
+                tried[f"{n} sampled negatives"] = fine_tune(source, split, config=config, seed=int(seed)).model
+            with seen_masked():
+                config = FineTuneConfig(train=defaults.model_copy(update={"n_negatives": 0}))
+                tried["full softmax, seen items masked"] = fine_tune(source, split, config=config,
+                                                                     seed=int(seed)).model
+            tried["recipe"] = fit_closed_form_transfer(JointTrain.of_split(data.interactions, data.items, split), val,
+                                                       seed=int(seed)).model
+            variants.append({name: tuple(evaluate_model(model, task).metrics["ndcg_at_10"] for task in (val, test))
+                             for name, model in tried.items()})
+            print(cell, "  ".join(f"{k} {v:.4f}/{t:.4f}" for k, (v, t) in variants[-1].items()), flush=True)
         if args.blends:
             joint = JointTrain.of_split(data.interactions, data.items, split)
             others = {"ease": fit_ease(EncodedTrain.of(split.train, catalogue), val).model,
